@@ -1,0 +1,90 @@
+"""Requests that change incidents (operators, the mitigation agent) and their results."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from schemas.common import Contract, Severity
+from schemas.silence import Silence
+
+
+class OperatorAction(StrEnum):
+    ACKNOWLEDGE = "acknowledge"
+    RESOLVE = "resolve"
+    ASSIGN = "assign"
+    ANNOTATE = "annotate"
+    SET_SEVERITY = "set_severity"
+    MERGE = "merge"
+    SILENCE_ADD = "silence_add"
+    SILENCE_EXPIRE = "silence_expire"
+
+
+class OperatorCommand(Contract):
+    """An operator's request, published on the incident commands topic.
+
+    ``command_id`` makes a retried request idempotent; ``at`` is when the operator asked.
+    """
+
+    command_id: str
+    action: OperatorAction
+    incident_id: str | None = None  # all but the silence actions
+    by: str = Field(min_length=1)
+    at: datetime
+    assignee: str | None = None  # ASSIGN
+    note: str | None = None  # ANNOTATE, and an optional comment on any action
+    severity: Severity | None = None  # SET_SEVERITY
+    merge_into: str | None = None  # MERGE: incident_id that absorbs this one
+    silence: Silence | None = None  # SILENCE_ADD
+    silence_id: str | None = None  # SILENCE_EXPIRE
+
+
+class CommandStatus(StrEnum):
+    REQUESTED = "requested"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    REFUSED = "refused"  # a guard said no (rate limit, cooldown, blast radius)
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DRY_RUN = "dry_run"
+
+
+class MitigationCommand(Contract):
+    """A step of a workflow to execute; ``command_id`` is derived from (incident, workflow, step, attempt)."""
+
+    command_id: str
+    incident_id: str
+    workflow: str
+    step: str
+    attempt: int = 1
+    action: str
+    target: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float = 30.0
+    dry_run: bool = False
+    requires_approval: bool = False
+    status: CommandStatus = CommandStatus.REQUESTED
+    created_at: datetime
+    approval_expires_at: datetime | None = None
+
+
+class CommandResult(Contract):
+    """What became of a mitigation command; the correlator turns each into an incident event."""
+
+    command_id: str
+    incident_id: str
+    workflow: str
+    step: str
+    action: str
+    status: CommandStatus
+    at: datetime
+    actor: str
+    reason: str | None = None
+    output: str | None = None
+    duration_s: float | None = None

@@ -1,0 +1,64 @@
+"""Shared building blocks of every wire contract.
+
+All contracts travel as orjson-encoded JSON with a ``schema_version`` so consumers can refuse
+(dead-letter) records written by an incompatible future release instead of misreading them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Self
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+SCHEMA_VERSION = 1
+
+
+class Contract(BaseModel):
+    """Base of every wire contract: strict about unknown fields, cheap to (de)serialize."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
+
+    schema_version: int = SCHEMA_VERSION
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", exclude_none=False))
+
+    @classmethod
+    def from_bytes(cls, data: bytes | str) -> Self:
+        return cls.model_validate_json(data)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class Severity(StrEnum):
+    """Normalized severity, ordered from most to least urgent."""
+
+    CRITICAL = "critical"
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+    @classmethod
+    def most_severe(cls, values: list[Severity]) -> Severity:
+        return min(values, key=lambda s: s.rank) if values else cls.WARNING
+
+
+_SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.ERROR: 1, Severity.WARNING: 2, Severity.INFO: 3}
+
+
+def utc_from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000.0, tz=UTC)
+
+
+def ms_from_dt(dt: datetime) -> int:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(round(dt.timestamp() * 1000))

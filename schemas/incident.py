@@ -1,0 +1,137 @@
+"""Incidents and their audit events.
+
+The incident topic carries only ``IncidentEvent`` records; an ``Incident`` is what replaying them
+produces (see streams.projection).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from schemas.alert import AlertStatus
+from schemas.common import Contract, Severity
+
+
+class IncidentState(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    MITIGATING = "mitigating"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+class IncidentEventType(StrEnum):
+    OPENED = "opened"  # group_wait elapsed: a new incident with its first alerts
+    UPDATED = "updated"  # coalesced alert changes (at most one per group_interval)
+    SEVERITY_CHANGED = "severity_changed"
+    ACKNOWLEDGED = "acknowledged"
+    MITIGATING = "mitigating"
+    RESOLVED = "resolved"
+    REOPENED = "reopened"
+    CLOSED = "closed"
+    ASSIGNED = "assigned"
+    ANNOTATED = "annotated"
+    MERGED = "merged"  # this incident was merged into details.merged_into
+    ABSORBED = "absorbed"  # another incident was merged into this one
+    MITIGATION = "mitigation"  # a mitigation command changed status (details.command_id, details.status)
+    REFUSED = "refused"  # an operator or agent request was refused; details.reason says why
+
+
+class AlertChangeKind(StrEnum):
+    JOINED = "joined"  # first notification of a fingerprint in this incident
+    UPDATED = "updated"  # severity or annotations changed
+    RESOLVED = "resolved"  # explicitly resolved by the source
+    EXPIRED = "expired"  # endsAt passed or not re-sent within resolve_timeout
+    REFIRED = "refired"  # firing again after resolving
+    SILENCED = "silenced"
+    INHIBITED = "inhibited"
+    FLAPPING = "flapping"  # updates for it are held back until it settles
+    SETTLED = "settled"  # stopped flapping
+    LATE = "late"  # arrived after the allowed lateness; applied at the current watermark
+
+
+class AlertChange(Contract):
+    """Why one alert's relation to the incident changed, and which rule decided it."""
+
+    fingerprint: str
+    change: AlertChangeKind
+    status: AlertStatus
+    severity: Severity
+    at: datetime
+    labels: dict[str, str] | None = None  # full label set, on JOINED only
+    annotations: dict[str, str] | None = None  # on JOINED and UPDATED
+    rule: str | None = None  # the silence id, inhibition rule or policy behind the change
+
+
+class IncidentSnapshot(Contract):
+    """The incident as it stands right after the event: lets notifiers act on one record."""
+
+    state: IncidentState
+    severity: Severity
+    title: str
+    group_key: str
+    group_labels: dict[str, str]
+    rule: str
+    alert_count: int  # distinct fingerprints ever in the incident
+    firing_count: int
+    opened_at: datetime
+    acknowledged_at: datetime | None = None
+    mitigating_at: datetime | None = None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    assignee: str | None = None
+    reopen_count: int = 0
+    deduplicated: int = 0  # re-sent notifications folded into this incident so far
+    suppressed: int = 0  # silenced, inhibited or flapping notifications held back so far
+
+
+class IncidentEvent(Contract):
+    """One immutable state change of one incident; the incident topic is the audit log."""
+
+    event_id: str
+    incident_id: str
+    seq: int = Field(ge=1, description="Contiguous per incident, starting at 1")
+    type: IncidentEventType
+    from_state: IncidentState | None
+    to_state: IncidentState
+    at: datetime = Field(description="Event time (the correlator's watermark) of the decision")
+    actor: str = Field(description="'correlator', 'operator:NAME', 'agent:WORKFLOW' ...")
+    cause: str = Field(description="Why, in words")
+    rule: str | None = Field(default=None, description="The correlation rule, silence, or policy that decided it")
+    alerts: list[AlertChange] = Field(default_factory=list)
+    deduplicated: int = 0  # re-sends folded since the previous event
+    suppressed: int = 0
+    details: dict[str, Any] = Field(default_factory=dict)
+    snapshot: IncidentSnapshot
+
+
+class Incident(Contract):
+    """An incident rebuilt from its events."""
+
+    incident_id: str
+    state: IncidentState
+    severity: Severity
+    title: str
+    group_key: str
+    group_labels: dict[str, str]
+    rule: str
+    alert_count: int
+    firing_count: int
+    opened_at: datetime
+    acknowledged_at: datetime | None = None
+    mitigating_at: datetime | None = None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    assignee: str | None = None
+    reopen_count: int = 0
+    deduplicated: int = 0
+    suppressed: int = 0
+    last_seq: int
+    last_event_at: datetime
+    fingerprints: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    merged_into: str | None = None

@@ -1,0 +1,149 @@
+"""Configuration from env vars (STORMWATCH_*, KAFKA_BOOTSTRAP_SERVERS) and an optional YAML file.
+
+Precedence, highest first: explicit overrides (CLI flags), env vars, the YAML file named by
+``--config`` or ``STORMWATCH_CONFIG``, then the defaults below. Nested options use ``__`` in env
+var names, e.g. ``STORMWATCH_TOPICS__RAW=my.raw``. docs/configuration.md lists every option.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    """How every client reaches the brokers."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = Field(default=None, repr=False)
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    client_id: str = "stormwatch"
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings common to producers, consumers and the admin client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
+        return conf
+
+
+class TopicSettings(BaseModel):
+    """Topic names and sizing. User-facing names first, then the internal ones."""
+
+    raw: str = "alerts.raw"
+    dlq: str = "alerts.dlq"
+    incidents: str = "incidents.events"
+    commands: str = "incidents.commands"
+    mitigation_commands: str = "mitigation.commands"
+    mitigation_results: str = "mitigation.results"
+    correlator_input: str = "stormwatch.correlator.input"
+    correlator_state: str = "stormwatch.correlator.state"
+    silences: str = "stormwatch.silences"
+    agent_state: str = "stormwatch.agent.state"
+    partitions: int = Field(default=6, ge=1, description="Partitions of the partitioned topics")
+    replication_factor: int = Field(default=1, ge=1)
+    min_insync_replicas: int = Field(default=1, ge=1)
+    dlq_retention_ms: int = Field(default=30 * 24 * 3600 * 1000, description="How long dead letters are kept")
+    raw_retention_ms: int = Field(default=7 * 24 * 3600 * 1000)
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, description="Largest record on the incident topic")
+
+
+class IngestSettings(BaseModel):
+    max_record_bytes: int = Field(default=4 * 1024 * 1024, description="Larger raw records are dead-lettered")
+    max_alerts_per_record: int = 10_000
+    max_labels: int = 256
+    max_label_bytes: int = 16 * 1024
+    max_json_depth: int = 32
+    transaction_interval_ms: int = Field(default=100, ge=1, description="Commit a transaction at least this often")
+    max_batch_records: int = 5_000
+    tick_interval_ms: int = Field(default=200, ge=10, description="How often clock ticks enter the log")
+
+
+class CorrelatorSettings(BaseModel):
+    rules_file: str | None = Field(default=None, description="YAML correlation rules; None = built-in default")
+    transaction_interval_ms: int = 100
+    max_batch_records: int = 2_000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STORMWATCH_", env_nested_delimiter="__", extra="forbid")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    correlator: CorrelatorSettings = Field(default_factory=CorrelatorSettings)
+    log_level: str = Field(default="WARNING", validation_alias=AliasChoices("STORMWATCH_LOG_LEVEL", "log_level"))
+    metrics_port: int = Field(default=0, description="Port for /metrics on 127.0.0.1; 0 disables")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that says what to fix."""
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Merge defaults, the YAML file, env vars (incl. KAFKA_BOOTSTRAP_SERVERS) and overrides."""
+    path = config_file or os.environ.get("STORMWATCH_CONFIG")
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found; pass an existing YAML file with --config")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        data = loaded
+    settings = Settings()  # env vars only
+    merged = _deep_merge(data, settings.model_dump(exclude_unset=True))
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if bootstrap and "STORMWATCH_KAFKA__BOOTSTRAP_SERVERS" not in os.environ:
+        merged.setdefault("kafka", {})["bootstrap_servers"] = bootstrap
+    merged = _deep_merge(merged, overrides)
+    try:
+        return Settings.model_validate(merged)
+    except Exception as exc:  # pydantic.ValidationError
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
