@@ -21,6 +21,7 @@ class OperatorAction(StrEnum):
     MERGE = "merge"
     SILENCE_ADD = "silence_add"
     SILENCE_EXPIRE = "silence_expire"
+    ABSORB = "absorb"  # internal: the correlator tells merge_into's owner what it absorbed
 
 
 class OperatorCommand(Contract):
@@ -40,6 +41,7 @@ class OperatorCommand(Contract):
     merge_into: str | None = None  # MERGE: incident_id that absorbs this one
     silence: Silence | None = None  # SILENCE_ADD
     silence_id: str | None = None  # SILENCE_EXPIRE
+    details: dict[str, Any] = Field(default_factory=dict)  # ABSORB: source incident and fingerprints
 
 
 class CommandStatus(StrEnum):

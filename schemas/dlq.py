@@ -22,6 +22,9 @@ class DeadLetterReason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"  # unparseable or outside the accepted range
     UNSUPPORTED_VERSION = "unsupported_version"  # a schema_version this release cannot read
     EMPTY = "empty"  # empty record or empty batch
+    LATE_ALERT = "late_alert"  # later than the allowed lateness, with late_policy=dead_letter
+    UNKNOWN_INCIDENT = "unknown_incident"  # a command for an incident the correlator does not hold
+    INVALID_COMMAND = "invalid_command"  # an operator command or mitigation result that does not validate
 
 
 class DeadLetter(Contract):

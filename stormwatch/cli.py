@@ -18,6 +18,10 @@ from stormwatch.errors import UserError
 COMMAND_MODULES = [
     "stormwatch.commands.topics",
     "stormwatch.commands.schemas",
+    "stormwatch.commands.pipeline",
+    "stormwatch.commands.incidents",
+    "stormwatch.commands.operator",
+    "stormwatch.commands.silences",
 ]
 
 Handler = Callable[[argparse.Namespace, Settings], int]

@@ -1,0 +1,19 @@
+"""Input-format adapters: raw Kafka records -> canonical alerts and dead letters.
+
+Formats and their mapping are documented in docs/input-formats.md; ``parse_record`` is the entry
+point (one call per raw record, never raises).
+"""
+
+from schemas.adapters.base import DEFAULT_LIMITS, ParseLimits, ParseResult, sanitize_label_name
+from schemas.adapters.detect import FORMAT_HEADER, detect_format
+from schemas.adapters.record import parse_record
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "FORMAT_HEADER",
+    "ParseLimits",
+    "ParseResult",
+    "detect_format",
+    "parse_record",
+    "sanitize_label_name",
+]

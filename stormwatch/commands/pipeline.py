@@ -1,0 +1,123 @@
+"""`stormwatch ingest` and `stormwatch correlate`: the two long-running pipeline workers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from stormwatch.config import Settings
+from stormwatch.errors import UserError
+from streams.correlator import CorrelatorStage
+from streams.ingest import IngestStage
+from streams.metrics import pipeline_metrics, serve_metrics
+from streams.rules import RulesConfig, RulesError, load_rules
+from streams.txloop import TransactionalLoop
+
+log = logging.getLogger("stormwatch.pipeline")
+
+
+def register(sub: Any) -> None:
+    for name, handler, text in (
+        ("ingest", run_ingest, "Run the stateless ingest stage (raw alerts -> routed batches, DLQ, ticks)."),
+        ("correlate", run_correlate, "Run the stateful correlator (dedup, grouping, incidents, audit log)."),
+    ):
+        p: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--rules", help="Correlation rules YAML (default: correlator.rules_file or built-in)")
+        p.add_argument(
+            "--instance-id",
+            default=os.environ.get("STORMWATCH_INSTANCE_ID"),
+            help="Stable id of this worker replica; a restarted replica with the same id fences its "
+            "predecessor's open transaction at once (default: $STORMWATCH_INSTANCE_ID or host-pid)",
+        )
+        p.add_argument("--metrics-port", type=int, help="Serve /metrics on 127.0.0.1:PORT (0: off)")
+        p.add_argument("--max-seconds", type=float, help="Stop after this many seconds (benchmarks, demos)")
+        p.set_defaults(handler=handler)
+
+
+def _rules(args: argparse.Namespace, settings: Settings) -> RulesConfig:
+    try:
+        return load_rules(args.rules or settings.correlator.rules_file)
+    except RulesError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _partitions(settings: Settings, topic: str) -> int:
+    admin = AdminClient(settings.kafka.client_config())
+    try:
+        md = admin.list_topics(topic, timeout=10)
+    except Exception as exc:
+        raise UserError(
+            f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}; start it with `make kafka-up` "
+            "or set KAFKA_BOOTSTRAP_SERVERS"
+        ) from None
+    info = md.topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        raise UserError(f"topic {topic} does not exist; create the pipeline's topics with `stormwatch topics create`")
+    return len(info.partitions)
+
+
+def _instance(args: argparse.Namespace) -> str:
+    return str(args.instance_id or f"{socket.gethostname()}-{os.getpid()}")
+
+
+def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    rules = _rules(args, settings)
+    partitions = _partitions(settings, settings.topics.correlator_input)
+    _partitions(settings, settings.topics.raw)
+    metrics = pipeline_metrics()
+    serve_metrics(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
+    stage = IngestStage(settings, rules, partitions, metrics)
+    loop = build_ingest_loop(settings, stage, _instance(args))
+    loop.install_signal_handlers()
+    loop.run(max_seconds=args.max_seconds)
+    return 0
+
+
+def build_ingest_loop(settings: Settings, stage: IngestStage, instance: str) -> TransactionalLoop:
+    t = settings.topics
+    metrics = stage.metrics
+    return TransactionalLoop(
+        settings,
+        stage=stage,
+        group_id=f"stormwatch-ingest-{t.raw}",
+        topics=[t.raw, t.commands, t.mitigation_results],
+        transactional_id=f"stormwatch-ingest-{t.raw}-{instance}",
+        max_batch=settings.ingest.max_batch_records,
+        on_commit=(lambda n, s: _committed(metrics, "ingest", s)) if metrics else None,
+    )
+
+
+def run_correlate(args: argparse.Namespace, settings: Settings) -> int:
+    rules = _rules(args, settings)
+    _partitions(settings, settings.topics.correlator_input)
+    metrics = pipeline_metrics()
+    serve_metrics(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
+    stage = CorrelatorStage(settings, rules, metrics)
+    loop = build_correlator_loop(settings, stage, _instance(args))
+    loop.install_signal_handlers()
+    loop.run(max_seconds=args.max_seconds)
+    return 0
+
+
+def build_correlator_loop(settings: Settings, stage: CorrelatorStage, instance: str) -> TransactionalLoop:
+    t = settings.topics
+    metrics = stage.metrics
+    return TransactionalLoop(
+        settings,
+        stage=stage,
+        group_id=f"stormwatch-correlator-{t.correlator_input}",
+        topics=[t.correlator_input],
+        transactional_id=f"stormwatch-correlator-{t.correlator_input}-{instance}",
+        max_batch=settings.correlator.max_batch_records,
+        on_commit=(lambda n, s: _committed(metrics, "correlator", s)) if metrics else None,
+    )
+
+
+def _committed(metrics: Any, stage: str, seconds: float) -> None:
+    metrics.transactions.labels(stage=stage).inc()
+    metrics.transaction_seconds.labels(stage=stage).observe(seconds)

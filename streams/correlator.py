@@ -1,0 +1,168 @@
+"""The stateful stage: runs one PartitionEngine per assigned correlator-input partition.
+
+State lives in the compacted changelog topic, written in the same transaction as the incident
+events and the input offsets; on assignment a partition's engine is rebuilt from it before any
+input is read, so a restart or a rebalance resumes exactly where the last commit left off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from stormwatch.config import Settings
+from streams.engine import EngineOutput, PartitionEngine
+from streams.metrics import PipelineMetrics
+from streams.rules import RulesConfig
+from streams.txloop import BatchResult, Output
+
+log = logging.getLogger("stormwatch.correlator")
+
+
+class CorrelatorStage:
+    def __init__(
+        self, settings: Settings, rules: RulesConfig, metrics: PipelineMetrics | None = None
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.rules = rules
+        self.metrics = metrics
+        self.engines: dict[int, PartitionEngine] = {}
+        self._reported: dict[int, Counter[str]] = {}
+        self.restore_seconds: dict[int, float] = {}
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic != self.topics.correlator_input:
+                continue
+            started = time.monotonic()
+            engine = PartitionEngine(self.rules, tp.partition, source_topic=tp.topic)
+            engine.restore(self._read_changelog(tp.partition))
+            self.engines[tp.partition] = engine
+            self._reported[tp.partition] = Counter(engine.stats)
+            self.restore_seconds[tp.partition] = time.monotonic() - started
+            log.info(
+                "restored partition %d in %.2fs: %s",
+                tp.partition,
+                self.restore_seconds[tp.partition],
+                engine.snapshot_counts(),
+            )
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic == self.topics.correlator_input:
+                self.engines.pop(tp.partition, None)
+                self._reported.pop(tp.partition, None)
+                if self.metrics is not None:
+                    self.metrics.open_incidents.labels(partition=str(tp.partition)).set(0)
+
+    def idle_work_due(self) -> bool:
+        return False
+
+    def _read_changelog(self, partition: int) -> dict[str, bytes]:
+        """Latest value per key of one changelog partition (committed records only)."""
+        conf = {
+            **self.settings.kafka.client_config(),
+            "group.id": f"stormwatch-restore-{partition}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "log_level": 3,
+        }
+        consumer = Consumer(conf)
+        state: dict[str, bytes] = {}
+        try:
+            tp = TopicPartition(self.topics.correlator_state, partition)
+            low, high = consumer.get_watermark_offsets(tp, timeout=30)
+            if high <= low:
+                return state
+            consumer.assign([TopicPartition(self.topics.correlator_state, partition, low)])
+            while True:
+                batch = consumer.consume(10_000, 1.0)
+                done = False
+                for msg in batch:
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            done = True
+                            continue
+                        raise RuntimeError(f"changelog read failed: {err}")
+                    key = msg.key()
+                    if key is None:
+                        continue
+                    value = msg.value()
+                    k = key.decode()
+                    if value is None:
+                        state.pop(k, None)
+                    else:
+                        state[k] = value
+                if done:
+                    position = consumer.position([tp])[0].offset
+                    if position >= high or position < 0:
+                        break
+        finally:
+            consumer.close()
+        return state
+
+    def handle(self, messages: list[Message], eof: set[tuple[str, int]]) -> BatchResult:
+        touched: set[int] = set()
+        for msg in messages:
+            partition = msg.partition()
+            engine = self.engines.get(partition)
+            if engine is None:  # not ours any more (revoked mid-batch); the new owner replays it
+                continue
+            engine.process(msg.value() or b"", msg.offset())
+            touched.add(partition)
+        outputs: list[Output] = []
+        offsets: dict[tuple[str, int], int] = {}
+        for partition in sorted(touched):
+            engine = self.engines[partition]
+            out = engine.take_output()
+            self._write(partition, out, outputs)
+            if out.commit_offset is not None:
+                offsets[(self.topics.correlator_input, partition)] = out.commit_offset
+            self._report(partition, engine)
+        return BatchResult(outputs, offsets)
+
+    def _write(self, partition: int, out: EngineOutput, outputs: list[Output]) -> None:
+        t = self.topics
+        now = time.time()
+        for event in out.events:
+            outputs.append(Output(t.incidents, event.to_bytes(), event.incident_id))
+            if self.metrics is not None:
+                self.metrics.record_event(
+                    event.type.value, event.snapshot.severity.value, event.snapshot.rule
+                )
+                for change in event.alerts[:32]:
+                    self.metrics.processing_latency.observe(max(now - change.at.timestamp(), 0.0))
+        for dead in out.dead_letters:
+            key = f"{dead.source_topic}/{dead.source_partition}/{dead.source_offset}"
+            outputs.append(Output(t.dlq, dead.to_bytes(), key))
+            if self.metrics is not None:
+                self.metrics.dead_letters.labels(reason=dead.reason.value).inc()
+        for key, value in out.feedback:
+            outputs.append(Output(t.commands, value, key))
+        for silence_id, silence in out.silences:
+            outputs.append(Output(t.silences, silence, silence_id))
+        for key, state in out.state.items():
+            outputs.append(Output(t.correlator_state, state, key, partition))
+        if self.metrics is not None:
+            for obs in out.observations:
+                if obs.name == "mtta":
+                    self.metrics.mtta.labels(severity=obs.severity, rule=obs.rule).observe(obs.seconds)
+                elif obs.name == "mttr":
+                    self.metrics.mttr.labels(severity=obs.severity, rule=obs.rule).observe(obs.seconds)
+
+    def _report(self, partition: int, engine: PartitionEngine) -> None:
+        if self.metrics is None:
+            return
+        before = self._reported.get(partition, Counter())
+        delta = Counter({k: v - before.get(k, 0) for k, v in engine.stats.items()})
+        self.metrics.record_engine_stats(delta)
+        self._reported[partition] = Counter(engine.stats)
+        counts = engine.snapshot_counts()
+        self.metrics.open_incidents.labels(partition=str(partition)).set(counts["open_incidents"])
+        self.metrics.active_alerts.labels(partition=str(partition)).set(counts["alerts"])

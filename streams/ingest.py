@@ -1,0 +1,221 @@
+"""The stateless first stage: raw records in, routed alert batches, dead letters and ticks out.
+
+It also forwards operator commands and mitigation results to the correlator partition that owns
+their incident, so the correlator reads a single ordered log (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from schemas.adapters import ParseLimits, parse_record
+from schemas.commands import CommandResult, OperatorAction, OperatorCommand
+from schemas.dlq import DeadLetter, DeadLetterReason
+from stormwatch.config import Settings
+from streams import wire
+from streams.engine import gkhash_of_incident
+from streams.metrics import PipelineMetrics
+from streams.rules import Router, RulesConfig
+from streams.txloop import BatchResult, Output
+
+log = logging.getLogger("stormwatch.ingest")
+
+
+class IngestStage:
+    """Turns raw records into correlator input; one instance per worker process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        rules: RulesConfig,
+        correlator_partitions: int,
+        metrics: PipelineMetrics | None = None,
+        wall_clock_ms: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.router = Router(rules)
+        self.limits = ParseLimits.from_settings(settings.ingest)
+        self.partitions = correlator_partitions
+        self.metrics = metrics
+        self._wall = wall_clock_ms or (lambda: int(time.time() * 1000))
+        self.tick_interval_ms = settings.ingest.tick_interval_ms
+        self._raw_owned: dict[int, int] = {}  # raw partition -> max record timestamp seen (-1: none)
+        self._at_eof: set[int] = set()
+        self._raw_partition_count = 0
+        self._last_tick = 0.0
+        self._inhibit_rules = rules.inhibit_rules
+
+    # -- loop hooks
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic == self.topics.raw:
+                self._raw_owned.setdefault(tp.partition, -1)
+        if not self._raw_partition_count:
+            md = consumer.list_topics(self.topics.raw, timeout=10)
+            self._raw_partition_count = len(md.topics[self.topics.raw].partitions)
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic == self.topics.raw:
+                self._raw_owned.pop(tp.partition, None)
+                self._at_eof.discard(tp.partition)
+
+    def idle_work_due(self) -> bool:
+        return bool(self._raw_owned) and (time.monotonic() - self._last_tick) * 1000 >= self.tick_interval_ms
+
+    def handle(self, messages: list[Message], eof: set[tuple[str, int]]) -> BatchResult:
+        outputs: list[Output] = []
+        buckets: dict[str, tuple[Any, list[wire.AlertNote]]] = {}
+        for msg in messages:
+            topic = msg.topic()
+            if topic == self.topics.raw:
+                self._raw_record(msg, buckets, outputs)
+            elif topic == self.topics.commands:
+                self._command(msg, outputs)
+            elif topic == self.topics.mitigation_results:
+                self._result(msg, outputs)
+        for gkhash, (route, notes) in buckets.items():
+            value = wire.encode_alert_batch(
+                gkhash, route.group_key, route.rule.name, route.group_labels, notes
+            )
+            outputs.append(Output(self.topics.correlator_input, value, gkhash))
+        for topic, partition in eof:
+            if topic == self.topics.raw and partition in self._raw_owned:
+                self._at_eof.add(partition)
+        if (time.monotonic() - self._last_tick) * 1000 >= self.tick_interval_ms:
+            self._ticks(outputs)
+        return BatchResult(outputs)
+
+    # -- raw alerts
+
+    def _raw_record(
+        self, msg: Message, buckets: dict[str, tuple[Any, list[wire.AlertNote]]], outputs: list[Output]
+    ) -> None:
+        partition = msg.partition()
+        _, ts = msg.timestamp()
+        self._at_eof.discard(partition)
+        if ts > self._raw_owned.get(partition, -1):
+            self._raw_owned[partition] = ts
+        value = msg.value() or b""
+        headers = {k: v for k, v in (msg.headers() or []) if v is not None}
+        result = parse_record(
+            value,
+            topic=msg.topic(),
+            partition=partition,
+            offset=msg.offset(),
+            timestamp_ms=ts,
+            headers=headers,
+            limits=self.limits,
+        )
+        for dead in result.dead_letters:
+            outputs.append(self._dlq(dead))
+        for alert in result.alerts:
+            note = wire.AlertNote.from_alert(alert)
+            route = self.router.route(alert.labels, alert.fingerprint)
+            bucket = buckets.get(route.gkhash)
+            if bucket is None:
+                buckets[route.gkhash] = (route, [note])
+            else:
+                bucket[1].append(note)
+            for rule in self._inhibit_rules:
+                if all(m.matches(alert.labels) for m in rule.source_match):
+                    encoded = wire.encode_inhibitor(rule.name, note)
+                    outputs.extend(self._broadcast(encoded))
+        if self.metrics is not None:
+            self.metrics.record_ingest(result)
+
+    def _dlq(self, dead: DeadLetter) -> Output:
+        key = f"{dead.source_topic}/{dead.source_partition}/{dead.source_offset}"
+        return Output(
+            self.topics.dlq, dead.to_bytes(), key, headers=[("stormwatch-reason", dead.reason.value.encode())]
+        )
+
+    def _dead_letter(self, msg: Message, reason: DeadLetterReason, detail: str) -> Output:
+        value = msg.value() or b""
+        _, ts = msg.timestamp()
+        dead = DeadLetter(
+            reason=reason,
+            detail=detail,
+            original=base64.b64encode(value).decode(),
+            original_size=len(value),
+            source_topic=msg.topic(),
+            source_partition=msg.partition(),
+            source_offset=msg.offset(),
+            at=datetime.fromtimestamp(max(ts, 0) / 1000, tz=UTC),
+        )
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(reason=reason.value).inc()
+        return self._dlq(dead)
+
+    # -- commands and results
+
+    def _command(self, msg: Message, outputs: list[Output]) -> None:
+        value = msg.value() or b""
+        try:
+            cmd = OperatorCommand.from_bytes(value)
+        except ValueError as exc:
+            outputs.append(self._dead_letter(msg, DeadLetterReason.INVALID_COMMAND, _first_error(exc)))
+            return
+        encoded = wire.encode_command(cmd.to_bytes())
+        if cmd.action in (OperatorAction.SILENCE_ADD, OperatorAction.SILENCE_EXPIRE):
+            if cmd.action is OperatorAction.SILENCE_ADD and cmd.silence is None:
+                outputs.append(
+                    self._dead_letter(msg, DeadLetterReason.INVALID_COMMAND, "silence_add without silence")
+                )
+                return
+            outputs.extend(self._broadcast(encoded))
+            return
+        gkhash = gkhash_of_incident(cmd.incident_id or "")
+        if gkhash is None:
+            detail = (
+                f"{cmd.action.value}: incident_id {cmd.incident_id!r} is not of the form inc-<16 hex>-<n>"
+            )
+            outputs.append(self._dead_letter(msg, DeadLetterReason.INVALID_COMMAND, detail))
+            return
+        outputs.append(Output(self.topics.correlator_input, encoded, gkhash))
+
+    def _result(self, msg: Message, outputs: list[Output]) -> None:
+        value = msg.value() or b""
+        try:
+            result = CommandResult.from_bytes(value)
+        except ValueError as exc:
+            outputs.append(self._dead_letter(msg, DeadLetterReason.INVALID_COMMAND, _first_error(exc)))
+            return
+        gkhash = gkhash_of_incident(result.incident_id)
+        if gkhash is None:
+            detail = f"result of {result.command_id}: bad incident_id {result.incident_id!r}"
+            outputs.append(self._dead_letter(msg, DeadLetterReason.INVALID_COMMAND, detail))
+            return
+        outputs.append(Output(self.topics.correlator_input, wire.encode_result(result.to_bytes()), gkhash))
+
+    # -- clock
+
+    def _broadcast(self, value: bytes) -> list[Output]:
+        return [Output(self.topics.correlator_input, value, None, p) for p in range(self.partitions)]
+
+    def _ticks(self, outputs: list[Output]) -> None:
+        """One tick per owned raw partition to every correlator partition: the log's clock."""
+        self._last_tick = time.monotonic()
+        now = self._wall()
+        for partition, max_ts in sorted(self._raw_owned.items()):
+            if partition in self._at_eof:
+                watermark = max(now, max_ts)
+            elif max_ts >= 0:
+                watermark = max_ts
+            else:
+                continue
+            value = wire.encode_tick(f"{self.topics.raw}/{partition}", watermark, self._raw_partition_count)
+            outputs.extend(self._broadcast(value))
+
+
+def _first_error(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return " ".join(text[:3])[:500] if text else type(exc).__name__

@@ -1,0 +1,163 @@
+"""Prometheus metrics of the pipeline stages (names follow Prometheus conventions).
+
+One process-wide instance (``pipeline_metrics()``), because prometheus-client registers metric
+names globally; stages running side by side in one process (tests, `make up`) share it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as PyCounter
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+
+_DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+_ENGINE_COUNTERS = {
+    "deduplicated": ("alerts_deduplicated", None),
+    "suppressed_silence": ("alerts_suppressed", "silence"),
+    "suppressed_inhibit": ("alerts_suppressed", "inhibition"),
+    "suppressed_flapping": ("alerts_suppressed", "flapping"),
+    "late_alerts": ("alerts_late", None),
+    "alerts_applied": ("alerts_grouped", None),
+    "commands_refused": ("commands_refused", None),
+    "flapping_detected": ("flapping_detected", None),
+}
+
+
+class PipelineMetrics:
+    def __init__(self) -> None:
+        self.alerts_received = Counter(
+            "stormwatch_alerts_received_total", "Alerts parsed from raw records", ["source", "format"]
+        )
+        self.raw_records = Counter("stormwatch_raw_records_total", "Raw records consumed by ingest")
+        self.dead_letters = Counter(
+            "stormwatch_dead_letters_total", "Records and alerts sent to the dead-letter topic", ["reason"]
+        )
+        self.alerts_deduplicated = Counter(
+            "stormwatch_alerts_deduplicated_total", "Re-sent notifications folded into known alerts"
+        )
+        self.alerts_suppressed = Counter(
+            "stormwatch_alerts_suppressed_total", "Notifications held back", ["reason"]
+        )
+        self.alerts_late = Counter(
+            "stormwatch_alerts_late_total",
+            "Alerts later than the allowed lateness (applied or dead-lettered)",
+        )
+        self.alerts_grouped = Counter(
+            "stormwatch_alerts_grouped_total", "Alerts applied to a correlation group"
+        )
+        self.commands_refused = Counter(
+            "stormwatch_commands_refused_total", "Operator or agent requests refused by the state machine"
+        )
+        self.flapping_detected = Counter("stormwatch_flapping_detected_total", "Alerts marked as flapping")
+        self.incident_events = Counter(
+            "stormwatch_incident_events_total",
+            "Incident events written to the audit log",
+            ["type", "severity", "rule"],
+        )
+        self.incidents_opened = Counter(
+            "stormwatch_incidents_opened_total", "Incidents opened", ["severity", "rule"]
+        )
+        self.incidents_resolved = Counter(
+            "stormwatch_incidents_resolved_total", "Incidents resolved", ["severity", "rule"]
+        )
+        self.incidents_reopened = Counter(
+            "stormwatch_incidents_reopened_total", "Incidents reopened", ["severity", "rule"]
+        )
+        self.open_incidents = Gauge(
+            "stormwatch_open_incidents", "Incidents open, acknowledged or mitigating", ["partition"]
+        )
+        self.active_alerts = Gauge(
+            "stormwatch_active_alerts", "Alerts held in correlator state", ["partition"]
+        )
+        self.mtta = Histogram(
+            "stormwatch_time_to_acknowledge_seconds",
+            "Incident open to acknowledge",
+            ["severity", "rule"],
+            buckets=_DURATION_BUCKETS,
+        )
+        self.mttr = Histogram(
+            "stormwatch_time_to_resolve_seconds",
+            "Incident open to resolve",
+            ["severity", "rule"],
+            buckets=_DURATION_BUCKETS,
+        )
+        self.processing_latency = Histogram(
+            "stormwatch_processing_latency_seconds",
+            "Wall time from an alert's event time to the incident event that reports it",
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.storm_suppression_ratio = Gauge(
+            "stormwatch_storm_suppression_ratio", "Alerts in per incident event out, since start"
+        )
+        self.transactions = Counter("stormwatch_transactions_total", "Committed transactions", ["stage"])
+        self.transaction_seconds = Histogram(
+            "stormwatch_transaction_seconds",
+            "Time to process and commit one batch",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.consumer_lag = Gauge(
+            "stormwatch_consumer_lag", "Records behind the log end", ["topic", "partition"]
+        )
+        self._alerts_in = 0
+        self._events_out = 0
+        self._lock = threading.Lock()
+
+    def record_ingest(self, result: Any) -> None:
+        self.raw_records.inc()
+        for alert in result.alerts:
+            self.alerts_received.labels(source=alert.source, format=alert.format.value).inc()
+        for dead in result.dead_letters:
+            self.dead_letters.labels(reason=dead.reason.value).inc()
+        with self._lock:
+            self._alerts_in += len(result.alerts)
+            self._update_ratio()
+
+    def record_engine_stats(self, delta: PyCounter[str]) -> None:
+        for key, count in delta.items():
+            target = _ENGINE_COUNTERS.get(key)
+            if target is None or count <= 0:
+                continue
+            name, reason = target
+            metric = getattr(self, name)
+            (metric.labels(reason=reason) if reason else metric).inc(count)
+
+    def record_event(self, event_type: str, severity: str, rule: str) -> None:
+        self.incident_events.labels(type=event_type, severity=severity, rule=rule).inc()
+        if event_type == "opened":
+            self.incidents_opened.labels(severity=severity, rule=rule).inc()
+        elif event_type == "resolved":
+            self.incidents_resolved.labels(severity=severity, rule=rule).inc()
+        elif event_type == "reopened":
+            self.incidents_reopened.labels(severity=severity, rule=rule).inc()
+        with self._lock:
+            self._events_out += 1
+            self._update_ratio()
+
+    def _update_ratio(self) -> None:
+        if self._events_out:
+            self.storm_suppression_ratio.set(self._alerts_in / self._events_out)
+
+
+_instance: PipelineMetrics | None = None
+_instance_lock = threading.Lock()
+_servers: set[int] = set()
+
+
+def pipeline_metrics() -> PipelineMetrics:
+    global _instance
+    with _instance_lock:
+        if _instance is None:
+            _instance = PipelineMetrics()
+        return _instance
+
+
+def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
+    """Serve /metrics once per port for the process (0 = disabled)."""
+    if port and port not in _servers:
+        start_http_server(port, addr=addr, registry=REGISTRY)
+        _servers.add(port)

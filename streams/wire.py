@@ -1,0 +1,125 @@
+"""Records on the correlator input topic: the deterministic log the correlator is a function of.
+
+The ingest stage writes four kinds, each orjson-encoded with a ``t`` tag:
+
+- ``a``: a batch of routed alerts of one group (``h`` gkhash, ``gk`` group key, ``r`` rule name,
+  ``gl`` group labels, ``al`` alerts in compact form, see ``AlertNote``);
+- ``tick``: the watermark of one raw partition (``src``, ``wm`` epoch ms); the only clock input;
+- ``cmd``: an operator command (``cmd``: OperatorCommand JSON) for an incident of this partition,
+  or a silence change broadcast to every partition;
+- ``res``: a mitigation CommandResult (``res``) for an incident of this partition;
+- ``inh``: an alert that matches an inhibition rule's source matchers, broadcast to every
+  partition so inhibition works across groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from schemas.alert import Alert, AlertStatus
+from schemas.common import ms_from_dt
+
+ALERTS = "a"
+TICK = "tick"
+COMMAND = "cmd"
+RESULT = "res"
+INHIBITOR = "inh"
+
+
+@dataclass(slots=True)
+class AlertNote:
+    """The correlator's compact view of one alert notification (times in epoch ms)."""
+
+    fingerprint: str
+    firing: bool
+    severity: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_ms: int
+    ends_ms: int | None
+    event_ms: int  # when it was received: the event time windows use
+    source: str
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.fingerprint,
+            1 if self.firing else 0,
+            self.severity,
+            self.labels,
+            self.annotations,
+            self.starts_ms,
+            self.ends_ms,
+            self.event_ms,
+            self.source,
+        ]
+
+    @classmethod
+    def from_wire(cls, row: list[Any]) -> AlertNote:
+        fp, firing, sev, labels, ann, starts, ends, event, source = row
+        return cls(fp, bool(firing), sev, labels, ann, starts, ends, event, source)
+
+    @classmethod
+    def from_alert(cls, alert: Alert) -> AlertNote:
+        return cls(
+            fingerprint=alert.fingerprint,
+            firing=alert.status is AlertStatus.FIRING,
+            severity=alert.severity.value,
+            labels=alert.labels,
+            annotations=alert.annotations,
+            starts_ms=ms_from_dt(alert.starts_at),
+            ends_ms=ms_from_dt(alert.ends_at) if alert.ends_at is not None else None,
+            event_ms=ms_from_dt(alert.received_at),
+            source=alert.source,
+        )
+
+    def sort_key(self) -> tuple[int, str, int, str, bytes]:
+        """Total order used to release buffered alerts: arrival order never matters."""
+        return (
+            self.event_ms,
+            self.fingerprint,
+            1 if self.firing else 0,
+            self.severity,
+            orjson.dumps(self.annotations, option=orjson.OPT_SORT_KEYS),
+        )
+
+
+def encode_alert_batch(
+    gkhash: str, group_key: str, rule: str, group_labels: dict[str, str], alerts: list[AlertNote]
+) -> bytes:
+    return orjson.dumps(
+        {
+            "t": ALERTS,
+            "h": gkhash,
+            "gk": group_key,
+            "r": rule,
+            "gl": group_labels,
+            "al": [a.to_wire() for a in alerts],
+        }
+    )
+
+
+def encode_tick(source: str, watermark_ms: int, sources: int) -> bytes:
+    """``sources``: how many raw partitions exist; the correlator waits for a tick from each."""
+    return orjson.dumps({"t": TICK, "src": source, "wm": watermark_ms, "n": sources})
+
+
+def encode_command(command_json: bytes) -> bytes:
+    return b'{"t":"cmd","cmd":' + command_json + b"}"
+
+
+def encode_result(result_json: bytes) -> bytes:
+    return b'{"t":"res","res":' + result_json + b"}"
+
+
+def encode_inhibitor(rule: str, note: AlertNote) -> bytes:
+    return orjson.dumps({"t": INHIBITOR, "rule": rule, "al": note.to_wire()})
+
+
+def decode(value: bytes) -> dict[str, Any]:
+    record = orjson.loads(value)
+    if not isinstance(record, dict) or "t" not in record:
+        raise ValueError("not a correlator input record")
+    return record
