@@ -17,7 +17,7 @@ from stormwatch.config import Settings
 from streams.engine import EngineOutput, PartitionEngine
 from streams.metrics import PipelineMetrics
 from streams.rules import RulesConfig
-from streams.txloop import BatchResult, Output
+from streams.txloop import BatchResult, Output, coordinates
 
 log = logging.getLogger("stormwatch.correlator")
 
@@ -110,11 +110,11 @@ class CorrelatorStage:
     def handle(self, messages: list[Message], eof: set[tuple[str, int]]) -> BatchResult:
         touched: set[int] = set()
         for msg in messages:
-            partition = msg.partition()
+            _, partition, offset = coordinates(msg)
             engine = self.engines.get(partition)
             if engine is None:  # not ours any more (revoked mid-batch); the new owner replays it
                 continue
-            engine.process(msg.value() or b"", msg.offset())
+            engine.process(msg.value() or b"", offset)
             touched.add(partition)
         outputs: list[Output] = []
         offsets: dict[tuple[str, int], int] = {}

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import xxhash
 
+from schemas.alert import AlertStatus
 from schemas.commands import CommandResult, CommandStatus, OperatorAction, OperatorCommand
 from schemas.common import Severity, ms_from_dt, utc_from_ms
 from schemas.dlq import DeadLetter, DeadLetterReason
@@ -30,7 +31,6 @@ from schemas.incident import (
     IncidentSnapshot,
     IncidentState,
 )
-from schemas.alert import AlertStatus
 from schemas.silence import Silence
 from streams import wire
 from streams.groups import EXPIRE, SETTLE, AlertState, GroupState, IncidentRuntime, round_up
@@ -117,8 +117,10 @@ class PartitionEngine:
         self.groups: dict[str, GroupState] = {}
         self.silences: dict[str, Silence] = {}
         self.inhibitors: dict[str, dict[str, _Inhibitor]] = {}  # rule -> fingerprint -> state
+        self.keyed_index: dict[str, str] = {}  # fingerprint -> gkhash, for keyed alerts only
         self.stats: Counter[str] = Counter()
         self._buffer: list[_Buffered] = []
+        self._buffered_offsets: Counter[int] = Counter()  # input offset -> alerts still buffered from it
         self._timers: list[tuple[int, str]] = []
         self._due: dict[str, int] = {}
         self._dirty_groups: set[str] = set()
@@ -140,7 +142,7 @@ class PartitionEngine:
             self._done(offset)
             return
         kind = record.get("t")
-        if kind in (wire.ALERTS, wire.INHIBITOR):
+        if kind in (wire.ALERTS, wire.INHIBITOR, wire.BY_KEY):
             self._on_alerts(record, offset, replay)
         elif replay:
             pass  # ticks, commands and results below `processed` are already reflected in state
@@ -162,25 +164,27 @@ class PartitionEngine:
             self._meta_dirty = True
 
     def _on_alerts(self, record: dict[str, Any], offset: int, replay: bool) -> None:
+        items: list[tuple[wire.AlertNote, tuple[str, str, str, dict[str, str]] | None, str | None]]
         if record["t"] == wire.INHIBITOR:
             items = [(wire.AlertNote.from_wire(record["al"]), None, str(record["rule"]))]
+        elif record["t"] == wire.BY_KEY:
+            items = [(wire.AlertNote.from_wire(record["al"]), None, None)]
         else:
             route = (str(record["h"]), str(record["gk"]), str(record["r"]), dict(record["gl"]))
             items = [(wire.AlertNote.from_wire(row), route, None) for row in record["al"]]
         for note, route_info, inhibit_rule in items:
-            kind = "i" if inhibit_rule else "a"
-            key = (*note.sort_key(), orjson.dumps(note.labels, option=orjson.OPT_SORT_KEYS), kind)
+            kind = "i" if inhibit_rule else ("a" if route_info is not None else "k")
+            key = note.sort_key(kind)
             late = self.bound is not None and key <= self.bound
             if replay:
                 if not late:
-                    heapq.heappush(self._buffer, _Buffered(key, offset, kind, note, route_info, inhibit_rule))
+                    self._push(_Buffered(key, offset, kind, note, route_info, inhibit_rule))
                 continue
             if not late:
-                self.stats["alerts_buffered"] += 1 if kind == "a" else 0
-                heapq.heappush(self._buffer, _Buffered(key, offset, kind, note, route_info, inhibit_rule))
+                self._push(_Buffered(key, offset, kind, note, route_info, inhibit_rule))
                 continue
             self.stats["late_alerts"] += 1
-            if self.config.late_policy is LatePolicy.DEAD_LETTER and kind == "a":
+            if self.config.late_policy is LatePolicy.DEAD_LETTER and kind != "i":
                 self._dead_letter(
                     DeadLetterReason.LATE_ALERT,
                     f"alert {note.fingerprint} at {note.event_ms} is older than the watermark "
@@ -190,6 +194,10 @@ class PartitionEngine:
                 )
                 continue
             self._apply(_Buffered(key, offset, kind, note, route_info, inhibit_rule), late=True)
+
+    def _push(self, item: _Buffered) -> None:
+        heapq.heappush(self._buffer, item)
+        self._buffered_offsets[item.offset] += 1
 
     def _on_tick(self, source: str, watermark: int, sources: int) -> None:
         if watermark <= self.watermarks.get(source, -1):
@@ -212,6 +220,11 @@ class PartitionEngine:
                 break
             if next_alert is not None and (due is None or next_alert.key[0] <= due[0]):
                 heapq.heappop(self._buffer)
+                left = self._buffered_offsets[next_alert.offset] - 1
+                if left:
+                    self._buffered_offsets[next_alert.offset] = left
+                else:
+                    del self._buffered_offsets[next_alert.offset]
                 self._set_clock(next_alert.key[0])
                 self.bound = next_alert.key
                 self._apply(next_alert, late=False)
@@ -250,6 +263,9 @@ class PartitionEngine:
         if item.kind == "i":
             self._apply_inhibitor(str(item.inhibit_rule), note, t)
             return
+        if item.kind == "k":
+            self._apply_by_key(note, t, late)
+            return
         assert item.route is not None
         gkhash, group_key, rule_name, group_labels = item.route
         group = self.groups.get(gkhash)
@@ -261,6 +277,20 @@ class PartitionEngine:
             self.groups[gkhash] = group
             self._deleted.discard(gkhash)
             self._dirty_groups.add(gkhash)
+        self.stats["alerts_applied"] += 1
+        self._apply_alert(group, note, t, late)
+        self._reschedule(group)
+
+    def _apply_by_key(self, note: wire.AlertNote, t: int, late: bool) -> None:
+        """A key-only notification: the partition holding the fingerprint applies it, others ignore it."""
+        group = self.groups.get(self.keyed_index.get(note.fingerprint, ""))
+        alert = group.alerts.get(note.fingerprint) if group is not None else None
+        if group is None or alert is None:
+            self.stats["by_key_elsewhere"] += 1
+            return
+        note.labels = alert.labels
+        note.severity = alert.severity
+        note.annotations = {**alert.annotations, **note.annotations}
         self.stats["alerts_applied"] += 1
         self._apply_alert(group, note, t, late)
         self._reschedule(group)
@@ -289,8 +319,11 @@ class PartitionEngine:
                 seen,
                 ends,
                 suppressed=suppression,
+                keyed=note.keyed,
             )
             group.alerts[fp] = alert
+            if note.keyed:
+                self.keyed_index[fp] = group.gkhash
             self._touch_alert(group, alert)
             self._count_suppression(group, suppression)
             self._firing_arrived(group, alert, t, rule, new=True)
@@ -310,7 +343,7 @@ class PartitionEngine:
                     if suppression.startswith("silence:")
                     else AlertChangeKind.INHIBITED
                 )
-                alert.mark(kind, t, suppression.split(":", 1)[1])
+                self._mark(group, alert, kind, t, suppression.split(":", 1)[1])
         self._count_suppression(group, suppression)
         if note.firing != alert.firing:
             alert.firing = note.firing
@@ -326,7 +359,7 @@ class PartitionEngine:
             alert.severity, alert.annotations = note.severity, note.annotations
             dirty = True
             if alert.member and not alert.flapping:
-                alert.mark(AlertChangeKind.UPDATED, t)
+                self._mark(group, alert, AlertChangeKind.UPDATED, t)
                 self._want_flush(group)
         else:
             self.stats["deduplicated"] += 1
@@ -354,7 +387,7 @@ class PartitionEngine:
             alert.flapping = True
             self.stats["flapping_detected"] += 1
             if alert.member:
-                alert.mark(AlertChangeKind.FLAPPING, t, "flap_detection")
+                self._mark(group, alert, AlertChangeKind.FLAPPING, t, "flap_detection")
                 self._want_flush(group)
         if alert.flapping:
             group.push_timer(alert.settle_ms(policy.settle_ms), SETTLE, alert.fingerprint)
@@ -368,11 +401,15 @@ class PartitionEngine:
         if inc is not None and inc.active:
             if not alert.member:
                 alert.member = True
-                alert.mark(
-                    self._suppressed_kind(alert) or AlertChangeKind.JOINED, t, self._suppressed_rule(alert)
+                self._mark(
+                    group,
+                    alert,
+                    self._suppressed_kind(alert) or AlertChangeKind.JOINED,
+                    t,
+                    self._suppressed_rule(alert),
                 )
             else:
-                alert.mark(AlertChangeKind.REFIRED, t)
+                self._mark(group, alert, AlertChangeKind.REFIRED, t)
             self._touch_alert(group, alert)
             self._want_flush(group)
             return
@@ -383,9 +420,9 @@ class PartitionEngine:
             if t <= inc.resolved_ms + rule.reopen_window_ms:
                 if not alert.member:
                     alert.member = True
-                    alert.mark(AlertChangeKind.JOINED, t)
+                    self._mark(group, alert, AlertChangeKind.JOINED, t)
                 else:
-                    alert.mark(AlertChangeKind.REFIRED, t)
+                    self._mark(group, alert, AlertChangeKind.REFIRED, t)
                 self._touch_alert(group, alert)
                 inc.reopen_count += 1
                 self.stats["incidents_reopened"] += 1
@@ -412,7 +449,7 @@ class PartitionEngine:
         if not alert.member:
             self._drop_alert(group, alert.fingerprint)  # never reported: nothing to keep
             return
-        alert.mark(kind, t)
+        self._mark(group, alert, kind, t)
         if inc is None or not inc.active:
             return
         if any(a.member and a.effectively_firing for a in group.alerts.values()):
@@ -433,11 +470,12 @@ class PartitionEngine:
 
     def _suppression(self, labels: dict[str, str], t: int) -> str | None:
         for silence in self.silences.values():
-            if ms_from_dt(silence.starts_at) <= t < ms_from_dt(silence.ends_at) and (
-                silence.expired_at is None or t < ms_from_dt(silence.expired_at)
+            if (
+                ms_from_dt(silence.starts_at) <= t < ms_from_dt(silence.ends_at)
+                and (silence.expired_at is None or t < ms_from_dt(silence.expired_at))
+                and all(m.matches(labels) for m in silence.matchers)
             ):
-                if all(m.matches(labels) for m in silence.matchers):
-                    return f"silence:{silence.silence_id}"
+                return f"silence:{silence.silence_id}"
         for rule in self.config.inhibit_rules:
             sources = self.inhibitors.get(rule.name)
             if not sources:
@@ -473,8 +511,16 @@ class PartitionEngine:
     def _want_flush(self, group: GroupState) -> None:
         self._dirty_groups.add(group.gkhash)
 
-    def _has_pending(self, group: GroupState) -> bool:
-        return any(a.pending for a in group.alerts.values() if a.member)
+    @staticmethod
+    def _has_pending(group: GroupState) -> bool:
+        return group.has_pending
+
+    def _mark(
+        self, group: GroupState, alert: AlertState, kind: AlertChangeKind, t: int, rule: str | None = None
+    ) -> None:
+        alert.mark(kind, t, rule)
+        if alert.member:
+            group.has_pending = True
 
     def _group_due(self, group: GroupState) -> int | None:
         rule = self._rule(group)
@@ -536,7 +582,7 @@ class PartitionEngine:
                 alert.flapping = False
                 self._touch_alert(group, alert)
                 if alert.member:
-                    alert.mark(AlertChangeKind.SETTLED, due)
+                    self._mark(group, alert, AlertChangeKind.SETTLED, due)
                     self._want_flush(group)
                 if not alert.firing:
                     self._alert_resolved(group, alert, due, AlertChangeKind.RESOLVED)
@@ -554,9 +600,12 @@ class PartitionEngine:
             return
         if inc.active and self._has_pending(group) and t >= inc.last_emit_ms + rule.group_interval_ms:
             self._flush(group, t, rule)
-        elif inc.state is IncidentState.RESOLVED and inc.resolved_ms is not None:
-            if t >= inc.resolved_ms + rule.close_delay_ms:
-                self._close(group, t, "quiet period after resolution passed", rule.name)
+        elif (
+            inc.state is IncidentState.RESOLVED
+            and inc.resolved_ms is not None
+            and t >= inc.resolved_ms + rule.close_delay_ms
+        ):
+            self._close(group, t, "quiet period after resolution passed", rule.name)
 
     def _open(self, group: GroupState, t: int, rule: CorrelationRule) -> None:
         assert group.pending_since is not None
@@ -570,6 +619,7 @@ class PartitionEngine:
         inc = IncidentRuntime(incident_id_for(group.gkhash, opened_ms), IncidentState.OPEN, opened_ms)
         inc.title = self._title(group, candidates)
         group.incident = inc
+        group.has_pending = False
         for alert in candidates:
             alert.member = True
             alert.pending = []
@@ -622,6 +672,7 @@ class PartitionEngine:
         details = {"merged_into": merge_into} if merge_into else {}
         etype = IncidentEventType.MERGED if merge_into else IncidentEventType.CLOSED
         self._transition(group, action, etype, t, actor, cause, rule, details=details)
+        group.has_pending = False
         for alert in list(group.alerts.values()):
             alert.member = False
             alert.pending = []
@@ -910,7 +961,7 @@ class PartitionEngine:
         assert inc is not None
         before = None if etype is IncidentEventType.OPENED else inc.state
         verdict = transition(before, action)
-        if not verdict.allowed:  # internal decisions follow the table too; a refusal here is a bug
+        if not verdict.allowed or verdict.to_state is None:  # internal decisions follow the table too
             raise RuntimeError(f"engine attempted an illegal transition: {verdict.reason}")
         inc.state = verdict.to_state
         if action is Action.REOPEN:
@@ -998,6 +1049,7 @@ class PartitionEngine:
         ]
         pending.sort(key=lambda p: p[:3])
         changes = [self._change(a, AlertChangeKind(c[0]), c[1], c[2]) for _, _, _, a, c in pending]
+        group.has_pending = False
         for alert in {id(p[3]): p[3] for p in pending}.values():
             alert.pending = []
             self._touch_alert(group, alert)
@@ -1068,8 +1120,11 @@ class PartitionEngine:
         self._dirty_alerts.add((group.gkhash, alert.fingerprint))
 
     def _drop_alert(self, group: GroupState, fingerprint: str) -> None:
-        if group.alerts.pop(fingerprint, None) is not None:
+        alert = group.alerts.pop(fingerprint, None)
+        if alert is not None:
             self._dirty_alerts.add((group.gkhash, fingerprint))
+            if alert.keyed and self.keyed_index.get(fingerprint) == group.gkhash:
+                del self.keyed_index[fingerprint]
 
     def _drop_group(self, group: GroupState) -> None:
         self.groups.pop(group.gkhash, None)
@@ -1093,7 +1148,7 @@ class PartitionEngine:
             out.state[f"a/{gkhash}/{fp}"] = alert.encode() if alert is not None else None
         if self._meta_dirty or out.state:
             out.state[PARTITION_KEY] = self._encode_meta()
-        out.commit_offset = min((b.offset for b in self._buffer), default=self.processed + 1)
+        out.commit_offset = min(self._buffered_offsets, default=self.processed + 1)
         self._dirty_groups = set()
         self._dirty_alerts = set()
         self._deleted = set()
@@ -1102,12 +1157,17 @@ class PartitionEngine:
         return out
 
     def _encode_meta(self) -> bytes:
+        bound = (
+            None
+            if self.bound is None
+            else [b.value.decode() if isinstance(b, wire.Tiebreak) else b for b in self.bound]
+        )
         return orjson.dumps(
             {
                 "wm": self.watermarks,
                 "n": self.expected_sources,
                 "clock": self.clock,
-                "bound": _encode_bound(self.bound),
+                "bound": bound,
                 "processed": self.processed,
                 "silences": {k: s.model_dump(mode="json") for k, s in self.silences.items()},
                 "inh": {
@@ -1125,7 +1185,9 @@ class PartitionEngine:
             self.watermarks = {str(k): int(v) for k, v in obj["wm"].items()}
             self.expected_sources = int(obj.get("n", 1))
             self.clock = obj["clock"]
-            self.bound = _decode_bound(obj["bound"])
+            raw_bound = obj["bound"]
+            if raw_bound is not None:  # (event_ms, fingerprint, firing, severity, tiebreak bytes, kind)
+                self.bound = (*raw_bound[:4], raw_bound[4].encode(), raw_bound[5])
             self.processed = obj["processed"]
             self.silences = {k: Silence.model_validate(v) for k, v in obj["silences"].items()}
             self.inhibitors = {
@@ -1143,8 +1205,11 @@ class PartitionEngine:
                 if group is not None:
                     alert = AlertState.decode(value)
                     group.alerts[alert.fingerprint] = alert
+                    if alert.keyed:
+                        self.keyed_index[alert.fingerprint] = gkhash
         for group in self.groups.values():
             rule = self._rule(group)
+            group.has_pending = any(a.pending for a in group.alerts.values() if a.member)
             for alert in group.alerts.values():
                 if alert.firing:
                     group.push_timer(alert.expiry_ms(rule.resolve_timeout_ms), EXPIRE, alert.fingerprint)
@@ -1166,16 +1231,3 @@ class PartitionEngine:
 
 def _dt(ms: int | None) -> Any:
     return utc_from_ms(ms) if ms is not None else None
-
-
-def _encode_bound(bound: tuple[Any, ...] | None) -> list[Any] | None:
-    if bound is None:
-        return None
-    return [b.decode() if isinstance(b, bytes) else b for b in bound]
-
-
-def _decode_bound(raw: list[Any] | None) -> tuple[Any, ...] | None:
-    if raw is None:
-        return None
-    # (event_ms, fingerprint, firing, severity, annotations json, labels json, kind)
-    return (raw[0], raw[1], raw[2], raw[3], raw[4].encode(), raw[5].encode(), raw[6])

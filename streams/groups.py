@@ -46,6 +46,7 @@ class AlertState:
     member: bool = False  # belongs to the group's current incident
     # Changes not yet reported in an incident event: [kind, at_ms, rule], oldest first.
     pending: list[list[Any]] = field(default_factory=list)
+    keyed: bool = False  # identified by the source's key: reachable by key-only notifications
 
     def expiry_ms(self, resolve_timeout_ms: int) -> int:
         return self.ends_ms if self.ends_ms is not None else self.seen_ms + resolve_timeout_ms
@@ -81,6 +82,7 @@ class AlertState:
                 self.suppressed,
                 self.member,
                 self.pending,
+                self.keyed,
             ]
         )
 
@@ -159,6 +161,7 @@ class GroupState:
     alerts: dict[str, AlertState] = field(default_factory=dict)
     pending_since: int | None = None  # group_wait running since (event time of the first alert)
     incident: IncidentRuntime | None = None
+    has_pending: bool = False  # some member alert has unreported changes (derived; not persisted)
     # Lazy min-heap of (due_ms, kind, fingerprint); stale entries are skipped when popped.
     heap: list[tuple[int, int, str]] = field(default_factory=list)
 

@@ -22,7 +22,7 @@ from streams import wire
 from streams.engine import gkhash_of_incident
 from streams.metrics import PipelineMetrics
 from streams.rules import Router, RulesConfig
-from streams.txloop import BatchResult, Output
+from streams.txloop import BatchResult, Output, coordinates
 
 log = logging.getLogger("stormwatch.ingest")
 
@@ -99,18 +99,18 @@ class IngestStage:
     def _raw_record(
         self, msg: Message, buckets: dict[str, tuple[Any, list[wire.AlertNote]]], outputs: list[Output]
     ) -> None:
-        partition = msg.partition()
-        _, ts = msg.timestamp()
+        topic, partition, offset = coordinates(msg)
+        ts = msg.timestamp()[1]
         self._at_eof.discard(partition)
         if ts > self._raw_owned.get(partition, -1):
             self._raw_owned[partition] = ts
         value = msg.value() or b""
-        headers = {k: v for k, v in (msg.headers() or []) if v is not None}
+        headers = _headers(msg)
         result = parse_record(
             value,
-            topic=msg.topic(),
+            topic=topic,
             partition=partition,
-            offset=msg.offset(),
+            offset=offset,
             timestamp_ms=ts,
             headers=headers,
             limits=self.limits,
@@ -119,7 +119,11 @@ class IngestStage:
             outputs.append(self._dlq(dead))
         for alert in result.alerts:
             note = wire.AlertNote.from_alert(alert)
-            route = self.router.route(alert.labels, alert.fingerprint)
+            if note.keyed and (not note.firing or "pagerduty_action" in note.annotations):
+                # resolve/acknowledge carry only the key: whoever holds that alert applies it
+                outputs.extend(self._broadcast(wire.encode_by_key(note)))
+                continue
+            route = self.router.route(alert.labels)  # by label set: a source key may outlive its labels
             bucket = buckets.get(route.gkhash)
             if bucket is None:
                 buckets[route.gkhash] = (route, [note])
@@ -140,15 +144,16 @@ class IngestStage:
 
     def _dead_letter(self, msg: Message, reason: DeadLetterReason, detail: str) -> Output:
         value = msg.value() or b""
-        _, ts = msg.timestamp()
+        topic, partition, offset = coordinates(msg)
+        ts = msg.timestamp()[1]
         dead = DeadLetter(
             reason=reason,
             detail=detail,
             original=base64.b64encode(value).decode(),
             original_size=len(value),
-            source_topic=msg.topic(),
-            source_partition=msg.partition(),
-            source_offset=msg.offset(),
+            source_topic=topic,
+            source_partition=partition,
+            source_offset=offset,
             at=datetime.fromtimestamp(max(ts, 0) / 1000, tz=UTC),
         )
         if self.metrics is not None:
@@ -214,6 +219,14 @@ class IngestStage:
                 continue
             value = wire.encode_tick(f"{self.topics.raw}/{partition}", watermark, self._raw_partition_count)
             outputs.extend(self._broadcast(value))
+
+
+def _headers(msg: Message) -> dict[str, bytes] | None:
+    raw = msg.headers()
+    if not raw:
+        return None
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return {k: v if isinstance(v, bytes) else str(v).encode() for k, v in pairs if v is not None}
 
 
 def _first_error(exc: Exception) -> str:

@@ -38,7 +38,7 @@ class Output:
     value: bytes | None
     key: bytes | str | None = None
     partition: int | None = None
-    headers: list[tuple[str, bytes]] | None = None
+    headers: list[tuple[str, str | bytes | None]] | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +60,13 @@ class Stage(Protocol):
     def idle_work_due(self) -> bool:
         """True when the stage must run a transaction even without input (clock ticks)."""
         ...
+
+
+def coordinates(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed record; never None for records from consume()."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
 
 
 def instance_id() -> str:
@@ -156,7 +163,8 @@ class TransactionalLoop:
                     if err is None:
                         records.append(msg)
                     elif err.code() == KafkaError._PARTITION_EOF:
-                        eof.add((msg.topic(), msg.partition()))
+                        topic, partition, _ = coordinates(msg)
+                        eof.add((topic, partition))
                     elif err.fatal():
                         raise KafkaException(err)
                     else:
@@ -208,7 +216,8 @@ class TransactionalLoop:
             return [TopicPartition(t, p, o) for (t, p), o in result.offsets.items()]
         last: dict[tuple[str, int], int] = {}
         for msg in records:
-            last[(msg.topic(), msg.partition())] = msg.offset() + 1
+            topic, partition, offset = coordinates(msg)
+            last[(topic, partition)] = offset + 1
         return [TopicPartition(t, p, o) for (t, p), o in last.items()]
 
     def _rewind(self) -> None:

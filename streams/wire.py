@@ -8,6 +8,7 @@ The ingest stage writes four kinds, each orjson-encoded with a ``t`` tag:
 - ``cmd``: an operator command (``cmd``: OperatorCommand JSON) for an incident of this partition,
   or a silence change broadcast to every partition;
 - ``res``: a mitigation CommandResult (``res``) for an incident of this partition;
+- ``key``: a keyed notification without its labels (PagerDuty resolve/acknowledge), broadcast;
 - ``inh``: an alert that matches an inhibition rule's source matchers, broadcast to every
   partition so inhibition works across groups.
 """
@@ -19,10 +20,14 @@ from typing import Any
 
 import orjson
 
-from schemas.alert import Alert, AlertStatus
+from schemas.alert import Alert, AlertStatus, InputFormat
 from schemas.common import ms_from_dt
 
+# Formats whose source key (not the labels) is the alert's identity.
+KEYED_FORMATS = frozenset({InputFormat.PAGERDUTY, InputFormat.NATIVE})
+
 ALERTS = "a"
+BY_KEY = "key"
 TICK = "tick"
 COMMAND = "cmd"
 RESULT = "res"
@@ -42,6 +47,7 @@ class AlertNote:
     ends_ms: int | None
     event_ms: int  # when it was received: the event time windows use
     source: str
+    keyed: bool = False  # fingerprint is the source's own key (PagerDuty dedup_key), not the labels
 
     def to_wire(self) -> list[Any]:
         return [
@@ -54,12 +60,13 @@ class AlertNote:
             self.ends_ms,
             self.event_ms,
             self.source,
+            1 if self.keyed else 0,
         ]
 
     @classmethod
     def from_wire(cls, row: list[Any]) -> AlertNote:
-        fp, firing, sev, labels, ann, starts, ends, event, source = row
-        return cls(fp, bool(firing), sev, labels, ann, starts, ends, event, source)
+        fp, firing, sev, labels, ann, starts, ends, event, source, keyed = row
+        return cls(fp, bool(firing), sev, labels, ann, starts, ends, event, source, bool(keyed))
 
     @classmethod
     def from_alert(cls, alert: Alert) -> AlertNote:
@@ -73,17 +80,58 @@ class AlertNote:
             ends_ms=ms_from_dt(alert.ends_at) if alert.ends_at is not None else None,
             event_ms=ms_from_dt(alert.received_at),
             source=alert.source,
+            keyed=alert.source_key is not None and alert.format in KEYED_FORMATS,
         )
 
-    def sort_key(self) -> tuple[int, str, int, str, bytes]:
-        """Total order used to release buffered alerts: arrival order never matters."""
-        return (
-            self.event_ms,
-            self.fingerprint,
-            1 if self.firing else 0,
-            self.severity,
-            orjson.dumps(self.annotations, option=orjson.OPT_SORT_KEYS),
-        )
+    def sort_key(self, kind: str) -> tuple[Any, ...]:
+        """Total order used to release buffered alerts: arrival order never matters.
+
+        Ties on (time, fingerprint, status, severity) are rare, so the content tiebreak is lazy.
+        """
+        return (self.event_ms, self.fingerprint, 1 if self.firing else 0, self.severity, Tiebreak(self), kind)
+
+
+class Tiebreak:
+    """Orders two notes by content (annotations, labels) only when everything before it ties."""
+
+    __slots__ = ("_note", "_value")
+
+    def __init__(self, note: AlertNote) -> None:
+        self._note = note
+        self._value: bytes | None = None
+
+    @property
+    def value(self) -> bytes:
+        if self._value is None:
+            self._value = orjson.dumps(
+                [self._note.annotations, self._note.labels], option=orjson.OPT_SORT_KEYS
+            )
+        return self._value
+
+    @staticmethod
+    def _of(other: object) -> bytes:
+        if isinstance(other, Tiebreak):
+            return other.value
+        if isinstance(other, bytes):
+            return other
+        raise TypeError(f"cannot order a Tiebreak against {type(other).__name__}")
+
+    def __eq__(self, other: object) -> bool:
+        return self.value == self._of(other)
+
+    def __lt__(self, other: object) -> bool:
+        return self.value < self._of(other)
+
+    def __le__(self, other: object) -> bool:
+        return self.value <= self._of(other)
+
+    def __gt__(self, other: object) -> bool:
+        return self.value > self._of(other)
+
+    def __ge__(self, other: object) -> bool:
+        return self.value >= self._of(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def encode_alert_batch(
@@ -112,6 +160,12 @@ def encode_command(command_json: bytes) -> bytes:
 
 def encode_result(result_json: bytes) -> bytes:
     return b'{"t":"res","res":' + result_json + b"}"
+
+
+def encode_by_key(note: AlertNote) -> bytes:
+    """A notification that names its alert only by key (PagerDuty resolve/acknowledge): broadcast,
+    and applied by whichever partition holds that fingerprint."""
+    return orjson.dumps({"t": BY_KEY, "al": note.to_wire()})
 
 
 def encode_inhibitor(rule: str, note: AlertNote) -> bytes:

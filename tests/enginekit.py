@@ -12,7 +12,7 @@ from typing import Any
 
 from schemas.commands import OperatorAction, OperatorCommand
 from schemas.common import utc_from_ms
-from schemas.fingerprint import label_fingerprint
+from schemas.fingerprint import key_fingerprint, label_fingerprint
 from schemas.incident import IncidentEvent
 from streams import wire
 from streams.engine import EngineOutput, PartitionEngine
@@ -35,9 +35,10 @@ def note(
     severity: str = "warning",
     annotations: dict[str, str] | None = None,
     ends: int | None = None,
+    key: str | None = None,
 ) -> wire.AlertNote:
     return wire.AlertNote(
-        fingerprint=label_fingerprint(labels),
+        fingerprint=key_fingerprint("pagerduty", key) if key else label_fingerprint(labels),
         firing=firing,
         severity=severity,
         labels=labels,
@@ -46,6 +47,7 @@ def note(
         ends_ms=ends,
         event_ms=at,
         source="test",
+        keyed=key is not None,
     )
 
 
@@ -83,6 +85,9 @@ class Driver:
                     gkhash, route.group_key, route.rule.name, route.group_labels, group_notes
                 )
             )
+
+    def by_key(self, n: wire.AlertNote) -> None:
+        self.write(wire.encode_by_key(n))
 
     def tick(self, at: int, source: str = SOURCE, sources: int = 1) -> None:
         self.write(wire.encode_tick(source, at, sources))

@@ -15,13 +15,14 @@ from typing import Any
 
 from schemas.adapters.base import (
     NO_ENV,
-    R,
     AdapterError,
     Env,
     ParseContext,
+    R,
     join_path,
     opt_str,
     show,
+    start_default,
     type_name,
 )
 from schemas.alert import AlertStatus
@@ -36,7 +37,9 @@ _STATUSES = {"firing": AlertStatus.FIRING, "resolved": AlertStatus.RESOLVED}
 
 def parse(doc: Any, ctx: ParseContext) -> None:
     if type(doc) is not dict:
-        raise AdapterError(R.INVALID_ALERT, "", f"expected an Alertmanager webhook object, got {type_name(doc)}")
+        raise AdapterError(
+            R.INVALID_ALERT, "", f"expected an Alertmanager webhook object, got {type_name(doc)}"
+        )
     parse_webhook(doc, ctx, "", NO_ENV)
 
 
@@ -84,7 +87,9 @@ def build_alert(item: Any, ctx: ParseContext, env: Env = NO_ENV) -> dict[str, An
     else:
         found = _STATUSES.get(raw_status) if type(raw_status) is str else None
         if found is None:
-            raise AdapterError(R.INVALID_ALERT, "status", f'expected "firing" or "resolved", got {show(raw_status)}')
+            raise AdapterError(
+                R.INVALID_ALERT, "status", f'expected "firing" or "resolved", got {show(raw_status)}'
+            )
         status = found
     return {
         "source": env.source or env.default_source or SOURCE,
@@ -93,7 +98,7 @@ def build_alert(item: Any, ctx: ParseContext, env: Env = NO_ENV) -> dict[str, An
         "labels": labels,
         "annotations": annotations or {},
         "severity": normalize_severity(labels.get("severity")),
-        "starts_at": starts_at or env.default_time or received_at,
+        "starts_at": starts_at or start_default(env, received_at, ends_at),
         "ends_at": ends_at,
         "generator_url": opt_str(item.get("generatorURL"), "generatorURL"),
         "source_key": opt_str(item.get("fingerprint"), "fingerprint"),

@@ -37,6 +37,10 @@ _NOT_LABEL_CHAR = re.compile(r"[^a-zA-Z0-9_]")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _VALID_NAMES: set[str] = set()  # label names seen valid; bounded, names repeat across alerts
 _VALID_NAMES_MAX = 8192
+# Parsed timestamps by text: the alerts of one push often share endsAt/startsAt values. A pure
+# function's memo, so results do not depend on what was parsed before.
+_TS_CACHE: dict[str, datetime] = {}
+_TS_CACHE_MAX = 4096
 
 R = DeadLetterReason
 
@@ -61,12 +65,19 @@ class ParseLimits:
     max_year: int = 2200
 
     def __post_init__(self) -> None:
-        for name in ("max_record_bytes", "max_alerts_per_record", "max_labels", "max_label_bytes", "max_json_depth"):
+        for name in (
+            "max_record_bytes",
+            "max_alerts_per_record",
+            "max_labels",
+            "max_label_bytes",
+            "max_json_depth",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"ParseLimits.{name} must be >= 1, got {getattr(self, name)}")
         if not 1 <= self.min_year <= self.max_year <= 9998:
             raise ValueError(
-                f"ParseLimits year range {self.min_year}..{self.max_year} must satisfy 1 <= min <= max <= 9998"
+                f"ParseLimits year range {self.min_year}..{self.max_year} must satisfy "
+                "1 <= min_year <= max_year <= 9998"
             )
 
     @classmethod
@@ -288,7 +299,8 @@ class ParseContext:
             raise RecordError(
                 R.TOO_LARGE,
                 "",
-                f"more than {self.limits.max_alerts_per_record} alerts in one record (ingest.max_alerts_per_record)",
+                f"more than {self.limits.max_alerts_per_record} alerts in one record "
+                "(ingest.max_alerts_per_record)",
             )
         self._next_index = index + 1
         return index
@@ -311,7 +323,12 @@ class ParseContext:
     def add_alert(self, fields: dict[str, Any], index: int) -> None:
         fields["format"] = self.format
         fields["received_at"] = self.received_at
-        fields["origin"] = {"topic": self.topic, "partition": self.partition, "offset": self.offset, "index": index}
+        fields["origin"] = {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "index": index,
+        }
         self.alerts.append(_validate_alert(fields))
 
     # ---- dead letters
@@ -338,7 +355,9 @@ class ParseContext:
         self.dead_letters.append(self.dead_letter(exc.reason, exc.detail, encode_item(item), index))
 
     def reject_internal(self, item: Any, path: str, index: int, exc: Exception) -> None:
-        log.error("adapter bug on %s/%d@%d item %d", self.topic, self.partition, self.offset, index, exc_info=exc)
+        log.error(
+            "adapter bug on %s/%d@%d item %d", self.topic, self.partition, self.offset, index, exc_info=exc
+        )
         detail = f"internal adapter error ({type(exc).__name__}: {str(exc)[:200]})"
         if path:
             detail = f"{path}: {detail}"
@@ -369,7 +388,9 @@ class ParseContext:
         clean = True
         for name, text in value.items():
             if type(text) is not str:
-                raise AdapterError(R.INVALID_ALERT, key_path(path, name), f"expected string, got {type_name(text)}")
+                raise AdapterError(
+                    R.INVALID_ALERT, key_path(path, name), f"expected string, got {type_name(text)}"
+                )
             if name not in valid and not is_valid_label_name(name):
                 if not sanitize:
                     raise AdapterError(
@@ -397,7 +418,9 @@ class ParseContext:
             size = len(name.encode()) + len(text.encode())
             if size > max_bytes:
                 raise AdapterError(
-                    R.INVALID_ALERT, path, f"label {name} would be {size} bytes, limit {max_bytes} (ingest.max_label_bytes)"
+                    R.INVALID_ALERT,
+                    path,
+                    f"label {name} would be {size} bytes, limit {max_bytes} (ingest.max_label_bytes)",
                 )
         return text
 
@@ -409,7 +432,9 @@ class ParseContext:
             raise AdapterError(R.INVALID_ALERT, path, f"expected object, got {type_name(value)}")
         for name, text in value.items():
             if type(text) is not str:
-                raise AdapterError(R.INVALID_ALERT, key_path(path, name), f"expected string, got {type_name(text)}")
+                raise AdapterError(
+                    R.INVALID_ALERT, key_path(path, name), f"expected string, got {type_name(text)}"
+                )
         return value
 
     def timestamp(self, value: Any, path: str, *, epoch: bool = False) -> datetime | None:
@@ -422,12 +447,18 @@ class ParseContext:
             return None
         kind = type(value)
         if kind is str:
-            when = _parse_rfc3339(value)
-            if when is None or when.year == 1:
-                if value.startswith("0001-01-01T00:00:00"):
-                    return None
+            when = _TS_CACHE.get(value)
             if when is None:
-                raise AdapterError(R.BAD_TIMESTAMP, path, f"{show(value)} is not an RFC 3339 timestamp with offset")
+                when = _parse_rfc3339(value)
+                if (when is None or when.year == 1) and value.startswith("0001-01-01T00:00:00"):
+                    return None
+                if when is None:
+                    raise AdapterError(
+                        R.BAD_TIMESTAMP, path, f"{show(value)} is not an RFC 3339 timestamp with offset"
+                    )
+                if len(_TS_CACHE) >= _TS_CACHE_MAX:
+                    _TS_CACHE.clear()
+                _TS_CACHE[value] = when
         elif epoch and (kind is int or kind is float):
             seconds = value / 1000.0 if abs(value) >= EPOCH_MS_THRESHOLD else float(value)
             limits = self.limits
@@ -438,7 +469,9 @@ class ParseContext:
                     f"epoch {show(value)} is outside the accepted years {limits.min_year}..{limits.max_year}",
                 )
             if kind is int:
-                delta = timedelta(milliseconds=value) if value >= EPOCH_MS_THRESHOLD else timedelta(seconds=value)
+                delta = (
+                    timedelta(milliseconds=value) if value >= EPOCH_MS_THRESHOLD else timedelta(seconds=value)
+                )
                 return EPOCH + delta
             return EPOCH + timedelta(seconds=seconds)
         else:
@@ -452,6 +485,13 @@ class ParseContext:
                 f"{show(value)} is outside the accepted years {limits.min_year}..{limits.max_year}",
             )
         return when
+
+
+def start_default(env: Env, received_at: datetime, ends_at: datetime | None) -> datetime:
+    """``starts_at`` of an alert that names none: the envelope's time, else the record time,
+    but never after the alert's own end."""
+    start = env.default_time or received_at
+    return ends_at if ends_at is not None and ends_at < start else start
 
 
 def opt_str(value: Any, path: str) -> str | None:
@@ -499,18 +539,28 @@ def _rebuild_labels(value: dict[str, str], path: str) -> dict[str, str]:
             raise AdapterError(
                 R.INVALID_ALERT,
                 path,
-                f"label names {show(source_of[new])} and {show(name)} both become {show(new)} after sanitizing",
+                f"label names {show(source_of[new])} and {show(name)} both become {show(new)} "
+                "after sanitizing",
             )
         out[new] = text
         source_of[new] = name
     if not out:
-        raise AdapterError(R.MISSING_LABELS, path, "every label value is empty (an empty value means no label)")
+        raise AdapterError(
+            R.MISSING_LABELS, path, "every label value is empty (an empty value means no label)"
+        )
     return out
 
 
 def _parse_rfc3339(text: str) -> datetime | None:
     """``YYYY-MM-DD(T|t| )hh:mm:ss[.frac](Z|z|±hh:mm)`` -> UTC datetime, else None."""
-    if len(text) < 20 or text[4] != "-" or text[7] != "-" or text[10] not in "Tt " or text[13] != ":" or text[16] != ":":
+    if (
+        len(text) < 20
+        or text[4] != "-"
+        or text[7] != "-"
+        or text[10] not in "Tt "
+        or text[13] != ":"
+        or text[16] != ":"
+    ):
         return None
     try:
         when = datetime.fromisoformat(text)

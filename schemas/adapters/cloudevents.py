@@ -24,10 +24,10 @@ import orjson
 from schemas.adapters import alertmanager, native, pagerduty, prometheus
 from schemas.adapters.base import (
     NO_ENV,
-    R,
     AdapterError,
     Env,
     ParseContext,
+    R,
     RecordError,
     join_path,
     req_str,
@@ -48,7 +48,9 @@ def parse(doc: Any, ctx: ParseContext) -> None:
     elif type(doc) is dict:
         _event(doc, "", ctx)
     else:
-        raise AdapterError(R.INVALID_ALERT, "", f"expected a CloudEvent object or array of them, got {type_name(doc)}")
+        raise AdapterError(
+            R.INVALID_ALERT, "", f"expected a CloudEvent object or array of them, got {type_name(doc)}"
+        )
 
 
 def _event(event: Any, path: str, ctx: ParseContext) -> None:
@@ -102,10 +104,14 @@ def _check_envelope(event: Any, ctx: ParseContext) -> tuple[Any, str, Env]:
     content_type = event.get("datacontenttype")
     if content_type is not None:
         if type(content_type) is not str:
-            raise AdapterError(R.INVALID_ALERT, "datacontenttype", f"expected string, got {type_name(content_type)}")
+            raise AdapterError(
+                R.INVALID_ALERT, "datacontenttype", f"expected string, got {type_name(content_type)}"
+            )
         if not _is_json_content_type(content_type):
             raise AdapterError(
-                R.INVALID_ALERT, "datacontenttype", f"{show(content_type)} is not JSON; alerts travel as JSON data"
+                R.INVALID_ALERT,
+                "datacontenttype",
+                f"{show(content_type)} is not JSON; alerts travel as JSON data",
             )
     env = Env(source, None, time)
     data = event.get("data")
@@ -128,7 +134,9 @@ def _check_envelope(event: Any, ctx: ParseContext) -> tuple[Any, str, Env]:
         raise AdapterError(R.NOT_JSON, "data_base64", f"decoded bytes are not JSON ({exc})") from None
     if depth_exceeds(decoded, ctx.limits.max_json_depth):
         raise AdapterError(
-            R.TOO_DEEP, "data_base64", f"nesting deeper than {ctx.limits.max_json_depth} (ingest.max_json_depth)"
+            R.TOO_DEEP,
+            "data_base64",
+            f"nesting deeper than {ctx.limits.max_json_depth} (ingest.max_json_depth)",
         )
     return decoded, "data_base64", env
 
@@ -149,7 +157,9 @@ def _dispatch(data: Any, path: str, ctx: ParseContext, env: Env) -> None:
         ctx.check_batch(len(data), path)
         ctx.run_items(data, path, build_alert, env)
     else:
-        raise AdapterError(R.INVALID_ALERT, path, f"expected alert object or array of alerts, got {type_name(data)}")
+        raise AdapterError(
+            R.INVALID_ALERT, path, f"expected alert object or array of alerts, got {type_name(data)}"
+        )
 
 
 def build_alert(item: Any, ctx: ParseContext, env: Env = NO_ENV) -> dict[str, Any]:

@@ -19,14 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from schemas.adapters.base import (
     NO_ENV,
-    R,
     AdapterError,
     Env,
     ParseContext,
+    R,
     join_path,
     key_str,
     opt_str,
     show,
+    start_default,
     type_name,
 )
 from schemas.alert import AlertStatus
@@ -51,7 +52,9 @@ def parse(doc: Any, ctx: ParseContext) -> None:
 
 def _unknown_field(doc: dict[str, Any], known: frozenset[str], path: str) -> AdapterError:
     name = sorted(k for k in doc if k not in known)[0]
-    return AdapterError(R.INVALID_ALERT, path, f"unknown field {show(name)} (known: {', '.join(sorted(known))})")
+    return AdapterError(
+        R.INVALID_ALERT, path, f"unknown field {show(name)} (known: {', '.join(sorted(known))})"
+    )
 
 
 def parse_document(doc: dict[str, Any], ctx: ParseContext, path: str, env: Env) -> None:
@@ -106,7 +109,9 @@ def _build(item: Any, ctx: ParseContext, env: Env, known: frozenset[str]) -> dic
     else:
         found = _STATUSES.get(raw_status.lower()) if type(raw_status) is str else None
         if found is None:
-            raise AdapterError(R.INVALID_ALERT, "status", f'expected "firing" or "resolved", got {show(raw_status)}')
+            raise AdapterError(
+                R.INVALID_ALERT, "status", f'expected "firing" or "resolved", got {show(raw_status)}'
+            )
         status = found
     raw_severity = item.get("severity")
     if raw_severity is None:
@@ -121,7 +126,7 @@ def _build(item: Any, ctx: ParseContext, env: Env, known: frozenset[str]) -> dic
         "labels": labels,
         "annotations": annotations,
         "severity": normalize_severity(raw_severity),
-        "starts_at": starts_at or env.default_time or received_at,
+        "starts_at": starts_at or start_default(env, received_at, ends_at),
         "ends_at": ends_at,
         "generator_url": opt_str(item.get("generator_url"), "generator_url"),
         "source_key": key,
@@ -140,7 +145,8 @@ class NativeAlert(BaseModel):
 
     labels: dict[str, str] = Field(
         min_length=1,
-        description="Identity of the alert. Names outside [a-zA-Z_][a-zA-Z0-9_]* are sanitized; empty values dropped",
+        description="Identity of the alert. Names outside [a-zA-Z_][a-zA-Z0-9_]* are sanitized; "
+        "empty values are dropped",
     )
     annotations: dict[str, str] = Field(default_factory=dict, description="Free text: summary, runbook, ...")
     status: Literal["firing", "resolved"] | None = Field(
@@ -148,9 +154,12 @@ class NativeAlert(BaseModel):
     )
     severity: str | None = Field(
         default=None,
-        description="Any word of the severity table (docs/contracts.md); default: labels.severity, else warning",
+        description="Any word of the severity table (docs/contracts.md); "
+        "default: labels.severity, else warning",
     )
-    starts_at: datetime | float | None = Field(default=None, description=f"{_TIME_HELP}; default: record time")
+    starts_at: datetime | float | None = Field(
+        default=None, description=f"{_TIME_HELP}; default: record time"
+    )
     ends_at: datetime | float | None = Field(default=None, description=_TIME_HELP)
     generator_url: str | None = Field(default=None, description="Link back to what produced the alert")
     source: str | None = Field(default=None, description="Producing system; default: the document's source")

@@ -26,10 +26,10 @@ import orjson
 
 from schemas.adapters.base import (
     NO_ENV,
-    R,
     AdapterError,
     Env,
     ParseContext,
+    R,
     key_str,
     opt_str,
     req_str,
@@ -53,7 +53,9 @@ def parse(doc: Any, ctx: ParseContext) -> None:
     elif type(doc) is dict:
         ctx.run_items([doc], "", build_event, indexed=False)
     else:
-        raise AdapterError(R.INVALID_ALERT, "", f"expected an event object or array of events, got {type_name(doc)}")
+        raise AdapterError(
+            R.INVALID_ALERT, "", f"expected an event object or array of events, got {type_name(doc)}"
+        )
 
 
 def _json_text(value: Any) -> str:
@@ -65,7 +67,9 @@ def build_event(item: Any, ctx: ParseContext, env: Env = NO_ENV) -> dict[str, An
         raise AdapterError(R.INVALID_ALERT, "", f"expected event object, got {type_name(item)}")
     action = item.get("event_action")
     if action not in ACTIONS:
-        what = "missing" if action is None else f"expected trigger, acknowledge or resolve, got {show(action)}"
+        what = (
+            "missing" if action is None else f"expected trigger, acknowledge or resolve, got {show(action)}"
+        )
         raise AdapterError(R.INVALID_ALERT, "event_action", what)
     key = key_str(item.get("dedup_key"), "dedup_key")
     if key is None and action != "trigger":
@@ -82,9 +86,13 @@ def build_event(item: Any, ctx: ParseContext, env: Env = NO_ENV) -> dict[str, An
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
     if trigger:
-        summary: str | None = req_str(payload.get("summary"), "payload.summary", "required for trigger events")
+        summary: str | None = req_str(
+            payload.get("summary"), "payload.summary", "required for trigger events"
+        )
         req_str(payload.get("source"), "payload.source", "required for trigger events")
-        raw_severity: str | None = req_str(payload.get("severity"), "payload.severity", "required for trigger events")
+        raw_severity: str | None = req_str(
+            payload.get("severity"), "payload.severity", "required for trigger events"
+        )
     else:
         summary = opt_str(payload.get("summary"), "payload.summary")
         raw_severity = opt_str(payload.get("severity"), "payload.severity")
@@ -103,7 +111,9 @@ def build_event(item: Any, ctx: ParseContext, env: Env = NO_ENV) -> dict[str, An
         labels["dedup_key"] = key
     if len(labels) > ctx.limits.max_labels:
         raise AdapterError(
-            R.TOO_MANY_LABELS, "payload", f"{len(labels)} labels, limit {ctx.limits.max_labels} (ingest.max_labels)"
+            R.TOO_MANY_LABELS,
+            "payload",
+            f"{len(labels)} labels, limit {ctx.limits.max_labels} (ingest.max_labels)",
         )
 
     if summary is not None:

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.adapters.base import NO_ENV, R, AdapterError, Env, ParseContext, opt_str, type_name
+from schemas.adapters.base import (
+    NO_ENV,
+    AdapterError,
+    Env,
+    ParseContext,
+    R,
+    opt_str,
+    start_default,
+    type_name,
+)
 from schemas.alert import AlertStatus
 from schemas.fingerprint import label_fingerprint_trusted
 from schemas.severity import normalize_severity
@@ -50,7 +59,7 @@ def build_alert(item: Any, ctx: ParseContext, env: Env = NO_ENV) -> dict[str, An
         "labels": labels,
         "annotations": annotations or {},
         "severity": normalize_severity(labels.get("severity")),
-        "starts_at": starts_at or env.default_time or received_at,
+        "starts_at": starts_at or start_default(env, received_at, ends_at),
         "ends_at": ends_at,
         "generator_url": opt_str(item.get("generatorURL"), "generatorURL"),
     }

@@ -15,11 +15,11 @@ import orjson
 from schemas.adapters import alertmanager, cloudevents, native, pagerduty, prometheus
 from schemas.adapters.base import (
     DEFAULT_LIMITS,
-    R,
     AdapterError,
     ParseContext,
     ParseLimits,
     ParseResult,
+    R,
     RecordError,
     from_epoch_ms,
     log,
@@ -62,7 +62,11 @@ def parse_record(
     tombstone and counts as empty.
     """
     ctx = ParseContext(
-        topic=topic, partition=partition, offset=offset, received_at=from_epoch_ms(timestamp_ms), limits=limits
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        received_at=from_epoch_ms(timestamp_ms),
+        limits=limits,
     )
     raw = b"" if value is None else bytes(value)
     try:
@@ -71,11 +75,16 @@ def parse_record(
         _reject_record(ctx, raw, exc.reason, exc.detail)
     except Exception as exc:  # a bug must cost one dead letter, never the stream
         log.error("adapter bug on %s/%d@%d", topic, partition, offset, exc_info=exc)
-        _reject_record(ctx, raw, R.INVALID_ALERT, f"internal adapter error ({type(exc).__name__}: {str(exc)[:200]})")
+        _reject_record(
+            ctx, raw, R.INVALID_ALERT, f"internal adapter error ({type(exc).__name__}: {str(exc)[:200]})"
+        )
     if not ctx.alerts and not ctx.dead_letters:  # every path above yields something; keep it a law
         _reject_record(ctx, raw, R.EMPTY, "record holds no alerts")
     return ParseResult(
-        alerts=ctx.alerts, dead_letters=ctx.dead_letters, format=ctx.format, truncated_alerts=ctx.truncated_alerts
+        alerts=ctx.alerts,
+        dead_letters=ctx.dead_letters,
+        format=ctx.format,
+        truncated_alerts=ctx.truncated_alerts,
     )
 
 
@@ -139,7 +148,9 @@ def _parse(raw: bytes, headers: Mapping[str, bytes | str | None] | None, ctx: Pa
         raise RecordError(R.EMPTY, "", "empty record")
     if len(raw) > limits.max_record_bytes:
         raise RecordError(
-            R.TOO_LARGE, "", f"record is {len(raw)} bytes, limit {limits.max_record_bytes} (ingest.max_record_bytes)"
+            R.TOO_LARGE,
+            "",
+            f"record is {len(raw)} bytes, limit {limits.max_record_bytes} (ingest.max_record_bytes)",
         )
     declared = _declared_format(headers)
     ctx.format = declared

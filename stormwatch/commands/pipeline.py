@@ -57,7 +57,9 @@ def _partitions(settings: Settings, topic: str) -> int:
         ) from None
     info = md.topics.get(topic)
     if info is None or info.error is not None or not info.partitions:
-        raise UserError(f"topic {topic} does not exist; create the pipeline's topics with `stormwatch topics create`")
+        raise UserError(
+            f"topic {topic} does not exist; create the pipeline's topics with `stormwatch topics create`"
+        )
     return len(info.partitions)
 
 
@@ -84,9 +86,9 @@ def build_ingest_loop(settings: Settings, stage: IngestStage, instance: str) -> 
     return TransactionalLoop(
         settings,
         stage=stage,
-        group_id=f"stormwatch-ingest-{t.raw}",
+        group_id=f"stormwatch-ingest-{t.correlator_input}",
         topics=[t.raw, t.commands, t.mitigation_results],
-        transactional_id=f"stormwatch-ingest-{t.raw}-{instance}",
+        transactional_id=f"stormwatch-ingest-{t.correlator_input}-{instance}",
         max_batch=settings.ingest.max_batch_records,
         on_commit=(lambda n, s: _committed(metrics, "ingest", s)) if metrics else None,
     )

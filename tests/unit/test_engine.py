@@ -278,3 +278,16 @@ def test_restart_from_state_gives_identical_events() -> None:
     assert len(baseline) > 10, baseline
     for crash_every in (5, 7, 13):
         assert run(crash_every) == baseline
+
+
+def test_pagerduty_resolve_by_dedup_key_reaches_the_trigger_group() -> None:
+    d = Driver(config(FAST))
+    trigger = {"alertname": "DiskFull", "source": "db-1", "dedup_key": "disk-db-1"}
+    d.alerts([note(trigger, at(0), key="disk-db-1", severity="error")])
+    d.tick(at(40))
+    d.by_key(note({"dedup_key": "disk-db-1"}, at(50), firing=False, key="disk-db-1"))
+    d.by_key(note({"dedup_key": "unknown"}, at(51), firing=False, key="unknown"))
+    d.tick(at(60))
+    d.commit()
+    assert [e.type.value for e in d.events] == ["opened", "resolved"]
+    assert d.engine.stats["by_key_elsewhere"] == 1

@@ -1,0 +1,328 @@
+"""Small confluent-kafka helpers shared by every command and stage.
+
+They exist so that every client gets the same safe defaults (idempotent producers, read_committed
+consumers), the same connection settings (``settings.kafka.client_config()``), stays quiet on
+stderr (librdkafka's own log lines go to the ``stormwatch.kafka`` logger, demoted so they only show
+with ``-v``), and so that Kafka failures reach the user as one actionable ``UserError`` line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from stormwatch.config import Settings
+from stormwatch.errors import UserError
+
+log = logging.getLogger("stormwatch.kafka")
+
+# Room for the record batch, headers and key on top of the largest value we allow on a topic.
+MESSAGE_OVERHEAD_BYTES = 64 * 1024
+
+# Consumers never commit for read_topic, but librdkafka insists on a group id.
+_READER_GROUP_ID = "stormwatch.reader.no-commit"
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(records_read, records_expected)`` while read_topic runs."""
+
+
+class _DemotingLogger:
+    """Receives librdkafka's log lines and re-logs them one level lower than their severity.
+
+    librdkafka reports every failed connection attempt at ERROR, several times a second, which
+    would drown the single actionable line the CLI prints; the information stays available
+    with ``-v`` (INFO) or ``-vv`` (DEBUG).
+    """
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        log.log(logging.INFO if level >= logging.WARNING else logging.DEBUG, msg, *args)
+
+
+class _ErrorTracker:
+    """Keeps the last client-level error (connection refused, auth failed ...) for error messages."""
+
+    def __init__(self) -> None:
+        self.last: KafkaError | None = None
+
+    def __call__(self, err: KafkaError) -> None:
+        # "1/1 brokers are down" follows the error that explains why; keep the explanation.
+        if err.code() != KafkaError._ALL_BROKERS_DOWN or self.last is None:
+            self.last = err
+        log.debug("kafka client error: %s", err)
+
+
+_LOGGER = _DemotingLogger()
+
+
+def _base_config(settings: Settings, errors: _ErrorTracker | None = None) -> dict[str, Any]:
+    conf = settings.kafka.client_config()
+    conf["logger"] = _LOGGER
+    conf["error_cb"] = errors if errors is not None else _ErrorTracker()
+    return conf
+
+
+def make_producer(settings: Settings, *, transactional_id: str | None = None, **overrides: Any) -> Producer:
+    """An idempotent producer (acks=all, zstd) that can send the largest record a topic accepts.
+
+    ``overrides`` are librdkafka property names; pass dotted names as ``**{"linger.ms": 0}``.
+    """
+    conf = _base_config(settings)
+    conf.update(
+        {
+            "acks": "all",
+            "enable.idempotence": True,
+            "compression.type": "zstd",
+            "linger.ms": 5,
+            "message.max.bytes": settings.topics.max_message_bytes + MESSAGE_OVERHEAD_BYTES,
+        }
+    )
+    if transactional_id is not None:
+        conf["transactional.id"] = transactional_id
+    conf.update(overrides)
+    try:
+        return Producer(conf)
+    except (KafkaException, ValueError) as exc:
+        raise UserError(f"invalid Kafka producer configuration: {exc}") from exc
+
+
+def make_consumer(settings: Settings, group_id: str | None, **overrides: Any) -> Consumer:
+    """A read_committed consumer that never commits on its own.
+
+    ``group_id=None`` is for consumers that assign partitions explicitly and never commit.
+    ``overrides`` are librdkafka property names, as for make_producer.
+    """
+    return _new_consumer(settings, group_id, overrides)[0]
+
+
+def _new_consumer(
+    settings: Settings, group_id: str | None, overrides: dict[str, Any]
+) -> tuple[Consumer, _ErrorTracker]:
+    errors = _ErrorTracker()
+    conf = _base_config(settings, errors)
+    conf.update(
+        {
+            "group.id": group_id if group_id is not None else _READER_GROUP_ID,
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    conf.update(overrides)
+    try:
+        return Consumer(conf), errors
+    except (KafkaException, ValueError) as exc:
+        raise UserError(f"invalid Kafka consumer configuration: {exc}") from exc
+
+
+def _unreachable(settings: Settings, reason: object) -> UserError:
+    return UserError(
+        f"cannot reach Kafka at {settings.kafka.bootstrap_servers} ({reason}); "
+        "start it with `make kafka-up` or set KAFKA_BOOTSTRAP_SERVERS"
+    )
+
+
+def _reason(exc: KafkaException, client: Consumer, errors: _ErrorTracker) -> str:
+    """The most useful explanation: the connection error librdkafka saw, else the exception's own."""
+    client.poll(0)  # serves the queued error callbacks ("Connection refused", auth failures ...)
+    err = errors.last if errors.last is not None else (exc.args[0] if exc.args else exc)
+    text = err.str() if isinstance(err, KafkaError) else str(err)
+    # "host:port/bootstrap: Connect to ... failed: Connection refused (after 0ms in state CONNECT)"
+    return _CONNECT_NOISE.sub("", text)
+
+
+_CONNECT_NOISE = re.compile(r"^\S+/(?:bootstrap|\d+): |\s*\(after \d+ms in state \w+\)")
+
+
+def check_reachable(settings: Settings, timeout_s: float = 5.0) -> None:
+    """Raise UserError unless a broker answers a metadata request within ``timeout_s``."""
+    consumer, errors = _new_consumer(settings, None, {})
+    try:
+        consumer.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise _unreachable(settings, _reason(exc, consumer, errors)) from exc
+    finally:
+        consumer.close()
+
+
+def _topic_partitions(
+    consumer: Consumer, errors: _ErrorTracker, settings: Settings, topic: str, timeout_s: float
+) -> list[int]:
+    """Partition ids of ``topic``, or UserError when it does not exist or Kafka is unreachable."""
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s)
+    except KafkaException as exc:
+        raise _unreachable(settings, _reason(exc, consumer, errors)) from exc
+    topic_md = metadata.topics.get(topic)
+    err: KafkaError | None = topic_md.error if topic_md is not None else None
+    if topic_md is None or err is not None:
+        if err is None or err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+            raise UserError(
+                f"topic {topic} does not exist on Kafka at {settings.kafka.bootstrap_servers}; "
+                "create the topics with `stormwatch topics create` or fix the topic name in the config"
+            )
+        raise UserError(f"cannot read metadata of topic {topic}: {err.str()}")
+    return sorted(topic_md.partitions)
+
+
+def require_topic(settings: Settings, topic: str, timeout_s: float = 10.0) -> int:
+    """Check that ``topic`` exists (without auto-creating it); return its partition count.
+
+    Producing to a missing topic would either auto-create it with broker defaults (wrong
+    partitions and retention) or hang until the delivery timeout, so commands check first.
+    """
+    consumer, errors = _new_consumer(settings, None, {})
+    try:
+        return len(_topic_partitions(consumer, errors, settings, topic, timeout_s))
+    finally:
+        consumer.close()
+
+
+def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    timeout_s: float = 10.0,
+    progress: ProgressCallback | None = None,
+) -> Iterator[Message]:
+    """Yield every committed record of ``topic``, partition by partition in offset order, then stop.
+
+    The end of each partition is its last stable offset observed at call time (read_committed),
+    so records produced meanwhile and open transactions are not waited for. The end is detected
+    by consumer position, not by the last record's offset, because the final offsets of a
+    transactional topic are control markers that are never delivered. ``timeout_s`` bounds the
+    metadata requests and the time without any progress before UserError is raised.
+    """
+    consumer, errors = _new_consumer(settings, None, {"enable.partition.eof": True})
+    try:
+        partitions = _topic_partitions(consumer, errors, settings, topic, timeout_s)
+        end: dict[int, int] = {}
+        expected = 0
+        for p in partitions:
+            try:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            except KafkaException as exc:
+                raise UserError(
+                    f"cannot read the offsets of {topic} partition {p} within {timeout_s:g}s: {exc.args[0]}"
+                ) from exc
+            if high > low:
+                end[p] = high
+                expected += high - low
+        if not end:
+            return
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(end)])
+        yield from _drain(consumer, topic, end, expected, timeout_s, progress)
+    finally:
+        consumer.close()
+
+
+def _drain(
+    consumer: Consumer,
+    topic: str,
+    end: dict[int, int],
+    expected: int,
+    timeout_s: float,
+    progress: ProgressCallback | None,
+) -> Iterator[Message]:
+    remaining = dict(end)
+    read = 0
+    last_progress_at = time.monotonic()
+    last_report = 0.0
+
+    def finish(partition: int) -> None:
+        remaining.pop(partition, None)
+        consumer.pause([TopicPartition(topic, partition)])
+
+    while remaining:
+        # consume() waits for its whole timeout unless the batch fills up, so wait for the first
+        # record only and then take whatever else has already been fetched.
+        first = consumer.poll(0.2)
+        batch = [first, *consumer.consume(num_messages=1000, timeout=0)] if first is not None else []
+        for msg in batch:
+            partition = msg.partition()
+            offset = msg.offset()
+            if partition is None or offset is None or partition not in remaining:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    if offset >= remaining[partition]:
+                        finish(partition)
+                    continue
+                raise UserError(f"error reading {topic} partition {partition}: {err.str()}")
+            if offset >= remaining[partition]:  # produced after we started: not ours to read
+                finish(partition)
+                continue
+            read += 1
+            last_progress_at = time.monotonic()
+            yield msg
+            if offset + 1 >= remaining.get(partition, 0):
+                finish(partition)
+        if remaining and not batch:
+            # Control markers are never delivered but do move the position past them.
+            for tp in consumer.position([TopicPartition(topic, p) for p in remaining]):
+                if tp.offset >= 0 and tp.offset >= remaining[tp.partition]:
+                    finish(tp.partition)
+        now = time.monotonic()
+        if remaining and now - last_progress_at > timeout_s:
+            stuck = ", ".join(f"partition {p} (end offset {o})" for p, o in sorted(remaining.items()))
+            raise UserError(
+                f"reading {topic} made no progress for {timeout_s:g}s; still waiting for {stuck}; "
+                "check that the brokers are up"
+            )
+        if progress is not None and (now - last_report >= 0.1 or not remaining):
+            progress(read, expected if remaining else read)
+            last_report = now
+
+
+def produce_sync(
+    producer: Producer,
+    topic: str,
+    key: str | bytes | None,
+    value: bytes | None,
+    headers: dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None = None,
+    timeout_s: float = 10,
+) -> Message:
+    """Produce one record and wait for the broker's acknowledgement; return the delivered record.
+
+    On timeout the record may still be delivered later, so callers that retry must send the same
+    idempotency key (command id) again.
+    """
+    outcome: list[tuple[KafkaError | None, Message]] = []
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        outcome.append((err, msg))
+
+    try:
+        producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+    except BufferError as exc:
+        raise UserError(f"the producer queue is full; cannot send to {topic} right now: {exc}") from exc
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else exc
+        text = err.str() if isinstance(err, KafkaError) else str(err)
+        raise UserError(f"Kafka refused a record for {topic}: {text}") from exc
+    deadline = time.monotonic() + timeout_s
+    while not outcome:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise UserError(
+                f"no acknowledgement from Kafka for a record to {topic} within {timeout_s:g}s; "
+                "check that the brokers are up (a retry with the same id is safe)"
+            )
+        producer.flush(min(left, 1.0))
+    err, msg = outcome[0]
+    if err is not None:
+        raise UserError(f"Kafka did not accept the record for {topic}: {err.str()}")
+    return msg

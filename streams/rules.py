@@ -1,0 +1,768 @@
+"""Correlation rules: which alerts belong together, for how long, and what suppresses what.
+
+The configuration is pure data (pydantic models loaded from YAML, see docs/correlation-rules.md);
+``Router`` turns it into the per-alert decision the pipeline needs on its hot path: the rule that
+owns an alert and the alert's *group key*, cached so a re-sent alert costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from schemas.fingerprint import group_hash
+from schemas.matchers import Matcher, all_match
+from streams.durations import DURATION_HELP, format_duration, parse_duration
+
+__all__ = [
+    "ALL_LABELS",
+    "DEFAULT_RULE",
+    "PER_REPLICA_LABELS",
+    "CorrelationRule",
+    "FlapPolicy",
+    "InhibitRule",
+    "LatePolicy",
+    "Route",
+    "Router",
+    "RuleDefaults",
+    "RulesConfig",
+    "RulesError",
+    "format_group_key",
+    "load_rules",
+    "parse_rules",
+]
+
+ALL_LABELS = "..."
+"""``group_by: ["..."]`` groups by every label of the alert (minus ``group_by_exclude``)."""
+
+PER_REPLICA_LABELS: tuple[str, ...] = (
+    "instance",
+    "pod",
+    "pod_name",
+    "pod_ip",
+    "container",
+    "container_id",
+    "container_name",
+    "replica",
+    "prometheus_replica",
+    "endpoint",
+    "host_ip",
+    "uid",
+    "id",
+    "dedup_key",
+)
+"""Labels that tell replicas of one thing apart; the default rule leaves them out of the group key
+so the same failure on 40 pods is one incident, not 40."""
+
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_RULE_NAME = re.compile(r"[a-zA-Z0-9_.-]+")
+_NAME_HELP = "names may only contain letters, digits, '_', '.' and '-'"
+
+_MINUTE = 60_000
+_HOUR = 60 * _MINUTE
+
+
+class RulesError(ValueError):
+    """The rules file cannot be used; the message names the file, the place in it and the fix.
+
+    ``problems`` holds one ``(path, message, line)`` per problem (``line`` is 1-based or None).
+    """
+
+    def __init__(self, source: str, problems: list[tuple[str, str, int | None]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = []
+        for path, message, line in problems:
+            where = f"{source}:{line}" if line is not None else source
+            lines.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+        super().__init__("\n".join(lines))
+
+
+class LatePolicy(StrEnum):
+    """What happens to an alert whose event time is older than the watermark minus the allowed lateness.
+
+    APPLY keeps the promise "nothing lost": the alert is applied at the current watermark (not at its
+    own, already-closed, time), marked ``late`` in the audit log and counted. DEAD_LETTER is for
+    deployments that would rather inspect late input than let it change incidents after the fact.
+    """
+
+    APPLY = "apply"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class _Human:
+    """A value given under a human key (``group_wait: 30s``): parsed as a duration, plain numbers
+    being seconds. Values given under the field name (``group_wait_ms``) are milliseconds."""
+
+    raw: object
+
+
+class _Config(BaseModel):
+    """Base of the rule models: unknown keys are errors, and duration fields have two spellings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # field name -> (YAML key, must be > 0)
+    _DURATIONS: ClassVar[dict[str, tuple[str, bool]]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mark_human_durations(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not cls._DURATIONS:
+            return data
+        out = dict(data)
+        for field, (human, _positive) in cls._DURATIONS.items():
+            if human in out:
+                if field in out:
+                    raise ValueError(f"give {human} (a duration) or {field} (milliseconds), not both")
+                out[field] = _Human(out.pop(human))
+        return out
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _parse_durations(cls, value: Any, info: ValidationInfo) -> Any:
+        spec = cls._DURATIONS.get(info.field_name or "")
+        if spec is None:
+            return value
+        _human, positive = spec
+        if isinstance(value, _Human):
+            raw = value.raw
+            if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+                raise ValueError(f"got {_describe(raw)}; {DURATION_HELP}")
+            ms = parse_duration(raw)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            ms = value
+        elif isinstance(value, str):
+            ms = parse_duration(value)
+        else:
+            raise ValueError(f"got {_describe(value)}; {DURATION_HELP}")
+        if ms < 0:
+            raise ValueError(f"must not be negative, got {ms} ms")
+        if positive and ms == 0:
+            raise ValueError(f"must be longer than 0s; {DURATION_HELP}")
+        return ms
+
+    @classmethod
+    def yaml_keys(cls) -> list[str]:
+        """The keys this block accepts in YAML (durations under their human names), sorted."""
+        keys = [cls._DURATIONS[f][0] if f in cls._DURATIONS else f for f in cls.model_fields]
+        return sorted(keys)
+
+
+def _duration(default_ms: int, description: str) -> Any:
+    return Field(default=default_ms, description=description)
+
+
+def _check_label_names(names: list[str], *, allow_all: bool) -> list[str]:
+    seen: set[str] = set()
+    for name in names:
+        if name == ALL_LABELS and allow_all:
+            if len(names) > 1:
+                raise ValueError(
+                    f"'{ALL_LABELS}' (all labels) cannot be combined with other labels; "
+                    "use group_by_exclude to leave labels out"
+                )
+        elif not _LABEL_NAME.fullmatch(name):
+            extra = f", or '{ALL_LABELS}' alone for all labels" if allow_all else ""
+            raise ValueError(
+                f"{name!r} is not a label name (letters, digits and '_', not starting with a digit{extra})"
+            )
+        if name in seen:
+            raise ValueError(f"label {name!r} is listed twice")
+        seen.add(name)
+    return names
+
+
+def _check_name(value: str) -> str:
+    if not _RULE_NAME.fullmatch(value):
+        raise ValueError(f"invalid name {value!r}: {_NAME_HELP}")
+    return value
+
+
+def _to_matcher(value: Any) -> Any:
+    """Matchers are written as strings (``severity=~"critical|error"``) or {name, op, value} maps."""
+    if isinstance(value, str):
+        try:
+            return Matcher.parse(value)
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    if isinstance(value, (dict, Matcher)):
+        return value
+    raise ValueError(
+        f"expected a matcher like 'severity=~\"critical|error\"' or a mapping with name, op and value, "
+        f"got {_describe(value)}"
+    )
+
+
+MatcherItem = Annotated[Matcher, BeforeValidator(_to_matcher)]
+
+
+class _Timings(_Config):
+    """The timing options of a correlation rule (shared by rules and the ``defaults`` block)."""
+
+    _DURATIONS: ClassVar[dict[str, tuple[str, bool]]] = {
+        "group_wait_ms": ("group_wait", False),
+        "group_interval_ms": ("group_interval", True),
+        "max_lifetime_ms": ("max_lifetime", True),
+        "reopen_window_ms": ("reopen_window", False),
+        "resolve_timeout_ms": ("resolve_timeout", True),
+        "close_after_ms": ("close_after", False),
+    }
+
+    group_wait_ms: int = _duration(30_000, "Collect alerts this long before opening an incident")
+    group_interval_ms: int = _duration(5 * _MINUTE, "At most one coalesced update event per group this often")
+    max_lifetime_ms: int = _duration(
+        24 * _HOUR,
+        "An incident older than this is closed (cause 'max lifetime'); later alerts open a new one",
+    )
+    reopen_window_ms: int = _duration(
+        _HOUR, "A resolved incident whose group fires again within this long reopens; 0 never reopens"
+    )
+    resolve_timeout_ms: int = _duration(
+        5 * _MINUTE, "A firing alert without endsAt that is not re-sent within this long counts as resolved"
+    )
+    close_after_ms: int = _duration(15 * _MINUTE, "Quiet period after resolution before the incident closes")
+
+
+class RuleDefaults(_Timings):
+    """The ``defaults:`` block: timing values for every rule that does not set them itself."""
+
+
+class CorrelationRule(_Timings):
+    """Which alerts a rule owns (``match``) and how they are grouped into incidents (``group_by``)."""
+
+    name: str
+    match: list[MatcherItem] = Field(default_factory=list, description="All must match; empty matches all")
+    group_by: list[str] = Field(default_factory=lambda: [ALL_LABELS])
+    group_by_exclude: list[str] = Field(default_factory=lambda: list(PER_REPLICA_LABELS))
+
+    _check_rule_name = field_validator("name")(_check_name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_exclude_without_all(cls, data: Any) -> Any:
+        """The per-replica default for group_by_exclude only means something with "..."; a rule with
+        explicit group_by gets [] instead, so its model_dump() validates back."""
+        if isinstance(data, dict) and "group_by_exclude" not in data:
+            group_by = data.get("group_by")
+            if isinstance(group_by, list) and group_by != [ALL_LABELS]:
+                return {**data, "group_by_exclude": []}
+        return data
+
+    @field_validator("group_by")
+    @classmethod
+    def _check_group_by(cls, value: list[str]) -> list[str]:
+        return _check_label_names(value, allow_all=True)
+
+    @field_validator("group_by_exclude")
+    @classmethod
+    def _check_exclude(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # Runs only when the key is given (defaults are not validated), i.e. when the user set it.
+        group_by = info.data.get("group_by", [ALL_LABELS])
+        if value and group_by != [ALL_LABELS]:
+            raise ValueError(
+                f"only applies with group_by: ['{ALL_LABELS}']; this rule groups by "
+                f"{', '.join(group_by)}, so list just the labels you want there"
+            )
+        return _check_label_names(value, allow_all=False)
+
+    @property
+    def groups_all_labels(self) -> bool:
+        return self.group_by == [ALL_LABELS]
+
+    @property
+    def close_delay_ms(self) -> int:
+        """How long after resolution the incident closes: ``close_after``, but never before
+        ``reopen_window`` has passed, because a closed incident cannot reopen."""
+        return max(self.close_after_ms, self.reopen_window_ms)
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all_match(self.match, labels)
+
+
+class InhibitRule(_Config):
+    """While an alert matching ``source_match`` fires, alerts matching ``target_match`` with the same
+    values of the ``equal`` labels are inhibited (Alertmanager semantics)."""
+
+    name: str
+    source_match: list[MatcherItem] = Field(min_length=1)
+    target_match: list[MatcherItem] = Field(min_length=1)
+    equal: list[str] = Field(default_factory=list)
+
+    _check_inhibit_name = field_validator("name")(_check_name)
+
+    @field_validator("equal")
+    @classmethod
+    def _check_equal(cls, value: list[str]) -> list[str]:
+        return _check_label_names(value, allow_all=False)
+
+    def inhibits(self, source_labels: dict[str, str], target_labels: dict[str, str]) -> bool:
+        """Whether a firing alert with ``source_labels`` inhibits one with ``target_labels``.
+
+        A label missing on both sides counts as equal (missing == ''). As in Alertmanager, when both
+        alerts match both sides (including an alert compared with itself), neither inhibits the
+        other: otherwise two such alerts would silence each other and nobody would be told.
+        """
+        if not all_match(self.target_match, target_labels) or not all_match(self.source_match, source_labels):
+            return False
+        for name in self.equal:
+            if source_labels.get(name, "") != target_labels.get(name, ""):
+                return False
+        two_sided = all_match(self.source_match, target_labels) and all_match(
+            self.target_match, source_labels
+        )
+        return not two_sided
+
+
+class FlapPolicy(_Config):
+    """Flap detection: an alert that keeps changing between firing and resolved is held back."""
+
+    _DURATIONS: ClassVar[dict[str, tuple[str, bool]]] = {
+        "window_ms": ("window", True),
+        "settle_ms": ("settle", True),
+    }
+
+    enabled: bool = True
+    max_flips: int = Field(default=4, ge=1, description="Status changes tolerated within window")
+    window_ms: int = _duration(10 * _MINUTE, "Flips are counted over this sliding window")
+    settle_ms: int = _duration(10 * _MINUTE, "No flip for this long and the alert is no longer flapping")
+
+
+DEFAULT_RULE = CorrelationRule(
+    name="default",
+    match=[],
+    group_by=[ALL_LABELS],
+    group_by_exclude=list(PER_REPLICA_LABELS),
+)
+"""Catch-all: groups alerts that differ only in per-replica labels (instance, pod, ...)."""
+
+
+def _apply_defaults(rule: CorrelationRule, defaults: RuleDefaults) -> CorrelationRule:
+    unset = {f: getattr(defaults, f) for f in _Timings._DURATIONS if f not in rule.model_fields_set}
+    return rule.model_copy(update=unset) if unset else rule
+
+
+class RulesConfig(_Config):
+    """The whole rules file. Rules are tried in order; the first whose ``match`` matches wins."""
+
+    _DURATIONS: ClassVar[dict[str, tuple[str, bool]]] = {
+        "allowed_lateness_ms": ("allowed_lateness", False),
+        "state_time_resolution_ms": ("state_time_resolution", True),
+    }
+
+    defaults: RuleDefaults = Field(default_factory=RuleDefaults)
+    rules: list[CorrelationRule] = Field(default_factory=lambda: [DEFAULT_RULE], validate_default=True)
+    inhibit_rules: list[InhibitRule] = Field(default_factory=list)
+    flap: FlapPolicy = Field(default_factory=FlapPolicy)
+    allowed_lateness_ms: int = _duration(5_000, "Alerts up to this much out of order are reordered exactly")
+    late_policy: LatePolicy = LatePolicy.APPLY
+    state_time_resolution_ms: int = _duration(
+        10_000, "last_seen / ends_at are kept rounded up to this, so unchanged re-sends do not dirty state"
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _finish_rules(cls, rules: list[CorrelationRule], info: ValidationInfo) -> list[CorrelationRule]:
+        if not rules:
+            raise ValueError("needs at least one rule (omit 'rules' to use the built-in default rule)")
+        first_index: dict[str, int] = {}
+        for i, rule in enumerate(rules):
+            if rule.name in first_index:
+                raise ValueError(
+                    f"rule name {rule.name!r} is used by rules[{first_index[rule.name]}] and rules[{i}]; "
+                    "rule names must be unique"
+                )
+            first_index[rule.name] = i
+        for i, rule in enumerate(rules[:-1]):
+            if not rule.match:
+                raise ValueError(
+                    f"rules[{i + 1}] ({rules[i + 1].name!r}) can never match: rules[{i}] ({rule.name!r}) has "
+                    "no match conditions and takes every alert first; move catch-all rules to the end"
+                )
+        defaults = info.data.get("defaults")
+        if not isinstance(defaults, RuleDefaults):  # its own error is reported already
+            defaults = RuleDefaults()
+        if rules[-1].match:
+            if DEFAULT_RULE.name in first_index:
+                raise ValueError(
+                    f"rules[{first_index[DEFAULT_RULE.name]}] is named {DEFAULT_RULE.name!r}, the name of "
+                    "the built-in catch-all rule that is appended because the last rule has match "
+                    "conditions; rename it, or end the list with a rule without match"
+                )
+            rules = [*rules, DEFAULT_RULE]
+        return [_apply_defaults(rule, defaults) for rule in rules]
+
+    @field_validator("inhibit_rules")
+    @classmethod
+    def _unique_inhibitions(cls, rules: list[InhibitRule]) -> list[InhibitRule]:
+        first_index: dict[str, int] = {}
+        for i, rule in enumerate(rules):
+            if rule.name in first_index:
+                raise ValueError(
+                    f"inhibit rule name {rule.name!r} is used by inhibit_rules[{first_index[rule.name]}] and "
+                    f"inhibit_rules[{i}]; names must be unique"
+                )
+            first_index[rule.name] = i
+        return rules
+
+    @field_validator("state_time_resolution_ms", mode="after")
+    @classmethod
+    def _resolution_fits(cls, value: int, info: ValidationInfo) -> int:
+        for rule in info.data.get("rules") or ():
+            if value > rule.resolve_timeout_ms:
+                raise ValueError(
+                    f"{format_duration(value)} is longer than the resolve_timeout "
+                    f"({format_duration(rule.resolve_timeout_ms)}) of rule {rule.name!r}: times are rounded "
+                    "up to this resolution, which would stretch the timeout; use a smaller value"
+                )
+        return value
+
+    def get_rule(self, name: str) -> CorrelationRule | None:
+        return next((r for r in self.rules if r.name == name), None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable):
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {key!r}",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return type(value).__name__
+
+
+def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """(model class inside the annotation, whether it is a list of them)."""
+    is_list = False
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin is list:
+            annotation = typing.get_args(annotation)[0]
+            is_list = True
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = args[0]
+        else:
+            break
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, is_list
+    return None, is_list
+
+
+def _yaml_keys(model: type[BaseModel]) -> list[str]:
+    if issubclass(model, _Config):
+        return model.yaml_keys()
+    return sorted(f for f in model.model_fields if f != "schema_version")
+
+
+@dataclass(slots=True)
+class _Place:
+    path: str
+    segments: list[str | int]  # as written in YAML (human duration names)
+    parent: type[BaseModel] | None  # the model that holds the last segment
+    expected: type[BaseModel] | None  # the model the value at the path should be, if any
+
+
+def _resolve_loc(loc: tuple[str | int, ...]) -> _Place:
+    """Walk a pydantic error location through the models: display path, holder and expected model."""
+    model: type[BaseModel] | None = RulesConfig
+    pending_list_model: type[BaseModel] | None = None
+    parent: type[BaseModel] | None = RulesConfig
+    segments: list[str | int] = []
+    for seg in loc:
+        if isinstance(seg, int):
+            segments.append(seg)
+            model, pending_list_model = pending_list_model, None
+            parent = model
+            continue
+        parent = model
+        name = seg
+        if model is not None and seg in model.model_fields:
+            if issubclass(model, _Config) and seg in model._DURATIONS:
+                name = model._DURATIONS[seg][0]
+            sub, is_list = _model_of(model.model_fields[seg].annotation)
+            model, pending_list_model = (None, sub) if is_list else (sub, None)
+        else:
+            model = pending_list_model = None
+        segments.append(name)
+    path = ""
+    for s in segments:
+        path += f"[{s}]" if isinstance(s, int) else (f".{s}" if path else s)
+    return _Place(path, segments, parent, model)
+
+
+def _message(error: Any, place: _Place) -> str:
+    kind = error["type"]
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    last = place.segments[-1] if place.segments else None
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_yaml_keys(place.parent)) if place.parent is not None else "none"
+        return f"unknown key {last!r}; allowed keys: {allowed}"
+    if kind == "missing":
+        return f"missing required key {last!r}"
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        model = place.expected
+        keys = f" with keys: {', '.join(_yaml_keys(model))}" if model is not None else ""
+        return f"expected a mapping{keys}; got {_describe(value)}"
+    if kind == "list_type":
+        return f"expected a list; got {_describe(value)}"
+    if kind == "string_type":
+        return f"expected a string; got {_describe(value)}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected a whole number; got {_describe(value)}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false; got {_describe(value)}"
+    if kind == "enum":
+        return f"expected one of {ctx.get('expected')}; got {_describe(value)}"
+    if kind == "too_short":
+        if last in ("source_match", "target_match"):
+            return "needs at least one matcher (without one, the inhibition would apply to every alert)"
+        return f"needs at least {ctx.get('min_length')} item(s); got none"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}; got {_describe(value)}"
+    return str(error["msg"])
+
+
+def _line_of(root: yaml.Node | None, segments: Sequence[str | int], raw: Sequence[str | int]) -> int | None:
+    """1-based line of the deepest YAML node on the path (tries the human and the field spelling)."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for seg, raw_seg in zip(segments, raw, strict=True):
+        nxt: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode) and isinstance(seg, str):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value in (seg, raw_seg):
+                    nxt = value_node if isinstance(value_node, yaml.CollectionNode) else key_node
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(seg, int) and 0 <= seg < len(node.value):
+            nxt = node.value[seg]
+        if nxt is None:
+            break
+        node = nxt
+        line = node.start_mark.line + 1
+    return line
+
+
+def parse_rules(text: str, source: str = "<rules>") -> RulesConfig:
+    """Parse rules from YAML text; ``source`` names it in error messages."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = ": ".join(p for p in (exc.context, exc.problem) if p)
+        if mark is not None:
+            what += f" (column {mark.column + 1})"
+        raise RulesError(source, [("", f"invalid YAML: {what}", line)]) from None
+    except yaml.YAMLError as exc:
+        raise RulesError(source, [("", f"invalid YAML: {exc}", None)]) from None
+    finally:
+        loader.dispose()
+    if data is None:
+        data = {}
+    try:
+        return RulesConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(s for s in error["loc"] if isinstance(s, int) or "[" not in s)
+            place = _resolve_loc(loc)
+            line = _line_of(root, place.segments, loc)
+            problems.append((place.path, _message(error, place), line))
+        problems.sort(key=lambda p: p[2] or 0)  # stable: same line keeps pydantic's order
+        raise RulesError(source, problems) from None
+
+
+def load_rules(path: str | Path | None) -> RulesConfig:
+    """Load the rules file; ``None`` gives the built-in default configuration."""
+    if path is None:
+        return RulesConfig()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RulesError(str(p), [("", f"cannot read the rules file: {exc.strerror or exc}", None)]) from None
+    except UnicodeDecodeError as exc:
+        raise RulesError(str(p), [("", f"the rules file is not UTF-8 text: {exc}", None)]) from None
+    return parse_rules(text, source=str(p))
+
+
+# --------------------------------------------------------------------------------------------------
+# Routing (hot path)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where an alert belongs. Routes are cached and shared: treat ``group_labels`` as read-only."""
+
+    rule: CorrelationRule
+    group_key: str
+    group_labels: dict[str, str]
+    gkhash: str
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+@lru_cache(maxsize=8192)
+def _label_name(name: str) -> str:
+    # Classic names as-is; anything else quoted (as Prometheus 3 does for UTF-8 names), so no label
+    # name or value can fake a separator and make two different groups share one key.
+    return name if _LABEL_NAME.fullmatch(name) else f'"{_escape(name)}"'
+
+
+def format_group_key(rule_name: str, group_labels: dict[str, str]) -> str:
+    """``rule:{a="x",b="y"}`` with sorted names and Prometheus escaping (\\\\, \\", \\n)."""
+    return _group_key(rule_name, sorted(group_labels.items()))
+
+
+def _group_key(rule_name: str, sorted_pairs: list[tuple[str, str]]) -> str:
+    body = ",".join([f'{_label_name(k)}="{_escape(v)}"' for k, v in sorted_pairs])
+    return f"{rule_name}:{{{body}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledRule:
+    rule: CorrelationRule
+    matchers: tuple[Matcher, ...]
+    all_labels: bool
+    group_by: tuple[str, ...]
+    exclude: frozenset[str]
+
+
+class Router:
+    """Routes alerts to (rule, group key). Not thread-safe: one per processing loop.
+
+    Results are cached in a bounded LRU by the alert fingerprint when given, else by the label set.
+    The cache must never change a result (routing has to be deterministic across restarts), so only
+    pass a fingerprint that is a function of the labels: ``label_fingerprint`` is, but a
+    ``key_fingerprint`` (PagerDuty dedup_key, native key) is not; pass None for those.
+    """
+
+    __slots__ = ("_cache", "_cache_size", "_compiled", "_inhibitions", "cache_misses", "config")
+
+    def __init__(self, config: RulesConfig, *, cache_size: int = 65_536) -> None:
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be at least 1, got {cache_size}")
+        self.config = config
+        rules = list(config.rules)
+        if not rules or rules[-1].match:  # only possible with model_construct(); validation appends it
+            rules.append(_apply_defaults(DEFAULT_RULE, config.defaults))
+        self._compiled = tuple(
+            _CompiledRule(
+                rule=r,
+                matchers=tuple(r.match),
+                all_labels=r.groups_all_labels,
+                group_by=tuple(sorted(r.group_by)),
+                exclude=frozenset(r.group_by_exclude),
+            )
+            for r in rules
+        )
+        self._inhibitions = tuple(config.inhibit_rules)
+        self._cache: OrderedDict[str | frozenset[tuple[str, str]], Route] = OrderedDict()
+        self._cache_size = cache_size
+        self.cache_misses = 0
+
+    @property
+    def inhibitions(self) -> tuple[InhibitRule, ...]:
+        return self._inhibitions
+
+    @property
+    def cache_len(self) -> int:
+        return len(self._cache)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def route(self, labels: dict[str, str], fingerprint: str | None = None) -> Route:
+        key: str | frozenset[tuple[str, str]] = (
+            fingerprint if fingerprint is not None else frozenset(labels.items())
+        )
+        cache = self._cache
+        hit = cache.get(key)
+        if hit is not None:
+            cache.move_to_end(key)
+            return hit
+        self.cache_misses += 1
+        result = self._route_uncached(labels)
+        cache[key] = result
+        if len(cache) > self._cache_size:
+            cache.popitem(last=False)
+        return result
+
+    def _route_uncached(self, labels: dict[str, str]) -> Route:
+        for compiled in self._compiled:
+            if all(m.matches(labels) for m in compiled.matchers):
+                break
+        else:  # pragma: no cover - the last rule always matches everything (see __init__)
+            raise AssertionError("no catch-all rule")
+        # An empty value is the same as a missing label (as for matchers and in Prometheus).
+        if compiled.all_labels:
+            exclude = compiled.exclude
+            pairs = sorted([(k, v) for k, v in labels.items() if v and k not in exclude])
+        else:  # group_by is pre-sorted
+            pairs = [(k, v) for k in compiled.group_by if (v := labels.get(k))]
+        group_key = _group_key(compiled.rule.name, pairs)
+        return Route(compiled.rule, group_key, dict(pairs), group_hash(group_key))
