@@ -74,6 +74,9 @@ class MitigationCommand(Contract):
     status: CommandStatus = CommandStatus.REQUESTED
     created_at: datetime
     approval_expires_at: datetime | None = None
+    # Executors must not start the command after this time (report it failed instead): a command
+    # that waited in the topic while executors were down may no longer be wanted.
+    expires_at: datetime | None = None
 
 
 class CommandResult(Contract):
@@ -90,3 +93,8 @@ class CommandResult(Contract):
     reason: str | None = None
     output: str | None = None
     duration_s: float | None = None
+    target: str | None = None  # what the action acted on (the guards' key)
+    attempt: int = 1
+    expires_at: datetime | None = None  # AWAITING_APPROVAL: when the request expires
+    # FAILED: False when a retry cannot help or could run the action twice (outcome unknown).
+    retryable: bool = True

@@ -61,4 +61,4 @@ def utc_from_ms(ms: int) -> datetime:
 def ms_from_dt(dt: datetime) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return int(round(dt.timestamp() * 1000))
+    return round(dt.timestamp() * 1000)

@@ -101,7 +101,9 @@ class IncidentEvent(Contract):
     at: datetime = Field(description="Event time (the correlator's watermark) of the decision")
     actor: str = Field(description="'correlator', 'operator:NAME', 'agent:WORKFLOW' ...")
     cause: str = Field(description="Why, in words")
-    rule: str | None = Field(default=None, description="The correlation rule, silence, or policy that decided it")
+    rule: str | None = Field(
+        default=None, description="The correlation rule, silence, or policy that decided it"
+    )
     alerts: list[AlertChange] = Field(default_factory=list)
     deduplicated: int = 0  # re-sends folded since the previous event
     suppressed: int = 0

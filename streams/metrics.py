@@ -15,6 +15,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 _DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
+MAX_SOURCE_LABELS = 50  # distinct `source` label values before they are folded into "other"
+
 _ENGINE_COUNTERS = {
     "deduplicated": ("alerts_deduplicated", None),
     "suppressed_silence": ("alerts_suppressed", "silence"),
@@ -103,14 +105,27 @@ class PipelineMetrics:
         self.consumer_lag = Gauge(
             "stormwatch_consumer_lag", "Records behind the log end", ["topic", "partition"]
         )
+        self._sources: set[str] = set()
         self._alerts_in = 0
         self._events_out = 0
         self._lock = threading.Lock()
 
+    def _source_label(self, source: str) -> str:
+        """Sources come from the input (CloudEvents source, PagerDuty client): cap the label values."""
+        if source in self._sources:
+            return source
+        if len(self._sources) < MAX_SOURCE_LABELS:
+            self._sources.add(source)
+            return source
+        return "other"
+
     def record_ingest(self, result: Any) -> None:
         self.raw_records.inc()
-        for alert in result.alerts:
-            self.alerts_received.labels(source=alert.source, format=alert.format.value).inc()
+        counts: PyCounter[tuple[str, str]] = PyCounter(
+            (self._source_label(a.source), a.format.value) for a in result.alerts
+        )
+        for (source, fmt), n in counts.items():
+            self.alerts_received.labels(source=source, format=fmt).inc(n)
         for dead in result.dead_letters:
             self.dead_letters.labels(reason=dead.reason.value).inc()
         with self._lock:

@@ -102,12 +102,16 @@ def test_sigkill_mid_storm_loses_and_duplicates_nothing(
     try:
         run.start("ingest", "i1")
         run.start("correlate", "c1")
+        progress_at_kills = []
         for _ in range(3):
             time.sleep(rnd.uniform(1.0, 3.0))
             run.assert_alive()
             run.kill(stage, "i1" if stage == "ingest" else "c1")
+            progress_at_kills.append(len(run.events()))
             run.start(stage, "i1" if stage == "ingest" else "c1")
         events = run.wait_until(_all_closed, timeout_s=180)
+        # the kills landed mid-storm, not after the work was done
+        assert progress_at_kills[0] < sum(len(v) for v in reference.values()), progress_at_kills
     finally:
         run.stop_all()
     check_audit_integrity(events)
@@ -131,3 +135,27 @@ def test_two_correlators_and_a_rebalance_give_the_same_result(
         run.stop_all()
     check_audit_integrity(events)
     assert canonical(events) == reference
+
+
+def test_ten_thousand_alert_storm_from_one_root_cause_is_one_incident(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    run = PipelineRun(kafka_bootstrap, tmp_path)
+    t0 = int(time.time() * 1000) - 300_000
+    records = storm_records(
+        seed=3, t0_ms=t0, groups=1, alerts_per_group=10_000, rounds=4, per_record=256, span_s=40
+    )
+    produce_records(kafka_bootstrap, run.settings.topics.raw, records)
+    run.start("ingest", "i1")
+    run.start("correlate", "c1")
+    try:
+        events = run.wait_until(lambda evs: any(e.type.value == "closed" for e in evs), timeout_s=120)
+    finally:
+        run.stop_all()
+    check_audit_integrity(events)
+    assert len({e.incident_id for e in events}) == 1
+    opened = events[0]
+    assert opened.type.value == "opened" and opened.snapshot.alert_count == 10_000
+    # 50,000 notifications over 40 s with group_interval 10 s: a handful of events, not one per alert
+    assert len(events) <= 1 + 40 // 10 + 2, [e.type.value for e in events]
+    assert events[-1].snapshot.deduplicated >= 30_000
