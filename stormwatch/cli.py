@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "stormwatch.commands.incidents",
     "stormwatch.commands.operator",
     "stormwatch.commands.silences",
+    "stormwatch.commands.gateway",
 ]
 
 Handler = Callable[[argparse.Namespace, Settings], int]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -61,6 +61,7 @@ class TopicSettings(BaseModel):
     correlator_state: str = "stormwatch.correlator.state"
     silences: str = "stormwatch.silences"
     agent_state: str = "stormwatch.agent.state"
+    approvals: str = "mitigation.approvals"
     partitions: int = Field(default=6, ge=1, description="Partitions of the partitioned topics")
     replication_factor: int = Field(default=1, ge=1)
     min_insync_replicas: int = Field(default=1, ge=1)
@@ -86,6 +87,57 @@ class CorrelatorSettings(BaseModel):
     max_batch_records: int = 2_000
 
 
+class GatewaySettings(BaseModel):
+    """The HTTP gateway (`stormwatch gateway`, docs/gateway.md); it writes to ``topics.raw``."""
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on")
+    port: int = Field(default=9095, ge=0, le=65535, description="Port to listen on (0: any free port)")
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1, description="Larger request bodies are refused with 413"
+    )
+    bearer_token: str | None = Field(
+        default=None, repr=False, description="When set, alert endpoints need 'Authorization: Bearer <token>'"
+    )
+    tls_cert_file: str | None = Field(default=None, description="PEM certificate (chain); enables HTTPS")
+    tls_key_file: str | None = Field(default=None, description="PEM private key of tls_cert_file")
+    delivery_timeout_ms: int = Field(
+        default=5_000, ge=100, description="Longest wait for Kafka's acknowledgement before answering 503"
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GatewaySettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("gateway.tls_cert_file and gateway.tls_key_file must be set together")
+        if self.bearer_token is not None and not self.bearer_token.strip():
+            raise ValueError("gateway.bearer_token is empty; unset it to disable authentication")
+        return self
+
+
+class AgentSettings(BaseModel):
+    """The mitigation agent (`stormwatch agent`) and the executors (`stormwatch executor`)."""
+
+    workflows_file: str | None = Field(default=None, description="Workflow YAML; --workflows overrides it")
+    dry_run: bool = Field(default=False, description="Decide and record every step, execute none")
+    allow_urls: list[str] = Field(
+        default_factory=list, description="URL prefixes the webhook executor may POST to (--allow-url adds)"
+    )
+    allow_programs: list[str] = Field(
+        default_factory=list,
+        description="Absolute paths (or directories ending in /) exec may run (--allow-program adds)",
+    )
+    allow_topics: list[str] = Field(
+        default_factory=list, description="Topics the kafka executor may publish to (--allow-topic adds)"
+    )
+    dispatch_timeout_ms: int = Field(
+        default=300_000, ge=1000, description="A command no executor started within this long is never run"
+    )
+    result_grace_ms: int = Field(
+        default=60_000, ge=0, description="How long past a command's timeout the agent waits for its result"
+    )
+    max_parallel: int = Field(default=4, ge=1, le=64, description="Actions one executor runs at once")
+    max_batch_records: int = Field(default=500, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STORMWATCH_", env_nested_delimiter="__", extra="forbid")
 
@@ -93,6 +145,8 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     correlator: CorrelatorSettings = Field(default_factory=CorrelatorSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     log_level: str = Field(default="WARNING", validation_alias=AliasChoices("STORMWATCH_LOG_LEVEL", "log_level"))
     metrics_port: int = Field(default=0, description="Port for /metrics on 127.0.0.1; 0 disables")
 

@@ -2,7 +2,7 @@
 
 The Kafka sink here points at a loopback port where nothing listens, so every request that passes
 validation gets the gateway's real "Kafka unavailable" answer (503); the writes themselves are
-tested against a real broker in tests/integration/test_gateway.py.
+tested against a real broker in tests/integration/test_gateway_kafka.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 import base64
 import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -35,8 +35,8 @@ from stormwatch.gateway import (
 )
 
 TOKEN = "s3cr3t-T0ken-for-tests"
-PROM_ALERT = {"labels": {"alertname": "Down", "job": "node", "instance": "a:9100"}}
-PD_TRIGGER = {
+PROM_ALERT: dict[str, Any] = {"labels": {"alertname": "Down", "job": "node", "instance": "a:9100"}}
+PD_TRIGGER: dict[str, Any] = {
     "routing_key": "R" * 32,
     "event_action": "trigger",
     "payload": {"summary": "disk full", "source": "db-1", "severity": "critical"},
@@ -77,23 +77,49 @@ class Reply:
         return orjson.loads(self.body)
 
 
-def request(gw: Gateway, method: str, path: str, **kwargs: Any) -> Reply:
-    async def go() -> Reply:
-        async with TestClient(TestServer(gw.app)) as client:
-            resp = await client.request(method, path, **kwargs)
+class Harness:
+    """A gateway app behind aiohttp's test server, on one event loop kept across requests."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.runner = asyncio.Runner()
+
+        async def start() -> TestClient[Any, Any]:
+            client: TestClient[Any, Any] = TestClient(TestServer(gw.app))
+            await client.start_server()
+            return client
+
+        self.client = self.runner.run(start())
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Reply:
+        async def go() -> Reply:
+            resp = await self.client.request(method, path, **kwargs)
             return Reply(resp, await resp.read())
 
-    return asyncio.run(go())
+        return self.runner.run(go())
+
+    def post_json(self, path: str, doc: Any, headers: dict[str, str] | None = None) -> Reply:
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        return self.request("POST", path, data=orjson.dumps(doc), headers=headers)
+
+    def close(self) -> None:
+        self.runner.run(self.client.close())
+        self.runner.close()
 
 
-def post_json(gw: Gateway, path: str, doc: Any, headers: dict[str, str] | None = None) -> Reply:
-    return request(
-        gw, "POST", path, data=orjson.dumps(doc), headers={"Content-Type": "application/json", **(headers or {})}
-    )
+@pytest.fixture
+def gateway(sink: KafkaSink) -> Iterator[Callable[..., Harness]]:
+    """``gateway(**gateway_settings)`` -> a Harness; ``settings=`` passes whole Settings instead."""
+    made: list[Harness] = []
 
+    def make(settings: Settings | None = None, **config: Any) -> Harness:
+        harness = Harness(Gateway(settings or make_settings(**config), sink))
+        made.append(harness)
+        return harness
 
-def gateway(sink: KafkaSink, **config: Any) -> Gateway:
-    return Gateway(make_settings(**config), sink)
+    yield make
+    for harness in made:
+        harness.close()
 
 
 def metric(name: str, **labels: str) -> float:
@@ -103,8 +129,8 @@ def metric(name: str, **labels: str) -> float:
 # ---------------------------------------------------------------------------- auth
 
 
-def test_missing_token_is_401_with_challenge(sink: KafkaSink) -> None:
-    reply = post_json(gateway(sink, bearer_token=TOKEN), "/api/v2/alerts", [PROM_ALERT])
+def test_missing_token_is_401_with_challenge(gateway: Callable[..., Harness]) -> None:
+    reply = gateway(bearer_token=TOKEN).post_json("/api/v2/alerts", [PROM_ALERT])
     assert reply.status == 401
     assert reply.headers["WWW-Authenticate"] == 'Bearer realm="stormwatch"'
     assert reply.json()["status"] == "unauthorized"
@@ -113,33 +139,33 @@ def test_missing_token_is_401_with_challenge(sink: KafkaSink) -> None:
 @pytest.mark.parametrize(
     "header", [f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Basic {TOKEN}", "Bearer", TOKEN]
 )
-def test_wrong_token_is_401_invalid_token(sink: KafkaSink, header: str) -> None:
-    reply = post_json(gateway(sink, bearer_token=TOKEN), "/v2/enqueue", PD_TRIGGER, {"Authorization": header})
+def test_wrong_token_is_401_invalid_token(gateway: Callable[..., Harness], header: str) -> None:
+    reply = gateway(bearer_token=TOKEN).post_json("/v2/enqueue", PD_TRIGGER, {"Authorization": header})
     assert reply.status == 401
     assert 'error="invalid_token"' in reply.headers["WWW-Authenticate"]
 
 
-def test_right_token_passes_to_validation(sink: KafkaSink) -> None:
-    gw = gateway(sink, bearer_token=TOKEN)
-    reply = post_json(gw, "/api/v2/alerts", [{"labels": {}}], {"Authorization": f"bearer {TOKEN}"})
+def test_right_token_passes_to_validation(gateway: Callable[..., Harness]) -> None:
+    gw = gateway(bearer_token=TOKEN)
+    reply = gw.post_json("/api/v2/alerts", [{"labels": {}}], {"Authorization": f"bearer {TOKEN}"})
     assert reply.status == 400  # authenticated (scheme is case-insensitive), then validated
 
 
-def test_probes_and_metrics_need_no_token(sink: KafkaSink) -> None:
-    gw = gateway(sink, bearer_token=TOKEN)
-    assert request(gw, "GET", "/-/healthy").status == 200
-    assert request(gw, "GET", "/-/ready").status == 503
-    assert request(gw, "GET", "/metrics").status == 200
+def test_probes_and_metrics_need_no_token(gateway: Callable[..., Harness]) -> None:
+    gw = gateway(bearer_token=TOKEN)
+    assert gw.request("GET", "/-/healthy").status == 200
+    assert gw.request("GET", "/-/ready").status == 503
+    assert gw.request("GET", "/metrics").status == 200
 
 
-def test_token_never_logged(sink: KafkaSink, caplog: pytest.LogCaptureFixture) -> None:
+def test_token_never_logged(gateway: Callable[..., Harness], caplog: pytest.LogCaptureFixture) -> None:
     settings = make_settings(bearer_token=TOKEN)
     assert TOKEN not in repr(settings) and TOKEN not in str(settings)
-    gw = Gateway(settings, sink)
+    gw = gateway(settings)
     with caplog.at_level(logging.DEBUG):
-        post_json(gw, "/api/v2/alerts", [PROM_ALERT], {"Authorization": f"Bearer {TOKEN}"})
-        post_json(gw, "/api/v2/alerts", [PROM_ALERT], {"Authorization": f"Bearer {TOKEN}-wrong"})
-        post_json(gw, "/api/v2/alerts", [{"labels": {}}], {"Authorization": f"Bearer {TOKEN}"})
+        gw.post_json("/api/v2/alerts", [PROM_ALERT], {"Authorization": f"Bearer {TOKEN}"})
+        gw.post_json("/api/v2/alerts", [PROM_ALERT], {"Authorization": f"Bearer {TOKEN}-wrong"})
+        gw.post_json("/api/v2/alerts", [{"labels": {}}], {"Authorization": f"Bearer {TOKEN}"})
     assert caplog.records, "the gateway should have logged the refusals"
     assert TOKEN not in caplog.text
 
@@ -152,37 +178,37 @@ def test_empty_token_is_a_config_error() -> None:
 # ---------------------------------------------------------------------------- size limit
 
 
-def test_declared_length_over_limit_is_413(sink: KafkaSink) -> None:
-    gw = gateway(sink, max_body_bytes=1000)
-    reply = post_json(gw, "/api/v2/alerts", [PROM_ALERT] * 50)
+def test_declared_length_over_limit_is_413(gateway: Callable[..., Harness]) -> None:
+    gw = gateway(max_body_bytes=1000)
+    reply = gw.post_json("/api/v2/alerts", [PROM_ALERT] * 50)
     assert reply.status == 413
     assert "1000 bytes" in reply.json()["message"]
     assert reply.json()["limit_bytes"] == 1000
 
 
-def test_chunked_body_over_limit_is_413(sink: KafkaSink) -> None:
+def test_chunked_body_over_limit_is_413(gateway: Callable[..., Harness]) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b"["
         for _ in range(100):
             yield orjson.dumps(PROM_ALERT) + b","
         yield b"{}]"
 
-    reply = request(gateway(sink, max_body_bytes=2048), "POST", "/api/v2/alerts", data=chunks())
+    reply = gateway(max_body_bytes=2048).request("POST", "/api/v2/alerts", data=chunks())
     assert reply.status == 413
     assert "2048 bytes" in reply.json()["message"]
 
 
-def test_body_at_the_limit_is_read(sink: KafkaSink) -> None:
+def test_body_at_the_limit_is_read(gateway: Callable[..., Harness]) -> None:
     body = orjson.dumps([{"labels": {}}])
-    reply = request(gateway(sink, max_body_bytes=len(body)), "POST", "/api/v2/alerts", data=body)
+    reply = gateway(max_body_bytes=len(body)).request("POST", "/api/v2/alerts", data=body)
     assert reply.status == 400  # read whole and validated
 
 
-def test_record_over_ingest_limit_is_413(sink: KafkaSink) -> None:
+def test_record_over_ingest_limit_is_413(gateway: Callable[..., Harness]) -> None:
     settings = make_settings(max_body_bytes=10_000)
     settings.ingest.max_record_bytes = 100
-    gw = Gateway(settings, sink)
-    reply = post_json(gw, "/api/v2/alerts", [PROM_ALERT] * 5)
+    gw = gateway(settings)
+    reply = gw.post_json("/api/v2/alerts", [PROM_ALERT] * 5)
     assert reply.status == 413
     assert reply.json()["reason"] == "too_large"
 
@@ -209,9 +235,9 @@ def test_record_over_ingest_limit_is_413(sink: KafkaSink) -> None:
     ],
 )
 def test_invalid_documents_are_400_with_reason(
-    sink: KafkaSink, path: str, doc: Any, reason: str, detail: str
+    gateway: Callable[..., Harness], path: str, doc: Any, reason: str, detail: str
 ) -> None:
-    reply = post_json(gateway(sink), path, doc)
+    reply = gateway().post_json(path, doc)
     assert reply.status == 400, reply.body
     body = reply.json()
     assert body["reason"] == reason
@@ -220,10 +246,10 @@ def test_invalid_documents_are_400_with_reason(
     assert body["errors"][0] == f"{reason}: {body['detail']}"
 
 
-def test_400_matches_the_pipelines_dead_letter(sink: KafkaSink) -> None:
+def test_400_matches_the_pipelines_dead_letter(gateway: Callable[..., Harness]) -> None:
     """The answer says exactly what ingest would have written to the DLQ."""
     doc = [{"labels": {"a": "b"}, "startsAt": "yesterday"}]
-    reply = post_json(gateway(sink), "/api/v2/alerts", doc)
+    reply = gateway().post_json("/api/v2/alerts", doc)
     dead = parse_record(
         orjson.dumps(doc),
         topic="t",
@@ -236,20 +262,20 @@ def test_400_matches_the_pipelines_dead_letter(sink: KafkaSink) -> None:
     assert (reply.json()["reason"], reply.json()["detail"]) == (dead.reason.value, dead.detail)
 
 
-def test_not_json_is_400(sink: KafkaSink) -> None:
-    reply = request(gateway(sink), "POST", "/api/v2/alerts", data=b"{nope")
+def test_not_json_is_400(gateway: Callable[..., Harness]) -> None:
+    reply = gateway().request("POST", "/api/v2/alerts", data=b"{nope")
     assert reply.status == 400
     assert reply.json()["reason"] == "not_json"
 
 
-def test_empty_body_is_400(sink: KafkaSink) -> None:
-    reply = request(gateway(sink), "POST", "/api/v1/webhook/alertmanager", data=b"")
+def test_empty_body_is_400(gateway: Callable[..., Harness]) -> None:
+    reply = gateway().request("POST", "/api/v1/webhook/alertmanager", data=b"")
     assert reply.status == 400
     assert reply.json()["reason"] == "empty"
 
 
-def test_pagerduty_errors_use_pagerdutys_shape(sink: KafkaSink) -> None:
-    reply = post_json(gateway(sink), "/v2/enqueue", {"event_action": "explode", "payload": {}})
+def test_pagerduty_errors_use_pagerdutys_shape(gateway: Callable[..., Harness]) -> None:
+    reply = gateway().post_json("/v2/enqueue", {"event_action": "explode", "payload": {}})
     assert reply.status == 400
     body = reply.json()
     assert body["status"] == "invalid event"
@@ -257,26 +283,29 @@ def test_pagerduty_errors_use_pagerdutys_shape(sink: KafkaSink) -> None:
     assert isinstance(body["errors"], list) and all(isinstance(e, str) for e in body["errors"])
 
 
-def test_pagerduty_takes_one_event_per_request(sink: KafkaSink) -> None:
-    reply = post_json(gateway(sink), "/v2/enqueue", [PD_TRIGGER, PD_TRIGGER])
+def test_pagerduty_takes_one_event_per_request(gateway: Callable[..., Harness]) -> None:
+    reply = gateway().post_json("/v2/enqueue", [PD_TRIGGER, PD_TRIGGER])
     assert reply.status == 400
     assert "one event" in reply.json()["detail"]
 
 
-def test_error_list_is_capped_but_count_is_complete(sink: KafkaSink) -> None:
-    reply = post_json(gateway(sink), "/api/v2/alerts", [{"labels": {}}] * (MAX_ERRORS_SHOWN + 5))
+def test_error_list_is_capped_but_count_is_complete(gateway: Callable[..., Harness]) -> None:
+    reply = gateway().post_json("/api/v2/alerts", [{"labels": {}}] * (MAX_ERRORS_SHOWN + 5))
     body = reply.json()
     assert body["rejected"] == MAX_ERRORS_SHOWN + 5
     assert len(body["errors"]) == MAX_ERRORS_SHOWN
 
 
-def test_rejections_are_counted(sink: KafkaSink) -> None:
+def test_rejections_are_counted(gateway: Callable[..., Harness]) -> None:
     before = metric("stormwatch_gateway_alerts_rejected_total", format="prometheus", reason="missing_labels")
     requests_before = metric("stormwatch_gateway_requests_total", endpoint="prometheus", status="400")
-    post_json(gateway(sink), "/api/v2/alerts", [{"labels": {}}, {"labels": {}}])
+    gateway().post_json("/api/v2/alerts", [{"labels": {}}, {"labels": {}}])
     after = metric("stormwatch_gateway_alerts_rejected_total", format="prometheus", reason="missing_labels")
     assert after - before == 2
-    assert metric("stormwatch_gateway_requests_total", endpoint="prometheus", status="400") == requests_before + 1
+    assert (
+        metric("stormwatch_gateway_requests_total", endpoint="prometheus", status="400")
+        == requests_before + 1
+    )
 
 
 # ---------------------------------------------------------------------------- content types
@@ -292,9 +321,11 @@ def test_rejections_are_counted(sink: KafkaSink) -> None:
         ("/v2/enqueue", "application/json; charset=utf-16"),
     ],
 )
-def test_unsupported_content_type_is_415(sink: KafkaSink, path: str, content_type: str) -> None:
-    reply = request(
-        gateway(sink), "POST", path, data=orjson.dumps({"x": 1}), headers={"Content-Type": content_type}
+def test_unsupported_content_type_is_415(
+    gateway: Callable[..., Harness], path: str, content_type: str
+) -> None:
+    reply = gateway().request(
+        "POST", path, data=orjson.dumps({"x": 1}), headers={"Content-Type": content_type}
     )
     assert reply.status == 415, reply.body
     assert reply.json()["status"] == "unsupported media type"
@@ -302,17 +333,23 @@ def test_unsupported_content_type_is_415(sink: KafkaSink, path: str, content_typ
 
 @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
 def test_alertmanager_compatible_endpoints_take_any_declared_type(
-    sink: KafkaSink, content_type: str | None
+    gateway: Callable[..., Harness], content_type: str | None
 ) -> None:
     """`curl -d` sends form-urlencoded; Alertmanager reads the body as JSON anyway, and so do we."""
     headers = {"Content-Type": content_type} if content_type else {}
-    reply = request(gateway(sink), "POST", "/api/v2/alerts", data=orjson.dumps([{"labels": {}}]), headers=headers)
+    reply = gateway().request("POST", "/api/v2/alerts", data=orjson.dumps([{"labels": {}}]), headers=headers)
     assert reply.status == 400  # got as far as validation
 
 
-def test_binary_cloudevent_with_non_json_data_is_415(sink: KafkaSink) -> None:
-    headers = {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "t", "Content-Type": "text/plain"}
-    reply = request(gateway(sink), "POST", "/api/v1/cloudevents", data=b"hello", headers=headers)
+def test_binary_cloudevent_with_non_json_data_is_415(gateway: Callable[..., Harness]) -> None:
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "1",
+        "ce-source": "/s",
+        "ce-type": "t",
+        "Content-Type": "text/plain",
+    }
+    reply = gateway().request("POST", "/api/v1/cloudevents", data=b"hello", headers=headers)
     assert reply.status == 415
 
 
@@ -326,38 +363,39 @@ def test_valid_alerts_get_503_with_retry_after_while_kafka_is_unreachable() -> N
     try:
         assert sink.wait_checked(10) is False
         assert "cannot reach Kafka" in sink.reason
-        gw = Gateway(settings, sink)
+        gw = Harness(Gateway(settings, sink))
         for path, doc in [
             ("/api/v2/alerts", [PROM_ALERT]),
             ("/v2/enqueue", PD_TRIGGER),
             ("/api/v1/alerts", {"stormwatch": 1, "labels": {"a": "b"}}),
         ]:
-            reply = post_json(gw, path, doc)
+            reply = gw.post_json(path, doc)
             assert reply.status == 503
             assert reply.headers["Retry-After"] == str(RETRY_AFTER_S)
             assert "retry later" in reply.json()["message"]
-        ready = request(gw, "GET", "/-/ready")
+        ready = gw.request("GET", "/-/ready")
         assert ready.status == 503
         assert b"cannot reach Kafka" in ready.body
         assert metric("stormwatch_gateway_kafka_ready") == 0
+        gw.close()
     finally:
         sink.close(0)
 
 
-def test_partially_valid_batch_goes_to_kafka(sink: KafkaSink) -> None:
+def test_partially_valid_batch_goes_to_kafka(gateway: Callable[..., Harness]) -> None:
     """One valid alert is enough to forward the record (here: 503, since Kafka is unreachable)."""
-    reply = post_json(gateway(sink), "/api/v2/alerts", [{"labels": {}}, PROM_ALERT])
+    reply = gateway().post_json("/api/v2/alerts", [{"labels": {}}, PROM_ALERT])
     assert reply.status == 503
 
 
 # ---------------------------------------------------------------------------- probes and metrics
 
 
-def test_healthy_and_metrics(sink: KafkaSink) -> None:
-    gw = gateway(sink)
-    assert request(gw, "GET", "/-/healthy").body == b"OK\n"
-    post_json(gw, "/api/v2/alerts", [{"labels": {}}])
-    reply = request(gw, "GET", "/metrics")
+def test_healthy_and_metrics(gateway: Callable[..., Harness]) -> None:
+    gw = gateway()
+    assert gw.request("GET", "/-/healthy").body == b"OK\n"
+    gw.post_json("/api/v2/alerts", [{"labels": {}}])
+    reply = gw.request("GET", "/metrics")
     assert reply.headers["Content-Type"].startswith("text/plain")
     text = reply.body.decode()
     for name in (
@@ -368,10 +406,10 @@ def test_healthy_and_metrics(sink: KafkaSink) -> None:
         assert name in text
 
 
-def test_unknown_path_and_method(sink: KafkaSink) -> None:
-    gw = gateway(sink)
-    assert request(gw, "POST", "/api/v3/alerts").status == 404
-    assert request(gw, "GET", "/api/v2/alerts").status == 405
+def test_unknown_path_and_method(gateway: Callable[..., Harness]) -> None:
+    gw = gateway()
+    assert gw.request("POST", "/api/v3/alerts").status == 404
+    assert gw.request("GET", "/api/v2/alerts").status == 405
     assert metric("stormwatch_gateway_requests_total", endpoint="unmatched", status="404") >= 1
 
 
@@ -421,7 +459,12 @@ def test_binary_cloudevent_keeps_bad_data_for_the_adapter() -> None:
 def test_record_key_is_the_fingerprint_of_a_single_alert() -> None:
     def parse(doc: Any) -> Any:
         return parse_record(
-            orjson.dumps(doc), topic="t", partition=0, offset=0, timestamp_ms=0, headers={FORMAT_HEADER: "prometheus"}
+            orjson.dumps(doc),
+            topic="t",
+            partition=0,
+            offset=0,
+            timestamp_ms=0,
+            headers={FORMAT_HEADER: "prometheus"},
         )
 
     one = parse([PROM_ALERT, PROM_ALERT])

@@ -1,0 +1,831 @@
+"""The HTTP gateway: monitoring systems POST alerts in the formats they already speak.
+
+Each request is validated with the same adapters ingest uses (``schemas.adapters.parse_record``,
+the format forced by the endpoint) and written to the raw topic as one record with the
+``stormwatch-format`` header. The answer is 2xx only after Kafka acknowledged the write (idempotent
+producer, acks=all); while Kafka is unreachable the gateway answers 503 with ``Retry-After``, so a
+sender keeps its alerts and retries. docs/gateway.md describes the endpoints and status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import functools
+import hmac
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+import xxhash
+from aiohttp import web
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+from schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
+from schemas.alert import InputFormat
+from schemas.dlq import DeadLetter, DeadLetterReason
+from schemas.fingerprint import canonical_labels
+from stormwatch.config import GatewaySettings, Settings
+from stormwatch.errors import UserError
+from stormwatch.kafka_io import make_producer
+
+log = logging.getLogger("stormwatch.gateway")
+
+RETRY_AFTER_S = 5
+"""Seconds a sender is asked to wait after a 503 (Kafka unreachable or too slow)."""
+
+MAX_ERRORS_SHOWN = 20
+"""A response lists at most this many rejected alerts; the count is always complete."""
+
+_READ_CHUNK = 64 * 1024
+_REALM = 'Bearer realm="stormwatch"'
+_JSON_MEDIA = ("application/json", "text/json")
+_UTF8_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")
+# Delivery errors that mean "Kafka is not there right now" rather than "this record is bad".
+_OUTAGE_CODES = frozenset(
+    {
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.REQUEST_TIMED_OUT,
+    }
+)
+_TOO_LARGE_CODES = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+class GatewayMetrics:
+    """The gateway's Prometheus metrics (one process-wide set: metric names are global)."""
+
+    def __init__(self) -> None:
+        self.requests = Counter(
+            "stormwatch_gateway_requests_total", "HTTP requests answered", ["endpoint", "status"]
+        )
+        self.request_seconds = Histogram(
+            "stormwatch_gateway_request_duration_seconds",
+            "Time from request to response, including the wait for Kafka's acknowledgement",
+            ["endpoint"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.alerts_accepted = Counter(
+            "stormwatch_gateway_alerts_accepted_total",
+            "Valid alerts written to the raw topic (acknowledged by Kafka)",
+            ["format"],
+        )
+        self.alerts_rejected = Counter(
+            "stormwatch_gateway_alerts_rejected_total",
+            "Invalid alerts: refused with 400, or forwarded beside valid ones for the DLQ",
+            ["format", "reason"],
+        )
+        self.kafka_ready = Gauge(
+            "stormwatch_gateway_kafka_ready", "1 when the broker answers and the raw topic exists"
+        )
+
+
+_metrics: GatewayMetrics | None = None
+_metrics_lock = threading.Lock()
+
+
+def gateway_metrics() -> GatewayMetrics:
+    global _metrics
+    with _metrics_lock:
+        if _metrics is None:
+            _metrics = GatewayMetrics()
+        return _metrics
+
+
+# ---------------------------------------------------------------------------- Kafka side
+
+
+class DeliveryError(Exception):
+    """The record was not written; ``status`` is the HTTP status to answer."""
+
+    status = 503
+
+
+class KafkaUnavailable(DeliveryError):
+    """Kafka is unreachable, too slow, or the raw topic is missing: the sender should retry."""
+
+
+class RecordTooLarge(DeliveryError):
+    """Kafka refused the record for its size (the topic's max.message.bytes)."""
+
+    status = 413
+
+
+class KafkaSink:
+    """An idempotent producer (acks=all) whose acknowledgements resolve asyncio futures.
+
+    A background thread polls the producer (serving delivery callbacks, which it hands to the
+    event loop with ``call_soon_threadsafe``); another checks, with a metadata request for the raw
+    topic, that a broker answers and the topic exists. While that check fails, ``send`` refuses at
+    once instead of queueing records Kafka cannot take; it passes again by itself when Kafka returns.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        check_interval_s: float = 5.0,
+        retry_interval_s: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.topics.raw
+        self.delivery_timeout_s = settings.gateway.delivery_timeout_ms / 1000
+        self.check_interval_s = check_interval_s
+        self.retry_interval_s = retry_interval_s
+        self._producer_lock = threading.Lock()
+        self._fatal: KafkaError | None = None
+        self._ready = False
+        self._reason = f"no answer yet from Kafka at {settings.kafka.bootstrap_servers}"
+        self._checked = threading.Event()
+        self._ready_event = threading.Event()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        timeout_ms = self.settings.gateway.delivery_timeout_ms
+        overrides: dict[str, Any] = {
+            # librdkafka fails a record it could not write in time: the request then gets a 503.
+            "message.timeout.ms": timeout_ms,
+            "linger.ms": 2,
+            # A metadata request must never create the raw topic with broker defaults.
+            "allow.auto.create.topics": False,
+            "reconnect.backoff.max.ms": 1000,
+            "error_cb": self._on_error,
+        }
+        return make_producer(self.settings, **overrides)
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        for name, target in (("gateway-poll", self._poll_loop), ("gateway-health", self._health_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Wait up to ``timeout_s`` for records in flight, then stop the threads."""
+        with self._producer_lock:
+            producer = self._producer
+        left = producer.flush(timeout_s)
+        if left:
+            log.warning("%d records were still unacknowledged at shutdown (their senders got 503)", left)
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(5)
+        self._threads.clear()
+
+    def wait_checked(self, timeout_s: float) -> bool:
+        """Block until the first health check finished; True when Kafka is ready."""
+        self._checked.wait(timeout_s)
+        return self._ready
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until Kafka is ready (a topic just created takes a moment to appear) or timeout."""
+        return self._ready_event.wait(timeout_s)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def reason(self) -> str:
+        """Why the sink is not ready ("" when it is)."""
+        return "" if self._ready else self._reason
+
+    # -- background threads
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN and self._ready:
+            # Often a blip librdkafka recovers from at once; the health check decides, right now.
+            self._wake.set()
+        log.debug("kafka client error: %s", err)
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._producer_lock:
+                producer = self._producer
+            producer.poll(0.1)
+            if self._fatal is not None:
+                self._replace_producer()
+
+    def _replace_producer(self) -> None:
+        """After a fatal idempotence error the producer is unusable; records in it fail (503)."""
+        err, self._fatal = self._fatal, None
+        log.error("Kafka producer failed fatally (%s); starting a new one", err)
+        with self._producer_lock:
+            old, self._producer = self._producer, self._new_producer()
+        old.purge()
+        old.flush(0)
+
+    def _health_loop(self) -> None:
+        while not self._stop.is_set():
+            ok, reason = self._check()
+            if self._stop.is_set():
+                break
+            if ok and not self._ready:
+                log.info("Kafka is ready: raw topic %s reachable", self.topic)
+            elif not ok and self._ready:
+                log.warning("Kafka not ready, answering 503: %s", reason)
+            elif not ok and (reason != self._reason or not self._checked.is_set()):
+                # At start-up a just-created topic takes a moment to appear: not yet worth a warning
+                # (`stormwatch gateway` warns when Kafka is still not ready after a few seconds).
+                log.info("Kafka not ready yet, answering 503: %s", reason)
+            self._set_ready(ok, reason)
+            self._checked.set()
+            self._wake.wait(self.check_interval_s if ok else self.retry_interval_s)
+            self._wake.clear()
+
+    def _check(self) -> tuple[bool, str]:
+        with self._producer_lock:
+            producer = self._producer
+        timeout = min(max(self.delivery_timeout_s, 1.0), 5.0)
+        try:
+            metadata = producer.list_topics(self.topic, timeout=timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else exc
+            text = err.str() if isinstance(err, KafkaError) else str(err)
+            return False, f"cannot reach Kafka at {self.settings.kafka.bootstrap_servers}: {text}"
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            detail = topic.error.str() if topic is not None and topic.error is not None else "no partitions"
+            return False, (
+                f"raw topic {self.topic} is not available ({detail}); "
+                "create it with `stormwatch topics create`"
+            )
+        return True, ""
+
+    def _mark_unready(self, reason: str) -> None:
+        """A failed write or a lost connection: refuse at once, and re-check now (then every
+        retry_interval_s, as the health loop does while not ready)."""
+        if self._ready:
+            log.warning("Kafka not ready, answering 503: %s", reason)
+            self._set_ready(False, reason)
+            self._wake.set()
+
+    def _set_ready(self, ok: bool, reason: str) -> None:
+        self._ready, self._reason = ok, reason
+        if ok:
+            self._ready_event.set()
+        else:
+            self._ready_event.clear()
+        gateway_metrics().kafka_ready.set(1 if ok else 0)
+
+    # -- the write
+
+    async def send(
+        self,
+        value: bytes,
+        *,
+        key: bytes | None,
+        headers: list[tuple[str, str | bytes | None]],
+        timestamp_ms: int,
+    ) -> None:
+        """Write one record to the raw topic; return once Kafka acknowledged it, else raise."""
+        if not self._ready:
+            raise KafkaUnavailable(self._reason)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[KafkaError | None] = loop.create_future()
+        on_delivery = functools.partial(_delivered, loop, future)
+        with self._producer_lock:
+            producer = self._producer
+        try:
+            producer.produce(
+                self.topic,
+                value=value,
+                key=key,
+                headers=headers,
+                timestamp=timestamp_ms,
+                on_delivery=on_delivery,
+            )
+        except BufferError:
+            raise KafkaUnavailable("the producer queue is full (Kafka is slower than the senders)") from None
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() in _TOO_LARGE_CODES:
+                raise RecordTooLarge(err.str()) from None
+            raise KafkaUnavailable(err.str() if isinstance(err, KafkaError) else str(exc)) from None
+        try:
+            # librdkafka gives up after message.timeout.ms; the extra second covers callback latency.
+            err = await asyncio.wait_for(future, self.delivery_timeout_s + 1.0)
+        except TimeoutError:
+            self._mark_unready("no acknowledgement from Kafka in time")
+            raise KafkaUnavailable(
+                f"no acknowledgement from Kafka within {self.delivery_timeout_s:g}s"
+            ) from None
+        if err is None:
+            return
+        if err.code() in _TOO_LARGE_CODES:
+            raise RecordTooLarge(err.str())
+        if err.code() in _OUTAGE_CODES:
+            self._mark_unready(f"delivery failed: {err.str()}")
+        raise KafkaUnavailable(f"Kafka did not accept the record: {err.str()}")
+
+
+def _delivered(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[KafkaError | None],
+    err: KafkaError | None,
+    msg: Message,
+) -> None:
+    """Runs on the poll thread: hand the outcome to the event loop."""
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for this answer any more
+        loop.call_soon_threadsafe(_settle, future, err)
+
+
+def _settle(future: asyncio.Future[KafkaError | None], err: KafkaError | None) -> None:
+    if not future.done():  # the request may have timed out meanwhile
+        future.set_result(err)
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+class HttpError(Exception):
+    """A request refused before it reaches Kafka; ``body`` is the JSON answer."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        label: str,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+        self.body: dict[str, Any] = {"status": label, "message": message, **(extra or {})}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What one request will write: the record value, and what the adapters made of it."""
+
+    value: bytes
+    result: ParseResult
+    dedup_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One alert-receiving route: its format, its content-type policy and its answers."""
+
+    name: str
+    path: str
+    format: InputFormat
+    strict_json: bool = False  # 415 unless the body is declared as JSON (or not declared)
+    accepted_status: int = 200
+    invalid_label: str = "invalid"
+    invalid_message: str = "no valid alert in the request"
+
+
+PROMETHEUS = Endpoint("prometheus", "/api/v2/alerts", InputFormat.PROMETHEUS)
+ALERTMANAGER = Endpoint("alertmanager", "/api/v1/webhook/alertmanager", InputFormat.ALERTMANAGER)
+PAGERDUTY = Endpoint(
+    "pagerduty",
+    "/v2/enqueue",
+    InputFormat.PAGERDUTY,
+    accepted_status=202,
+    invalid_label="invalid event",
+    invalid_message="Event object is invalid",
+)
+CLOUDEVENTS = Endpoint("cloudevents", "/api/v1/cloudevents", InputFormat.CLOUDEVENTS)
+NATIVE = Endpoint("native", "/api/v1/alerts", InputFormat.NATIVE, strict_json=True)
+ENDPOINTS = (PROMETHEUS, ALERTMANAGER, PAGERDUTY, CLOUDEVENTS, NATIVE)
+
+
+def _media_type(request: web.Request) -> tuple[str | None, str | None]:
+    """(media type, charset) of the request, lower-case; (None, None) when no Content-Type."""
+    if "Content-Type" not in request.headers:
+        return None, None
+    return request.content_type.lower(), (request.charset or "").lower() or None
+
+
+def _is_json_media(media: str) -> bool:
+    return media in _JSON_MEDIA or media.endswith("+json")
+
+
+def _check_charset(charset: str | None) -> None:
+    if charset is not None and charset not in _UTF8_CHARSETS:
+        raise HttpError(
+            415,
+            f"charset {charset} is not supported; send JSON as UTF-8",
+            label="unsupported media type",
+        )
+
+
+def dedup_key_for(event: Mapping[str, Any]) -> str:
+    """The dedup_key the gateway gives a PagerDuty trigger that has none.
+
+    XXH3-64 (hex) of the canonical JSON of the payload fields that name the problem: ``summary``,
+    ``source``, ``component``, ``group`` and ``class`` (those that are non-empty strings). The same
+    event sent twice gets the same key, so a retry after a timeout updates the same alert, and the
+    sender can resolve it with the key from the answer.
+    """
+    payload = event.get("payload")
+    fields: dict[str, str] = {}
+    if isinstance(payload, Mapping):
+        for name in ("summary", "source", "component", "group", "class"):
+            value = payload.get(name)
+            if isinstance(value, str) and value:
+                fields[name] = value
+    return xxhash.xxh3_64_hexdigest(canonical_labels(fields))
+
+
+def binary_cloudevent(headers: Mapping[str, str], media: str | None, body: bytes) -> bytes:
+    """A CloudEvent in HTTP binary mode (attributes in ce-* headers) as a structured JSON event.
+
+    The raw topic holds self-contained records, so the attributes move into the JSON; data that is
+    not valid JSON travels as ``data_base64`` and the adapter reports exactly what is wrong with it.
+    """
+    event: dict[str, Any] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower.startswith("ce-") and len(lower) > 3:
+            event[lower[3:]] = unquote(value)
+    if media is not None:
+        event["datacontenttype"] = media
+    try:
+        event["data"] = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        event["data_base64"] = base64.b64encode(body).decode("ascii")
+    return orjson.dumps(event)
+
+
+def record_key(result: ParseResult) -> bytes | None:
+    """The record key: the alert's fingerprint when the record holds one alert identity.
+
+    A batch of different alerts has no better key than none (spread over the partitions); the
+    pipeline orders by event time, not by partition.
+    """
+    fingerprints = {alert.fingerprint for alert in result.alerts}
+    return fingerprints.pop().encode() if len(fingerprints) == 1 else None
+
+
+def _describe(dead: DeadLetter) -> str:
+    return f"{dead.reason.value}: {dead.detail}"
+
+
+class Gateway:
+    """The aiohttp application: routes, auth, limits, validation and the write to Kafka."""
+
+    def __init__(self, settings: Settings, sink: KafkaSink, metrics: GatewayMetrics | None = None) -> None:
+        self.settings = settings
+        self.config: GatewaySettings = settings.gateway
+        self.sink = sink
+        self.metrics = metrics or gateway_metrics()
+        self.limits = ParseLimits.from_settings(settings.ingest)
+        token = self.config.bearer_token
+        self._token = token.encode() if token is not None else None
+        self.app = web.Application(middlewares=[self._observe], client_max_size=self.config.max_body_bytes)
+        for endpoint in ENDPOINTS:
+            self.app.router.add_post(
+                endpoint.path, functools.partial(self._ingest, endpoint), name=endpoint.name
+            )
+        self.app.router.add_get("/-/healthy", self._healthy, name="healthy")
+        self.app.router.add_get("/-/ready", self._ready, name="ready")
+        self.app.router.add_get("/metrics", self._metrics, name="metrics")
+
+    # -- middleware: metrics for every request
+
+    @web.middleware
+    async def _observe(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        endpoint = request.match_info.route.name or "unmatched"
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+            self.metrics.request_seconds.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+
+    # -- probes and metrics
+
+    async def _healthy(self, request: web.Request) -> web.Response:
+        return web.Response(text="OK\n")
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        if self.sink.ready:
+            return web.Response(text="OK\n")
+        return web.Response(
+            status=503, text=f"not ready: {self.sink.reason}\n", headers={"Retry-After": str(RETRY_AFTER_S)}
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(REGISTRY))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    # -- alert endpoints
+
+    async def _ingest(self, endpoint: Endpoint, request: web.Request) -> web.Response:
+        try:
+            self._authorize(request)
+            media, charset = _media_type(request)
+            _check_charset(charset)
+            if endpoint.strict_json and media is not None and not _is_json_media(media):
+                raise HttpError(
+                    415,
+                    f"Content-Type {media} is not JSON; send application/json",
+                    label="unsupported media type",
+                )
+            body = await self._read_body(request)
+            received_ms = int(time.time() * 1000)
+            prepared = self._prepare(endpoint, request, media, body, received_ms)
+            return await self._forward(endpoint, prepared, received_ms)
+        except HttpError as exc:
+            if exc.status >= 500:
+                log.debug("%s: %d %s", endpoint.path, exc.status, exc.message)
+            else:
+                log.info("%s: refused with %d: %s", endpoint.path, exc.status, exc.message)
+            return web.json_response(exc.body, status=exc.status, headers=exc.headers, dumps=_dumps)
+
+    def _authorize(self, request: web.Request) -> None:
+        if self._token is None:
+            return
+        header = request.headers.get("Authorization")
+        if header is None:
+            raise HttpError(
+                401,
+                "authentication required: send 'Authorization: Bearer <token>'",
+                label="unauthorized",
+                headers={"WWW-Authenticate": _REALM},
+            )
+        scheme, _, credentials = header.partition(" ")
+        presented = credentials.strip().encode("utf-8", "surrogateescape")
+        # compare_digest takes time independent of where the tokens differ.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented, self._token):
+            raise HttpError(
+                401,
+                "invalid bearer token",
+                label="unauthorized",
+                headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+            )
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.config.max_body_bytes
+        too_large = HttpError(
+            413,
+            f"request body is larger than the limit of {limit} bytes (gateway.max_body_bytes)",
+            label="too large",
+            extra={"limit_bytes": limit},
+        )
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise too_large
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(_READ_CHUNK):
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+        return bytes(body)
+
+    def _parse(self, value: bytes, fmt: InputFormat, received_ms: int) -> ParseResult:
+        return parse_record(
+            value,
+            topic=self.settings.topics.raw,
+            partition=-1,
+            offset=-1,
+            timestamp_ms=received_ms,
+            headers={FORMAT_HEADER: fmt.value},
+            limits=self.limits,
+        )
+
+    def _prepare(
+        self, endpoint: Endpoint, request: web.Request, media: str | None, body: bytes, received_ms: int
+    ) -> Prepared:
+        if endpoint is CLOUDEVENTS:
+            body = self._cloudevents_body(request, media, body)
+        dedup_key: str | None = None
+        if endpoint is PAGERDUTY:
+            body, dedup_key = self._pagerduty_body(body)
+        result = self._parse(body, endpoint.format, received_ms)
+        if result.alerts:
+            return Prepared(body, result, dedup_key)
+        self._count_rejected(endpoint.format, result.dead_letters)
+        first = result.dead_letters[0]
+        errors = [_describe(d) for d in result.dead_letters[:MAX_ERRORS_SHOWN]]
+        status = 413 if all(d.reason is DeadLetterReason.TOO_LARGE for d in result.dead_letters) else 400
+        raise HttpError(
+            status,
+            endpoint.invalid_message,
+            label=endpoint.invalid_label,
+            extra={
+                "reason": first.reason.value,
+                "detail": first.detail,
+                "rejected": len(result.dead_letters),
+                "errors": errors,
+            },
+        )
+
+    def _cloudevents_body(self, request: web.Request, media: str | None, body: bytes) -> bytes:
+        """Structured (single or batch) events pass as they are; binary mode is converted."""
+        if "ce-specversion" in request.headers:
+            if media is not None and not _is_json_media(media):
+                raise HttpError(
+                    415,
+                    f"binary-mode CloudEvent with Content-Type {media}: alerts travel as JSON data",
+                    label="unsupported media type",
+                )
+            return binary_cloudevent(request.headers, media, body)
+        if media is not None and not _is_json_media(media):
+            raise HttpError(
+                415,
+                f"Content-Type {media} is neither application/cloudevents+json, "
+                "application/cloudevents-batch+json nor a binary-mode event (ce-specversion header)",
+                label="unsupported media type",
+            )
+        return body
+
+    def _pagerduty_body(self, body: bytes) -> tuple[bytes, str | None]:
+        """PagerDuty takes one event per request; a trigger without dedup_key gets one (see
+        ``dedup_key_for``), written into the record so a later resolve finds the same alert."""
+        try:
+            event = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body, None  # the adapter says what is wrong
+        if type(event) is list:
+            self.metrics.alerts_rejected.labels(
+                format=PAGERDUTY.format.value, reason=DeadLetterReason.INVALID_ALERT.value
+            ).inc()
+            raise HttpError(
+                400,
+                PAGERDUTY.invalid_message,
+                label=PAGERDUTY.invalid_label,
+                extra={
+                    "reason": DeadLetterReason.INVALID_ALERT.value,
+                    "detail": "expected one event object; PagerDuty Events v2 takes one event per request",
+                    "rejected": 1,
+                    "errors": ["invalid_alert: expected one event object, got an array"],
+                },
+            )
+        if type(event) is not dict:
+            return body, None
+        key = event.get("dedup_key")
+        if key is None and event.get("event_action") == "trigger":
+            key = dedup_key_for(event)
+            return orjson.dumps({**event, "dedup_key": key}), key
+        return body, key if isinstance(key, str) else None
+
+    async def _forward(self, endpoint: Endpoint, prepared: Prepared, received_ms: int) -> web.Response:
+        result = prepared.result
+        fmt = endpoint.format.value
+        try:
+            await self.sink.send(
+                prepared.value,
+                key=record_key(result),
+                headers=[(FORMAT_HEADER, fmt.encode())],
+                timestamp_ms=received_ms,
+            )
+        except RecordTooLarge as exc:
+            raise HttpError(413, f"Kafka refused the record for its size: {exc}", label="too large") from None
+        except DeliveryError as exc:
+            raise HttpError(
+                503,
+                f"alerts not accepted, retry later: {exc}",
+                label="unavailable",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            ) from None
+        self.metrics.alerts_accepted.labels(format=fmt).inc(len(result.alerts))
+        rejected = result.dead_letters
+        if rejected:
+            self._count_rejected(endpoint.format, rejected)
+            log.info(
+                "%s: accepted %d alerts, %d invalid ones go to the DLQ (first: %s)",
+                endpoint.path,
+                len(result.alerts),
+                len(rejected),
+                _describe(rejected[0]),
+            )
+        if endpoint is PROMETHEUS:
+            return web.Response(status=200)  # Alertmanager answers an empty 200
+        if endpoint is PAGERDUTY:
+            body: dict[str, Any] = {
+                "status": "success",
+                "message": "Event processed",
+                "dedup_key": prepared.dedup_key,
+            }
+        else:
+            body = {
+                "status": "success",
+                "accepted": len(result.alerts),
+                "rejected": len(rejected),
+                "errors": [_describe(d) for d in rejected[:MAX_ERRORS_SHOWN]],
+            }
+        return web.json_response(body, status=endpoint.accepted_status, dumps=_dumps)
+
+    def _count_rejected(self, fmt: InputFormat, dead_letters: list[DeadLetter]) -> None:
+        for dead in dead_letters:
+            self.metrics.alerts_rejected.labels(format=fmt.value, reason=dead.reason.value).inc()
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+# ---------------------------------------------------------------------------- server
+
+
+def make_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A server TLS context (TLS 1.2+) from PEM files; UserError when they cannot be loaded."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise UserError(
+            f"cannot load the gateway TLS certificate {cert_file} / key {key_file}: {exc}; "
+            "check gateway.tls_cert_file and gateway.tls_key_file"
+        ) from None
+    return context
+
+
+class GatewayServer:
+    """Runs the gateway: the HTTP(S) listener, then the Kafka sink (requests get 503 until it is
+    ready); on stop, requests in progress finish (their Kafka writes included) before the sink closes."""
+
+    def __init__(self, settings: Settings, sink: KafkaSink | None = None) -> None:
+        self.settings = settings
+        self.config = settings.gateway
+        self.sink = sink or KafkaSink(settings)
+        self.gateway = Gateway(settings, self.sink)
+        self._runner: web.AppRunner | None = None
+        self.port: int = self.config.port
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.config.tls_cert_file else "http"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.config.host}:{self.port}"
+
+    async def start(self) -> None:
+        ssl_context = None
+        if self.config.tls_cert_file and self.config.tls_key_file:
+            ssl_context = make_ssl_context(self.config.tls_cert_file, self.config.tls_key_file)
+        runner = web.AppRunner(self.gateway.app, access_log=None, handle_signals=False, shutdown_timeout=10)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=ssl_context)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            self.sink.close(0)
+            raise UserError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}; "
+                "choose another address with --host/--port (gateway.host, gateway.port)"
+            ) from None
+        self.sink.start()
+        self._runner = runner
+        for address in runner.addresses:  # the bound socket tells the real port when port 0 was asked
+            self.port = int(address[1])
+            break
+
+    async def stop(self) -> None:
+        """Finish the requests in progress (their Kafka writes included), then close."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await asyncio.get_running_loop().run_in_executor(None, self.sink.close, 10.0)
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Start, run until ``stop`` is set, then stop."""
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
