@@ -1,0 +1,73 @@
+# Developer and CI entry points. `make test` is what CI runs (after `make lint`), see .ci/run.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stormwatch-installed
+KAFKA := bash deploy/kafka/local-kafka.sh
+# Extra pytest arguments, e.g. make test PYTEST_ARGS='-m "not cluster" -x'
+PYTEST_ARGS ?=
+# A specific interpreter for a new venv (default: the first of python3.11, 3.12, 3.13, python3 that is >= 3.11)
+PYTHON ?=
+
+.PHONY: help venv test lint constraints kafka-up kafka-down kafka-status kafka-cluster-up kafka-cluster-down kafka-cluster-status
+
+help:
+	@echo "make venv                create or update $(VENV) (Python >= 3.11) from constraints.txt"
+	@echo "make test                the whole test suite; starts a local Kafka when KAFKA_BOOTSTRAP_SERVERS is unset"
+	@echo "make lint                ruff check, ruff format --check, mypy"
+	@echo "make constraints         re-pin constraints.txt from the current venv"
+	@echo "make kafka-up / down     single local broker on 127.0.0.1:9092 (deploy/kafka/local-kafka.sh)"
+	@echo "make kafka-cluster-up / down   3-node cluster on 127.0.0.1:29092-29094"
+
+venv: $(STAMP)
+
+# Re-installs only when pyproject.toml or constraints.txt changed since the last install.
+$(STAMP): pyproject.toml constraints.txt
+	@set -euo pipefail; \
+	ok() { "$$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; }; \
+	if [[ ! -x $(PY) ]] || ! ok $(PY); then \
+		py=""; \
+		for c in $(PYTHON) python3.11 python3.12 python3.13 python3; do \
+			if command -v "$$c" >/dev/null 2>&1 && ok "$$c"; then py=$$c; break; fi; \
+		done; \
+		[[ -n $$py ]] || { echo "make venv: Python 3.11 or newer is needed (none of python3.11..python3 found)" >&2; exit 1; }; \
+		echo "creating $(VENV) with $$($$py --version)"; \
+		rm -rf $(VENV); \
+		"$$py" -m venv $(VENV); \
+	fi; \
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'; \
+	touch $(STAMP)
+
+test: venv
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+lint: venv
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	exit $$status
+
+# Pins every package of the venv except the project itself.
+constraints: venv
+	$(PY) -m pip freeze --exclude-editable --disable-pip-version-check | grep -v -i '^stormwatch[ =@]' > constraints.txt
+
+kafka-up:
+	$(KAFKA) start
+
+kafka-down:
+	$(KAFKA) stop
+
+kafka-status:
+	$(KAFKA) status
+
+kafka-cluster-up:
+	$(KAFKA) start --nodes 3
+
+kafka-cluster-down:
+	$(KAFKA) stop --nodes 3
+
+kafka-cluster-status:
+	$(KAFKA) status --nodes 3

@@ -1,0 +1,491 @@
+#!/usr/bin/env bash
+# Run Apache Kafka in KRaft mode on this machine, straight from the jars on Maven Central.
+#
+# No Docker and no tarball: `mvn dependency:copy-dependencies` fetches the broker's classpath
+# (deploy/kafka/pom.xml) once into a cache, and each node runs as `java -cp "libs/*" kafka.Kafka`.
+# Used by `make kafka-up`, the test fixtures (tests/conftest.py) and CI (.ci/run).
+# docs/kafka.md explains the layout; `local-kafka.sh --help` lists the options.
+
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+readonly SCRIPT_DIR REPO_ROOT
+readonly POM="$SCRIPT_DIR/pom.xml"
+readonly PROG="local-kafka"
+
+usage() {
+    cat <<EOF
+Usage: deploy/kafka/local-kafka.sh COMMAND [--nodes 1|3] [--port PORT] [--data-dir DIR]
+
+Commands:
+  start    start the node(s) unless already running, wait until the broker answers metadata
+           requests, print KAFKA_BOOTSTRAP_SERVERS=... on stdout
+  stop     stop the node(s): SIGTERM, wait for a clean shutdown, SIGKILL after a timeout
+  status   say what runs; exit 0 when every node runs, 3 when not
+  fetch    only install the prerequisites (Java 17+, Maven) and fetch the broker jars
+
+Options:
+  --nodes N      1 (default): one broker on PORT, its controller on PORT+1
+                 3: three combined broker+controller nodes, brokers on PORT..PORT+2,
+                 controllers on PORT+100..PORT+102
+  --port PORT    broker port (base port for 3 nodes); default 9092 (\$STORMWATCH_KAFKA_PORT),
+                 29092 for 3 nodes (\$STORMWATCH_KAFKA_CLUSTER_PORT)
+  --data-dir DIR data, logs and PID files; default var/kafka/single, var/kafka/cluster for 3 nodes
+
+Environment:
+  STORMWATCH_KAFKA_VERSION        Kafka release (default: kafka.version in deploy/kafka/pom.xml)
+  STORMWATCH_KAFKA_CACHE          jar cache (default: .cache/kafka; jars in VERSION/libs)
+  STORMWATCH_KAFKA_START_TIMEOUT  seconds to wait for the broker to answer (default 60)
+  STORMWATCH_KAFKA_STOP_TIMEOUT   seconds to wait for a clean shutdown before SIGKILL (default 30)
+  STORMWATCH_KAFKA_HEAP_OPTS      JVM heap options per node (default "-Xms256m -Xmx512m")
+  STORMWATCH_KAFKA_CHECK=java     check readiness with Kafka's Java admin tool even when the
+                                  project's .venv (confluent-kafka) exists
+EOF
+}
+
+log() { echo "$PROG: $*" >&2; }
+die() {
+    echo "$PROG: error: $*" >&2
+    exit 1
+}
+
+# --- arguments ----------------------------------------------------------------------------
+
+COMMAND=${1:-}
+[[ -n $COMMAND ]] || {
+    usage >&2
+    exit 2
+}
+shift
+case $COMMAND in
+start | stop | status | fetch) ;;
+-h | --help | help)
+    usage
+    exit 0
+    ;;
+*)
+    usage >&2
+    die "unknown command '$COMMAND'"
+    ;;
+esac
+
+NODES=1
+PORT=""
+DATA_DIR=""
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --nodes) NODES=${2:?--nodes needs a value} && shift 2 ;;
+    --nodes=*) NODES=${1#*=} && shift ;;
+    --port) PORT=${2:?--port needs a value} && shift 2 ;;
+    --port=*) PORT=${1#*=} && shift ;;
+    --data-dir) DATA_DIR=${2:?--data-dir needs a value} && shift 2 ;;
+    --data-dir=*) DATA_DIR=${1#*=} && shift ;;
+    -h | --help) usage && exit 0 ;;
+    *) die "unknown option '$1' (see --help)" ;;
+    esac
+done
+
+[[ $NODES == 1 || $NODES == 3 ]] || die "--nodes must be 1 or 3, not '$NODES'"
+if [[ $NODES == 1 ]]; then
+    PORT=${PORT:-${STORMWATCH_KAFKA_PORT:-9092}}
+    DATA_DIR=${DATA_DIR:-$REPO_ROOT/var/kafka/single}
+else
+    PORT=${PORT:-${STORMWATCH_KAFKA_CLUSTER_PORT:-29092}}
+    DATA_DIR=${DATA_DIR:-$REPO_ROOT/var/kafka/cluster}
+fi
+if ! [[ $PORT =~ ^[0-9]+$ ]] || ((PORT < 1024 || PORT > 65000)); then
+    die "--port must be a number in 1024..65000, not '$PORT'"
+fi
+mkdir -p "$DATA_DIR"
+DATA_DIR=$(cd "$DATA_DIR" && pwd)
+
+KAFKA_VERSION=${STORMWATCH_KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM" | head -n 1)}
+[[ -n $KAFKA_VERSION ]] || die "cannot read kafka.version from $POM"
+CACHE_ROOT=${STORMWATCH_KAFKA_CACHE:-$REPO_ROOT/.cache/kafka}
+LIBS_DIR=$CACHE_ROOT/$KAFKA_VERSION/libs
+START_TIMEOUT=${STORMWATCH_KAFKA_START_TIMEOUT:-60}
+STOP_TIMEOUT=${STORMWATCH_KAFKA_STOP_TIMEOUT:-30}
+read -r -a HEAP_OPTS <<<"${STORMWATCH_KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+
+# --- layout -------------------------------------------------------------------------------
+# One node: everything in DATA_DIR. Three nodes: DATA_DIR/node-N each, cluster.id shared.
+
+node_dir() { if [[ $NODES == 1 ]]; then echo "$DATA_DIR"; else echo "$DATA_DIR/node-$1"; fi; }
+broker_port() { if [[ $NODES == 1 ]]; then echo "$PORT"; else echo $((PORT + $1 - 1)); fi; }
+controller_port() { if [[ $NODES == 1 ]]; then echo $((PORT + 1)); else echo $((PORT + 100 + $1 - 1)); fi; }
+
+bootstrap_servers() {
+    local i out=""
+    for ((i = 1; i <= NODES; i++)); do out+="${out:+,}127.0.0.1:$(broker_port "$i")"; done
+    echo "$out"
+}
+
+quorum_voters() {
+    local i out=""
+    for ((i = 1; i <= NODES; i++)); do out+="${out:+,}$i@127.0.0.1:$(controller_port "$i")"; done
+    echo "$out"
+}
+
+# --- prerequisites --------------------------------------------------------------------------
+
+JAVA=""
+
+java_major() {
+    local version
+    version=$("$1" -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')
+    if [[ $version == 1.* ]]; then version=${version#1.}; fi
+    echo "${version%%[.+-]*}"
+}
+
+find_java() {
+    local candidate major
+    local candidates=()
+    [[ -n ${JAVA_HOME:-} ]] && candidates+=("$JAVA_HOME/bin/java")
+    command -v java >/dev/null 2>&1 && candidates+=("$(command -v java)")
+    candidates+=(/usr/lib/jvm/*/bin/java)
+    for candidate in "${candidates[@]}"; do
+        [[ -x $candidate ]] || continue
+        major=$(java_major "$candidate" || true)
+        if [[ $major =~ ^[0-9]+$ ]] && ((major >= 17)); then
+            JAVA=$candidate
+            return 0
+        fi
+    done
+    return 1
+}
+
+apt_install() {
+    [[ $(id -u) == 0 ]] || die "missing $*; install them (Debian/Ubuntu: sudo apt-get install $*) and retry"
+    command -v apt-get >/dev/null 2>&1 || die "missing $*, and this machine has no apt-get; install them and retry"
+    log "installing $* (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 || die "apt-get update failed"
+    apt-get install -y -qq --no-install-recommends "$@" >&2 || die "apt-get install $* failed"
+}
+
+ensure_java() {
+    find_java && return 0
+    apt_install openjdk-17-jre-headless
+    find_java || die "Java 17 or newer not found even after installing openjdk-17-jre-headless"
+}
+
+ensure_maven() {
+    command -v mvn >/dev/null 2>&1 && return 0
+    apt_install maven
+    command -v mvn >/dev/null 2>&1 || die "mvn not found even after installing maven"
+}
+
+# Fetch the broker's runtime classpath into LIBS_DIR once (a .complete marker guards half copies).
+fetch_libs() {
+    [[ -f $LIBS_DIR/.complete ]] && return 0
+    mkdir -p "$CACHE_ROOT/$KAFKA_VERSION"
+    exec 8>"$CACHE_ROOT/$KAFKA_VERSION/.lock"
+    flock 8
+    if [[ ! -f $LIBS_DIR/.complete ]]; then
+        ensure_maven
+        local tmp="$LIBS_DIR.tmp.$$" started=$SECONDS
+        rm -rf "$tmp"
+        log "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $LIBS_DIR"
+        local mvn_log="$CACHE_ROOT/$KAFKA_VERSION/mvn.log"
+        if ! mvn -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies -Dkafka.version="$KAFKA_VERSION" \
+            -DoutputDirectory="$tmp" -DincludeScope=runtime </dev/null >"$mvn_log" 2>&1; then
+            rm -rf "$tmp"
+            grep -E 'ERROR|Could not' "$mvn_log" | head -n 20 >&2 || tail -n 20 "$mvn_log" >&2
+            die "mvn could not fetch org.apache.kafka:kafka_2.13:$KAFKA_VERSION (is Maven Central reachable? full log: $mvn_log)"
+        fi
+        ls "$tmp"/kafka_2.13-*.jar >/dev/null 2>&1 || die "mvn ran but fetched no kafka_2.13 jar into $tmp"
+        rm -rf "$LIBS_DIR"
+        mv "$tmp" "$LIBS_DIR"
+        touch "$LIBS_DIR/.complete"
+        log "fetched $(find "$LIBS_DIR" -name '*.jar' | wc -l) jars in $((SECONDS - started))s"
+    fi
+    flock -u 8
+}
+
+# --- processes ------------------------------------------------------------------------------
+
+# The PID of node $1 when it runs: the PID file names a live process started on this node's config.
+node_pid() {
+    local dir pid
+    dir=$(node_dir "$1")
+    [[ -f $dir/kafka.pid ]] || return 1
+    pid=$(<"$dir/kafka.pid")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/server.properties" || return 1
+    echo "$pid"
+}
+
+port_in_use() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# Ports inside the kernel's ephemeral range can be taken at any moment by an outgoing connection
+# (a node failed to bind its controller port that way), so say so before it bites.
+warn_ephemeral() {
+    local low high
+    read -r low high </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || return 0
+    if (($1 >= low && $1 <= high)); then
+        log "warning: port $1 is in the ephemeral port range $low-$high; the start can fail at random, pick a port below $low"
+    fi
+}
+
+render() {
+    # render TEMPLATE OUTPUT KEY=VALUE...: replace @KEY@ placeholders.
+    local template=$1 output=$2 pair content
+    shift 2
+    content=$(<"$template")
+    for pair in "$@"; do content=${content//@${pair%%=*}@/${pair#*=}}; done
+    printf '%s\n' "$content" >"$output"
+}
+
+write_config() {
+    local i=$1 dir internal_rf internal_isr
+    dir=$(node_dir "$i")
+    internal_rf=$((NODES < 3 ? NODES : 3))
+    internal_isr=$((internal_rf < 2 ? internal_rf : 2))
+    mkdir -p "$dir/data" "$dir/logs"
+    render "$SCRIPT_DIR/server.properties.template" "$dir/server.properties" \
+        "NODE_ID=$i" "QUORUM_VOTERS=$(quorum_voters)" \
+        "BROKER_PORT=$(broker_port "$i")" "CONTROLLER_PORT=$(controller_port "$i")" \
+        "LOG_DIRS=$dir/data" "DEFAULT_RF=$internal_rf" \
+        "INTERNAL_RF=$internal_rf" "INTERNAL_MIN_ISR=$internal_isr"
+    render "$SCRIPT_DIR/log4j2.properties.template" "$dir/log4j2.properties" "LOG_FILE=$dir/logs/server.log"
+}
+
+CLUSTER_ID=""
+cluster_id() {
+    local file=$DATA_DIR/cluster.id id
+    if [[ ! -s $file ]]; then
+        # 16 random bytes, base64url without padding, as Kafka's Uuid prints them (never a leading '-').
+        while :; do
+            id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
+            [[ $id != -* ]] && break
+        done
+        echo "$id" >"$file"
+    fi
+    cat "$file"
+}
+
+format_storage() {
+    local i=$1 dir
+    dir=$(node_dir "$i")
+    [[ -f $dir/data/meta.properties ]] && return 0
+    "$JAVA" -Xmx256m -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$LIBS_DIR/*" \
+        kafka.tools.StorageTool format -t "$CLUSTER_ID" -c "$dir/server.properties" \
+        >"$dir/logs/format.log" 2>&1 || {
+        tail -n 20 "$dir/logs/format.log" >&2
+        die "formatting the storage of node $i ($dir/data) failed; see $dir/logs/format.log"
+    }
+}
+
+launch_node() {
+    local i=$1 dir
+    dir=$(node_dir "$i")
+    # The child writes its own PID and execs Java, so the PID file names the JVM even if setsid forks.
+    # shellcheck disable=SC2016  # $$ and $@ belong to the child shell
+    setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/kafka.pid" \
+        "$JAVA" "${HEAP_OPTS[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+        -Djava.awt.headless=true -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+        -Dkafka.logs.dir="$dir/logs" -cp "$LIBS_DIR/*" kafka.Kafka "$dir/server.properties" \
+        >"$dir/logs/stdout.log" 2>&1 </dev/null 8>&- 9>&- &
+    # Wait for the PID file only; wait_ready notices (and reports) a JVM that exits early.
+    local waited=0
+    until [[ -s $dir/kafka.pid ]]; do
+        ((waited++ < 50)) || die "node $i did not start; see $dir/logs/stdout.log"
+        sleep 0.1
+    done
+}
+
+show_logs() {
+    local i dir
+    for ((i = 1; i <= NODES; i++)); do
+        dir=$(node_dir "$i")
+        for f in "$dir/logs/stdout.log" "$dir/logs/server.log"; do
+            [[ -s $f ]] || continue
+            echo "----- last lines of $f -----" >&2
+            tail -n 25 "$f" >&2
+        done
+    done
+}
+
+# --- readiness: a real metadata request -------------------------------------------------------
+
+PYTHON_CHECK='
+import sys
+from confluent_kafka.admin import AdminClient
+admin = AdminClient({"bootstrap.servers": sys.argv[1], "log_level": 0, "socket.connection.setup.timeout.ms": 1000})
+try:
+    metadata = admin.list_topics(timeout=2)
+except Exception:
+    sys.exit(1)
+sys.exit(0 if len(metadata.brokers) >= int(sys.argv[2]) else 1)
+'
+
+CHECKER=""
+pick_checker() {
+    local python=$REPO_ROOT/.venv/bin/python
+    if [[ ${STORMWATCH_KAFKA_CHECK:-} != java ]] && [[ -x $python ]] && "$python" -c 'import confluent_kafka' 2>/dev/null; then
+        CHECKER=$python
+    else
+        CHECKER=java
+        printf 'default.api.timeout.ms=3000\nrequest.timeout.ms=2000\n' >"$DATA_DIR/admin-check.properties"
+    fi
+}
+
+# One attempt: does the cluster answer a metadata request with all NODES brokers registered?
+cluster_answers() {
+    local bootstrap
+    bootstrap=$(bootstrap_servers)
+    if [[ $CHECKER != java ]]; then
+        timeout 10 "$CHECKER" -c "$PYTHON_CHECK" "$bootstrap" "$NODES" 2>/dev/null
+    else
+        # Without the project's venv: Kafka's own ConfigCommand lists every registered broker.
+        local out
+        out=$(timeout 20 "$JAVA" -Xmx128m -cp "$LIBS_DIR/*" kafka.admin.ConfigCommand \
+            --bootstrap-server "$bootstrap" --command-config "$DATA_DIR/admin-check.properties" \
+            --describe --entity-type brokers 2>/dev/null) || return 1
+        (($(grep -cE '^Dynamic configs for broker [0-9]+ are' <<<"$out") >= NODES))
+    fi
+}
+
+wait_ready() {
+    local started=$SECONDS i
+    pick_checker
+    while :; do
+        for ((i = 1; i <= NODES; i++)); do
+            if ! node_pid "$i" >/dev/null; then
+                show_logs
+                stop_nodes quiet
+                die "node $i exited during startup (logs above; data in $DATA_DIR)"
+            fi
+        done
+        cluster_answers && return 0
+        if ((SECONDS - started >= START_TIMEOUT)); then
+            show_logs
+            stop_nodes quiet
+            die "Kafka at $(bootstrap_servers) did not answer metadata requests within ${START_TIMEOUT}s (logs above)"
+        fi
+        sleep 0.5
+    done
+}
+
+# --- commands -------------------------------------------------------------------------------
+
+cmd_start() {
+    local i running=0 started=$SECONDS bootstrap
+    bootstrap=$(bootstrap_servers)
+    exec 9>"$DATA_DIR/.lock"
+    flock 9
+    for ((i = 1; i <= NODES; i++)); do node_pid "$i" >/dev/null && running=$((running + 1)); done
+    if ((running > 0)) && [[ -f $DATA_DIR/bootstrap ]] && [[ $(<"$DATA_DIR/bootstrap") != "$bootstrap" ]]; then
+        die "$DATA_DIR already runs Kafka at $(<"$DATA_DIR/bootstrap"), not $bootstrap; stop it first"
+    fi
+    ensure_java
+    fetch_libs
+    if ((running == NODES)); then
+        log "already running ($NODES node(s), data in $DATA_DIR)"
+    else
+        for ((i = 1; i <= NODES; i++)); do
+            node_pid "$i" >/dev/null && continue
+            local p
+            for p in "$(broker_port "$i")" "$(controller_port "$i")"; do
+                warn_ephemeral "$p"
+                port_in_use "$p" && die "port 127.0.0.1:$p is taken by another process; pick another with --port"
+            done
+            write_config "$i"
+        done
+        CLUSTER_ID=$(cluster_id)
+        for ((i = 1; i <= NODES; i++)); do
+            node_pid "$i" >/dev/null || format_storage "$i" &
+        done
+        wait_all_or_die "formatting storage"
+        for ((i = 1; i <= NODES; i++)); do
+            node_pid "$i" >/dev/null || {
+                rm -f "$(node_dir "$i")/kafka.pid"
+                launch_node "$i"
+            }
+        done
+        echo "$bootstrap" >"$DATA_DIR/bootstrap"
+        log "started Apache Kafka $KAFKA_VERSION ($NODES node(s), data and logs in $DATA_DIR), waiting for it to answer"
+    fi
+    wait_ready
+    log "Kafka at $bootstrap is up (${NODES} node(s), ready after $((SECONDS - started))s)"
+    echo "KAFKA_BOOTSTRAP_SERVERS=$bootstrap"
+}
+
+wait_all_or_die() {
+    local pid failed=0
+    for pid in $(jobs -p); do wait "$pid" || failed=1; done
+    ((failed == 0)) || die "$1 failed (see the messages above)"
+}
+
+# stop_nodes [quiet]: SIGTERM every running node, wait, SIGKILL what is left.
+stop_nodes() {
+    local i pid started=$SECONDS pids=() nodes=()
+    for ((i = 1; i <= NODES; i++)); do
+        if pid=$(node_pid "$i"); then
+            pids+=("$pid")
+            nodes+=("$i")
+        else
+            rm -f "$(node_dir "$i")/kafka.pid"
+        fi
+    done
+    if ((${#pids[@]} == 0)); then
+        [[ ${1:-} == quiet ]] || log "not running (data in $DATA_DIR)"
+        return 0
+    fi
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    local left=("${pids[@]}")
+    while ((${#left[@]} > 0)) && ((SECONDS - started < STOP_TIMEOUT)); do
+        sleep 0.2
+        local still=()
+        for pid in "${left[@]}"; do kill -0 "$pid" 2>/dev/null && still+=("$pid"); done
+        left=("${still[@]+"${still[@]}"}")
+    done
+    if ((${#left[@]} > 0)); then
+        log "no clean shutdown within ${STOP_TIMEOUT}s; killing PID(s) ${left[*]}"
+        kill -KILL "${left[@]}" 2>/dev/null || true
+        sleep 0.5
+    fi
+    for i in "${nodes[@]}"; do rm -f "$(node_dir "$i")/kafka.pid"; done
+    [[ ${1:-} == quiet ]] || log "stopped ${#pids[@]} node(s) in $((SECONDS - started))s (data kept in $DATA_DIR)"
+}
+
+cmd_stop() {
+    exec 9>"$DATA_DIR/.lock"
+    flock 9
+    stop_nodes
+}
+
+cmd_status() {
+    local i pid up=0 state
+    for ((i = 1; i <= NODES; i++)); do
+        if pid=$(node_pid "$i"); then
+            up=$((up + 1))
+            if port_in_use "$(broker_port "$i")"; then state="running, listening"; else state="running, not listening yet"; fi
+            echo "node $i: $state (pid $pid), broker 127.0.0.1:$(broker_port "$i"), controller 127.0.0.1:$(controller_port "$i")"
+        else
+            echo "node $i: stopped (broker port $(broker_port "$i"))"
+        fi
+    done
+    echo "data and logs: $DATA_DIR"
+    if ((up == NODES)); then
+        echo "KAFKA_BOOTSTRAP_SERVERS=$(bootstrap_servers)"
+        return 0
+    fi
+    ((up == 0)) && echo "Kafka is not running" || echo "Kafka is degraded: $up of $NODES node(s) run"
+    return 3
+}
+
+cmd_fetch() {
+    ensure_java
+    fetch_libs
+    log "Apache Kafka $KAFKA_VERSION jars are in $LIBS_DIR; java is $JAVA"
+}
+
+case $COMMAND in
+start) cmd_start ;;
+stop) cmd_stop ;;
+status) cmd_status ;;
+fetch) cmd_fetch ;;
+esac

@@ -1,0 +1,307 @@
+"""The pipeline's Kafka topics: what they must look like, creating them, and checking live ones.
+
+Topics are created explicitly (never by broker auto-creation) because their partition counts,
+retention and compaction are part of the design (docs/architecture.md, "Topics"): a wrong
+retention on the incident topic loses the audit log, a wrong partition count on the correlator
+state breaks state restore. ``check_topics`` tells an operator whether a live cluster still
+matches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, not in __all__
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
+
+from stormwatch.config import Settings
+from stormwatch.errors import UserError
+
+log = logging.getLogger("stormwatch.topics")
+
+DAY_MS = 24 * 3600 * 1000
+# Operator commands and mitigation traffic are kept long enough to investigate a month-old incident.
+COMMAND_RETENTION_MS = 30 * DAY_MS
+# Room for the record batch, headers and key on top of the largest record value a topic takes.
+FRAMING_BYTES = 64 * 1024
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic as the pipeline needs it. ``role`` is the field name in TopicSettings."""
+
+    role: str
+    name: str
+    partitions: int
+    replication: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way a live topic differs from its spec; ``what`` is "topic", "partitions",
+    "replication" or a topic config name."""
+
+    topic: str
+    what: str
+    expected: str
+    actual: str
+
+    def __str__(self) -> str:
+        if self.what == "topic":
+            return f"{self.topic}: topic is {self.actual}, expected it to exist"
+        return f"{self.topic}: {self.what} is {self.actual}, expected {self.expected}"
+
+
+@dataclass
+class CreateReport:
+    """What ``create_topics`` did: topics it created, topics that already existed, and how the
+    existing ones differ from their specs (create never changes an existing topic)."""
+
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic of the pipeline with explicit partitions, replication and configs.
+
+    Every topic accepts records of up to ``topics.max_message_bytes`` except ``alerts.raw``, which
+    takes ``ingest.max_record_bytes`` plus framing: ingest dead-letters a too-large raw record whole
+    (base64, a third larger), and that dead letter must still fit the DLQ.
+    """
+    t = settings.topics
+    rf = t.replication_factor
+    if rf > 1 and t.min_insync_replicas > rf:
+        raise UserError(
+            f"topics.min_insync_replicas ({t.min_insync_replicas}) is larger than "
+            f"topics.replication_factor ({rf}); no write with acks=all could ever succeed"
+        )
+    raw_limit = settings.ingest.max_record_bytes + FRAMING_BYTES
+    largest_dead_letter = math.ceil(raw_limit / 3) * 4 + FRAMING_BYTES
+    if largest_dead_letter > t.max_message_bytes:
+        raise UserError(
+            f"topics.max_message_bytes ({t.max_message_bytes}) cannot hold the dead letter of a raw "
+            f"record of ingest.max_record_bytes ({settings.ingest.max_record_bytes}); raise it to at "
+            f"least {largest_dead_letter} or lower ingest.max_record_bytes"
+        )
+    largest = str(t.max_message_bytes)
+    durability = {"min.insync.replicas": str(t.min_insync_replicas)} if rf > 1 else {}
+
+    def delete(retention_ms: int, max_bytes: str = largest) -> dict[str, str]:
+        return {
+            "cleanup.policy": "delete",
+            "retention.ms": str(retention_ms),
+            "max.message.bytes": max_bytes,
+            **durability,
+        }
+
+    def compact() -> dict[str, str]:
+        return {"cleanup.policy": "compact", "max.message.bytes": largest, **durability}
+
+    specs = [
+        TopicSpec("raw", t.raw, t.partitions, rf, delete(t.raw_retention_ms, str(raw_limit))),
+        TopicSpec("dlq", t.dlq, t.partitions, rf, delete(t.dlq_retention_ms)),
+        TopicSpec("incidents", t.incidents, t.partitions, rf, delete(-1)),  # the audit log: forever
+        TopicSpec("commands", t.commands, t.partitions, rf, delete(COMMAND_RETENTION_MS)),
+        TopicSpec(
+            "mitigation_commands", t.mitigation_commands, t.partitions, rf, delete(COMMAND_RETENTION_MS)
+        ),
+        TopicSpec("mitigation_results", t.mitigation_results, t.partitions, rf, delete(COMMAND_RETENTION_MS)),
+        TopicSpec("correlator_input", t.correlator_input, t.partitions, rf, delete(t.raw_retention_ms)),
+        # State is restored partition by partition from the input's partition number: same count.
+        TopicSpec("correlator_state", t.correlator_state, t.partitions, rf, compact()),
+        TopicSpec("silences", t.silences, 1, rf, compact()),
+        TopicSpec("agent_state", t.agent_state, t.partitions, rf, compact()),
+    ]
+    names = [s.name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UserError(f"topic names must differ, but {', '.join(duplicates)} is configured more than once")
+    return specs
+
+
+# --- talking to Kafka -----------------------------------------------------------------------
+
+
+class _QuietLogger:
+    """Takes librdkafka's log lines and logs them one level lower.
+
+    librdkafka logs each refused connection at ERROR several times a second; the user gets one
+    actionable line instead, and the detail stays available with ``-v``.
+    """
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        log.log(logging.INFO if level >= logging.WARNING else logging.DEBUG, msg, *args)
+
+
+def _admin(settings: Settings) -> AdminClient:
+    conf = settings.kafka.client_config()
+    conf["logger"] = _QuietLogger()
+    try:
+        return AdminClient(conf)
+    except (KafkaException, ValueError) as exc:
+        raise UserError(f"invalid Kafka client configuration: {exc}") from exc
+
+
+def _unreachable(settings: Settings, timeout_s: float) -> UserError:
+    return UserError(
+        f"cannot reach Kafka at {settings.kafka.bootstrap_servers} within {timeout_s:g}s; "
+        "start it with `make kafka-up` or set KAFKA_BOOTSTRAP_SERVERS"
+    )
+
+
+def _error_text(exc: BaseException) -> str:
+    err = exc.args[0] if exc.args else exc
+    return err.str() if isinstance(err, KafkaError) else str(err)
+
+
+def _error_code(exc: BaseException) -> int | None:
+    err = exc.args[0] if exc.args else None
+    return err.code() if isinstance(err, KafkaError) else None
+
+
+@dataclass(frozen=True)
+class _LiveTopic:
+    partitions: int
+    replication: dict[int, int]  # partition -> number of replicas
+
+
+def _live_topics(admin: AdminClient, settings: Settings, timeout_s: float) -> dict[str, _LiveTopic]:
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise _unreachable(settings, timeout_s) from exc
+    live: dict[str, _LiveTopic] = {}
+    for name, topic in metadata.topics.items():
+        if topic.error is not None:
+            continue
+        replication = {pid: len(p.replicas) for pid, p in topic.partitions.items()}
+        live[name] = _LiveTopic(len(topic.partitions), replication)
+    return live
+
+
+def _live_configs(
+    admin: AdminClient, names: Iterable[str], settings: Settings, timeout_s: float
+) -> dict[str, dict[str, str]]:
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
+    if not resources:
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    try:
+        futures = admin.describe_configs(resources, request_timeout=timeout_s)
+        for resource, future in futures.items():
+            entries = future.result(timeout=timeout_s)
+            out[resource.name] = {k: str(v.value) for k, v in entries.items()}
+    except KafkaException as exc:
+        raise UserError(
+            f"cannot read topic configs from Kafka at {settings.kafka.bootstrap_servers}: {_error_text(exc)}"
+        ) from exc
+    except TimeoutError as exc:
+        raise _unreachable(settings, timeout_s) from exc
+    return out
+
+
+def _compare(spec: TopicSpec, live: _LiveTopic, configs: Mapping[str, str]) -> list[Difference]:
+    diffs: list[Difference] = []
+    if live.partitions != spec.partitions:
+        diffs.append(Difference(spec.name, "partitions", str(spec.partitions), str(live.partitions)))
+    wrong_rf = sorted({n for n in live.replication.values() if n != spec.replication})
+    if wrong_rf:
+        actual = ", ".join(str(n) for n in wrong_rf)
+        diffs.append(Difference(spec.name, "replication", str(spec.replication), actual))
+    for key, expected in sorted(spec.config.items()):
+        actual = configs.get(key, "unset")
+        if actual != expected:
+            diffs.append(Difference(spec.name, key, expected, actual))
+    return diffs
+
+
+def check_topics(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Difference]:
+    """Compare the live topics with ``topic_specs``: existence, partitions, replication factor
+    and every config we set. An empty list means the cluster matches."""
+    specs = topic_specs(settings)
+    admin = _admin(settings)
+    live = _live_topics(admin, settings, timeout_s)
+    present = [s for s in specs if s.name in live]
+    configs = _live_configs(admin, [s.name for s in present], settings, timeout_s)
+    diffs = [Difference(s.name, "topic", "present", "missing") for s in specs if s.name not in live]
+    for spec in present:
+        diffs.extend(_compare(spec, live[spec.name], configs.get(spec.name, {})))
+    return diffs
+
+
+def create_topics(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> CreateReport:
+    """Create the missing topics; check (never alter) the existing ones. Safe to run repeatedly,
+    also by several processes at once."""
+    specs = topic_specs(settings)
+    admin = _admin(settings)
+    live = _live_topics(admin, settings, timeout_s)
+    report = CreateReport()
+    missing = [s for s in specs if s.name not in live]
+    if missing:
+        new = [
+            NewTopic(
+                s.name, num_partitions=s.partitions, replication_factor=s.replication, config=dict(s.config)
+            )
+            for s in missing
+        ]
+        futures = admin.create_topics(new, operation_timeout=timeout_s, request_timeout=timeout_s)
+        for spec in missing:
+            try:
+                futures[spec.name].result(timeout=timeout_s + 5)
+            except KafkaException as exc:
+                if _error_code(exc) != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise _create_failed(spec, exc) from exc
+                report.existing.append(spec.name)  # created concurrently by someone else
+            except TimeoutError as exc:
+                raise _unreachable(settings, timeout_s) from exc
+            else:
+                report.created.append(spec.name)
+                log.info(
+                    "created topic %s (%d partitions, rf %d)", spec.name, spec.partitions, spec.replication
+                )
+    report.existing.extend(s.name for s in specs if s.name in live)
+    if report.existing:
+        existing = set(report.existing)
+        report.differences = [d for d in check_topics(settings, timeout_s=timeout_s) if d.topic in existing]
+    return report
+
+
+def _create_failed(spec: TopicSpec, exc: KafkaException) -> UserError:
+    code = _error_code(exc)
+    if code == KafkaError.INVALID_REPLICATION_FACTOR:
+        return UserError(
+            f"cannot create topic {spec.name} with replication factor {spec.replication}: "
+            f"{_error_text(exc)}; lower topics.replication_factor "
+            "(STORMWATCH_TOPICS__REPLICATION_FACTOR) or add brokers"
+        )
+    return UserError(f"cannot create topic {spec.name}: {_error_text(exc)}")
+
+
+def delete_topics(settings: Settings, names: Iterable[str], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Delete the named topics, ignoring ones that do not exist (used by test teardown)."""
+    names = list(names)
+    if not names:
+        return
+    admin = _admin(settings)
+    futures = admin.delete_topics(names, operation_timeout=timeout_s, request_timeout=timeout_s)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s + 5)
+        except KafkaException as exc:
+            if _error_code(exc) != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise UserError(f"cannot delete topic {name}: {_error_text(exc)}") from exc
+        except TimeoutError as exc:
+            raise _unreachable(settings, timeout_s) from exc
