@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stormwatch", description="Alert correlation pipeline on Apache Kafka."
     )
     parser.add_argument("--config", help="YAML configuration file (default: $STORMWATCH_CONFIG)")
-    parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument(
+        "--bootstrap-servers", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="More log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

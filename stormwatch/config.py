@@ -67,7 +67,9 @@ class TopicSettings(BaseModel):
     min_insync_replicas: int = Field(default=1, ge=1)
     dlq_retention_ms: int = Field(default=30 * 24 * 3600 * 1000, description="How long dead letters are kept")
     raw_retention_ms: int = Field(default=7 * 24 * 3600 * 1000)
-    max_message_bytes: int = Field(default=16 * 1024 * 1024, description="Largest record on the incident topic")
+    max_message_bytes: int = Field(
+        default=16 * 1024 * 1024, description="Largest record on the incident topic"
+    )
 
 
 class IngestSettings(BaseModel):
@@ -76,13 +78,17 @@ class IngestSettings(BaseModel):
     max_labels: int = 256
     max_label_bytes: int = 16 * 1024
     max_json_depth: int = 32
-    transaction_interval_ms: int = Field(default=100, ge=1, description="Commit a transaction at least this often")
+    transaction_interval_ms: int = Field(
+        default=100, ge=1, description="Commit a transaction at least this often"
+    )
     max_batch_records: int = 5_000
     tick_interval_ms: int = Field(default=200, ge=10, description="How often clock ticks enter the log")
 
 
 class CorrelatorSettings(BaseModel):
-    rules_file: str | None = Field(default=None, description="YAML correlation rules; None = built-in default")
+    rules_file: str | None = Field(
+        default=None, description="YAML correlation rules; None = built-in default"
+    )
     transaction_interval_ms: int = 100
     max_batch_records: int = 2_000
 
@@ -147,7 +153,9 @@ class Settings(BaseSettings):
     correlator: CorrelatorSettings = Field(default_factory=CorrelatorSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
-    log_level: str = Field(default="WARNING", validation_alias=AliasChoices("STORMWATCH_LOG_LEVEL", "log_level"))
+    log_level: str = Field(
+        default="WARNING", validation_alias=AliasChoices("STORMWATCH_LOG_LEVEL", "log_level")
+    )
     metrics_port: int = Field(default=0, description="Port for /metrics on 127.0.0.1; 0 disables")
 
     @classmethod

@@ -21,11 +21,11 @@ from typing import Any
 import orjson
 import yaml
 from confluent_kafka import Producer
-from stormwatch.topics import create_topics
 
 from schemas.incident import IncidentEvent
 from stormwatch.config import Settings, load_settings
 from stormwatch.kafka_io import read_topic
+from stormwatch.topics import create_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 
