@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "stormwatch.commands.operator",
     "stormwatch.commands.silences",
     "stormwatch.commands.gateway",
+    "stormwatch.commands.config",
 ]
 
 Handler = Callable[[argparse.Namespace, Settings], int]

@@ -19,15 +19,21 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 class KafkaSettings(BaseModel):
     """How every client reaches the brokers."""
 
-    bootstrap_servers: str = "127.0.0.1:9092"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
-    sasl_username: str | None = None
-    sasl_password: str | None = Field(default=None, repr=False)
-    ssl_ca_location: str | None = None
-    ssl_certificate_location: str | None = None
-    ssl_key_location: str | None = None
-    client_id: str = "stormwatch"
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="host:port list; KAFKA_BOOTSTRAP_SERVERS also sets it"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How clients talk to the brokers"
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = Field(
+        default=None, description="SASL mechanism with SASL_PLAINTEXT / SASL_SSL"
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user")
+    sasl_password: str | None = Field(default=None, repr=False, description="SASL password (never logged)")
+    ssl_ca_location: str | None = Field(default=None, description="CA bundle (PEM) that signed the brokers")
+    ssl_certificate_location: str | None = Field(default=None, description="Client certificate (PEM), mTLS")
+    ssl_key_location: str | None = Field(default=None, description="Client private key (PEM), mTLS")
+    client_id: str = Field(default="stormwatch", description="client.id reported to the brokers")
 
     def client_config(self) -> dict[str, Any]:
         """librdkafka settings common to producers, consumers and the admin client."""
@@ -51,22 +57,32 @@ class KafkaSettings(BaseModel):
 class TopicSettings(BaseModel):
     """Topic names and sizing. User-facing names first, then the internal ones."""
 
-    raw: str = "alerts.raw"
-    dlq: str = "alerts.dlq"
-    incidents: str = "incidents.events"
-    commands: str = "incidents.commands"
-    mitigation_commands: str = "mitigation.commands"
-    mitigation_results: str = "mitigation.results"
-    correlator_input: str = "stormwatch.correlator.input"
-    correlator_state: str = "stormwatch.correlator.state"
-    silences: str = "stormwatch.silences"
-    agent_state: str = "stormwatch.agent.state"
-    approvals: str = "mitigation.approvals"
+    raw: str = Field(default="alerts.raw", description="Where monitoring systems and the gateway publish")
+    dlq: str = Field(default="alerts.dlq", description="Dead letters: bad input with the reason")
+    incidents: str = Field(default="incidents.events", description="The audit log; notifiers subscribe here")
+    commands: str = Field(default="incidents.commands", description="Operator commands (ack, silence ...)")
+    mitigation_commands: str = Field(default="mitigation.commands", description="Commands for executors")
+    mitigation_results: str = Field(default="mitigation.results", description="What became of commands")
+    correlator_input: str = Field(
+        default="stormwatch.correlator.input", description="Internal: routed alert batches, ticks, commands"
+    )
+    correlator_state: str = Field(
+        default="stormwatch.correlator.state", description="Internal: the correlator's compacted changelog"
+    )
+    silences: str = Field(
+        default="stormwatch.silences", description="Compacted: current silences, for listing"
+    )
+    agent_state: str = Field(
+        default="stormwatch.agent.state", description="Compacted: the agent's guard state"
+    )
+    approvals: str = Field(default="mitigation.approvals", description="Operators' approve/deny decisions")
     partitions: int = Field(default=6, ge=1, description="Partitions of the partitioned topics")
-    replication_factor: int = Field(default=1, ge=1)
-    min_insync_replicas: int = Field(default=1, ge=1)
+    replication_factor: int = Field(default=1, ge=1, description="Replicas of every topic (3 in production)")
+    min_insync_replicas: int = Field(default=1, ge=1, description="min.insync.replicas (2 with 3 replicas)")
     dlq_retention_ms: int = Field(default=30 * 24 * 3600 * 1000, description="How long dead letters are kept")
-    raw_retention_ms: int = Field(default=7 * 24 * 3600 * 1000)
+    raw_retention_ms: int = Field(
+        default=7 * 24 * 3600 * 1000, description="Retention of the raw and internal input topics"
+    )
     max_message_bytes: int = Field(
         default=16 * 1024 * 1024, description="Largest record on the incident topic"
     )
@@ -74,14 +90,11 @@ class TopicSettings(BaseModel):
 
 class IngestSettings(BaseModel):
     max_record_bytes: int = Field(default=4 * 1024 * 1024, description="Larger raw records are dead-lettered")
-    max_alerts_per_record: int = 10_000
-    max_labels: int = 256
-    max_label_bytes: int = 16 * 1024
-    max_json_depth: int = 32
-    transaction_interval_ms: int = Field(
-        default=100, ge=1, description="Commit a transaction at least this often"
-    )
-    max_batch_records: int = 5_000
+    max_alerts_per_record: int = Field(default=10_000, description="More alerts in one record: dead-lettered")
+    max_labels: int = Field(default=256, description="More labels on one alert: dead-lettered (label bombs)")
+    max_label_bytes: int = Field(default=16 * 1024, description="Longest label name or value")
+    max_json_depth: int = Field(default=32, description="Deeper JSON nesting: dead-lettered")
+    max_batch_records: int = Field(default=5_000, ge=1, description="Raw records per poll (one transaction)")
     tick_interval_ms: int = Field(default=200, ge=10, description="How often clock ticks enter the log")
 
 
@@ -89,8 +102,9 @@ class CorrelatorSettings(BaseModel):
     rules_file: str | None = Field(
         default=None, description="YAML correlation rules; None = built-in default"
     )
-    transaction_interval_ms: int = 100
-    max_batch_records: int = 2_000
+    max_batch_records: int = Field(
+        default=2_000, ge=1, description="Input records per poll (one transaction)"
+    )
 
 
 class GatewaySettings(BaseModel):
@@ -141,7 +155,7 @@ class AgentSettings(BaseModel):
         default=60_000, ge=0, description="How long past a command's timeout the agent waits for its result"
     )
     max_parallel: int = Field(default=4, ge=1, le=64, description="Actions one executor runs at once")
-    max_batch_records: int = Field(default=500, ge=1)
+    max_batch_records: int = Field(default=500, ge=1, description="Input records per poll (one transaction)")
 
 
 class Settings(BaseSettings):
@@ -154,7 +168,9 @@ class Settings(BaseSettings):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     log_level: str = Field(
-        default="WARNING", validation_alias=AliasChoices("STORMWATCH_LOG_LEVEL", "log_level")
+        default="WARNING",
+        validation_alias=AliasChoices("STORMWATCH_LOG_LEVEL", "log_level"),
+        description="Python log level of the structured logs on stderr (-v / -vv raise it)",
     )
     metrics_port: int = Field(default=0, description="Port for /metrics on 127.0.0.1; 0 disables")
 
