@@ -11,15 +11,26 @@ PYTEST_ARGS ?=
 # A specific interpreter for a new venv (default: the first of python3.11, 3.12, 3.13, python3 that is >= 3.11)
 PYTHON ?=
 
-.PHONY: help venv test lint constraints kafka-up kafka-down kafka-status kafka-cluster-up kafka-cluster-down kafka-cluster-status
+.PHONY: help up down stack-status venv test lint constraints kafka-up kafka-down kafka-status kafka-cluster-up kafka-cluster-down kafka-cluster-status
 
 help:
+	@echo "make up                  Kafka + the whole pipeline on 127.0.0.1, then a demo storm through it"
+	@echo "make down                stop everything make up started"
 	@echo "make venv                create or update $(VENV) (Python >= 3.11) from constraints.txt"
 	@echo "make test                the whole test suite; starts a local Kafka when KAFKA_BOOTSTRAP_SERVERS is unset"
 	@echo "make lint                ruff check, ruff format --check, mypy"
 	@echo "make constraints         re-pin constraints.txt from the current venv"
 	@echo "make kafka-up / down     single local broker on 127.0.0.1:9092 (deploy/kafka/local-kafka.sh)"
 	@echo "make kafka-cluster-up / down   3-node cluster on 127.0.0.1:29092-29094"
+
+up: venv
+	bash deploy/local-stack.sh up
+
+down:
+	bash deploy/local-stack.sh down
+
+stack-status:
+	bash deploy/local-stack.sh status
 
 venv: $(STAMP)
 

@@ -8,6 +8,7 @@ indent 2, one trailing newline, validation-mode schemas (what a reader of the to
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,31 +44,37 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
     return {"$schema": JSON_SCHEMA_DIALECT, **schema}
 
 
-def render_json_schemas() -> dict[str, str]:
-    """File name -> file text, exactly as written to disk."""
-    return {
+def render_json_schemas(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """File name -> file text, exactly as written to disk.
+
+    ``extra`` adds schemas owned by other packages (the workflow file format of agents/), so one
+    folder holds every schema an editor needs without schemas/ depending on them.
+    """
+    rendered = {
         name: json.dumps(_schema(model), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         for name, model in CONTRACTS.items()
     }
+    rendered.update(extra or {})
+    return rendered
 
 
-def export_json_schemas(directory: str | Path) -> list[Path]:
+def export_json_schemas(directory: str | Path, extra: Mapping[str, str] | None = None) -> list[Path]:
     """Write one schema file per contract into ``directory`` (created if needed); return the paths."""
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in render_json_schemas().items():
+    for name, text in render_json_schemas(extra).items():
         path = target / name
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
 
 
-def check_json_schemas(directory: str | Path) -> list[str]:
+def check_json_schemas(directory: str | Path, extra: Mapping[str, str] | None = None) -> list[str]:
     """Names of the schema files in ``directory`` that are missing or differ from the contracts."""
     target = Path(directory)
     stale = []
-    for name, text in render_json_schemas().items():
+    for name, text in render_json_schemas(extra).items():
         path = target / name
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             stale.append(name)

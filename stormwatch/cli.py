@@ -24,6 +24,9 @@ COMMAND_MODULES = [
     "stormwatch.commands.silences",
     "stormwatch.commands.gateway",
     "stormwatch.commands.config",
+    "stormwatch.commands.simulate",
+    "stormwatch.commands.agent",
+    "stormwatch.commands.demo",
 ]
 
 Handler = Callable[[argparse.Namespace, Settings], int]

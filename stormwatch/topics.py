@@ -119,6 +119,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             "mitigation_commands", t.mitigation_commands, t.partitions, rf, delete(COMMAND_RETENTION_MS)
         ),
         TopicSpec("mitigation_results", t.mitigation_results, t.partitions, rf, delete(COMMAND_RETENTION_MS)),
+        TopicSpec("approvals", t.approvals, t.partitions, rf, delete(COMMAND_RETENTION_MS)),
         TopicSpec("correlator_input", t.correlator_input, t.partitions, rf, delete(t.raw_retention_ms)),
         # State is restored partition by partition from the input's partition number: same count.
         TopicSpec("correlator_state", t.correlator_state, t.partitions, rf, compact()),

@@ -8,6 +8,8 @@ from typing import Any
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
 
+WORKFLOW_SCHEMA = "workflow.schema.json"  # the workflow file format (agents/), for editors
+
 
 def register(sub: Any) -> None:
     """Add the ``schemas`` command group to the CLI's subparsers."""
@@ -31,10 +33,12 @@ def register(sub: Any) -> None:
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.workflow import render_workflow_schema
     from schemas.export import check_json_schemas, export_json_schemas
 
+    extra = {WORKFLOW_SCHEMA: render_workflow_schema()}
     if args.check:
-        stale = check_json_schemas(args.dir)
+        stale = check_json_schemas(args.dir, extra)
         if stale:
             names = ", ".join(stale)
             print(f"stale JSON Schemas in {args.dir}: {names}; run `stormwatch schemas export {args.dir}`")
@@ -42,7 +46,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         print(f"JSON Schemas in {args.dir} are up to date")
         return 0
     try:
-        written = export_json_schemas(args.dir)
+        written = export_json_schemas(args.dir, extra)
     except OSError as exc:
         raise UserError(f"cannot write JSON Schemas to {args.dir}: {exc.strerror or exc}") from exc
     for path in written:

@@ -20,7 +20,9 @@ FIX = "run `stormwatch schemas export schemas/json` and commit the result"
 
 
 def test_committed_schemas_are_up_to_date(tmp_path: Path) -> None:
-    export_json_schemas(tmp_path)
+    from agents.workflow import render_workflow_schema
+
+    export_json_schemas(tmp_path, {"workflow.schema.json": render_workflow_schema()})
     generated = {p.name: p.read_text(encoding="utf-8") for p in tmp_path.glob("*.json")}
     committed = {p.name: p.read_text(encoding="utf-8") for p in COMMITTED.glob("*.json")}
     missing = sorted(set(generated) - set(committed))
@@ -81,7 +83,7 @@ def run_cli(*argv: str) -> int:
 def test_cli_export_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "out"
     assert run_cli("schemas", "export", str(target)) == 0
-    assert sorted(p.name for p in target.glob("*.json")) == sorted(CONTRACTS)
+    assert sorted(p.name for p in target.glob("*.json")) == sorted([*CONTRACTS, "workflow.schema.json"])
     assert run_cli("schemas", "export", "--check", str(target)) == 0
     (target / "silence.json").unlink()
     capsys.readouterr()

@@ -1,0 +1,929 @@
+"""The workflow file: which incidents trigger which guarded, ordered mitigation steps.
+
+The format is pydantic models loaded from YAML (docs/workflows.md; example:
+deploy/incident_workflow_config.yaml). Loading checks everything a mistake could hide in, and
+reports every problem as ``file:line: path.inside[0].file: what is wrong; what is allowed``:
+unknown and duplicate keys, durations, matchers, template syntax, unknown actions and their
+parameters (each executor checks its own), and the cross-references pydantic cannot see
+(``on_failure: escalate`` without escalation steps, duplicate names ...).
+
+``compile`` turns the validated file into ``WorkflowConfig``: plain frozen dataclasses with every
+default applied, which is what the planner runs on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+
+from agents.templating import Template, TemplateError, parse_template, template_problems
+from schemas.common import Severity
+from schemas.matchers import Matcher, all_match
+from streams.durations import DURATION_HELP, format_duration, parse_duration
+
+__all__ = [
+    "MAX_STEP_TIMEOUT_MS",
+    "SCHEMA_FILE",
+    "ApprovalRule",
+    "Backoff",
+    "BlastRadius",
+    "Conditions",
+    "Escalation",
+    "Guards",
+    "OnFailure",
+    "RateLimit",
+    "Step",
+    "StepDefaults",
+    "StepSpec",
+    "TimeWindow",
+    "Trigger",
+    "TriggerEvent",
+    "Workflow",
+    "WorkflowConfig",
+    "WorkflowError",
+    "WorkflowFile",
+    "WorkflowSpec",
+    "load_workflows",
+    "parse_workflows",
+    "render_workflow_schema",
+    "workflow_json_schema",
+]
+
+MAX_STEP_TIMEOUT_MS = 10 * 60_000
+"""An action may take at most this long: the executor does not poll Kafka while it runs."""
+
+MAX_RETRIES = 10
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "json" / "workflow.schema.json"
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_NAME_HELP = "1-100 letters, digits, '_', '.' or '-', starting with a letter or digit"
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
+
+
+class WorkflowError(ValueError):
+    """The workflow file cannot be used; one line per problem: ``file:line: path: message``."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str, int | None]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = []
+        for path, message, line in problems:
+            where = f"{source}:{line}" if line is not None else source
+            lines.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+        super().__init__("\n".join(lines))
+
+
+# --------------------------------------------------------------------------------------------------
+# Field types
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return type(value).__name__
+
+
+def _to_ms(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"got {_describe(value)}; {DURATION_HELP}")
+    return parse_duration(value)
+
+
+_DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^(?:[0-9]+(?:\.[0-9]+)?|(?:[0-9]+(?:y|w|d|h|m|s|ms))+)$"},
+        {"type": "number", "minimum": 0},
+    ],
+    "examples": ["30s", "5m", "1h30m"],
+}
+
+Duration = Annotated[int, BeforeValidator(_to_ms), WithJsonSchema(_DURATION_SCHEMA)]
+"""A Prometheus-style duration in the file (``30s``, ``1h``; a number is seconds); ms in code."""
+
+
+def _to_matcher(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return Matcher.parse(value)
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    if isinstance(value, (dict, Matcher)):
+        return value
+    raise ValueError(
+        f"expected a matcher like 'env=\"production\"' or a mapping with name, op and value; "
+        f"got {_describe(value)}"
+    )
+
+
+_MATCHER_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "string",
+            "description": "Alertmanager syntax: name=value, name!=value, name=~regex, name!~regex",
+            "examples": ['env="production"', 'service=~"api|web"'],
+        },
+        {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "minLength": 1},
+                "op": {"enum": ["=", "!=", "=~", "!~"], "default": "="},
+                "value": {"type": "string", "default": ""},
+            },
+            "required": ["name"],
+            "additionalProperties": False,
+        },
+    ]
+}
+
+MatcherItem = Annotated[Matcher, BeforeValidator(_to_matcher), WithJsonSchema(_MATCHER_SCHEMA)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"invalid name {value!r}: {_NAME_HELP}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# The file format
+
+
+class OnFailure(StrEnum):
+    """What a step that did not succeed (failed, refused, denied, expired) does to its workflow run."""
+
+    CONTINUE = "continue"  # go on with the next step
+    ABORT = "abort"  # stop the run
+    ESCALATE = "escalate"  # stop the steps and run the workflow's escalation steps
+
+
+class TriggerEvent(StrEnum):
+    OPENED = "opened"
+    UPDATED = "updated"
+    SEVERITY_CHANGED = "severity_changed"
+    REOPENED = "reopened"
+    RESOLVED = "resolved"
+    NOT_ACKNOWLEDGED = "not_acknowledged"  # still unacknowledged not_acknowledged_within after (re)opening
+
+
+class Weekday(StrEnum):
+    MON = "mon"
+    TUE = "tue"
+    WED = "wed"
+    THU = "thu"
+    FRI = "fri"
+    SAT = "sat"
+    SUN = "sun"
+
+
+_WEEKDAYS = list(Weekday)
+
+
+class Backoff(_Model):
+    """Delay before retry n (n = 1, 2, ...): ``initial * multiplier**(n-1)``, at most ``max``."""
+
+    initial_ms: Duration = Field(
+        default=10_000, alias="initial", ge=0, description="Delay before the first retry"
+    )
+    multiplier: float = Field(default=2.0, ge=1.0, le=10.0, description="Growth factor per retry")
+    max_ms: Duration = Field(default=300_000, alias="max", ge=0, description="Longest delay")
+
+    def delay_ms(self, retry: int) -> int:
+        """Delay before retry number ``retry`` (1-based); deterministic, no jitter."""
+        delay = self.initial_ms * self.multiplier ** max(retry - 1, 0)
+        return int(min(delay, self.max_ms))
+
+
+class RateLimit(_Model):
+    """At most ``max`` executions of this action on one target within any ``per`` window."""
+
+    max: int = Field(ge=1, description="Executions allowed per window")
+    per_ms: Duration = Field(alias="per", gt=0, description="The sliding window, e.g. 1h")
+
+
+class BlastRadius(_Model):
+    """How many distinct targets automation may touch (targets of any action)."""
+
+    per_incident: int | None = Field(default=None, ge=1, description="Distinct targets per incident")
+    per_minute: int | None = Field(
+        default=None, ge=1, description="Distinct targets in any 60s window, across all incidents"
+    )
+
+
+class Guards(_Model):
+    """Execution guards of a step; a step's guards override the defaults' field by field."""
+
+    rate_limit: RateLimit | None = Field(default=None, description="Executions per action and target")
+    cooldown_ms: Duration | None = Field(
+        default=None,
+        alias="cooldown",
+        description="Minimum time between two executions per action and target",
+    )
+    max_concurrent: int | None = Field(
+        default=None, ge=1, description="Executions of this action running at once, across all incidents"
+    )
+    blast_radius: BlastRadius | None = Field(default=None, description="Distinct targets touched")
+
+    def over(self, base: Guards) -> Guards:
+        """These guards, with unset fields taken from ``base`` (values are already validated)."""
+        return base.model_copy(
+            update={
+                "rate_limit": self.rate_limit or base.rate_limit,
+                "cooldown_ms": self.cooldown_ms if self.cooldown_ms is not None else base.cooldown_ms,
+                "max_concurrent": self.max_concurrent or base.max_concurrent,
+                "blast_radius": self.blast_radius or base.blast_radius,
+            }
+        )
+
+    @property
+    def window_ms(self) -> int:
+        """The longest history these guards look at."""
+        return max(
+            self.rate_limit.per_ms if self.rate_limit else 0,
+            self.cooldown_ms or 0,
+            60_000 if self.blast_radius and self.blast_radius.per_minute else 0,
+        )
+
+
+def _approval(value: Any) -> Any:
+    if value is True:
+        return {}
+    if value is False or value is None:
+        return None
+    return value
+
+
+class ApprovalRule(_Model):
+    """An operator must approve the command first; only for incidents matching ``when`` if given."""
+
+    when: list[MatcherItem] = Field(
+        default_factory=list, description="Label matchers; approval is needed only when all match"
+    )
+
+    def applies(self, labels: dict[str, str]) -> bool:
+        return all_match(self.when, labels)
+
+
+class StepDefaults(_Model):
+    """Values for every step that does not set them itself."""
+
+    timeout_ms: Duration = Field(default=30_000, alias="timeout", gt=0, description="Per attempt")
+    retries: int = Field(default=0, ge=0, description="Extra attempts after a failure")
+    backoff: Backoff = Field(default_factory=Backoff)
+    on_failure: OnFailure = OnFailure.ABORT
+    approval_ttl_ms: Duration = Field(
+        default=30 * 60_000, alias="approval_ttl", gt=0, description="How long an approval request stays open"
+    )
+    guards: Guards = Field(default_factory=Guards)
+
+
+class Step(_Model):
+    """One action of a workflow, with its parameters, retry policy and guards."""
+
+    name: str = Field(description="Unique within the workflow; part of the command id")
+    action: str = Field(description="Executor: webhook, exec, kafka, log, or a plugin's name")
+    description: str = ""
+    target: str | None = Field(
+        default=None,
+        description="What the action acts on (templated, e.g. '{{ labels.service }}'); the key of "
+        "rate limits, cooldowns and blast radius",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Action parameters; strings are templates"
+    )
+    timeout_ms: Duration | None = Field(default=None, alias="timeout", gt=0)
+    retries: int | None = Field(default=None, ge=0)
+    backoff: Backoff | None = None
+    on_failure: OnFailure | None = None
+    guards: Guards | None = None
+    require_approval: Annotated[ApprovalRule | None, BeforeValidator(_approval)] = Field(
+        default=None, description="true, false, or {when: [matchers]}"
+    )
+    approval_ttl_ms: Duration | None = Field(default=None, alias="approval_ttl", gt=0)
+
+    _name = field_validator("name")(_check_name)
+
+
+class TimeWindow(_Model):
+    """A weekly time window; ``start`` > ``end`` crosses midnight (the day is the start's)."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(Weekday))
+    start: str = Field(default="00:00", description="HH:MM")
+    end: str = Field(default="24:00", description="HH:MM, or 24:00")
+    timezone: str = Field(default="UTC", description="IANA name, e.g. Europe/Berlin")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK.fullmatch(value):
+            raise ValueError(f"expected a time of day as HH:MM (00:00 to 24:00); got {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name like UTC or Europe/Berlin"
+            ) from None
+        return value
+
+    def contains(self, at: datetime) -> bool:
+        local = at.astimezone(ZoneInfo(self.timezone))
+        minute = local.hour * 60 + local.minute
+        start, end = _minutes(self.start), _minutes(self.end)
+        today = _WEEKDAYS[local.weekday()]
+        if start < end:
+            return today in self.days and start <= minute < end
+        yesterday = _WEEKDAYS[(local.weekday() - 1) % 7]
+        return (today in self.days and minute >= start) or (yesterday in self.days and minute < end)
+
+
+def _minutes(clock: str) -> int:
+    hours, minutes = clock.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class Conditions(_Model):
+    """All given conditions must hold for the workflow to run."""
+
+    match: list[MatcherItem] = Field(
+        default_factory=list, description="Matchers on the incident's group labels"
+    )
+    severity: list[Severity] = Field(default_factory=list, description="Any of these severities")
+    min_severity: Severity | None = Field(default=None, description="This severity or more urgent")
+    service: list[str] = Field(default_factory=list, description="The 'service' label is one of these")
+    min_alerts: int | None = Field(default=None, ge=0, description="At least this many firing alerts")
+    max_alerts: int | None = Field(default=None, ge=0, description="At most this many firing alerts")
+    time_windows: list[TimeWindow] = Field(default_factory=list, description="Inside any of these windows")
+
+    def holds(self, labels: dict[str, str], severity: Severity, firing: int, at: datetime) -> bool:
+        if not all_match(self.match, labels):
+            return False
+        if self.severity and severity not in self.severity:
+            return False
+        if self.min_severity is not None and severity.rank > self.min_severity.rank:
+            return False
+        if self.service and labels.get("service", "") not in self.service:
+            return False
+        if self.min_alerts is not None and firing < self.min_alerts:
+            return False
+        if self.max_alerts is not None and firing > self.max_alerts:
+            return False
+        return not self.time_windows or any(w.contains(at) for w in self.time_windows)
+
+
+class Trigger(_Model):
+    events: list[TriggerEvent] = Field(min_length=1, description="Incident events that start the workflow")
+    not_acknowledged_within_ms: Duration | None = Field(
+        default=None,
+        alias="not_acknowledged_within",
+        gt=0,
+        description="With event not_acknowledged: how long after (re)opening nobody acknowledged",
+    )
+
+
+class Escalation(_Model):
+    """Steps run when a step fails with ``on_failure: escalate``, or when nobody acknowledged in time."""
+
+    not_acknowledged_within_ms: Duration | None = Field(
+        default=None, alias="not_acknowledged_within", gt=0, description="After the run started"
+    )
+    steps: list[Step] = Field(min_length=1)
+
+
+class Workflow(_Model):
+    name: str
+    description: str = ""
+    enabled: bool = True
+    dry_run: bool = Field(default=False, description="Decide and record, but never execute")
+    trigger: Trigger
+    conditions: Conditions = Field(default_factory=Conditions)
+    max_runs: int = Field(default=1, ge=1, description="Runs of this workflow per incident")
+    cancel_when_resolved: bool = Field(
+        default=True,
+        description="Stop a run when its incident resolves (runs started by 'resolved' excepted)",
+    )
+    steps: list[Step] = Field(min_length=1)
+    escalation: Escalation | None = None
+
+    _name = field_validator("name")(_check_name)
+
+
+class WorkflowFile(_Model):
+    """The whole workflow file."""
+
+    version: Literal[1] = 1
+    dry_run: bool = Field(default=False, description="Every workflow in dry-run mode")
+    defaults: StepDefaults = Field(default_factory=StepDefaults)
+    workflows: list[Workflow] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# Compiled form (what the planner runs on)
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    workflow: str
+    lane: str  # "steps" or "escalation"
+    index: int
+    name: str
+    action: str
+    target: Template | None
+    params: dict[str, Any]
+    timeout_ms: int
+    retries: int
+    backoff: Backoff
+    on_failure: OnFailure
+    guards: Guards
+    approval: ApprovalRule | None
+    approval_ttl_ms: int
+
+    def needs_approval(self, labels: dict[str, str]) -> bool:
+        return self.approval is not None and self.approval.applies(labels)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSpec:
+    name: str
+    enabled: bool
+    dry_run: bool
+    events: frozenset[TriggerEvent]
+    not_acknowledged_within_ms: int | None
+    conditions: Conditions
+    max_runs: int
+    cancel_when_resolved: bool
+    steps: tuple[StepSpec, ...]
+    escalation: tuple[StepSpec, ...]
+    escalate_after_ms: int | None
+
+    def lane(self, lane: str) -> tuple[StepSpec, ...]:
+        return self.escalation if lane == "escalation" else self.steps
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowConfig:
+    source: str
+    dry_run: bool
+    workflows: tuple[WorkflowSpec, ...]
+
+    def get(self, name: str) -> WorkflowSpec | None:
+        return next((w for w in self.workflows if w.name == name), None)
+
+    @property
+    def guard_window_ms(self) -> int:
+        """How much execution history the guards need (older entries can be forgotten)."""
+        windows = [s.guards.window_ms for w in self.workflows for s in (*w.steps, *w.escalation)]
+        return max([60_000, *windows])
+
+    @property
+    def actions(self) -> set[str]:
+        return {s.action for w in self.workflows for s in (*w.steps, *w.escalation)}
+
+
+def _compile(model: WorkflowFile, source: str) -> WorkflowConfig:
+    d = model.defaults
+    specs = []
+    for wf in model.workflows:
+
+        def step_spec(step: Step, lane: str, index: int, wf: Workflow = wf) -> StepSpec:
+            return StepSpec(
+                workflow=wf.name,
+                lane=lane,
+                index=index,
+                name=step.name,
+                action=step.action,
+                target=parse_template(step.target) if step.target is not None else None,
+                params=step.params,
+                timeout_ms=step.timeout_ms if step.timeout_ms is not None else d.timeout_ms,
+                retries=step.retries if step.retries is not None else d.retries,
+                backoff=step.backoff or d.backoff,
+                on_failure=step.on_failure or d.on_failure,
+                guards=(step.guards or Guards()).over(d.guards),
+                approval=step.require_approval,
+                approval_ttl_ms=step.approval_ttl_ms or d.approval_ttl_ms,
+            )
+
+        esc = wf.escalation
+        specs.append(
+            WorkflowSpec(
+                name=wf.name,
+                enabled=wf.enabled,
+                dry_run=wf.dry_run or model.dry_run,
+                events=frozenset(wf.trigger.events),
+                not_acknowledged_within_ms=wf.trigger.not_acknowledged_within_ms,
+                conditions=wf.conditions,
+                max_runs=wf.max_runs,
+                cancel_when_resolved=wf.cancel_when_resolved,
+                steps=tuple(step_spec(s, "steps", i) for i, s in enumerate(wf.steps)),
+                escalation=tuple(step_spec(s, "escalation", i) for i, s in enumerate(esc.steps))
+                if esc
+                else (),
+                escalate_after_ms=esc.not_acknowledged_within_ms if esc else None,
+            )
+        )
+    return WorkflowConfig(source=source, dry_run=model.dry_run, workflows=tuple(specs))
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks pydantic cannot express (they need the whole file, or the executors)
+
+Loc = tuple[str | int, ...]
+
+
+def _path_segments(path: str) -> list[str | int]:
+    """``a.b[0].c`` -> ['a', 'b', 0, 'c'] (paths reported by executors' check_params)."""
+    out: list[str | int] = []
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        out.append(int(part[1:-1]) if part.startswith("[") else part)
+    return out
+
+
+def _semantic_problems(model: WorkflowFile) -> list[tuple[Loc, str]]:
+    from agents.executors import available_executors
+
+    executors = available_executors()
+    problems: list[tuple[Loc, str]] = []
+    seen_workflows: dict[str, int] = {}
+    d = model.defaults
+    if d.timeout_ms > MAX_STEP_TIMEOUT_MS:
+        problems.append(
+            (
+                ("defaults", "timeout"),
+                f"{format_duration(d.timeout_ms)} is longer than the maximum "
+                f"{format_duration(MAX_STEP_TIMEOUT_MS)}",
+            )
+        )
+    if d.retries > MAX_RETRIES:
+        problems.append((("defaults", "retries"), f"at most {MAX_RETRIES} retries; got {d.retries}"))
+    for wi, wf in enumerate(model.workflows):
+        wloc: Loc = ("workflows", wi)
+        if wf.name in seen_workflows:
+            problems.append(
+                (
+                    (*wloc, "name"),
+                    f"workflow name {wf.name!r} is already used by workflows[{seen_workflows[wf.name]}]; "
+                    "names must be unique (they are part of every command id)",
+                )
+            )
+        seen_workflows.setdefault(wf.name, wi)
+        t = wf.trigger
+        if TriggerEvent.NOT_ACKNOWLEDGED in t.events and t.not_acknowledged_within_ms is None:
+            problems.append(
+                ((*wloc, "trigger"), "event not_acknowledged needs not_acknowledged_within (e.g. 15m)")
+            )
+        if t.not_acknowledged_within_ms is not None and TriggerEvent.NOT_ACKNOWLEDGED not in t.events:
+            problems.append(
+                (
+                    (*wloc, "trigger", "not_acknowledged_within"),
+                    "only used with event not_acknowledged; add it to events or remove this key",
+                )
+            )
+        c = wf.conditions
+        if c.min_alerts is not None and c.max_alerts is not None and c.min_alerts > c.max_alerts:
+            problems.append(
+                ((*wloc, "conditions", "min_alerts"), "is larger than max_alerts; nothing could match")
+            )
+        for ti, window in enumerate(c.time_windows):
+            if window.start == window.end:
+                problems.append(
+                    (
+                        (*wloc, "conditions", "time_windows", ti),
+                        "start equals end: an empty window (use 00:00 to 24:00 for the whole day)",
+                    )
+                )
+        step_names: dict[str, str] = {}
+        lanes: list[tuple[str, Loc, list[Step]]] = [("steps", (*wloc, "steps"), wf.steps)]
+        if wf.escalation is not None:
+            lanes.append(("escalation", (*wloc, "escalation", "steps"), wf.escalation.steps))
+        for lane, lane_loc, steps in lanes:
+            for si, step in enumerate(steps):
+                sloc: Loc = (*lane_loc, si)
+                where = f"{lane_loc[-2] if lane == 'escalation' else 'steps'}[{si}]"
+                if step.name in step_names:
+                    problems.append(
+                        (
+                            (*sloc, "name"),
+                            f"step name {step.name!r} is already used by {step_names[step.name]}; "
+                            "step names must be unique within a workflow, escalation steps included",
+                        )
+                    )
+                step_names.setdefault(step.name, where)
+                problems.extend(_step_problems(step, sloc, lane, wf, d, executors))
+    return problems
+
+
+def _step_problems(
+    step: Step, sloc: Loc, lane: str, wf: Workflow, d: StepDefaults, executors: dict[str, Any]
+) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    executor = executors.get(step.action)
+    if executor is None:
+        problems.append(
+            (
+                (*sloc, "action"),
+                f"unknown action {step.action!r}; available: {', '.join(sorted(executors))} "
+                "(plugins add more through the 'stormwatch.executors' entry point group)",
+            )
+        )
+    else:
+        for path, message in executor.check_params(step.params):
+            problems.append(((*sloc, "params", *_path_segments(path)), message))
+    for path, message in template_problems(step.params):
+        problems.append(((*sloc, "params", *_path_segments(path)), message))
+    if step.target is not None:
+        try:
+            parse_template(step.target)
+        except TemplateError as exc:
+            problems.append(((*sloc, "target"), str(exc)))
+    if step.timeout_ms is not None and step.timeout_ms > MAX_STEP_TIMEOUT_MS:
+        problems.append(
+            (
+                (*sloc, "timeout"),
+                f"{format_duration(step.timeout_ms)} is longer than the maximum "
+                f"{format_duration(MAX_STEP_TIMEOUT_MS)} (the executor does not poll Kafka while it runs)",
+            )
+        )
+    if step.retries is not None and step.retries > MAX_RETRIES:
+        problems.append(((*sloc, "retries"), f"at most {MAX_RETRIES} retries; got {step.retries}"))
+    on_failure = step.on_failure or d.on_failure
+    inherited = "" if step.on_failure else " (inherited from defaults.on_failure)"
+    if on_failure is OnFailure.ESCALATE:
+        if lane == "escalation":
+            problems.append(
+                (
+                    (*sloc, "on_failure") if step.on_failure else sloc,
+                    f"escalation steps cannot escalate again{inherited}; use continue or abort",
+                )
+            )
+        elif wf.escalation is None:
+            problems.append(
+                (
+                    (*sloc, "on_failure") if step.on_failure else sloc,
+                    f"on_failure is escalate{inherited} but workflow {wf.name!r} has no escalation steps; "
+                    "add an escalation block or use continue or abort",
+                )
+            )
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading with precise errors
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable):
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {key!r}",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _format_loc(loc: Sequence[str | int]) -> str:
+    path = ""
+    for seg in loc:
+        path += f"[{seg}]" if isinstance(seg, int) else (f".{seg}" if path else str(seg))
+    return path
+
+
+def _line_of(root: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for seg in loc:
+        nxt: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(seg):
+                    nxt = value_node if isinstance(value_node, yaml.CollectionNode) else key_node
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(seg, int) and 0 <= seg < len(node.value):
+            nxt = node.value[seg]
+        if nxt is None:
+            break
+        node = nxt
+        line = node.start_mark.line + 1
+    return line
+
+
+def _model_at(loc: Sequence[str | int]) -> tuple[type[BaseModel] | None, type[BaseModel] | None]:
+    """(model holding the last segment, model expected at the path) by walking the aliases."""
+    model: type[BaseModel] | None = WorkflowFile
+    parent: type[BaseModel] | None = None
+    pending: type[BaseModel] | None = None
+    for seg in loc:
+        if isinstance(seg, int):
+            model, pending = pending, None
+            continue
+        parent = model
+        if model is None:
+            continue
+        field = next(
+            (f for n, f in model.model_fields.items() if (f.alias or n) == seg),
+            None,
+        )
+        if field is None:
+            model = pending = None
+            continue
+        sub, is_list = _model_of(field.annotation)
+        model, pending = (None, sub) if is_list else (sub, None)
+    return parent, model
+
+
+def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    is_list = False
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin is list:
+            annotation = typing.get_args(annotation)[0]
+            is_list = True
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = args[0]
+        else:
+            break
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, is_list
+    return None, is_list
+
+
+def _keys(model: type[BaseModel]) -> str:
+    return ", ".join(sorted((f.alias or n) for n, f in model.model_fields.items()))
+
+
+def _message(error: Any, loc: Sequence[str | int]) -> str:
+    kind = error["type"]
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    last = loc[-1] if loc else None
+    parent, expected = _model_at(loc)
+    duration = isinstance(last, str) and last in _DURATION_KEYS
+    if kind == "extra_forbidden":
+        allowed = _keys(parent) if parent is not None else "none"
+        return f"unknown key {last!r}; allowed keys: {allowed}"
+    if kind == "missing":
+        return f"missing required key {last!r}"
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        keys = f" with keys: {_keys(expected)}" if expected is not None else ""
+        return f"expected a mapping{keys}; got {_describe(value)}"
+    if kind == "list_type":
+        return f"expected a list; got {_describe(value)}"
+    if kind == "string_type":
+        return f"expected a string; got {_describe(value)}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected a whole number; got {_describe(value)}"
+    if kind in ("float_type", "float_parsing"):
+        return f"expected a number; got {_describe(value)}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false; got {_describe(value)}"
+    if kind in ("enum", "literal_error"):
+        return f"expected one of {ctx.get('expected')}; got {_describe(value)}"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s); got none"
+    if kind in ("greater_than", "greater_than_equal", "less_than_equal"):
+        bound_key = {"greater_than": "gt", "greater_than_equal": "ge", "less_than_equal": "le"}[kind]
+        bound = ctx.get(bound_key)
+        words = {"gt": "greater than", "ge": "at least", "le": "at most"}[bound_key]
+        if duration and isinstance(value, int):
+            shown = format_duration(int(bound)) if isinstance(bound, int) else bound
+            words = "longer than" if bound_key == "gt" else words
+            return f"must be {words} {shown}; got {format_duration(value)}"
+        return f"must be {words} {bound}; got {_describe(value)}"
+    return str(error["msg"])
+
+
+_DURATION_KEYS = frozenset(
+    {"timeout", "approval_ttl", "initial", "max", "per", "cooldown", "not_acknowledged_within"}
+)
+
+
+def parse_workflows(text: str, source: str = "<workflows>") -> WorkflowConfig:
+    """Parse and check workflow YAML text; ``source`` names it in error messages."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = ": ".join(p for p in (exc.context, exc.problem) if p)
+        if mark is not None:
+            what += f" (column {mark.column + 1})"
+        raise WorkflowError(
+            source, [("", f"invalid YAML: {what}", mark.line + 1 if mark else None)]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise WorkflowError(source, [("", f"invalid YAML: {exc}", None)]) from None
+    finally:
+        loader.dispose()
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise WorkflowError(
+            source, [("", f"expected a mapping with keys: {_keys(WorkflowFile)}; got {_describe(data)}", 1)]
+        )
+    try:
+        model = WorkflowFile.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(s for s in error["loc"] if isinstance(s, int) or "[" not in s)
+            problems.append((_format_loc(loc), _message(error, loc), _line_of(root, loc)))
+        problems.sort(key=lambda p: p[2] or 0)
+        raise WorkflowError(source, problems) from None
+    semantic = _semantic_problems(model)
+    if semantic:
+        problems = [(_format_loc(loc), msg, _line_of(root, loc)) for loc, msg in semantic]
+        problems.sort(key=lambda p: p[2] or 0)
+        raise WorkflowError(source, problems)
+    return _compile(model, source)
+
+
+def load_workflows(path: str | Path) -> WorkflowConfig:
+    """Load and check a workflow file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WorkflowError(
+            str(p), [("", f"cannot read the workflow file: {exc.strerror or exc}", None)]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise WorkflowError(str(p), [("", f"the workflow file is not UTF-8 text: {exc}", None)]) from None
+    return parse_workflows(text, source=str(p))
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON Schema (editor completion and validation)
+
+
+def workflow_json_schema() -> dict[str, Any]:
+    """JSON Schema (2020-12) of the workflow file, as editors load it."""
+    schema = WorkflowFile.model_json_schema(mode="validation", by_alias=True)
+    step = schema.get("$defs", {}).get("Step", {}).get("properties", {})
+    if "require_approval" in step:
+        step["require_approval"] = {
+            "anyOf": [{"type": "boolean"}, {"$ref": "#/$defs/ApprovalRule"}, {"type": "null"}],
+            "default": False,
+            "description": "true, false, or {when: [matchers]}: approval only for matching incidents",
+        }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "title": "stormwatch workflow file",
+        "description": "Mitigation workflows run by `stormwatch agent`; see docs/workflows.md.",
+    }
+
+
+def render_workflow_schema() -> str:
+    """The schema file's exact text (byte-stable: sorted keys, indent 2, trailing newline)."""
+    return json.dumps(workflow_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
