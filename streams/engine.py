@@ -911,6 +911,12 @@ class PartitionEngine:
         }
         if result.reason:
             details["reason"] = result.reason
+        if result.target is not None:
+            details["target"] = result.target
+        if result.attempt != 1:
+            details["attempt"] = result.attempt
+        if result.expires_at is not None:
+            details["expires_at"] = result.expires_at.isoformat()
         cause = f"{result.workflow}/{result.step}: {result.action} {result.status.value}"
         self.stats[f"mitigation_{result.status.value}"] += 1
         if result.status is CommandStatus.STARTED and inc.state in (
