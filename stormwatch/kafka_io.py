@@ -67,6 +67,11 @@ class _ErrorTracker:
 _LOGGER = _DemotingLogger()
 
 
+def base_config(settings: Settings) -> dict[str, Any]:
+    """Connection settings plus quiet logging, for clients built elsewhere (the stage loops)."""
+    return _base_config(settings)
+
+
 def _base_config(settings: Settings, errors: _ErrorTracker | None = None) -> dict[str, Any]:
     conf = settings.kafka.client_config()
     conf["logger"] = _LOGGER

@@ -14,6 +14,7 @@ from collections import Counter
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from stormwatch.config import Settings
+from stormwatch.kafka_io import base_config
 from streams.engine import EngineOutput, PartitionEngine
 from streams.metrics import PipelineMetrics
 from streams.rules import RulesConfig
@@ -65,12 +66,11 @@ class CorrelatorStage:
     def _read_changelog(self, partition: int) -> dict[str, bytes]:
         """Latest value per key of one changelog partition (committed records only)."""
         conf = {
-            **self.settings.kafka.client_config(),
+            **base_config(self.settings),
             "group.id": f"stormwatch-restore-{partition}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
-            "log_level": 3,
         }
         consumer = Consumer(conf)
         state: dict[str, bytes] = {}

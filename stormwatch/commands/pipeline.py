@@ -8,10 +8,9 @@ import os
 import socket
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
-
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
+from stormwatch.kafka_io import require_topic
 from streams.correlator import CorrelatorStage
 from streams.ingest import IngestStage
 from streams.metrics import pipeline_metrics, serve_metrics
@@ -47,20 +46,7 @@ def _rules(args: argparse.Namespace, settings: Settings) -> RulesConfig:
 
 
 def _partitions(settings: Settings, topic: str) -> int:
-    admin = AdminClient(settings.kafka.client_config())
-    try:
-        md = admin.list_topics(topic, timeout=10)
-    except Exception as exc:
-        raise UserError(
-            f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}; start it with `make kafka-up` "
-            "or set KAFKA_BOOTSTRAP_SERVERS"
-        ) from None
-    info = md.topics.get(topic)
-    if info is None or info.error is not None or not info.partitions:
-        raise UserError(
-            f"topic {topic} does not exist; create the pipeline's topics with `stormwatch topics create`"
-        )
-    return len(info.partitions)
+    return require_topic(settings, topic)
 
 
 def _instance(args: argparse.Namespace) -> str:
