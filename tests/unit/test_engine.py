@@ -291,3 +291,30 @@ def test_pagerduty_resolve_by_dedup_key_reaches_the_trigger_group() -> None:
     d.commit()
     assert [e.type.value for e in d.events] == ["opened", "resolved"]
     assert d.engine.stats["by_key_elsewhere"] == 1
+
+
+def test_max_lifetime_closes_and_a_still_firing_group_opens_a_new_incident() -> None:
+    d = Driver(config(FAST.replace("close_after: 15m", "close_after: 15m\n  max_lifetime: 10m")))
+    d.alerts([note(storm_labels(1), at(0), ends=at(3600))])  # keeps firing for an hour
+    d.tick(at(40))
+    d.tick(at(10 * 60 + 1))
+    d.tick(at(10 * 60 + 40))
+    d.commit()
+    kinds = [(e.incident_id, e.type.value) for e in d.events]
+    first, second = kinds[0][0], kinds[-1][0]
+    assert kinds == [(first, "opened"), (first, "closed"), (second, "opened")] and first != second
+    assert "lifetime" in d.events[1].cause
+
+
+def test_late_alerts_are_applied_and_counted_or_dead_lettered() -> None:
+    for policy, expect_dlq in (("apply", 0), ("dead_letter", 1)):
+        d = Driver(config(FAST + f"\nlate_policy: {policy}\n"))
+        d.alerts([note(storm_labels(1), at(0))])
+        d.tick(at(100))
+        d.alerts([note(storm_labels(2), at(10))])  # 90 s behind the watermark, lateness is 1 s
+        d.tick(at(400))
+        out = d.commit()
+        assert d.engine.stats["late_alerts"] == 1
+        assert len(out.dead_letters) == expect_dlq
+        joined = {c.fingerprint for e in d.events for c in e.alerts}
+        assert (len(joined) == 2) is (policy == "apply")
