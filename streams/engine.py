@@ -175,7 +175,10 @@ class PartitionEngine:
         for note, route_info, inhibit_rule in items:
             kind = "i" if inhibit_rule else ("a" if route_info is not None else "k")
             key = note.sort_key(kind)
-            late = self.bound is not None and key <= self.bound
+            # Late: behind what has been applied already (the clock, or the last released alert).
+            late = (self.clock is not None and note.event_ms < self.clock) or (
+                self.bound is not None and key <= self.bound
+            )
             if replay:
                 if not late:
                     self._push(_Buffered(key, offset, kind, note, route_info, inhibit_rule))
@@ -1163,11 +1166,7 @@ class PartitionEngine:
         return out
 
     def _encode_meta(self) -> bytes:
-        bound = (
-            None
-            if self.bound is None
-            else [b.value.decode() if isinstance(b, wire.Tiebreak) else b for b in self.bound]
-        )
+        bound = None if self.bound is None else [_plain(b) for b in self.bound]
         return orjson.dumps(
             {
                 "wm": self.watermarks,
@@ -1237,3 +1236,12 @@ class PartitionEngine:
 
 def _dt(ms: int | None) -> Any:
     return utc_from_ms(ms) if ms is not None else None
+
+
+def _plain(part: Any) -> Any:
+    """A release-bound element as JSON: the tiebreak is a Tiebreak while running, bytes once restored."""
+    if isinstance(part, wire.Tiebreak):
+        return part.value.decode()
+    if isinstance(part, bytes):
+        return part.decode()
+    return part
