@@ -26,6 +26,11 @@ from schemas.common import ms_from_dt
 # Formats whose source key (not the labels) is the alert's identity.
 KEYED_FORMATS = frozenset({InputFormat.PAGERDUTY, InputFormat.NATIVE})
 
+# Alertmanager (and Grafana) webhooks send firing alerts without endsAt and re-notify only on a
+# change or every repeat_interval (4 h by default), so resolve_timeout must not expire them: they
+# stay firing until the resolved notification (or the incident's max_lifetime).
+NO_EXPIRY_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z
+
 ALERTS = "a"
 BY_KEY = "key"
 TICK = "tick"
@@ -77,7 +82,7 @@ class AlertNote:
             labels=alert.labels,
             annotations=alert.annotations,
             starts_ms=ms_from_dt(alert.starts_at),
-            ends_ms=ms_from_dt(alert.ends_at) if alert.ends_at is not None else None,
+            ends_ms=_ends_ms(alert),
             event_ms=ms_from_dt(alert.received_at),
             source=alert.source,
             keyed=alert.source_key is not None and alert.format in KEYED_FORMATS,
@@ -132,6 +137,14 @@ class Tiebreak:
         return self.value >= self._of(other)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _ends_ms(alert: Alert) -> int | None:
+    if alert.ends_at is not None:
+        return ms_from_dt(alert.ends_at)
+    if alert.format is InputFormat.ALERTMANAGER and alert.status is AlertStatus.FIRING:
+        return NO_EXPIRY_MS
+    return None
 
 
 def encode_alert_batch(
