@@ -13,9 +13,9 @@ from stormwatch.errors import UserError
 from stormwatch.kafka_io import require_topic
 from streams.correlator import CorrelatorStage
 from streams.ingest import IngestStage
-from streams.metrics import pipeline_metrics, serve_metrics
+from streams.metrics import PipelineMetrics, pipeline_metrics, serve_metrics
 from streams.rules import RulesConfig, RulesError, load_rules
-from streams.txloop import TransactionalLoop
+from streams.txloop import Stage, TransactionalLoop
 
 log = logging.getLogger("stormwatch.pipeline")
 
@@ -57,10 +57,19 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     rules = _rules(args, settings)
     partitions = _partitions(settings, settings.topics.correlator_input)
     _partitions(settings, settings.topics.raw)
-    metrics = pipeline_metrics()
+    stage = IngestStage(settings, rules, partitions, pipeline_metrics())
+    return _serve(args, settings, build_ingest_loop(settings, stage, _instance(args)))
+
+
+def run_correlate(args: argparse.Namespace, settings: Settings) -> int:
+    rules = _rules(args, settings)
+    _partitions(settings, settings.topics.correlator_input)
+    stage = CorrelatorStage(settings, rules, pipeline_metrics())
+    return _serve(args, settings, build_correlator_loop(settings, stage, _instance(args)))
+
+
+def _serve(args: argparse.Namespace, settings: Settings, loop: TransactionalLoop) -> int:
     serve_metrics(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
-    stage = IngestStage(settings, rules, partitions, metrics)
-    loop = build_ingest_loop(settings, stage, _instance(args))
     loop.install_signal_handlers()
     loop.run(max_seconds=args.max_seconds)
     return 0
@@ -68,41 +77,48 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def build_ingest_loop(settings: Settings, stage: IngestStage, instance: str) -> TransactionalLoop:
     t = settings.topics
-    metrics = stage.metrics
-    return TransactionalLoop(
+    return _loop(
         settings,
-        stage=stage,
-        group_id=f"stormwatch-ingest-{t.correlator_input}",
-        topics=[t.raw, t.commands, t.mitigation_results],
-        transactional_id=f"stormwatch-ingest-{t.correlator_input}-{instance}",
-        max_batch=settings.ingest.max_batch_records,
-        on_commit=(lambda n, s: _committed(metrics, "ingest", s)) if metrics else None,
+        stage,
+        "ingest",
+        [t.raw, t.commands, t.mitigation_results],
+        settings.ingest.max_batch_records,
+        instance,
+        stage.metrics,
     )
 
 
-def run_correlate(args: argparse.Namespace, settings: Settings) -> int:
-    rules = _rules(args, settings)
-    _partitions(settings, settings.topics.correlator_input)
-    metrics = pipeline_metrics()
-    serve_metrics(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
-    stage = CorrelatorStage(settings, rules, metrics)
-    loop = build_correlator_loop(settings, stage, _instance(args))
-    loop.install_signal_handlers()
-    loop.run(max_seconds=args.max_seconds)
-    return 0
-
-
 def build_correlator_loop(settings: Settings, stage: CorrelatorStage, instance: str) -> TransactionalLoop:
-    t = settings.topics
-    metrics = stage.metrics
+    return _loop(
+        settings,
+        stage,
+        "correlator",
+        [settings.topics.correlator_input],
+        settings.correlator.max_batch_records,
+        instance,
+        stage.metrics,
+    )
+
+
+def _loop(
+    settings: Settings,
+    stage: Stage,
+    name: str,
+    topics: list[str],
+    max_batch: int,
+    instance: str,
+    metrics: PipelineMetrics | None,
+) -> TransactionalLoop:
+    """Both stages' loops are named after the correlator input topic: one deployment, one name."""
+    deployment = settings.topics.correlator_input
     return TransactionalLoop(
         settings,
         stage=stage,
-        group_id=f"stormwatch-correlator-{t.correlator_input}",
-        topics=[t.correlator_input],
-        transactional_id=f"stormwatch-correlator-{t.correlator_input}-{instance}",
-        max_batch=settings.correlator.max_batch_records,
-        on_commit=(lambda n, s: _committed(metrics, "correlator", s)) if metrics else None,
+        group_id=f"stormwatch-{name}-{deployment}",
+        topics=topics,
+        transactional_id=f"stormwatch-{name}-{deployment}-{instance}",
+        max_batch=max_batch,
+        on_commit=(lambda n, s: _committed(metrics, name, s)) if metrics else None,
     )
 
 
