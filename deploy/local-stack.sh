@@ -18,10 +18,10 @@ KAFKA_PORT=${STORMWATCH_KAFKA_PORT:-9092}
 GATEWAY_PORT=${STORMWATCH_GATEWAY_PORT:-9095}
 # name:metrics-port:subcommand and arguments
 WORKERS=(
-    "ingest:9101:ingest --rules $RULES --instance-id local-ingest"
-    "correlator:9102:correlate --rules $RULES --instance-id local-correlator"
-    "agent:9103:agent --workflows $WORKFLOWS --dry-run"
-    "executor:9104:executor"
+    "ingest:9096:ingest --rules $RULES --instance-id local-ingest"
+    "correlator:9097:correlate --rules $RULES --instance-id local-correlator"
+    "agent:9098:agent --workflows $WORKFLOWS --dry-run"
+    "executor:9099:executor"
     "gateway:0:gateway --port $GATEWAY_PORT"
 )
 
@@ -95,7 +95,9 @@ up_local() {
 up_docker() {
     write_config
     log "Docker engine found: starting the stack with docker compose"
-    docker compose up -d --build
+    # the same demo timings and dry-run agent as the local mode
+    STORMWATCH_RULES_FILE=./deploy/demo/correlation_rules.yaml STORMWATCH_AGENT_DRY_RUN=true \
+        docker compose up -d --build
 }
 
 down_local() {

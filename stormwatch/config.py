@@ -172,7 +172,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("STORMWATCH_LOG_LEVEL", "log_level"),
         description="Python log level of the structured logs on stderr (-v / -vv raise it)",
     )
-    metrics_port: int = Field(default=0, description="Port for /metrics on 127.0.0.1; 0 disables")
+    metrics_port: int = Field(default=0, description="Port for /metrics; 0 disables")
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address /metrics listens on; 0.0.0.0 in containers"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -59,6 +59,7 @@ class CorrelatorStage:
                 self._reported.pop(tp.partition, None)
                 if self.metrics is not None:
                     self.metrics.open_incidents.labels(partition=str(tp.partition)).set(0)
+                    self.metrics.record_oldest_open(tp.partition, None)
 
     def idle_work_due(self) -> bool:
         return False
@@ -164,5 +165,14 @@ class CorrelatorStage:
         self.metrics.record_engine_stats(delta)
         self._reported[partition] = Counter(engine.stats)
         counts = engine.snapshot_counts()
+        oldest = min(
+            (
+                g.incident.opened_ms
+                for g in engine.groups.values()
+                if g.incident is not None and g.incident.active
+            ),
+            default=None,
+        )
+        self.metrics.record_oldest_open(partition, oldest)
         self.metrics.open_incidents.labels(partition=str(partition)).set(counts["open_incidents"])
         self.metrics.active_alerts.labels(partition=str(partition)).set(counts["alerts"])

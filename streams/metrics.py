@@ -6,6 +6,7 @@ names globally; stages running side by side in one process (tests, `make up`) sh
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter as PyCounter
 from typing import Any
@@ -92,9 +93,6 @@ class PipelineMetrics:
             "Wall time from an alert's event time to the incident event that reports it",
             buckets=_LATENCY_BUCKETS,
         )
-        self.storm_suppression_ratio = Gauge(
-            "stormwatch_storm_suppression_ratio", "Alerts in per incident event out, since start"
-        )
         self.transactions = Counter("stormwatch_transactions_total", "Committed transactions", ["stage"])
         self.transaction_seconds = Histogram(
             "stormwatch_transaction_seconds",
@@ -105,10 +103,12 @@ class PipelineMetrics:
         self.consumer_lag = Gauge(
             "stormwatch_consumer_lag", "Records behind the log end", ["topic", "partition"]
         )
+        self.oldest_open_incident = Gauge(
+            "stormwatch_oldest_open_incident_timestamp_seconds",
+            "Event time the oldest still-active incident opened at (no series while none is active)",
+            ["partition"],
+        )
         self._sources: set[str] = set()
-        self._alerts_in = 0
-        self._events_out = 0
-        self._lock = threading.Lock()
 
     def _source_label(self, source: str) -> str:
         """Sources come from the input (CloudEvents source, PagerDuty client): cap the label values."""
@@ -128,9 +128,6 @@ class PipelineMetrics:
             self.alerts_received.labels(source=source, format=fmt).inc(n)
         for dead in result.dead_letters:
             self.dead_letters.labels(reason=dead.reason.value).inc()
-        with self._lock:
-            self._alerts_in += len(result.alerts)
-            self._update_ratio()
 
     def record_engine_stats(self, delta: PyCounter[str]) -> None:
         for key, count in delta.items():
@@ -149,13 +146,14 @@ class PipelineMetrics:
             self.incidents_resolved.labels(severity=severity, rule=rule).inc()
         elif event_type == "reopened":
             self.incidents_reopened.labels(severity=severity, rule=rule).inc()
-        with self._lock:
-            self._events_out += 1
-            self._update_ratio()
 
-    def _update_ratio(self) -> None:
-        if self._events_out:
-            self.storm_suppression_ratio.set(self._alerts_in / self._events_out)
+    def record_oldest_open(self, partition: int, opened_ms: int | None) -> None:
+        """Age alerts need the oldest active incident per partition; None removes the series."""
+        if opened_ms is None:
+            with contextlib.suppress(KeyError):
+                self.oldest_open_incident.remove(str(partition))
+        else:
+            self.oldest_open_incident.labels(partition=str(partition)).set(opened_ms / 1000)
 
 
 _instance: PipelineMetrics | None = None

@@ -8,6 +8,8 @@ generation (KIP-447), so each process may use its own transactional id.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import signal
@@ -26,10 +28,16 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from prometheus_client import Gauge
 
 from stormwatch.config import Settings
+from stormwatch.kafka_io import base_config
+from streams.metrics import pipeline_metrics
 
 log = logging.getLogger("stormwatch.txloop")
+
+LAG_INTERVAL_S = 5.0
+"""How often the loop sets ``stormwatch_consumer_lag`` for its assigned partitions."""
 
 
 @dataclass(slots=True)
@@ -73,6 +81,20 @@ def instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+DEFAULT_MAX_BATCH_BYTES = 8 * 1024 * 1024
+"""Input bytes per transaction, roughly. The records asked for per poll follow the recent record
+size, so a batch of large records (a Prometheus push carries up to 256 alerts) stays a short
+transaction, and the next stage works on it while this one reads the next (docs/performance.md)."""
+
+_FIRST_BATCH = 100  # records asked for before any record size is known
+
+GC_THRESHOLDS = (50_000, 20, 10)
+"""Cyclic-GC thresholds of a worker process. A batch allocates hundreds of thousands of
+short-lived containers (decoded records, notes); with Python's default first threshold (700) the
+collector scans them while they are alive and promotes them to older generations, which cost
+12-22% of the stages' CPU time (docs/performance.md). Reference counting frees them either way."""
+
+
 class TransactionalLoop:
     def __init__(
         self,
@@ -87,16 +109,30 @@ class TransactionalLoop:
         producer_overrides: dict[str, Any] | None = None,
         consumer_overrides: dict[str, Any] | None = None,
         on_commit: Callable[[int, float], None] | None = None,
+        consumer_lag: Gauge | None = None,
+        lag_interval_s: float = LAG_INTERVAL_S,
+        max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
     ) -> None:
+        """``consumer_lag``: a gauge labelled (topic, partition) for the lag report; by default the
+        pipeline's ``stormwatch_consumer_lag``. ``lag_interval_s`` <= 0 turns the report off."""
         self.settings = settings
         self.stage = stage
         self.topics = topics
         self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
+        self._record_bytes = 0.0  # moving mean of the input record size
         self.poll_timeout_s = poll_timeout_s
         self.on_commit = on_commit
         self._running = True
         self._assigned: list[TopicPartition] = []
-        base = settings.kafka.client_config()
+        self.lag_interval_s = lag_interval_s
+        if lag_interval_s <= 0:
+            self._lag_gauge: Gauge | None = None
+        else:
+            self._lag_gauge = consumer_lag if consumer_lag is not None else pipeline_metrics().consumer_lag
+        self._lag_due = 0.0
+        self._lag_start: dict[tuple[str, int], int] = {}  # committed offsets of partitions not read yet
+        base = base_config(settings)  # quiet: librdkafka logs go to the "stormwatch.kafka" logger
         consumer_conf = {
             **base,
             "group.id": group_id,
@@ -110,7 +146,6 @@ class TransactionalLoop:
             "heartbeat.interval.ms": 2000,
             "max.poll.interval.ms": 300000,
             "fetch.wait.max.ms": 50,
-            "log_level": 3,
             **(consumer_overrides or {}),
         }
         producer_conf = {
@@ -122,7 +157,6 @@ class TransactionalLoop:
             "compression.type": "lz4",
             "message.max.bytes": settings.topics.max_message_bytes + 65536,
             "transaction.timeout.ms": 10000,
-            "log_level": 3,
             **(producer_overrides or {}),
         }
         self.consumer = Consumer(consumer_conf)
@@ -137,6 +171,7 @@ class TransactionalLoop:
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.stage.on_assign(consumer, partitions)
+        gc.freeze()  # state restored for these partitions lives until they are revoked
         consumer.incremental_assign(partitions)
         self._assigned.extend(partitions)
 
@@ -145,9 +180,12 @@ class TransactionalLoop:
         consumer.incremental_unassign(partitions)
         gone = {(p.topic, p.partition) for p in partitions}
         self._assigned = [p for p in self._assigned if (p.topic, p.partition) not in gone]
+        self._forget_lag(partitions)
 
     def run(self, *, max_seconds: float | None = None) -> None:
         """Run until stopped (SIGTERM/SIGINT) or ``max_seconds`` passed; commits before returning."""
+        gc.set_threshold(*GC_THRESHOLDS)
+        gc.freeze()  # modules and configuration live as long as the process: never scan them again
         self.producer.init_transactions(30)
         self.consumer.subscribe(
             self.topics, on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke
@@ -155,13 +193,17 @@ class TransactionalLoop:
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         try:
             while self._running and (deadline is None or time.monotonic() < deadline):
-                messages = self.consumer.consume(self.max_batch, self.poll_timeout_s)
+                messages = self.consumer.consume(self._batch_size(), self.poll_timeout_s)
+                if self._lag_gauge is not None and time.monotonic() >= self._lag_due:
+                    self.report_lag()
                 records: list[Message] = []
                 eof: set[tuple[str, int]] = set()
+                size = 0
                 for msg in messages:
                     err = msg.error()
                     if err is None:
                         records.append(msg)
+                        size += len(msg)
                     elif err.code() == KafkaError._PARTITION_EOF:
                         topic, partition, _ = coordinates(msg)
                         eof.add((topic, partition))
@@ -169,12 +211,91 @@ class TransactionalLoop:
                         raise KafkaException(err)
                     else:
                         log.warning("consumer error: %s", err)
+                if records:
+                    self._learn_size(len(records), size)
                 if not records and not eof and not self.stage.idle_work_due():
                     continue
                 self._transact(records, eof)
         finally:
+            self._forget_lag(self._assigned)  # this process no longer reads them
             self.consumer.close()
             self.producer.flush(10)
+
+    def _batch_size(self) -> int:
+        """Records to ask for: ``max_batch``, fewer when that would be over ``max_batch_bytes``."""
+        if self.max_batch_bytes is None:
+            return self.max_batch
+        if self._record_bytes <= 0:
+            return min(self.max_batch, _FIRST_BATCH)
+        return max(1, min(self.max_batch, int(self.max_batch_bytes / self._record_bytes)))
+
+    def _learn_size(self, count: int, size: int) -> None:
+        mean = size / count
+        self._record_bytes = mean if self._record_bytes <= 0 else (self._record_bytes + mean) / 2
+
+    def report_lag(self) -> dict[tuple[str, int], int]:
+        """Set the lag gauge for each assigned partition, and return the values set.
+
+        Lag = the partition's high watermark minus this consumer's position (next offset to read).
+        Both are local reads: librdkafka caches the high watermark from every fetch response (a
+        caught-up consumer long-polls every ``fetch.wait.max.ms``), so it is fresh without
+        ``statistics.interval.ms``; only while the prefetch queue is full (a large backlog) does it
+        age, by a second or two, when the lag is large anyway. A partition the application has not
+        read from since its assignment has no position yet: its committed offset stands in (one
+        broker request per assignment). Like Kafka's own tools, the high watermark counts records
+        of a still-open upstream transaction, so a caught-up read_committed consumer may show up
+        to one upstream transaction's records.
+        """
+        self._lag_due = time.monotonic() + self.lag_interval_s
+        gauge = self._lag_gauge
+        if gauge is None or not self._assigned:
+            return {}
+        try:
+            positions = self.consumer.position(list(self._assigned))
+        except KafkaException as exc:
+            log.debug("no consumer positions for the lag report: %s", exc)
+            return {}
+        unread = [tp for tp in positions if tp.offset < 0 and (tp.topic, tp.partition) not in self._lag_start]
+        if unread:
+            self._remember_start(unread)
+        lags: dict[tuple[str, int], int] = {}
+        for tp in positions:
+            if tp.error is not None:
+                continue
+            key = (tp.topic, tp.partition)
+            try:
+                low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            position = tp.offset if tp.offset >= 0 else self._lag_start.get(key, OFFSET_INVALID)
+            if position < 0:  # no committed offset: auto.offset.reset=earliest starts at the low mark
+                position = low
+            if high < 0 or position < 0:
+                continue
+            lags[key] = max(high - position, 0)
+            gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(lags[key])
+        return lags
+
+    def _remember_start(self, partitions: list[TopicPartition]) -> None:
+        """Where reading starts on partitions not read from yet: their committed offsets."""
+        try:
+            committed = self.consumer.committed(partitions, timeout=5)
+        except KafkaException as exc:
+            log.debug("no committed offsets for the lag report: %s", exc)
+            return
+        for tp in committed:
+            if tp.error is None:
+                self._lag_start[(tp.topic, tp.partition)] = tp.offset
+
+    def _forget_lag(self, partitions: list[TopicPartition]) -> None:
+        """Drop the lag series of partitions this loop no longer owns (another worker reports them)."""
+        for tp in partitions:
+            self._lag_start.pop((tp.topic, tp.partition), None)
+        if self._lag_gauge is None:
+            return
+        for tp in partitions:
+            with contextlib.suppress(KeyError):
+                self._lag_gauge.remove(tp.topic, str(tp.partition))
 
     def _transact(self, records: list[Message], eof: set[tuple[str, int]]) -> None:
         started = time.monotonic()

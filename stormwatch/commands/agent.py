@@ -134,7 +134,9 @@ def run_agent(args: argparse.Namespace, settings: Settings) -> int:
         dispatch_timeout_ms=settings.agent.dispatch_timeout_ms,
         result_grace_ms=settings.agent.result_grace_ms,
     )
-    serve_metrics(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
+    serve_metrics(
+        args.metrics_port if args.metrics_port is not None else settings.metrics_port, settings.metrics_host
+    )
     stage = AgentStage(settings, planner, agent_metrics())
     loop = build_agent_loop(settings, stage)
     loop.install_signal_handlers()
@@ -168,7 +170,9 @@ def run_executor(args: argparse.Namespace, settings: Settings) -> int:
             "results are written to their command's partition number, so it needs at least as many"
         )
     instance = str(args.instance_id or f"{socket.gethostname()}-{os.getpid()}")
-    serve_metrics(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
+    serve_metrics(
+        args.metrics_port if args.metrics_port is not None else settings.metrics_port, settings.metrics_host
+    )
     stage = ExecutorStage(
         settings,
         executors,

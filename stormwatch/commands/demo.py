@@ -179,6 +179,6 @@ def _summarize(
         "  stormwatch timeline INCIDENT_ID           # every decision, with the rule that made it\n"
         "  stormwatch ack INCIDENT_ID --by $USER     # acknowledge (then watch the timeline)\n"
         f"  {base}/metrics                # gateway metrics\n"
-        "  http://127.0.0.1:9101/metrics             # ingest, 9102 correlator, 9103 agent, 9104 executor\n"
+        "  http://127.0.0.1:9096/metrics             # ingest; 9097 correlator, 9098 agent, 9099 executor\n"
         "  make down                                 # stop everything\n"
     )

@@ -69,7 +69,9 @@ def run_correlate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings, loop: TransactionalLoop) -> int:
-    serve_metrics(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
+    serve_metrics(
+        args.metrics_port if args.metrics_port is not None else settings.metrics_port, settings.metrics_host
+    )
     loop.install_signal_handlers()
     loop.run(max_seconds=args.max_seconds)
     return 0

@@ -33,6 +33,7 @@ def test_every_topic_has_explicit_partitions_replication_and_retention() -> None
         "commands",
         "mitigation_commands",
         "mitigation_results",
+        "approvals",
         "correlator_input",
         "correlator_state",
         "silences",
@@ -137,7 +138,7 @@ def test_create_then_check_pass_on_fresh_topics(
 
     _eventually(lambda: check_topics(fresh_settings), set())
     assert _cli(fresh_settings, tmp_path, "topics", "check") == 0
-    assert "all 10 topics match" in capsys.readouterr().out
+    assert "all 11 topics match" in capsys.readouterr().out
 
     assert _cli(fresh_settings, tmp_path, "topics", "list", "--json") == 0
     rows = orjson.loads(capsys.readouterr().out)

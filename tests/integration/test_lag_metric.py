@@ -1,0 +1,192 @@
+"""``stormwatch_consumer_lag{topic,partition}`` against a real broker.
+
+The transactional loop reports, every ``lag_interval_s``, the high watermark minus its position
+for each partition it owns: non-zero while a backlog waits, zero once it is consumed, and no
+series at all for partitions it no longer owns (revoked, or the loop stopped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge
+
+from stormwatch.commands.pipeline import build_ingest_loop
+from stormwatch.config import Settings, load_settings
+from streams.ingest import IngestStage
+from streams.metrics import pipeline_metrics
+from streams.rules import load_rules
+from streams.txloop import BatchResult, TransactionalLoop
+
+pytestmark = pytest.mark.kafka
+
+LAG_INTERVAL_S = 0.2
+
+
+class SlowStage:
+    """Consumes and outputs nothing; sleeps 0.5 s per batch while ``slow`` is set, so a backlog stays."""
+
+    def __init__(self) -> None:
+        self.slow = threading.Event()
+        self.slow.set()
+        self.consumed = 0
+        self.assigned: set[tuple[str, int]] = set()
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+
+    def handle(self, messages: list[Message], eof: set[tuple[str, int]]) -> BatchResult:
+        if self.slow.is_set() and messages:
+            time.sleep(0.5)
+        self.consumed += len(messages)
+        return BatchResult()
+
+    def idle_work_due(self) -> bool:
+        return False
+
+
+@pytest.fixture
+def topic(kafka_bootstrap: str) -> Iterator[str]:
+    name = f"t.lag.{uuid.uuid4().hex[:10]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.create_topics([NewTopic(name, 2, 1)]).values():
+        future.result(30)
+    _wait(lambda: name in admin.list_topics(timeout=5).topics, "the topic to appear", 20)
+    yield name
+    admin.delete_topics([name])
+
+
+def _produce(bootstrap: str, topic: str, count: int) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for i in range(count):
+        producer.produce(topic, b"x" * 100, key=str(i).encode())
+    assert producer.flush(30) == 0
+
+
+def _wait(probe: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def running(loop: TransactionalLoop) -> Iterator[TransactionalLoop]:
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            loop.run(max_seconds=120)
+        except BaseException as exc:  # re-raised in the test thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.stop()
+        thread.join(30)
+    if errors:
+        raise errors[0]
+
+
+def _loop(
+    settings: Settings, stage: SlowStage, topic: str, instance: str, **kwargs: Any
+) -> TransactionalLoop:
+    return TransactionalLoop(
+        settings,
+        stage=stage,
+        group_id=f"lag-test-{topic}",
+        topics=[topic],
+        transactional_id=f"lag-test-{topic}-{instance}",
+        max_batch=100,
+        lag_interval_s=LAG_INTERVAL_S,
+        **kwargs,
+    )
+
+
+def _lag(topic: str, partition: int, registry: CollectorRegistry = REGISTRY, name: str = "") -> float | None:
+    return registry.get_sample_value(
+        name or "stormwatch_consumer_lag", {"topic": topic, "partition": str(partition)}
+    )
+
+
+def test_lag_is_reported_for_a_backlog_and_drops_to_zero(kafka_bootstrap: str, topic: str) -> None:
+    settings = load_settings(kafka={"bootstrap_servers": kafka_bootstrap})
+    _produce(kafka_bootstrap, topic, 3000)
+    stage = SlowStage()
+    loop = _loop(settings, stage, topic, "a")  # the default gauge: pipeline_metrics().consumer_lag
+    assert loop._lag_gauge is pipeline_metrics().consumer_lag
+    with running(loop):
+        # While the stage is slow (at most 200 records/s), both partitions have a large backlog.
+        backlog = _wait(
+            lambda: all((_lag(topic, p) or 0) > 500 for p in (0, 1)) and [_lag(topic, p) for p in (0, 1)],
+            "a non-zero lag on both partitions",
+        )
+        assert sum(backlog) <= 3000
+        stage.slow.clear()
+        _wait(lambda: stage.consumed >= 3000, "the backlog to be consumed")
+        _wait(lambda: _lag(topic, 0) == 0 and _lag(topic, 1) == 0, "the lag to drop to zero", 10)
+        # New records raise it again only until they are read: still zero once consumed.
+        _produce(kafka_bootstrap, topic, 200)
+        _wait(lambda: stage.consumed >= 3200, "the new records to be consumed")
+        _wait(lambda: _lag(topic, 0) == 0 and _lag(topic, 1) == 0, "the lag to return to zero", 10)
+    # A stopped loop owns nothing: its series are gone rather than frozen at their last value.
+    assert _lag(topic, 0) is None and _lag(topic, 1) is None
+
+
+def test_revoked_partitions_lose_their_series(kafka_bootstrap: str, topic: str) -> None:
+    settings = load_settings(kafka={"bootstrap_servers": kafka_bootstrap})
+    _produce(kafka_bootstrap, topic, 400)
+    gauges = []
+    for name in ("lag_a", "lag_b"):
+        registry = CollectorRegistry()
+        gauges.append((registry, Gauge(name, "test lag", ["topic", "partition"], registry=registry)))
+    (reg_a, gauge_a), (reg_b, gauge_b) = gauges
+    stage_a, stage_b = SlowStage(), SlowStage()
+    stage_a.slow.clear()
+    stage_b.slow.clear()
+    with running(_loop(settings, stage_a, topic, "a", consumer_lag=gauge_a)):
+        _wait(lambda: _lag(topic, 0, reg_a, "lag_a") == 0 and _lag(topic, 1, reg_a, "lag_a") == 0, "a's lag")
+        with running(_loop(settings, stage_b, topic, "b", consumer_lag=gauge_b)):
+            # cooperative-sticky moves one partition from a to b
+            _wait(lambda: len(stage_a.assigned) == 1 and len(stage_b.assigned) == 1, "the rebalance")
+            (_, kept), (_, moved) = next(iter(stage_a.assigned)), next(iter(stage_b.assigned))
+            _wait(lambda: _lag(topic, moved, reg_b, "lag_b") == 0, "b's lag on its partition")
+            assert _lag(topic, moved, reg_a, "lag_a") is None, "a still reports a partition it lost"
+            assert _lag(topic, kept, reg_a, "lag_a") == 0
+            assert _lag(topic, kept, reg_b, "lag_b") is None
+
+
+def test_ingest_loop_reports_lag_of_its_inputs(kafka_bootstrap: str, settings: Settings) -> None:
+    """The real ingest worker's loop exports the lag of every input partition it owns."""
+    metrics = pipeline_metrics()
+    stage = IngestStage(settings, load_rules(None), settings.topics.partitions, metrics)
+    loop = build_ingest_loop(settings, stage, "lag-test")
+    loop.lag_interval_s = LAG_INTERVAL_S
+    raw = settings.topics.raw
+    _produce(kafka_bootstrap, raw, 300)
+    inputs = (raw, settings.topics.commands, settings.topics.mitigation_results)
+    partitions = range(settings.topics.partitions)
+    with running(loop):
+        _wait(
+            lambda: all(_lag(t, p) == 0 for t in inputs for p in partitions),
+            "zero lag on every input partition",
+            45,
+        )
+    assert all(_lag(t, p) is None for t in inputs for p in partitions)
