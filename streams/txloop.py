@@ -306,20 +306,39 @@ class TransactionalLoop:
                 self._produce(out)
             offsets = self._offsets(records, result)
             if offsets:
-                self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), 30
+                metadata = self.consumer.consumer_group_metadata()
+                self._retrying(
+                    "send offsets", lambda: self.producer.send_offsets_to_transaction(offsets, metadata, 30)
                 )
-            self.producer.commit_transaction(60)
+            self._retrying("commit", lambda: self.producer.commit_transaction(60))
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if isinstance(error, KafkaError) and error.txn_requires_abort():
                 log.warning("aborting transaction after %s; rewinding to the committed offsets", error)
-                self.producer.abort_transaction(30)
+                self._retrying("abort", lambda: self.producer.abort_transaction(30))
                 self._rewind()
                 return
             raise
         if self.on_commit is not None:
             self.on_commit(len(records), time.monotonic() - started)
+
+    def _retrying(self, what: str, call: Callable[[], None]) -> None:
+        """Retry a transactional call while Kafka calls its error retriable (brokers away, leader
+        elections): the pipeline stalls instead of dying, and resumes when the brokers return.
+        Abortable and fatal errors propagate (the first aborts and rewinds, the second exits)."""
+        attempt = 0
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if not (isinstance(error, KafkaError) and error.retriable()) or not self._running:
+                    raise
+                attempt += 1
+                if attempt == 1 or attempt % 10 == 0:
+                    log.warning("%s failed (%s); retrying until Kafka answers", what, error)
+                time.sleep(min(0.2 * attempt, 2.0))
 
     def _produce(self, out: Output) -> None:
         while True:
