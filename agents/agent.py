@@ -34,7 +34,7 @@ from schemas.commands import CommandResult, CommandStatus
 from schemas.dlq import DeadLetter, DeadLetterReason
 from schemas.incident import IncidentEvent
 from stormwatch.config import Settings
-from stormwatch.kafka_io import read_topic
+from stormwatch.kafka_io import read_changelog
 from streams.txloop import BatchResult, Output, TransactionalLoop, coordinates
 
 __all__ = ["AgentStage", "build_agent_loop", "read_agent_state"]
@@ -44,18 +44,7 @@ log = logging.getLogger("stormwatch.agent")
 
 def read_agent_state(settings: Settings) -> AgentState:
     """The agent's committed state, from the compacted state topic (latest value per key)."""
-    records: dict[str, bytes] = {}
-    for msg in read_topic(settings, settings.topics.agent_state, timeout_s=30):
-        key = msg.key()
-        if key is None:
-            continue
-        value = msg.value()
-        k = key.decode()
-        if value is None:
-            records.pop(k, None)
-        else:
-            records[k] = value
-    return AgentState.restore(records)
+    return AgentState.restore(read_changelog(settings, settings.topics.agent_state))
 
 
 class AgentStage:

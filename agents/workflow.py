@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import types
-import typing
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -25,20 +22,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import ErrorDetails
 
 from agents.templating import Template, TemplateError, parse_template, template_problems
 from schemas.common import Severity
 from schemas.matchers import Matcher, all_match
+from stormwatch.yamlerrors import ConfigFileError, ConfigFormat, Place, bound_of, describe, matcher_from_yaml
 from streams.durations import DURATION_HELP, format_duration, parse_duration
 
 __all__ = [
@@ -80,42 +77,17 @@ _NAME_HELP = "1-100 letters, digits, '_', '.' or '-', starting with a letter or 
 _CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
 
 
-class WorkflowError(ValueError):
+class WorkflowError(ConfigFileError):
     """The workflow file cannot be used; one line per problem: ``file:line: path: message``."""
-
-    def __init__(self, source: str, problems: list[tuple[str, str, int | None]]) -> None:
-        self.source = source
-        self.problems = problems
-        lines = []
-        for path, message, line in problems:
-            where = f"{source}:{line}" if line is not None else source
-            lines.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
-        super().__init__("\n".join(lines))
 
 
 # --------------------------------------------------------------------------------------------------
 # Field types
 
 
-def _describe(value: object) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    if isinstance(value, (int, float)):
-        return f"the number {value}"
-    return type(value).__name__
-
-
 def _to_ms(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"got {_describe(value)}; {DURATION_HELP}")
+        raise ValueError(f"got {describe(value)}; {DURATION_HELP}")
     return parse_duration(value)
 
 
@@ -132,16 +104,8 @@ Duration = Annotated[int, BeforeValidator(_to_ms), WithJsonSchema(_DURATION_SCHE
 
 
 def _to_matcher(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return Matcher.parse(value)
-        except ValidationError as exc:
-            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
-    if isinstance(value, (dict, Matcher)):
-        return value
-    raise ValueError(
-        f"expected a matcher like 'env=\"production\"' or a mapping with name, op and value; "
-        f"got {_describe(value)}"
+    return matcher_from_yaml(
+        value, "expected a matcher like 'env=\"production\"' or a mapping with name, op and value;"
     )
 
 
@@ -706,200 +670,54 @@ def _step_problems(
 # --------------------------------------------------------------------------------------------------
 # Loading with precise errors
 
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML keeps the last one silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _value in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, typing.Hashable):
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping",
-                        node.start_mark,
-                        f"found duplicate key {key!r}",
-                        key_node.start_mark,
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _format_loc(loc: Sequence[str | int]) -> str:
-    path = ""
-    for seg in loc:
-        path += f"[{seg}]" if isinstance(seg, int) else (f".{seg}" if path else str(seg))
-    return path
-
-
-def _line_of(root: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
-    node = root
-    line = node.start_mark.line + 1 if node is not None else None
-    for seg in loc:
-        nxt: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(seg):
-                    nxt = value_node if isinstance(value_node, yaml.CollectionNode) else key_node
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(seg, int) and 0 <= seg < len(node.value):
-            nxt = node.value[seg]
-        if nxt is None:
-            break
-        node = nxt
-        line = node.start_mark.line + 1
-    return line
-
-
-def _model_at(loc: Sequence[str | int]) -> tuple[type[BaseModel] | None, type[BaseModel] | None]:
-    """(model holding the last segment, model expected at the path) by walking the aliases."""
-    model: type[BaseModel] | None = WorkflowFile
-    parent: type[BaseModel] | None = None
-    pending: type[BaseModel] | None = None
-    for seg in loc:
-        if isinstance(seg, int):
-            model, pending = pending, None
-            continue
-        parent = model
-        if model is None:
-            continue
-        field = next(
-            (f for n, f in model.model_fields.items() if (f.alias or n) == seg),
-            None,
-        )
-        if field is None:
-            model = pending = None
-            continue
-        sub, is_list = _model_of(field.annotation)
-        model, pending = (None, sub) if is_list else (sub, None)
-    return parent, model
-
-
-def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
-    is_list = False
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin is list:
-            annotation = typing.get_args(annotation)[0]
-            is_list = True
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            annotation = args[0]
-        else:
-            break
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation, is_list
-    return None, is_list
-
-
-def _keys(model: type[BaseModel]) -> str:
-    return ", ".join(sorted((f.alias or n) for n, f in model.model_fields.items()))
-
-
-def _message(error: Any, loc: Sequence[str | int]) -> str:
-    kind = error["type"]
-    value = error.get("input")
-    ctx = error.get("ctx") or {}
-    last = loc[-1] if loc else None
-    parent, expected = _model_at(loc)
-    duration = isinstance(last, str) and last in _DURATION_KEYS
-    if kind == "extra_forbidden":
-        allowed = _keys(parent) if parent is not None else "none"
-        return f"unknown key {last!r}; allowed keys: {allowed}"
-    if kind == "missing":
-        return f"missing required key {last!r}"
-    if kind in ("value_error", "assertion_error") and "error" in ctx:
-        return str(ctx["error"])
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        keys = f" with keys: {_keys(expected)}" if expected is not None else ""
-        return f"expected a mapping{keys}; got {_describe(value)}"
-    if kind == "list_type":
-        return f"expected a list; got {_describe(value)}"
-    if kind == "string_type":
-        return f"expected a string; got {_describe(value)}"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"expected a whole number; got {_describe(value)}"
-    if kind in ("float_type", "float_parsing"):
-        return f"expected a number; got {_describe(value)}"
-    if kind in ("bool_type", "bool_parsing"):
-        return f"expected true or false; got {_describe(value)}"
-    if kind in ("enum", "literal_error"):
-        return f"expected one of {ctx.get('expected')}; got {_describe(value)}"
-    if kind == "too_short":
-        return f"needs at least {ctx.get('min_length')} item(s); got none"
-    if kind in ("greater_than", "greater_than_equal", "less_than_equal"):
-        bound_key = {"greater_than": "gt", "greater_than_equal": "ge", "less_than_equal": "le"}[kind]
-        bound = ctx.get(bound_key)
-        words = {"gt": "greater than", "ge": "at least", "le": "at most"}[bound_key]
-        if duration and isinstance(value, int):
-            shown = format_duration(int(bound)) if isinstance(bound, int) else bound
-            words = "longer than" if bound_key == "gt" else words
-            return f"must be {words} {shown}; got {format_duration(value)}"
-        return f"must be {words} {bound}; got {_describe(value)}"
-    return str(error["msg"])
-
-
-_DURATION_KEYS = frozenset(
-    {"timeout", "approval_ttl", "initial", "max", "per", "cooldown", "not_acknowledged_within"}
+_DURATION_FIELDS = frozenset(
+    {
+        "timeout_ms",
+        "approval_ttl_ms",
+        "initial_ms",
+        "max_ms",
+        "per_ms",
+        "cooldown_ms",
+        "not_acknowledged_within_ms",
+    }
 )
+"""The Duration fields (Python names): their bounds are shown as durations."""
+
+
+def _explain(error: ErrorDetails, place: Place) -> str | None:
+    """Bounds of durations read as durations: ``must be longer than 0s; got 0s``."""
+    bound = bound_of(error)
+    value = error.get("input")
+    if bound is None or place.field not in _DURATION_FIELDS or not isinstance(value, int):
+        return None
+    constraint, words, limit = bound
+    shown = format_duration(int(limit)) if isinstance(limit, int) else limit
+    words = "longer than" if constraint == "gt" else words
+    return f"must be {words} {shown}; got {format_duration(value)}"
+
+
+_WORKFLOW_FILE = ConfigFormat(WorkflowFile, WorkflowError, "workflow file", explain=_explain)
 
 
 def parse_workflows(text: str, source: str = "<workflows>") -> WorkflowConfig:
     """Parse and check workflow YAML text; ``source`` names it in error messages."""
-    loader = _Loader(text)
-    try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        what = ": ".join(p for p in (exc.context, exc.problem) if p)
-        if mark is not None:
-            what += f" (column {mark.column + 1})"
+    doc = _WORKFLOW_FILE.parse(text, source)
+    if not isinstance(doc.data, dict):
+        keys = ", ".join(_WORKFLOW_FILE.keys(WorkflowFile))
         raise WorkflowError(
-            source, [("", f"invalid YAML: {what}", mark.line + 1 if mark else None)]
-        ) from None
-    except yaml.YAMLError as exc:
-        raise WorkflowError(source, [("", f"invalid YAML: {exc}", None)]) from None
-    finally:
-        loader.dispose()
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise WorkflowError(
-            source, [("", f"expected a mapping with keys: {_keys(WorkflowFile)}; got {_describe(data)}", 1)]
+            source, [("", f"expected a mapping with keys: {keys}; got {describe(doc.data)}", 1)]
         )
-    try:
-        model = WorkflowFile.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = tuple(s for s in error["loc"] if isinstance(s, int) or "[" not in s)
-            problems.append((_format_loc(loc), _message(error, loc), _line_of(root, loc)))
-        problems.sort(key=lambda p: p[2] or 0)
-        raise WorkflowError(source, problems) from None
+    model = _WORKFLOW_FILE.validate(doc)
     semantic = _semantic_problems(model)
     if semantic:
-        problems = [(_format_loc(loc), msg, _line_of(root, loc)) for loc, msg in semantic]
-        problems.sort(key=lambda p: p[2] or 0)
-        raise WorkflowError(source, problems)
+        raise WorkflowError(source, _WORKFLOW_FILE.problems(doc, semantic))
     return _compile(model, source)
 
 
 def load_workflows(path: str | Path) -> WorkflowConfig:
     """Load and check a workflow file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise WorkflowError(
-            str(p), [("", f"cannot read the workflow file: {exc.strerror or exc}", None)]
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise WorkflowError(str(p), [("", f"the workflow file is not UTF-8 text: {exc}", None)]) from None
-    return parse_workflows(text, source=str(p))
+    return parse_workflows(_WORKFLOW_FILE.read_text(p), source=str(p))
 
 
 # --------------------------------------------------------------------------------------------------

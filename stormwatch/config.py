@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, Field, model_validator
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -216,8 +216,13 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     merged = _deep_merge(merged, overrides)
     try:
         return Settings.model_validate(merged)
-    except Exception as exc:  # pydantic.ValidationError
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+    except ValidationError as exc:
+        # Never echo the input: a section holding a password or token must not reach stderr.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from confluent_kafka import (
@@ -199,6 +199,7 @@ def read_topic(
     settings: Settings,
     topic: str,
     *,
+    partitions: Iterable[int] | None = None,
     timeout_s: float = 10.0,
     progress: ProgressCallback | None = None,
 ) -> Iterator[Message]:
@@ -207,21 +208,23 @@ def read_topic(
     The end of each partition is its last stable offset observed at call time (read_committed),
     so records produced meanwhile and open transactions are not waited for. The end is detected
     by consumer position, not by the last record's offset, because the final offsets of a
-    transactional topic are control markers that are never delivered. ``timeout_s`` bounds the
+    transactional topic are control markers that are never delivered. ``partitions`` limits the
+    read to those partitions (UserError if the topic lacks one). ``timeout_s`` bounds the
     metadata requests and the time without any progress before UserError is raised.
     """
     consumer, errors = _new_consumer(settings, None, {"enable.partition.eof": True})
     try:
-        partitions = _topic_partitions(consumer, errors, settings, topic, timeout_s)
+        available = _topic_partitions(consumer, errors, settings, topic, timeout_s)
+        wanted = available if partitions is None else sorted(set(partitions))
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            raise UserError(
+                f"topic {topic} has no partition {missing[0]} (it has {len(available)}, numbered from 0)"
+            )
         end: dict[int, int] = {}
         expected = 0
-        for p in partitions:
-            try:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            except KafkaException as exc:
-                raise UserError(
-                    f"cannot read the offsets of {topic} partition {p} within {timeout_s:g}s: {exc.args[0]}"
-                ) from exc
+        for p in wanted:
+            low, high = _watermarks(consumer, topic, p, timeout_s)
             if high > low:
                 end[p] = high
                 expected += high - low
@@ -231,6 +234,32 @@ def read_topic(
         yield from _drain(consumer, topic, end, expected, timeout_s, progress)
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float) -> tuple[int, int]:
+    """Low and high offsets, waiting out transient errors (a leader election right after the topic
+    was created or a broker restarted) for up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            transient = isinstance(error, KafkaError) and (
+                error.retriable()
+                or error.code()
+                in (
+                    KafkaError.NOT_LEADER_FOR_PARTITION,
+                    KafkaError.LEADER_NOT_AVAILABLE,
+                    KafkaError._TIMED_OUT,
+                )
+            )
+            if not transient or time.monotonic() >= deadline:
+                raise UserError(
+                    f"cannot read the offsets of {topic} partition {partition} within {timeout_s:g}s: {error}"
+                ) from exc
+            time.sleep(0.2)
 
 
 def _drain(
@@ -290,6 +319,30 @@ def _drain(
         if progress is not None and (now - last_report >= 0.1 or not remaining):
             progress(read, expected if remaining else read)
             last_report = now
+
+
+def read_changelog(
+    settings: Settings, topic: str, partition: int | None = None, *, timeout_s: float = 30.0
+) -> dict[str, bytes]:
+    """The state a compacted changelog holds: the latest committed value per key.
+
+    Reads one partition (a stage restores its own share of the state) or, with ``partition=None``,
+    all of them. A tombstone (null value) deletes its key; keyless records hold no state. Aborted
+    transactions never show and open ones are not waited for (see read_topic), so the result is
+    exactly the state of the last commits.
+    """
+    state: dict[str, bytes] = {}
+    wanted = None if partition is None else [partition]
+    for msg in read_topic(settings, topic, partitions=wanted, timeout_s=timeout_s):
+        key = msg.key()
+        if key is None:
+            continue
+        value = msg.value()
+        if value is None:
+            state.pop(key.decode(), None)
+        else:
+            state[key.decode()] = value
+    return state
 
 
 def produce_sync(

@@ -11,10 +11,10 @@ import logging
 import time
 from collections import Counter
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from stormwatch.config import Settings
-from stormwatch.kafka_io import base_config
+from stormwatch.kafka_io import read_changelog
 from streams.engine import EngineOutput, PartitionEngine
 from streams.metrics import PipelineMetrics
 from streams.rules import RulesConfig
@@ -41,7 +41,7 @@ class CorrelatorStage:
                 continue
             started = time.monotonic()
             engine = PartitionEngine(self.rules, tp.partition, source_topic=tp.topic)
-            engine.restore(self._read_changelog(tp.partition))
+            engine.restore(read_changelog(self.settings, self.topics.correlator_state, tp.partition))
             self.engines[tp.partition] = engine
             self._reported[tp.partition] = Counter(engine.stats)
             self.restore_seconds[tp.partition] = time.monotonic() - started
@@ -63,50 +63,6 @@ class CorrelatorStage:
 
     def idle_work_due(self) -> bool:
         return False
-
-    def _read_changelog(self, partition: int) -> dict[str, bytes]:
-        """Latest value per key of one changelog partition (committed records only)."""
-        conf = {
-            **base_config(self.settings),
-            "group.id": f"stormwatch-restore-{partition}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-        consumer = Consumer(conf)
-        state: dict[str, bytes] = {}
-        try:
-            tp = TopicPartition(self.topics.correlator_state, partition)
-            low, high = consumer.get_watermark_offsets(tp, timeout=30)
-            if high <= low:
-                return state
-            consumer.assign([TopicPartition(self.topics.correlator_state, partition, low)])
-            while True:
-                batch = consumer.consume(10_000, 1.0)
-                done = False
-                for msg in batch:
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            done = True
-                            continue
-                        raise RuntimeError(f"changelog read failed: {err}")
-                    key = msg.key()
-                    if key is None:
-                        continue
-                    value = msg.value()
-                    k = key.decode()
-                    if value is None:
-                        state.pop(k, None)
-                    else:
-                        state[k] = value
-                if done:
-                    position = consumer.position([tp])[0].offset
-                    if position >= high or position < 0:
-                        break
-        finally:
-            consumer.close()
-        return state
 
     def handle(self, messages: list[Message], eof: set[tuple[str, int]]) -> BatchResult:
         touched: set[int] = set()

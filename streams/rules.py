@@ -8,30 +8,27 @@ owns an alert and the alert's *group key*, cached so a re-sent alert costs one d
 from __future__ import annotations
 
 import re
-import types
-import typing
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from schemas.fingerprint import group_hash
 from schemas.matchers import Matcher, all_match
+from stormwatch.yamlerrors import ConfigFileError, ConfigFormat, Place, describe, matcher_from_yaml
 from streams.durations import DURATION_HELP, format_duration, parse_duration
 
 __all__ = [
@@ -82,20 +79,11 @@ _MINUTE = 60_000
 _HOUR = 60 * _MINUTE
 
 
-class RulesError(ValueError):
+class RulesError(ConfigFileError):
     """The rules file cannot be used; the message names the file, the place in it and the fix.
 
     ``problems`` holds one ``(path, message, line)`` per problem (``line`` is 1-based or None).
     """
-
-    def __init__(self, source: str, problems: list[tuple[str, str, int | None]]) -> None:
-        self.source = source
-        self.problems = problems
-        lines = []
-        for path, message, line in problems:
-            where = f"{source}:{line}" if line is not None else source
-            lines.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
-        super().__init__("\n".join(lines))
 
 
 class LatePolicy(StrEnum):
@@ -149,14 +137,14 @@ class _Config(BaseModel):
         if isinstance(value, _Human):
             raw = value.raw
             if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
-                raise ValueError(f"got {_describe(raw)}; {DURATION_HELP}")
+                raise ValueError(f"got {describe(raw)}; {DURATION_HELP}")
             ms = parse_duration(raw)
         elif isinstance(value, int) and not isinstance(value, bool):
             ms = value
         elif isinstance(value, str):
             ms = parse_duration(value)
         else:
-            raise ValueError(f"got {_describe(value)}; {DURATION_HELP}")
+            raise ValueError(f"got {describe(value)}; {DURATION_HELP}")
         if ms < 0:
             raise ValueError(f"must not be negative, got {ms} ms")
         if positive and ms == 0:
@@ -202,16 +190,8 @@ def _check_name(value: str) -> str:
 
 def _to_matcher(value: Any) -> Any:
     """Matchers are written as strings (``severity=~"critical|error"``) or {name, op, value} maps."""
-    if isinstance(value, str):
-        try:
-            return Matcher.parse(value)
-        except ValidationError as exc:
-            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
-    if isinstance(value, (dict, Matcher)):
-        return value
-    raise ValueError(
-        f"expected a matcher like 'severity=~\"critical|error\"' or a mapping with name, op and value, "
-        f"got {_describe(value)}"
+    return matcher_from_yaml(
+        value, "expected a matcher like 'severity=~\"critical|error\"' or a mapping with name, op and value,"
     )
 
 
@@ -446,190 +426,26 @@ class RulesConfig(_Config):
 # Loading
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _value in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, typing.Hashable):
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping",
-                        node.start_mark,
-                        f"found duplicate key {key!r}",
-                        key_node.start_mark,
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _describe(value: object) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    if isinstance(value, (int, float)):
-        return f"the number {value}"
-    return type(value).__name__
-
-
-def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
-    """(model class inside the annotation, whether it is a list of them)."""
-    is_list = False
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin is list:
-            annotation = typing.get_args(annotation)[0]
-            is_list = True
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            annotation = args[0]
-        else:
-            break
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation, is_list
-    return None, is_list
-
-
-def _yaml_keys(model: type[BaseModel]) -> list[str]:
+def _yaml_key(model: type[BaseModel], field: str) -> str | None:
+    """Durations are written under their human names; a matcher's schema_version is not written."""
     if issubclass(model, _Config):
-        return model.yaml_keys()
-    return sorted(f for f in model.model_fields if f != "schema_version")
+        return model._DURATIONS[field][0] if field in model._DURATIONS else field
+    return None if field == "schema_version" else field
 
 
-@dataclass(slots=True)
-class _Place:
-    path: str
-    segments: list[str | int]  # as written in YAML (human duration names)
-    parent: type[BaseModel] | None  # the model that holds the last segment
-    expected: type[BaseModel] | None  # the model the value at the path should be, if any
+def _explain(error: ErrorDetails, place: Place) -> str | None:
+    """An inhibition without matchers would inhibit everything: say so, not just "too short"."""
+    if error["type"] == "too_short" and place.last in ("source_match", "target_match"):
+        return "needs at least one matcher (without one, the inhibition would apply to every alert)"
+    return None
 
 
-def _resolve_loc(loc: tuple[str | int, ...]) -> _Place:
-    """Walk a pydantic error location through the models: display path, holder and expected model."""
-    model: type[BaseModel] | None = RulesConfig
-    pending_list_model: type[BaseModel] | None = None
-    parent: type[BaseModel] | None = RulesConfig
-    segments: list[str | int] = []
-    for seg in loc:
-        if isinstance(seg, int):
-            segments.append(seg)
-            model, pending_list_model = pending_list_model, None
-            parent = model
-            continue
-        parent = model
-        name = seg
-        if model is not None and seg in model.model_fields:
-            if issubclass(model, _Config) and seg in model._DURATIONS:
-                name = model._DURATIONS[seg][0]
-            sub, is_list = _model_of(model.model_fields[seg].annotation)
-            model, pending_list_model = (None, sub) if is_list else (sub, None)
-        else:
-            model = pending_list_model = None
-        segments.append(name)
-    path = ""
-    for s in segments:
-        path += f"[{s}]" if isinstance(s, int) else (f".{s}" if path else s)
-    return _Place(path, segments, parent, model)
-
-
-def _message(error: Any, place: _Place) -> str:
-    kind = error["type"]
-    value = error.get("input")
-    ctx = error.get("ctx") or {}
-    last = place.segments[-1] if place.segments else None
-    if kind == "extra_forbidden":
-        allowed = ", ".join(_yaml_keys(place.parent)) if place.parent is not None else "none"
-        return f"unknown key {last!r}; allowed keys: {allowed}"
-    if kind == "missing":
-        return f"missing required key {last!r}"
-    if kind in ("value_error", "assertion_error") and "error" in ctx:
-        return str(ctx["error"])
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        model = place.expected
-        keys = f" with keys: {', '.join(_yaml_keys(model))}" if model is not None else ""
-        return f"expected a mapping{keys}; got {_describe(value)}"
-    if kind == "list_type":
-        return f"expected a list; got {_describe(value)}"
-    if kind == "string_type":
-        return f"expected a string; got {_describe(value)}"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"expected a whole number; got {_describe(value)}"
-    if kind in ("bool_type", "bool_parsing"):
-        return f"expected true or false; got {_describe(value)}"
-    if kind == "enum":
-        return f"expected one of {ctx.get('expected')}; got {_describe(value)}"
-    if kind == "too_short":
-        if last in ("source_match", "target_match"):
-            return "needs at least one matcher (without one, the inhibition would apply to every alert)"
-        return f"needs at least {ctx.get('min_length')} item(s); got none"
-    if kind == "greater_than_equal":
-        return f"must be at least {ctx.get('ge')}; got {_describe(value)}"
-    return str(error["msg"])
-
-
-def _line_of(root: yaml.Node | None, segments: Sequence[str | int], raw: Sequence[str | int]) -> int | None:
-    """1-based line of the deepest YAML node on the path (tries the human and the field spelling)."""
-    node = root
-    line = node.start_mark.line + 1 if node is not None else None
-    for seg, raw_seg in zip(segments, raw, strict=True):
-        nxt: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode) and isinstance(seg, str):
-            for key_node, value_node in node.value:
-                if isinstance(key_node, yaml.ScalarNode) and key_node.value in (seg, raw_seg):
-                    nxt = value_node if isinstance(value_node, yaml.CollectionNode) else key_node
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(seg, int) and 0 <= seg < len(node.value):
-            nxt = node.value[seg]
-        if nxt is None:
-            break
-        node = nxt
-        line = node.start_mark.line + 1
-    return line
+_RULES_FILE = ConfigFormat(RulesConfig, RulesError, "rules file", key_of=_yaml_key, explain=_explain)
 
 
 def parse_rules(text: str, source: str = "<rules>") -> RulesConfig:
     """Parse rules from YAML text; ``source`` names it in error messages."""
-    loader = _Loader(text)
-    try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        what = ": ".join(p for p in (exc.context, exc.problem) if p)
-        if mark is not None:
-            what += f" (column {mark.column + 1})"
-        raise RulesError(source, [("", f"invalid YAML: {what}", line)]) from None
-    except yaml.YAMLError as exc:
-        raise RulesError(source, [("", f"invalid YAML: {exc}", None)]) from None
-    finally:
-        loader.dispose()
-    if data is None:
-        data = {}
-    try:
-        return RulesConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = tuple(s for s in error["loc"] if isinstance(s, int) or "[" not in s)
-            place = _resolve_loc(loc)
-            line = _line_of(root, place.segments, loc)
-            problems.append((place.path, _message(error, place), line))
-        problems.sort(key=lambda p: p[2] or 0)  # stable: same line keeps pydantic's order
-        raise RulesError(source, problems) from None
+    return _RULES_FILE.validate(_RULES_FILE.parse(text, source))
 
 
 def load_rules(path: str | Path | None) -> RulesConfig:
@@ -637,13 +453,7 @@ def load_rules(path: str | Path | None) -> RulesConfig:
     if path is None:
         return RulesConfig()
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RulesError(str(p), [("", f"cannot read the rules file: {exc.strerror or exc}", None)]) from None
-    except UnicodeDecodeError as exc:
-        raise RulesError(str(p), [("", f"the rules file is not UTF-8 text: {exc}", None)]) from None
-    return parse_rules(text, source=str(p))
+    return parse_rules(_RULES_FILE.read_text(p), source=str(p))
 
 
 # --------------------------------------------------------------------------------------------------
