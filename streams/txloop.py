@@ -160,6 +160,7 @@ class TransactionalLoop:
             **(producer_overrides or {}),
         }
         self.consumer = Consumer(consumer_conf)
+        self._producer_conf = producer_conf
         self.producer = Producer(producer_conf)
 
     def stop(self, *_: Any) -> None:
@@ -186,14 +187,14 @@ class TransactionalLoop:
         """Run until stopped (SIGTERM/SIGINT) or ``max_seconds`` passed; commits before returning."""
         gc.set_threshold(*GC_THRESHOLDS)
         gc.freeze()  # modules and configuration live as long as the process: never scan them again
-        self.producer.init_transactions(30)
+        self._retrying("init transactions", lambda: self.producer.init_transactions(30))
         self.consumer.subscribe(
             self.topics, on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke
         )
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         try:
             while self._running and (deadline is None or time.monotonic() < deadline):
-                messages = self.consumer.consume(self._batch_size(), self.poll_timeout_s)
+                messages = self._poll()
                 if self._lag_gauge is not None and time.monotonic() >= self._lag_due:
                     self.report_lag()
                 records: list[Message] = []
@@ -220,6 +221,24 @@ class TransactionalLoop:
             self._forget_lag(self._assigned)  # this process no longer reads them
             self.consumer.close()
             self.producer.flush(10)
+
+    def _poll(self) -> list[Message]:
+        """Wait for the first record (or EOF event), then take what else is already fetched.
+
+        ``consume(n, timeout)`` alone returns only when it has ``n`` records or the timeout passed,
+        which added the whole poll timeout to every stage's latency whenever traffic is light.
+        """
+        timeout = self.poll_timeout_s
+        due_in = getattr(self.stage, "idle_work_in", None)  # optional: stages with timed idle work
+        if due_in is not None:
+            timeout = min(timeout, due_in())
+        first = self.consumer.poll(timeout)
+        if first is None:
+            return []
+        size = self._batch_size()
+        if size <= 1:
+            return [first]
+        return [first, *self.consumer.consume(size - 1, 0)]
 
     def _batch_size(self) -> int:
         """Records to ask for: ``max_batch``, fewer when that would be over ``max_batch_bytes``."""
@@ -299,8 +318,8 @@ class TransactionalLoop:
 
     def _transact(self, records: list[Message], eof: set[tuple[str, int]]) -> None:
         started = time.monotonic()
-        self.producer.begin_transaction()
         try:
+            self.producer.begin_transaction()
             result = self.stage.handle(records, eof)
             for out in result.outputs:
                 self._produce(out)
@@ -313,6 +332,12 @@ class TransactionalLoop:
             self._retrying("commit", lambda: self.producer.commit_transaction(60))
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.fatal():
+                # e.g. the coordinator aborted our transaction during a long broker outage
+                log.warning("transactional producer failed (%s); replacing it and rewinding", error)
+                self._replace_producer()
+                self._rewind()
+                return
             if isinstance(error, KafkaError) and error.txn_requires_abort():
                 log.warning("aborting transaction after %s; rewinding to the committed offsets", error)
                 self._retrying("abort", lambda: self.producer.abort_transaction(30))
@@ -321,6 +346,13 @@ class TransactionalLoop:
             raise
         if self.on_commit is not None:
             self.on_commit(len(records), time.monotonic() - started)
+
+    def _replace_producer(self) -> None:
+        """A new producer with the same transactional id: init fences and aborts the old one's work."""
+        with contextlib.suppress(Exception):
+            self.producer.flush(0)
+        self.producer = Producer(self._producer_conf)
+        self._retrying("init transactions", lambda: self.producer.init_transactions(30))
 
     def _retrying(self, what: str, call: Callable[[], None]) -> None:
         """Retry a transactional call while Kafka calls its error retriable (brokers away, leader
