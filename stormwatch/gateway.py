@@ -155,6 +155,7 @@ class KafkaSink:
         self._fatal: KafkaError | None = None
         self._ready = False
         self._reason = f"no answer yet from Kafka at {settings.kafka.bootstrap_servers}"
+        self._client_error: KafkaError | None = None
         self._checked = threading.Event()
         self._ready_event = threading.Event()
         self._wake = threading.Event()
@@ -217,6 +218,8 @@ class KafkaSink:
     # -- background threads
 
     def _on_error(self, err: KafkaError) -> None:
+        if err.code() != KafkaError._ALL_BROKERS_DOWN or self._client_error is None:
+            self._client_error = err  # the explanation (auth failed, refused), not the summary
         if err.fatal():
             self._fatal = err
         elif err.code() == KafkaError._ALL_BROKERS_DOWN and self._ready:
@@ -268,6 +271,8 @@ class KafkaSink:
         except KafkaException as exc:
             err = exc.args[0] if exc.args else exc
             text = err.str() if isinstance(err, KafkaError) else str(err)
+            if self._client_error is not None:
+                text = self._client_error.str()
             return False, f"cannot reach Kafka at {self.settings.kafka.bootstrap_servers}: {text}"
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None or not topic.partitions:
@@ -276,6 +281,7 @@ class KafkaSink:
                 f"raw topic {self.topic} is not available ({detail}); "
                 "create it with `stormwatch topics create`"
             )
+        self._client_error = None  # connected: older client errors explain nothing any more
         return True, ""
 
     def _mark_unready(self, reason: str) -> None:

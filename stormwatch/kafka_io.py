@@ -51,8 +51,10 @@ class _DemotingLogger:
         log.log(logging.INFO if level >= logging.WARNING else logging.DEBUG, msg, *args)
 
 
-class _ErrorTracker:
-    """Keeps the last client-level error (connection refused, auth failed ...) for error messages."""
+class ErrorTracker:
+    """Keeps the last client-level error (connection refused, auth failed ...) for error messages.
+
+    Pass an instance as a client's ``error_cb``; ``last`` then explains a later timeout."""
 
     def __init__(self) -> None:
         self.last: KafkaError | None = None
@@ -72,10 +74,10 @@ def base_config(settings: Settings) -> dict[str, Any]:
     return _base_config(settings)
 
 
-def _base_config(settings: Settings, errors: _ErrorTracker | None = None) -> dict[str, Any]:
+def _base_config(settings: Settings, errors: ErrorTracker | None = None) -> dict[str, Any]:
     conf = settings.kafka.client_config()
     conf["logger"] = _LOGGER
-    conf["error_cb"] = errors if errors is not None else _ErrorTracker()
+    conf["error_cb"] = errors if errors is not None else ErrorTracker()
     return conf
 
 
@@ -114,8 +116,8 @@ def make_consumer(settings: Settings, group_id: str | None, **overrides: Any) ->
 
 def _new_consumer(
     settings: Settings, group_id: str | None, overrides: dict[str, Any]
-) -> tuple[Consumer, _ErrorTracker]:
-    errors = _ErrorTracker()
+) -> tuple[Consumer, ErrorTracker]:
+    errors = ErrorTracker()
     conf = _base_config(settings, errors)
     conf.update(
         {
@@ -133,13 +135,23 @@ def _new_consumer(
 
 
 def _unreachable(settings: Settings, reason: object) -> UserError:
-    return UserError(
-        f"cannot reach Kafka at {settings.kafka.bootstrap_servers} ({reason}); "
-        "start it with `make kafka-up` or set KAFKA_BOOTSTRAP_SERVERS"
-    )
+    return unreachable_error(settings, str(reason))
 
 
-def _reason(exc: KafkaException, client: Consumer, errors: _ErrorTracker) -> str:
+def unreachable_error(settings: Settings, reason: str) -> UserError:
+    """One actionable line; an authentication failure gets a hint about credentials, not startup."""
+    text = reason.lower()
+    if "authentication" in text or "sasl" in text or "ssl handshake" in text or "certificate" in text:
+        hint = (
+            "check kafka.security_protocol, kafka.sasl_mechanism, kafka.sasl_username and "
+            "kafka.sasl_password (or the ssl_* files) in the configuration"
+        )
+    else:
+        hint = "start it with `make kafka-up` or set KAFKA_BOOTSTRAP_SERVERS"
+    return UserError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers} ({reason}); {hint}")
+
+
+def _reason(exc: KafkaException, client: Consumer, errors: ErrorTracker) -> str:
     """The most useful explanation: the connection error librdkafka saw, else the exception's own."""
     client.poll(0)  # serves the queued error callbacks ("Connection refused", auth failures ...)
     err = errors.last if errors.last is not None else (exc.args[0] if exc.args else exc)
@@ -163,7 +175,7 @@ def check_reachable(settings: Settings, timeout_s: float = 5.0) -> None:
 
 
 def _topic_partitions(
-    consumer: Consumer, errors: _ErrorTracker, settings: Settings, topic: str, timeout_s: float
+    consumer: Consumer, errors: ErrorTracker, settings: Settings, topic: str, timeout_s: float
 ) -> list[int]:
     """Partition ids of ``topic``, or UserError when it does not exist or Kafka is unreachable."""
     try:

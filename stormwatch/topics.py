@@ -25,6 +25,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
+from stormwatch.kafka_io import ErrorTracker, unreachable_error
 
 log = logging.getLogger("stormwatch.topics")
 
@@ -147,20 +148,26 @@ class _QuietLogger:
         log.log(logging.INFO if level >= logging.WARNING else logging.DEBUG, msg, *args)
 
 
+_client_errors: dict[str, ErrorTracker] = {}  # bootstrap servers -> what the admin client last reported
+
+
 def _admin(settings: Settings) -> AdminClient:
     conf = settings.kafka.client_config()
     conf["logger"] = _QuietLogger()
+    conf["error_cb"] = _client_errors.setdefault(settings.kafka.bootstrap_servers, ErrorTracker())
     try:
         return AdminClient(conf)
     except (KafkaException, ValueError) as exc:
         raise UserError(f"invalid Kafka client configuration: {exc}") from exc
 
 
-def _unreachable(settings: Settings, timeout_s: float) -> UserError:
-    return UserError(
-        f"cannot reach Kafka at {settings.kafka.bootstrap_servers} within {timeout_s:g}s; "
-        "start it with `make kafka-up` or set KAFKA_BOOTSTRAP_SERVERS"
-    )
+def _unreachable(settings: Settings, timeout_s: float, admin: AdminClient) -> UserError:
+    admin.poll(0)  # error callbacks (auth failed, refused) are served by poll
+    tracker = _client_errors.get(settings.kafka.bootstrap_servers)
+    seen = tracker.last.str() if tracker is not None and tracker.last is not None else "no answer"
+    if tracker is None or tracker.last is None:
+        return unreachable_error(settings, f"no answer within {timeout_s:g}s")
+    return unreachable_error(settings, f"{seen}, within {timeout_s:g}s")
 
 
 def _error_text(exc: BaseException) -> str:
@@ -183,7 +190,7 @@ def _live_topics(admin: AdminClient, settings: Settings, timeout_s: float) -> di
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise _unreachable(settings, timeout_s) from exc
+        raise _unreachable(settings, timeout_s, admin) from exc
     live: dict[str, _LiveTopic] = {}
     for name, topic in metadata.topics.items():
         if topic.error is not None:
@@ -210,7 +217,7 @@ def _live_configs(
             f"cannot read topic configs from Kafka at {settings.kafka.bootstrap_servers}: {_error_text(exc)}"
         ) from exc
     except TimeoutError as exc:
-        raise _unreachable(settings, timeout_s) from exc
+        raise _unreachable(settings, timeout_s, admin) from exc
     return out
 
 
@@ -267,7 +274,7 @@ def create_topics(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S) -
                     raise _create_failed(spec, exc) from exc
                 report.existing.append(spec.name)  # created concurrently by someone else
             except TimeoutError as exc:
-                raise _unreachable(settings, timeout_s) from exc
+                raise _unreachable(settings, timeout_s, admin) from exc
             else:
                 report.created.append(spec.name)
                 log.info(
@@ -305,4 +312,4 @@ def delete_topics(settings: Settings, names: Iterable[str], *, timeout_s: float 
             if _error_code(exc) != KafkaError.UNKNOWN_TOPIC_OR_PART:
                 raise UserError(f"cannot delete topic {name}: {_error_text(exc)}") from exc
         except TimeoutError as exc:
-            raise _unreachable(settings, timeout_s) from exc
+            raise _unreachable(settings, timeout_s, admin) from exc

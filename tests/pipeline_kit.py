@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,10 @@ class PipelineRun:
     partitions: int = 3
     rules: str = TEST_RULES
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    # Extra TopicSettings fields (replication_factor, min_insync_replicas ...) and other config
+    # sections (ingest, kafka ...) merged into the workers' YAML config.
+    topics_overrides: dict[str, Any] = field(default_factory=dict)
+    config_overrides: dict[str, Any] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     settings: Settings = field(init=False)
     config_path: Path = field(init=False)
@@ -78,18 +82,25 @@ class PipelineRun:
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        topics: dict[str, Any] = {**topic_names(self.suffix, self.raw_topic), "partitions": self.partitions}
-        config = {"kafka": {"bootstrap_servers": self.bootstrap}, "topics": topics}
+        topics: dict[str, Any] = {
+            **topic_names(self.suffix, self.raw_topic),
+            "partitions": self.partitions,
+            **self.topics_overrides,
+        }
+        kafka = {**self.config_overrides.get("kafka", {}), "bootstrap_servers": self.bootstrap}
+        config = {**self.config_overrides, "kafka": kafka, "topics": topics}
         self.config_path = self.workdir / f"config-{self.suffix}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.rules_path = self.workdir / f"rules-{self.suffix}.yaml"
         self.rules_path.write_text(self.rules)
-        self.settings = load_settings(self.config_path)
+        # KAFKA_BOOTSTRAP_SERVERS (the session broker) must not redirect a run on another cluster.
+        self.settings = load_settings(self.config_path, kafka={"bootstrap_servers": self.bootstrap})
         create_topics(self.settings)
 
     # -- workers
 
-    def start(self, stage: str, instance: str) -> subprocess.Popen[bytes]:
+    def start(self, stage: str, instance: str, extra_args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        """Start a worker; ``extra_args`` go after the stage's own (e.g. ``--metrics-port``)."""
         name = f"{stage}:{instance}"
         log = open(self.workdir / f"{stage}-{instance}-{self.suffix}.log", "ab")  # noqa: SIM115
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -106,6 +117,7 @@ class PipelineRun:
                 str(self.rules_path),
                 "--instance-id",
                 instance,
+                *extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

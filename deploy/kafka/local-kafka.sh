@@ -16,7 +16,7 @@ readonly PROG="local-kafka"
 
 usage() {
     cat <<EOF
-Usage: deploy/kafka/local-kafka.sh COMMAND [--nodes 1|3] [--port PORT] [--data-dir DIR]
+Usage: deploy/kafka/local-kafka.sh COMMAND [--nodes 1|3] [--port PORT] [--data-dir DIR] [--sasl]
 
 Commands:
   start    start the node(s) unless already running, wait until the broker answers metadata
@@ -25,6 +25,11 @@ Commands:
   status   say what runs; exit 0 when every node runs, 3 when not
   fetch    only install the prerequisites (Java 17+, Maven) and fetch the broker jars
 
+Commands for one node N of a started instance (fault tests, docs/reliability.md):
+  stop-node N   SIGTERM node N (a clean shutdown), SIGKILL after the stop timeout
+  kill-node N   SIGKILL node N at once (a crash)
+  start-node N  start node N again and wait until it serves as a broker
+
 Options:
   --nodes N      1 (default): one broker on PORT, its controller on PORT+1
                  3: three combined broker+controller nodes, brokers on PORT..PORT+2,
@@ -32,6 +37,10 @@ Options:
   --port PORT    broker port (base port for 3 nodes); default 9092 (\$STORMWATCH_KAFKA_PORT),
                  29092 for 3 nodes (\$STORMWATCH_KAFKA_CLUSTER_PORT)
   --data-dir DIR data, logs and PID files; default var/kafka/single, var/kafka/cluster for 3 nodes
+  --sasl         (start, on a new data directory) clients must authenticate with SASL/SCRAM
+                 (SCRAM-SHA-256 or -512) on the broker port (SASL_PLAINTEXT, loopback only).
+                 User 'stormwatch', its password generated into DIR/sasl/stormwatch.password;
+                 an instance formatted this way always starts with SASL (docs/security.md)
 
 Environment:
   STORMWATCH_KAFKA_VERSION        Kafka release (default: kafka.version in deploy/kafka/pom.xml)
@@ -58,8 +67,14 @@ COMMAND=${1:-}
     exit 2
 }
 shift
+NODE_ARG=""
 case $COMMAND in
 start | stop | status | fetch) ;;
+stop-node | kill-node | start-node)
+    NODE_ARG=${1:-}
+    [[ $NODE_ARG =~ ^[0-9]+$ ]] || die "$COMMAND needs a node number, e.g. '$COMMAND 2'"
+    shift
+    ;;
 -h | --help | help)
     usage
     exit 0
@@ -73,6 +88,7 @@ esac
 NODES=1
 PORT=""
 DATA_DIR=""
+SASL=0
 while [[ $# -gt 0 ]]; do
     case $1 in
     --nodes) NODES=${2:?--nodes needs a value} && shift 2 ;;
@@ -81,12 +97,16 @@ while [[ $# -gt 0 ]]; do
     --port=*) PORT=${1#*=} && shift ;;
     --data-dir) DATA_DIR=${2:?--data-dir needs a value} && shift 2 ;;
     --data-dir=*) DATA_DIR=${1#*=} && shift ;;
+    --sasl) SASL=1 && shift ;;
     -h | --help) usage && exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
     esac
 done
 
 [[ $NODES == 1 || $NODES == 3 ]] || die "--nodes must be 1 or 3, not '$NODES'"
+if [[ -n $NODE_ARG ]] && ((NODE_ARG < 1 || NODE_ARG > NODES)); then
+    die "node $NODE_ARG does not exist (--nodes $NODES: nodes 1..$NODES)"
+fi
 if [[ $NODES == 1 ]]; then
     PORT=${PORT:-${STORMWATCH_KAFKA_PORT:-9092}}
     DATA_DIR=${DATA_DIR:-$REPO_ROOT/var/kafka/single}
@@ -99,6 +119,12 @@ if ! [[ $PORT =~ ^[0-9]+$ ]] || ((PORT < 1024 || PORT > 65000)); then
 fi
 mkdir -p "$DATA_DIR"
 DATA_DIR=$(cd "$DATA_DIR" && pwd)
+
+# SASL/SCRAM (--sasl): credentials live in DATA_DIR/sasl; an instance formatted with them keeps
+# SASL on every later start (its brokers have no plaintext client listener any more).
+readonly SASL_DIR=$DATA_DIR/sasl SASL_USER=stormwatch SASL_ADMIN=admin
+SASL_REQUESTED=$SASL
+[[ -f $SASL_DIR/enabled ]] && SASL=1
 
 KAFKA_VERSION=${STORMWATCH_KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM" | head -n 1)}
 [[ -n $KAFKA_VERSION ]] || die "cannot read kafka.version from $POM"
@@ -250,6 +276,62 @@ write_config() {
         "LOG_DIRS=$dir/data" "DEFAULT_RF=$internal_rf" \
         "INTERNAL_RF=$internal_rf" "INTERNAL_MIN_ISR=$internal_isr"
     render "$SCRIPT_DIR/log4j2.properties.template" "$dir/log4j2.properties" "LOG_FILE=$dir/logs/server.log"
+    [[ $SASL == 1 ]] && append_sasl_config "$i"
+    return 0
+}
+
+# --- SASL/SCRAM (--sasl) -------------------------------------------------------------------
+
+sasl_password() { cat "$SASL_DIR/$1.password"; }
+
+# Create the credentials once, before the storage is formatted with them.
+sasl_prepare() {
+    local name formatted=0 i
+    for ((i = 1; i <= NODES; i++)); do [[ -f $(node_dir "$i")/data/meta.properties ]] && formatted=1; done
+    if [[ ! -f $SASL_DIR/enabled ]] && ((formatted == 1)); then
+        die "$DATA_DIR was formatted without --sasl; SCRAM users are created when the storage is formatted, so use a new --data-dir (or stop and delete this one)"
+    fi
+    mkdir -p "$SASL_DIR"
+    chmod 700 "$SASL_DIR"
+    for name in "$SASL_USER" "$SASL_ADMIN"; do
+        if [[ ! -s $SASL_DIR/$name.password ]]; then
+            (umask 077 && head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$SASL_DIR/$name.password")
+        fi
+    done
+    touch "$SASL_DIR/enabled"
+}
+
+# The broker port speaks SASL_PLAINTEXT; brokers authenticate to each other as the admin user.
+append_sasl_config() {
+    local i=$1 dir jaas mech
+    dir=$(node_dir "$i")
+    jaas="org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$SASL_ADMIN\" password=\"$(sasl_password "$SASL_ADMIN")\";"
+    {
+        echo ""
+        echo "# --- SASL/SCRAM, appended by local-kafka.sh --sasl (later keys override the ones above)"
+        echo "listeners=SASL_PLAINTEXT://127.0.0.1:$(broker_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")"
+        echo "advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$(broker_port "$i")"
+        echo "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT"
+        echo "inter.broker.listener.name=SASL_PLAINTEXT"
+        echo "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512"
+        echo "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512"
+        for mech in scram-sha-256 scram-sha-512; do
+            echo "listener.name.sasl_plaintext.$mech.sasl.jaas.config=$jaas"
+        done
+    } >>"$dir/server.properties"
+    chmod 600 "$dir/server.properties"
+}
+
+# --add-scram arguments for the storage format: both mechanisms for the client user, and the
+# inter-broker user. (The passwords are on this short-lived command line: fine for a loopback
+# development broker, see docs/security.md for production.)
+sasl_format_args() {
+    local name mech
+    for name in "$SASL_USER" "$SASL_ADMIN"; do
+        for mech in SCRAM-SHA-256 SCRAM-SHA-512; do
+            printf '%s\n' "--add-scram" "$mech=[name=$name,password=$(sasl_password "$name")]"
+        done
+    done
 }
 
 CLUSTER_ID=""
@@ -270,8 +352,10 @@ format_storage() {
     local i=$1 dir
     dir=$(node_dir "$i")
     [[ -f $dir/data/meta.properties ]] && return 0
+    local scram=()
+    [[ $SASL == 1 ]] && mapfile -t scram < <(sasl_format_args)
     "$JAVA" -Xmx256m -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$LIBS_DIR/*" \
-        kafka.tools.StorageTool format -t "$CLUSTER_ID" -c "$dir/server.properties" \
+        kafka.tools.StorageTool format -t "$CLUSTER_ID" -c "$dir/server.properties" "${scram[@]+"${scram[@]}"}" \
         >"$dir/logs/format.log" 2>&1 || {
         tail -n 20 "$dir/logs/format.log" >&2
         die "formatting the storage of node $i ($dir/data) failed; see $dir/logs/format.log"
@@ -310,15 +394,24 @@ show_logs() {
 
 # --- readiness: a real metadata request -------------------------------------------------------
 
+# argv: bootstrap, minimum broker count[, a broker id that must be registered]. With --sasl it
+# authenticates as the admin user (LOCAL_KAFKA_SASL_* set by pick_checker).
 PYTHON_CHECK='
-import sys
+import os, sys
 from confluent_kafka.admin import AdminClient
-admin = AdminClient({"bootstrap.servers": sys.argv[1], "log_level": 0, "socket.connection.setup.timeout.ms": 1000})
+conf = {"bootstrap.servers": sys.argv[1], "log_level": 0, "socket.connection.setup.timeout.ms": 1000}
+if os.environ.get("LOCAL_KAFKA_SASL_USER"):
+    with open(os.environ["LOCAL_KAFKA_SASL_PASSWORD_FILE"]) as f:
+        password = f.read().strip()
+    conf.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
+                 "sasl.username": os.environ["LOCAL_KAFKA_SASL_USER"], "sasl.password": password})
+admin = AdminClient(conf)
 try:
     metadata = admin.list_topics(timeout=2)
 except Exception:
     sys.exit(1)
-sys.exit(0 if len(metadata.brokers) >= int(sys.argv[2]) else 1)
+ok = len(metadata.brokers) >= int(sys.argv[2])
+sys.exit(0 if ok and (len(sys.argv) < 4 or int(sys.argv[3]) in metadata.brokers) else 1)
 '
 
 CHECKER=""
@@ -329,6 +422,17 @@ pick_checker() {
     else
         CHECKER=java
         printf 'default.api.timeout.ms=3000\nrequest.timeout.ms=2000\n' >"$DATA_DIR/admin-check.properties"
+    fi
+    if [[ $SASL == 1 ]]; then
+        export LOCAL_KAFKA_SASL_USER=$SASL_ADMIN LOCAL_KAFKA_SASL_PASSWORD_FILE=$SASL_DIR/$SASL_ADMIN.password
+        if [[ $CHECKER == java ]]; then
+            chmod 600 "$DATA_DIR/admin-check.properties"
+            {
+                echo "security.protocol=SASL_PLAINTEXT"
+                echo "sasl.mechanism=SCRAM-SHA-512"
+                echo "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$SASL_ADMIN\" password=\"$(sasl_password "$SASL_ADMIN")\";"
+            } >>"$DATA_DIR/admin-check.properties"
+        fi
     fi
 }
 
@@ -382,6 +486,12 @@ cmd_start() {
     fi
     ensure_java
     fetch_libs
+    if [[ $SASL_REQUESTED == 1 || $SASL == 1 ]] && ((running < NODES)); then
+        SASL=1
+        sasl_prepare
+    elif [[ $SASL_REQUESTED == 1 && ! -f $SASL_DIR/enabled ]]; then
+        die "$DATA_DIR already runs Kafka without SASL; stop it and start a new --data-dir with --sasl"
+    fi
     if ((running == NODES)); then
         log "already running ($NODES node(s), data in $DATA_DIR)"
     else
@@ -410,6 +520,9 @@ cmd_start() {
     fi
     wait_ready
     log "Kafka at $bootstrap is up (${NODES} node(s), ready after $((SECONDS - started))s)"
+    if [[ $SASL == 1 ]]; then
+        log "SASL/SCRAM required (security.protocol SASL_PLAINTEXT, SCRAM-SHA-256 or SCRAM-SHA-512): user $SASL_USER, password in $SASL_DIR/$SASL_USER.password"
+    fi
     echo "KAFKA_BOOTSTRAP_SERVERS=$bootstrap"
 }
 
@@ -483,9 +596,91 @@ cmd_fetch() {
     log "Apache Kafka $KAFKA_VERSION jars are in $LIBS_DIR; java is $JAVA"
 }
 
+# --- one node of a started instance (fault tests) -------------------------------------------
+
+# One attempt: does node $1 answer a metadata request on its own port and list itself as a broker?
+node_answers() {
+    local port
+    port=$(broker_port "$1")
+    if [[ $CHECKER != java ]]; then
+        timeout 10 "$CHECKER" -c "$PYTHON_CHECK" "127.0.0.1:$port" 1 "$1" 2>/dev/null
+    else
+        timeout 20 "$JAVA" -Xmx128m -cp "$LIBS_DIR/*" kafka.admin.ConfigCommand \
+            --bootstrap-server "127.0.0.1:$port" --command-config "$DATA_DIR/admin-check.properties" \
+            --describe --entity-type brokers --entity-name "$1" >/dev/null 2>&1
+    fi
+}
+
+# cmd_stop_node TERM|KILL: stop node NODE_ARG only; the others keep running.
+cmd_stop_node() {
+    local signal=$1 i=$NODE_ARG pid started=$SECONDS
+    exec 9>"$DATA_DIR/.lock"
+    flock 9
+    if ! pid=$(node_pid "$i"); then
+        rm -f "$(node_dir "$i")/kafka.pid"
+        log "node $i is not running (data in $(node_dir "$i"))"
+        return 0
+    fi
+    kill "-$signal" "$pid" 2>/dev/null || true
+    # node_pid, not kill -0: a killed JVM nobody has reaped yet is a zombie without a command line.
+    while node_pid "$i" >/dev/null; do
+        if [[ $signal == TERM ]] && ((SECONDS - started >= STOP_TIMEOUT)); then
+            log "node $i: no clean shutdown within ${STOP_TIMEOUT}s; killing PID $pid"
+            kill -KILL "$pid" 2>/dev/null || true
+            signal=KILL
+        elif ((SECONDS - started >= STOP_TIMEOUT + 10)); then
+            die "node $i (PID $pid) is still running $((SECONDS - started))s after SIG$signal"
+        fi
+        sleep 0.1
+    done
+    rm -f "$(node_dir "$i")/kafka.pid"
+    log "node $i stopped with SIG$signal in $((SECONDS - started))s (broker port $(broker_port "$i"), data kept)"
+}
+
+# Start node NODE_ARG of an instance that was started before, and wait until it serves as a
+# broker again (it needs a controller quorum: a majority of the nodes must run).
+cmd_start_node() {
+    local i=$NODE_ARG started=$SECONDS p
+    exec 9>"$DATA_DIR/.lock"
+    flock 9
+    [[ -f $DATA_DIR/cluster.id ]] || die "no Kafka instance in $DATA_DIR yet; run '$PROG start' first"
+    if [[ -f $DATA_DIR/bootstrap ]] && [[ $(<"$DATA_DIR/bootstrap") != "$(bootstrap_servers)" ]]; then
+        die "$DATA_DIR runs Kafka at $(<"$DATA_DIR/bootstrap"), not $(bootstrap_servers); pass the same --nodes/--port"
+    fi
+    ensure_java
+    fetch_libs
+    if node_pid "$i" >/dev/null; then
+        log "node $i is already running"
+    else
+        for p in "$(broker_port "$i")" "$(controller_port "$i")"; do
+            port_in_use "$p" && die "port 127.0.0.1:$p is taken by another process"
+        done
+        write_config "$i"
+        CLUSTER_ID=$(cluster_id)
+        format_storage "$i"
+        rm -f "$(node_dir "$i")/kafka.pid"
+        launch_node "$i"
+    fi
+    pick_checker
+    until node_answers "$i"; do
+        if ! node_pid "$i" >/dev/null; then
+            show_logs
+            die "node $i exited during startup (logs above)"
+        fi
+        if ((SECONDS - started >= START_TIMEOUT)); then
+            die "node $i did not serve as a broker within ${START_TIMEOUT}s (a majority of the nodes must run for a controller quorum); logs in $(node_dir "$i")/logs"
+        fi
+        sleep 0.5
+    done
+    log "node $i is up on 127.0.0.1:$(broker_port "$i") (ready after $((SECONDS - started))s)"
+}
+
 case $COMMAND in
 start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 fetch) cmd_fetch ;;
+stop-node) cmd_stop_node TERM ;;
+kill-node) cmd_stop_node KILL ;;
+start-node) cmd_start_node ;;
 esac

@@ -1,0 +1,182 @@
+"""Helpers of the fault suite: Kafka instances a test owns (and may break), bounded waits, metrics.
+
+The fault tests stop, kill and restart brokers, so they never do that to a broker other tests
+share: each instance here has its own ports and data directory under ``var/kafka/faults-*`` and is
+started fresh (emptied first) and stopped by the fixture that owns it (tests/faults/conftest.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from confluent_kafka import KafkaError, Producer
+from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SCRIPT = ROOT / "deploy" / "kafka" / "local-kafka.sh"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ScriptKafka:
+    """One instance of deploy/kafka/local-kafka.sh that a test module owns."""
+
+    nodes: int
+    port: int
+    data_dir: Path
+    sasl: bool = False
+
+    def _run(self, *command: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+        args = ["bash", str(SCRIPT), *command, "--nodes", str(self.nodes), "--port", str(self.port)]
+        args += ["--data-dir", str(self.data_dir)]
+        if self.sasl and command[0] == "start":
+            args.append("--sasl")
+        return subprocess.run(
+            args, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+        )
+
+    def _check(self, *command: str, timeout_s: float = 180) -> None:
+        result = self._run(*command, timeout_s=timeout_s)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"local-kafka.sh {' '.join(command)} failed (exit {result.returncode}):\n{result.stderr[-4000:]}"
+            )
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.node_port(i)}" for i in range(1, self.nodes + 1))
+
+    def node_port(self, node: int) -> int:
+        return self.port + node - 1
+
+    def fresh_start(self) -> str:
+        """Stop whatever an interrupted earlier run left, empty the data directory, start."""
+        self._run("stop", timeout_s=120)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self._check("start", timeout_s=900)
+        return self.bootstrap
+
+    def start(self) -> None:
+        self._check("start")
+
+    def stop(self) -> None:
+        self._check("stop", timeout_s=120)
+
+    def destroy(self) -> None:
+        """Stop every node and delete the data (the fixtures' teardown)."""
+        self._run("stop", timeout_s=120)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def stop_node(self, node: int) -> None:
+        """SIGTERM: a controlled shutdown (leadership moves away first)."""
+        self._check("stop-node", str(node), timeout_s=90)
+
+    def kill_node(self, node: int) -> None:
+        """SIGKILL: a crash."""
+        self._check("kill-node", str(node), timeout_s=30)
+
+    def start_node(self, node: int) -> None:
+        self._check("start-node", str(node), timeout_s=120)
+
+    def sasl_password(self) -> str:
+        return (self.data_dir / "sasl" / "stormwatch.password").read_text().strip()
+
+
+def wait_for(check: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.5) -> T:
+    """Poll ``check`` until it returns something truthy; AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for a worker's /metrics)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` (with these labels) on a worker's /metrics; 0 when absent,
+    -1 while the worker does not serve /metrics yet (it starts serving after its start-up checks)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return -1.0
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def group_coordinator(bootstrap: str, group: str) -> int:
+    """Node id of the broker coordinating ``group`` (also its transactions' offsets)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    description = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+    return int(description.coordinator.id)
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load average: fault timings mean little on a busy machine."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+class PacedProducer(threading.Thread):
+    """Produces (timestamp, value) records when the wall clock reaches ``timestamp - lead_s``.
+
+    The storm is live (the pipeline sees it arrive), yet every record's timestamp is ahead of the
+    wall clock when it is written, and the ingest stage's clock never runs ahead of the data it has
+    read (at a partition's end it takes max(wall clock, newest timestamp)). So no record is ever
+    late, and the incidents depend only on the raw log: a replay of the same topic must give the
+    same audit log.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, records: list[tuple[int, bytes]], lead_s: float) -> None:
+        super().__init__(name="paced-producer", daemon=True)
+        self.records = records
+        self.topic = topic
+        self.lead_ms = int(lead_s * 1000)
+        self.errors: list[KafkaError] = []
+        self.delivered = 0
+        self.undelivered = -1
+        self.producer = Producer(
+            {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
+        )
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is None:
+            self.delivered += 1
+        else:
+            self.errors.append(err)
+
+    def run(self) -> None:
+        for ts, value in self.records:
+            while (wait_ms := ts - self.lead_ms - time.time() * 1000) > 0:
+                self.producer.poll(min(wait_ms / 1000, 0.2))
+            while True:
+                try:
+                    self.producer.produce(self.topic, value, timestamp=ts, on_delivery=self._on_delivery)
+                    break
+                except BufferError:
+                    self.producer.poll(0.1)
+            self.producer.poll(0)
+        self.undelivered = self.producer.flush(120)
