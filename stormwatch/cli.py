@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "stormwatch.commands.simulate",
     "stormwatch.commands.agent",
     "stormwatch.commands.demo",
+    "stormwatch.commands.bench",
 ]
 
 Handler = Callable[[argparse.Namespace, Settings], int]

@@ -95,7 +95,9 @@ class IngestSettings(BaseModel):
     max_label_bytes: int = Field(default=16 * 1024, description="Longest label name or value")
     max_json_depth: int = Field(default=32, description="Deeper JSON nesting: dead-lettered")
     max_batch_records: int = Field(default=5_000, ge=1, description="Raw records per poll (one transaction)")
-    tick_interval_ms: int = Field(default=200, ge=10, description="How often clock ticks enter the log")
+    tick_interval_ms: int = Field(
+        default=50, ge=10, description="How often clock ticks enter the log (bounds timer delay)"
+    )
 
 
 class CorrelatorSettings(BaseModel):

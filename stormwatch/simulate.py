@@ -205,6 +205,10 @@ class _Plan:
         self.alerts: list[SimAlert] = []
         self._identities: set[frozenset[tuple[str, str]]] = set()
 
+    def finish(self) -> None:
+        """Drop what only building needed (the duplicate check holds a set per alert)."""
+        self._identities.clear()
+
     @property
     def unit(self) -> float:
         """A tenth of the duration: scenarios place their phases in these units (>= one evaluation)."""
@@ -765,6 +769,7 @@ def _build(scenario: str, size: int, seed: int, duration_ms: int, eval_ms: int) 
     else:
         rng = random.Random(f"{seed}/{scenario}")
         _BUILDERS[scenario](plan, rng, size, rng.choice(_CLUSTERS))
+    plan.finish()
     return plan
 
 
@@ -1125,6 +1130,7 @@ def _am_records(
         )
         for a in alerts
     ]
+    group_of = [tuple(a.labels.get(name, "") for name in AM_GROUP_BY) for a in alerts]
     groups: dict[tuple[str, ...], _AmGroup] = {}
     flushes: list[tuple[int, int, tuple[str, ...]]] = []  # (t, sequence, group key)
     sequence = 0
@@ -1212,12 +1218,12 @@ def _am_records(
             due, _, key = heapq.heappop(flushes)
             yield from run_flush(due, key)
         for ai, firing, starts, ends in notes:
-            labels = alerts[ai].labels
-            key = tuple(labels.get(name, "") for name in AM_GROUP_BY)
+            key = group_of[ai]
             group = groups.get(key)
             if group is None:
                 if not firing:
                     continue  # a resolved re-send of an alert Alertmanager already forgot
+                labels = alerts[ai].labels
                 group = _AmGroup(key, {n: labels[n] for n in AM_GROUP_BY if labels.get(n)})
                 groups[key] = group
                 sequence += 1
@@ -1365,7 +1371,7 @@ def encode_line(record: SimRecord, t0_ms: int) -> bytes:
     """``{"t":..,"t0":..,"headers":{..},"value":<JSON>}`` and a newline (docs/simulate.md)."""
     parts = [b'{"t":', str(record.t_ms).encode(), b',"t0":', str(t0_ms).encode()]
     if record.key is not None:
-        parts += [b',"key":', orjson.dumps(record.key.decode("utf-8", "surrogateescape"))]
+        parts += [b',"key":', orjson.dumps(record.key.decode())]  # the file format keeps keys as text
     parts += [b',"headers":', orjson.dumps(record.headers), b',"value":', record.value, b"}\n"]
     return b"".join(parts)
 

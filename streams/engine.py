@@ -7,6 +7,8 @@ one Kafka transaction: incident events, dead letters, feedback commands and stat
 Ordering contract: alerts wait in a reorder buffer until ``watermark - allowed_lateness`` passes
 their event time; then alerts and timers are applied in event-time order (alerts first on ties),
 so any arrival order within the allowed lateness gives the same incidents and the same events.
+Alerts are ordered by ``AlertNote.sort_key``; the rare notifications whose keys are equal (the
+same alert, content and time, e.g. from two Prometheus replicas) are applied in log order.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -33,7 +36,15 @@ from schemas.incident import (
 )
 from schemas.silence import Silence
 from streams import wire
-from streams.groups import EXPIRE, SETTLE, AlertState, GroupState, IncidentRuntime, round_up
+from streams.groups import (
+    EXPIRE,
+    NO_CHANGES,
+    SETTLE,
+    AlertState,
+    GroupState,
+    IncidentRuntime,
+    round_up,
+)
 from streams.lifecycle import Action, transition
 from streams.rules import CorrelationRule, LatePolicy, RulesConfig
 
@@ -79,16 +90,17 @@ class EngineOutput:
     commit_offset: int | None = None  # next input offset to commit for this partition
 
 
-@dataclass(order=True, slots=True)
+@dataclass(slots=True, eq=False)
 class _Buffered:
     key: tuple[Any, ...]
-    offset: int = field(compare=False)
-    kind: str = field(compare=False)  # "a" alert, "i" inhibitor
-    note: wire.AlertNote = field(compare=False)
-    route: tuple[str, str, str, dict[str, str]] | None = field(
-        compare=False
-    )  # gkhash, group_key, rule, labels
-    inhibit_rule: str | None = field(compare=False, default=None)
+    offset: int
+    kind: str  # "a" alert, "i" inhibitor
+    note: wire.AlertNote
+    route: tuple[str, str, str, dict[str, str]] | None  # gkhash, group_key, rule, labels
+    inhibit_rule: str | None = None
+
+
+_BUFFER_ORDER = attrgetter("key")
 
 
 @dataclass(slots=True)
@@ -119,8 +131,11 @@ class PartitionEngine:
         self.inhibitors: dict[str, dict[str, _Inhibitor]] = {}  # rule -> fingerprint -> state
         self.keyed_index: dict[str, str] = {}  # fingerprint -> gkhash, for keyed alerts only
         self.stats: Counter[str] = Counter()
-        self._buffer: list[_Buffered] = []
-        self._buffered_offsets: Counter[int] = Counter()  # input offset -> alerts still buffered from it
+        # The reorder buffer: alerts by event time, each list in log order, and a heap of those
+        # times. Time advancing takes the due lists and sorts only them by key (stable: equal keys
+        # keep log order); a heap of all alerts by key cost twice as much per alert.
+        self._waiting: dict[int, list[_Buffered]] = {}
+        self._waiting_times: list[int] = []
         self._timers: list[tuple[int, str]] = []
         self._due: dict[str, int] = {}
         self._dirty_groups: set[str] = set()
@@ -147,7 +162,9 @@ class PartitionEngine:
         elif replay:
             pass  # ticks, commands and results below `processed` are already reflected in state
         elif kind == wire.TICK:
-            self._on_tick(str(record["src"]), int(record["wm"]), int(record.get("n", 1)))
+            self._on_ticks({str(record["src"]): int(record["wm"])}, int(record.get("n", 1)))
+        elif kind == wire.TICKS:
+            self._on_ticks({str(k): int(v) for k, v in record["wm"].items()}, int(record.get("n", 1)))
         elif kind == wire.COMMAND:
             self._on_command(record["cmd"], value, offset)
         elif kind == wire.RESULT:
@@ -179,12 +196,16 @@ class PartitionEngine:
             late = (self.clock is not None and note.event_ms < self.clock) or (
                 self.bound is not None and key <= self.bound
             )
-            if replay:
-                if not late:
-                    self._push(_Buffered(key, offset, kind, note, route_info, inhibit_rule))
-                continue
             if not late:
-                self._push(_Buffered(key, offset, kind, note, route_info, inhibit_rule))
+                item = _Buffered(key, offset, kind, note, route_info, inhibit_rule)
+                waiting = self._waiting.get(note.event_ms)
+                if waiting is None:
+                    self._waiting[note.event_ms] = [item]
+                    heapq.heappush(self._waiting_times, note.event_ms)
+                else:
+                    waiting.append(item)
+                continue
+            if replay:
                 continue
             self.stats["late_alerts"] += 1
             if self.config.late_policy is LatePolicy.DEAD_LETTER and kind != "i":
@@ -198,14 +219,16 @@ class PartitionEngine:
                 continue
             self._apply(_Buffered(key, offset, kind, note, route_info, inhibit_rule), late=True)
 
-    def _push(self, item: _Buffered) -> None:
-        heapq.heappush(self._buffer, item)
-        self._buffered_offsets[item.offset] += 1
-
-    def _on_tick(self, source: str, watermark: int, sources: int) -> None:
-        if watermark <= self.watermarks.get(source, -1):
+    def _on_ticks(self, marks: dict[str, int], sources: int) -> None:
+        """New watermarks of raw partitions. Several at once advance time as they would one by one:
+        the intermediate targets only split the same event-time ordered sequence of steps."""
+        moved = False
+        for source, watermark in marks.items():
+            if watermark > self.watermarks.get(source, -1):
+                self.watermarks[source] = watermark
+                moved = True
+        if not moved:
             return
-        self.watermarks[source] = watermark
         self._meta_dirty = True
         self.expected_sources = max(self.expected_sources, sources)
         if len(self.watermarks) < self.expected_sources:
@@ -216,18 +239,20 @@ class PartitionEngine:
 
     def _advance(self, target: int) -> None:
         """Apply buffered alerts and due timers in event-time order up to ``target``."""
+        ready: list[_Buffered] = []
+        times = self._waiting_times
+        while times and times[0] <= target:
+            ready += self._waiting.pop(heapq.heappop(times))
+        ready.sort(key=_BUFFER_ORDER)
+        released = 0
+        end = len(ready)
         while True:
-            next_alert = self._buffer[0] if self._buffer and self._buffer[0].key[0] <= target else None
+            next_alert = ready[released] if released < end else None
             due = self._next_timer(target)
             if next_alert is None and due is None:
                 break
             if next_alert is not None and (due is None or next_alert.key[0] <= due[0]):
-                heapq.heappop(self._buffer)
-                left = self._buffered_offsets[next_alert.offset] - 1
-                if left:
-                    self._buffered_offsets[next_alert.offset] = left
-                else:
-                    del self._buffered_offsets[next_alert.offset]
+                released += 1
                 self._set_clock(next_alert.key[0])
                 self.bound = next_alert.key
                 self._apply(next_alert, late=False)
@@ -281,8 +306,8 @@ class PartitionEngine:
             self._deleted.discard(gkhash)
             self._dirty_groups.add(gkhash)
         self.stats["alerts_applied"] += 1
-        self._apply_alert(group, note, t, late)
-        self._reschedule(group)
+        if self._apply_alert(group, note, t, late):
+            self._reschedule(group)
 
     def _apply_by_key(self, note: wire.AlertNote, t: int, late: bool) -> None:
         """A key-only notification: the partition holding the fingerprint applies it, others ignore it."""
@@ -295,13 +320,19 @@ class PartitionEngine:
         note.severity = alert.severity
         note.annotations = {**alert.annotations, **note.annotations}
         self.stats["alerts_applied"] += 1
-        self._apply_alert(group, note, t, late)
-        self._reschedule(group)
+        if self._apply_alert(group, note, t, late):
+            self._reschedule(group)
 
     def _rule(self, group: GroupState) -> CorrelationRule:
         return self.rules.get(group.rule, self.default_rule)
 
-    def _apply_alert(self, group: GroupState, note: wire.AlertNote, t: int, late: bool) -> None:
+    def _apply_alert(self, group: GroupState, note: wire.AlertNote, t: int, late: bool) -> bool:
+        """Apply one notification; True when the group's next timer may have moved earlier.
+
+        A plain re-send (same status and content) only moves its alert's expiry, usually later; the
+        group's timer then stays where it was, and should it fire before anything is due, the
+        timers find nothing to do and reschedule the group (about 10% of the CPU time per alert).
+        """
         rule = self._rule(group)
         fp = note.fingerprint
         alert = group.alerts.get(fp)
@@ -311,7 +342,7 @@ class PartitionEngine:
         if alert is None:
             if not note.firing:
                 self.stats["resolved_unknown"] += 1
-                return
+                return True
             alert = AlertState(
                 fp,
                 note.labels,
@@ -330,16 +361,20 @@ class PartitionEngine:
             self._touch_alert(group, alert)
             self._count_suppression(group, suppression)
             self._firing_arrived(group, alert, t, rule, new=True)
-            return
+            return True
         dirty = False
+        earlier = False
         if alert.seen_ms != seen or alert.ends_ms != ends:
+            before = alert.expiry_ms(rule.resolve_timeout_ms)
             alert.seen_ms, alert.ends_ms = seen, ends
             dirty = True
             if note.firing and alert.firing:
-                group.push_timer(alert.expiry_ms(rule.resolve_timeout_ms), EXPIRE, fp)
+                expiry = alert.expiry_ms(rule.resolve_timeout_ms)
+                group.push_timer(expiry, EXPIRE, fp)
+                earlier = expiry < before
         if suppression != alert.suppressed:
             alert.suppressed = suppression
-            dirty = True
+            dirty = earlier = True
             if suppression is not None and alert.member:
                 kind = (
                     AlertChangeKind.SILENCED
@@ -350,7 +385,7 @@ class PartitionEngine:
         self._count_suppression(group, suppression)
         if note.firing != alert.firing:
             alert.firing = note.firing
-            dirty = True
+            dirty = earlier = True
             self._track_flip(group, alert, t, rule)
             if alert.flapping:
                 self.stats["suppressed_flapping"] += 1
@@ -358,9 +393,9 @@ class PartitionEngine:
                 self._firing_arrived(group, alert, t, rule, new=False)
             else:
                 self._alert_resolved(group, alert, t, AlertChangeKind.RESOLVED)
-        elif note.severity != alert.severity or note.annotations != alert.annotations:
+        elif note.severity != alert.severity or not alert.same_annotations(note.annotations):
             alert.severity, alert.annotations = note.severity, note.annotations
-            dirty = True
+            dirty = earlier = True
             if alert.member and not alert.flapping:
                 self._mark(group, alert, AlertChangeKind.UPDATED, t)
                 self._want_flush(group)
@@ -371,6 +406,7 @@ class PartitionEngine:
                 self._dirty_groups.add(group.gkhash)
         if dirty:
             self._touch_alert(group, alert)
+        return earlier
 
     def _count_suppression(self, group: GroupState, suppression: str | None) -> None:
         if suppression is None:
@@ -384,8 +420,9 @@ class PartitionEngine:
         policy = self.config.flap
         if not policy.enabled:
             return
-        alert.flips = [f for f in alert.flips if f > t - policy.window_ms]
-        alert.flips.append(t)
+        flips = [f for f in alert.flips if f > t - policy.window_ms]
+        flips.append(t)
+        alert.flips = flips
         if not alert.flapping and len(alert.flips) > policy.max_flips:
             alert.flapping = True
             self.stats["flapping_detected"] += 1
@@ -625,7 +662,7 @@ class PartitionEngine:
         group.has_pending = False
         for alert in candidates:
             alert.member = True
-            alert.pending = []
+            alert.pending = NO_CHANGES
             self._touch_alert(group, alert)
         changes = [
             self._change(
@@ -678,7 +715,7 @@ class PartitionEngine:
         group.has_pending = False
         for alert in list(group.alerts.values()):
             alert.member = False
-            alert.pending = []
+            alert.pending = NO_CHANGES
             if alert.firing:
                 self._touch_alert(group, alert)
             else:
@@ -1060,7 +1097,7 @@ class PartitionEngine:
         changes = [self._change(a, AlertChangeKind(c[0]), c[1], c[2]) for _, _, _, a, c in pending]
         group.has_pending = False
         for alert in {id(p[3]): p[3] for p in pending}.values():
-            alert.pending = []
+            alert.pending = NO_CHANGES
             self._touch_alert(group, alert)
         return changes
 
@@ -1157,7 +1194,10 @@ class PartitionEngine:
             out.state[f"a/{gkhash}/{fp}"] = alert.encode() if alert is not None else None
         if self._meta_dirty or out.state:
             out.state[PARTITION_KEY] = self._encode_meta()
-        out.commit_offset = min(self._buffered_offsets, default=self.processed + 1)
+        # each waiting list is in log order: its first alert came from its oldest record
+        out.commit_offset = min(
+            (waiting[0].offset for waiting in self._waiting.values()), default=self.processed + 1
+        )
         self._dirty_groups = set()
         self._dirty_alerts = set()
         self._deleted = set()
@@ -1230,7 +1270,7 @@ class PartitionEngine:
             "groups": len(self.groups),
             "alerts": sum(len(g.alerts) for g in self.groups.values()),
             "open_incidents": open_incidents,
-            "buffered": len(self._buffer),
+            "buffered": sum(len(waiting) for waiting in self._waiting.values()),
         }
 
 

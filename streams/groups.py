@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from schemas.common import Severity
 from schemas.incident import AlertChangeKind, IncidentState
 
 ACTIVE_STATES = frozenset({IncidentState.OPEN, IncidentState.ACKNOWLEDGED, IncidentState.MITIGATING})
@@ -30,23 +31,94 @@ def round_up(ms: int, resolution: int) -> int:
     return -(-ms // resolution) * resolution
 
 
-@dataclass(slots=True)
+NO_FLIPS: tuple[()] = ()
+NO_CHANGES: tuple[()] = ()
+"""Shared empty ``flips`` / ``pending``: most alerts have neither, and an empty list is 56 bytes."""
+
+_SEVERITIES = {s.value: s.value for s in Severity}  # one shared string per severity
+
+
+def _kept(encoded: bytes) -> bytes:
+    """A copy of exactly its size: orjson's result keeps its 4 KiB output buffer allocated."""
+    return bytes(memoryview(encoded))
+
+
 class AlertState:
-    fingerprint: str
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    severity: str
-    firing: bool
-    starts_ms: int
-    seen_ms: int  # last notification, rounded up to the state resolution
-    ends_ms: int | None  # the source's endsAt for a firing alert, rounded up
-    flips: list[int] = field(default_factory=list)  # status flip times inside the flap window
-    flapping: bool = False
-    suppressed: str | None = None  # "silence:ID" or "inhibit:RULE" while suppressed
-    member: bool = False  # belongs to the group's current incident
-    # Changes not yet reported in an incident event: [kind, at_ms, rule], oldest first.
-    pending: list[list[Any]] = field(default_factory=list)
-    keyed: bool = False  # identified by the source's key: reachable by key-only notifications
+    """One alert of a group.
+
+    Labels and annotations are kept as their orjson encoding, in the order they came, and decoded
+    where an event reports them: as two dicts of short strings they cost about 1.3 KiB per alert,
+    encoded about a third of that (docs/performance.md, "Memory"). The properties give equal
+    dicts in the same order, and the state record is byte for byte what encoding the dicts gave.
+    """
+
+    __slots__ = (
+        "_annotations",
+        "_labels",
+        "ends_ms",
+        "fingerprint",
+        "firing",
+        "flapping",
+        "flips",
+        "keyed",
+        "member",
+        "pending",
+        "seen_ms",
+        "severity",
+        "starts_ms",
+        "suppressed",
+    )
+
+    def __init__(
+        self,
+        fingerprint: str,
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        severity: str,
+        firing: bool,
+        starts_ms: int,
+        seen_ms: int,
+        ends_ms: int | None,
+        flips: list[int] | tuple[()] = NO_FLIPS,
+        flapping: bool = False,
+        suppressed: str | None = None,
+        member: bool = False,
+        pending: list[list[Any]] | tuple[()] = NO_CHANGES,
+        keyed: bool = False,
+    ) -> None:
+        self.fingerprint = fingerprint
+        self._labels = _kept(orjson.dumps(labels))
+        self._annotations = _kept(orjson.dumps(annotations))
+        self.severity = _SEVERITIES.get(severity, severity)
+        self.firing = firing
+        self.starts_ms = starts_ms
+        self.seen_ms = seen_ms  # last notification, rounded up to the state resolution
+        self.ends_ms = ends_ms  # the source's endsAt for a firing alert, rounded up
+        self.flips: list[int] | tuple[()] = flips or NO_FLIPS  # status flip times inside the flap window
+        self.flapping = flapping
+        self.suppressed = suppressed  # "silence:ID" or "inhibit:RULE" while suppressed
+        self.member = member  # belongs to the group's current incident
+        # Changes not yet reported in an incident event: [kind, at_ms, rule], oldest first.
+        self.pending: list[list[Any]] | tuple[()] = pending or NO_CHANGES
+        self.keyed = keyed  # identified by the source's key: reachable by key-only notifications
+
+    @property
+    def labels(self) -> dict[str, str]:
+        labels: dict[str, str] = orjson.loads(self._labels)
+        return labels
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        annotations: dict[str, str] = orjson.loads(self._annotations)
+        return annotations
+
+    @annotations.setter
+    def annotations(self, annotations: dict[str, str]) -> None:
+        self._annotations = _kept(orjson.dumps(annotations))
+
+    def same_annotations(self, annotations: dict[str, str]) -> bool:
+        """``annotations == self.annotations``, mostly without decoding: a re-send's are the same bytes."""
+        return orjson.dumps(annotations) == self._annotations or self.annotations == annotations
 
     def expiry_ms(self, resolve_timeout_ms: int) -> int:
         return self.ends_ms if self.ends_ms is not None else self.seen_ms + resolve_timeout_ms
@@ -60,31 +132,57 @@ class AlertState:
         return self.firing or self.flapping
 
     def mark(self, kind: AlertChangeKind, at: int, rule: str | None = None) -> None:
-        if self.pending and self.pending[-1][0] == kind.value:
+        pending = self.pending
+        if not isinstance(pending, list):
+            self.pending = [[kind.value, at, rule]]
+            return
+        if pending[-1][0] == kind.value:
             return  # the same change again before it was reported: reported once
-        self.pending.append([kind.value, at, rule])
-        if len(self.pending) > MAX_PENDING_CHANGES:
-            del self.pending[1]  # keep the first (often JOINED) and the latest ones
+        pending.append([kind.value, at, rule])
+        if len(pending) > MAX_PENDING_CHANGES:
+            del pending[1]  # keep the first (often JOINED) and the latest ones
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.fingerprint,
+            self._labels,
+            self._annotations,
+            self.severity,
+            self.firing,
+            self.starts_ms,
+            self.seen_ms,
+            self.ends_ms,
+            self.flips,
+            self.flapping,
+            self.suppressed,
+            self.member,
+            self.pending,
+            self.keyed,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AlertState):
+            return NotImplemented
+        mine, theirs = self._fields(), other._fields()
+        # empty flips/pending compare equal whether a shared tuple or an empty list
+        return (
+            mine[:8] == theirs[:8]
+            and mine[9:12] == theirs[9:12]
+            and mine[13] == theirs[13]
+            and (list(mine[8]) == list(theirs[8]) and list(mine[12]) == list(theirs[12]))
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"AlertState({self.fingerprint!r}, labels={self.labels!r}, firing={self.firing}, "
+            f"member={self.member}, seen_ms={self.seen_ms}, ends_ms={self.ends_ms})"
+        )
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            [
-                self.fingerprint,
-                self.labels,
-                self.annotations,
-                self.severity,
-                self.firing,
-                self.starts_ms,
-                self.seen_ms,
-                self.ends_ms,
-                self.flips,
-                self.flapping,
-                self.suppressed,
-                self.member,
-                self.pending,
-                self.keyed,
-            ]
-        )
+        labels, annotations = orjson.Fragment(self._labels), orjson.Fragment(self._annotations)
+        return orjson.dumps([self.fingerprint, labels, annotations, *self._fields()[3:]])
 
     @classmethod
     def decode(cls, data: bytes) -> AlertState:

@@ -10,12 +10,13 @@ import base64
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from schemas.adapters import ParseLimits, parse_record
+from schemas.adapters import ParseLimits, parse_record_checked
 from schemas.commands import CommandResult, OperatorAction, OperatorCommand
+from schemas.common import ms_from_dt
 from schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.config import Settings
 from streams import wire
@@ -25,6 +26,8 @@ from streams.rules import Router, RulesConfig
 from streams.txloop import BatchResult, Output, coordinates
 
 log = logging.getLogger("stormwatch.ingest")
+
+_MS_MEMO_SIZE = 4096
 
 
 class IngestStage:
@@ -51,10 +54,13 @@ class IngestStage:
         self._raw_partition_count = 0
         self._last_tick = 0.0
         self._inhibit_rules = rules.inhibit_rules
+        self._ms_memo: dict[datetime, int] = {}
+        self._consumer: Consumer | None = None
 
     # -- loop hooks
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._consumer = consumer
         for tp in partitions:
             if tp.topic == self.topics.raw:
                 self._raw_owned.setdefault(tp.partition, -1)
@@ -70,6 +76,10 @@ class IngestStage:
 
     def idle_work_due(self) -> bool:
         return bool(self._raw_owned) and (time.monotonic() - self._last_tick) * 1000 >= self.tick_interval_ms
+
+    def idle_work_in(self) -> float:
+        """Seconds until the next tick is due: the loop waits no longer, so ticks keep their pace."""
+        return max(0.0, self._last_tick + self.tick_interval_ms / 1000 - time.monotonic())
 
     def handle(self, messages: list[Message], eof: set[tuple[str, int]]) -> BatchResult:
         outputs: list[Output] = []
@@ -106,7 +116,8 @@ class IngestStage:
             self._raw_owned[partition] = ts
         value = msg.value() or b""
         headers = _headers(msg)
-        result = parse_record(
+        # Checked fields, not pydantic Alerts: each alert becomes a compact note at once.
+        result = parse_record_checked(
             value,
             topic=topic,
             partition=partition,
@@ -117,24 +128,39 @@ class IngestStage:
         )
         for dead in result.dead_letters:
             outputs.append(self._dlq(dead))
-        for alert in result.alerts:
-            note = wire.AlertNote.from_alert(alert)
+        event_ms = ms_from_dt(result.received_at)
+        notes: list[wire.AlertNote] = []
+        for fields in result.alerts:
+            note = wire.AlertNote.from_checked(fields, event_ms, self._to_ms)
+            notes.append(note)
             if note.keyed and (not note.firing or "pagerduty_action" in note.annotations):
                 # resolve/acknowledge carry only the key: whoever holds that alert applies it
                 outputs.extend(self._broadcast(wire.encode_by_key(note)))
                 continue
-            route = self.router.route(alert.labels)  # by label set: a source key may outlive its labels
+            # Routed by label set: a source key may outlive its labels. Without a source key the
+            # fingerprint is the label fingerprint, a cheaper cache key for the same route.
+            labels = note.labels
+            route = self.router.route(labels, note.fingerprint if fields.get("source_key") is None else None)
             bucket = buckets.get(route.gkhash)
             if bucket is None:
                 buckets[route.gkhash] = (route, [note])
             else:
                 bucket[1].append(note)
             for rule in self._inhibit_rules:
-                if all(m.matches(alert.labels) for m in rule.source_match):
+                if all(m.matches(labels) for m in rule.source_match):
                     encoded = wire.encode_inhibitor(rule.name, note)
                     outputs.extend(self._broadcast(encoded))
         if self.metrics is not None:
-            self.metrics.record_ingest(result)
+            self.metrics.record_ingest(_Parsed(notes, result.dead_letters))
+
+    def _to_ms(self, when: datetime) -> int:
+        """``ms_from_dt``, memoized: the alerts of one push mostly share startsAt and endsAt."""
+        ms = self._ms_memo.get(when)
+        if ms is None:
+            if len(self._ms_memo) >= _MS_MEMO_SIZE:
+                self._ms_memo.clear()
+            ms = self._ms_memo[when] = ms_from_dt(when)
+        return ms
 
     def _dlq(self, dead: DeadLetter) -> Output:
         key = f"{dead.source_topic}/{dead.source_partition}/{dead.source_offset}"
@@ -207,18 +233,42 @@ class IngestStage:
         return [Output(self.topics.correlator_input, value, None, p) for p in range(self.partitions)]
 
     def _ticks(self, outputs: list[Output]) -> None:
-        """One tick per owned raw partition to every correlator partition: the log's clock."""
+        """The watermark of each owned raw partition to every correlator partition: the log's clock.
+
+        One record carries them all (wire ``ticks``), so ticks cost a record per correlator
+        partition however many raw partitions this worker owns.
+        """
         self._last_tick = time.monotonic()
         now = self._wall()
+        marks: dict[str, int] = {}
         for partition, max_ts in sorted(self._raw_owned.items()):
-            if partition in self._at_eof:
-                watermark = max(now, max_ts)
+            if partition in self._at_eof or self._caught_up(partition):
+                marks[f"{self.topics.raw}/{partition}"] = max(now, max_ts)
             elif max_ts >= 0:
-                watermark = max_ts
-            else:
-                continue
-            value = wire.encode_tick(f"{self.topics.raw}/{partition}", watermark, self._raw_partition_count)
-            outputs.extend(self._broadcast(value))
+                marks[f"{self.topics.raw}/{partition}"] = max_ts
+        if marks:
+            outputs.extend(self._broadcast(wire.encode_ticks(marks, self._raw_partition_count)))
+
+    def _caught_up(self, partition: int) -> bool:
+        """Everything the broker had at the last fetch is read: what an EOF event says, but also
+        true between EOF events while records keep arriving (then the wall clock is the watermark
+        rather than the last record's timestamp, which lags by the produce-to-consume time)."""
+        if self._consumer is None:
+            return False
+        tp = TopicPartition(self.topics.raw, partition)
+        try:
+            position = self._consumer.position([tp])[0].offset
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+        except KafkaException:
+            return False
+        return position >= 0 and high >= 0 and position >= high
+
+
+class _Parsed(NamedTuple):
+    """What PipelineMetrics.record_ingest reads of a parsed record (each alert's source, format)."""
+
+    alerts: list[wire.AlertNote]
+    dead_letters: list[DeadLetter]
 
 
 def _headers(msg: Message) -> dict[str, bytes] | None:

@@ -9,6 +9,8 @@ generation (KIP-447), so each process may use its own transactional id.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import logging
 import os
@@ -95,6 +97,31 @@ collector scans them while they are alive and promotes them to older generations
 12-22% of the stages' CPU time (docs/performance.md). Reference counting frees them either way."""
 
 
+TRIM_INTERVAL_S = 10.0
+"""How often a busy loop hands freed heap memory back to the OS (see ``release_free_memory``)."""
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    trim: Callable[[int], int] | None = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the OS (glibc's ``malloc_trim``; elsewhere nothing).
+
+    A state restore or a burst of large batches frees hundreds of MB that glibc would otherwise
+    keep resident: with it the correlator's RSS follows its state (docs/performance.md, "Memory").
+    """
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 class TransactionalLoop:
     def __init__(
         self,
@@ -112,15 +139,20 @@ class TransactionalLoop:
         consumer_lag: Gauge | None = None,
         lag_interval_s: float = LAG_INTERVAL_S,
         max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
+        group_instance_id: str | None = None,
     ) -> None:
         """``consumer_lag``: a gauge labelled (topic, partition) for the lag report; by default the
-        pipeline's ``stormwatch_consumer_lag``. ``lag_interval_s`` <= 0 turns the report off."""
+        pipeline's ``stormwatch_consumer_lag``. ``lag_interval_s`` <= 0 turns the report off.
+        ``max_batch_bytes``: input bytes per transaction, roughly (None: ``max_batch`` records).
+        ``group_instance_id``: static group membership for a replica id that is stable across
+        restarts (faster recovery; see the consumer config below)."""
         self.settings = settings
         self.stage = stage
         self.topics = topics
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
         self._record_bytes = 0.0  # moving mean of the input record size
+        self._trim_due = 0.0
         self.poll_timeout_s = poll_timeout_s
         self.on_commit = on_commit
         self._running = True
@@ -146,6 +178,10 @@ class TransactionalLoop:
             "heartbeat.interval.ms": 2000,
             "max.poll.interval.ms": 300000,
             "fetch.wait.max.ms": 50,
+            # A stable replica id makes the consumer a static group member (KIP-345): restarted,
+            # it gets its partitions back at once instead of after the dead member's session
+            # timeout. Only for ids that survive a restart (a StatefulSet pod name), never host-pid.
+            **({"group.instance.id": group_instance_id} if group_instance_id else {}),
             **(consumer_overrides or {}),
         }
         producer_conf = {
@@ -173,6 +209,7 @@ class TransactionalLoop:
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.stage.on_assign(consumer, partitions)
         gc.freeze()  # state restored for these partitions lives until they are revoked
+        release_free_memory()  # what reading the changelog needed on the way
         consumer.incremental_assign(partitions)
         self._assigned.extend(partitions)
 
@@ -217,10 +254,14 @@ class TransactionalLoop:
                 if not records and not eof and not self.stage.idle_work_due():
                     continue
                 self._transact(records, eof)
+                if time.monotonic() >= self._trim_due:
+                    self._trim_due = time.monotonic() + TRIM_INTERVAL_S
+                    release_free_memory()
         finally:
             self._forget_lag(self._assigned)  # this process no longer reads them
             self.consumer.close()
-            self.producer.flush(10)
+            with contextlib.suppress(KafkaException):  # a failed producer has nothing left to flush
+                self.producer.flush(10)
 
     def _poll(self) -> list[Message]:
         """Wait for the first record (or EOF event), then take what else is already fetched.
@@ -340,7 +381,15 @@ class TransactionalLoop:
                 return
             if isinstance(error, KafkaError) and error.txn_requires_abort():
                 log.warning("aborting transaction after %s; rewinding to the committed offsets", error)
-                self._retrying("abort", lambda: self.producer.abort_transaction(30))
+                try:
+                    self._retrying("abort", lambda: self.producer.abort_transaction(30))
+                except KafkaException as abort_exc:
+                    abort_error = abort_exc.args[0] if abort_exc.args else None
+                    if not (isinstance(abort_error, KafkaError) and abort_error.fatal()):
+                        raise
+                    # the coordinator gave up on the transaction meanwhile (long outage)
+                    log.warning("abort failed (%s); replacing the producer", abort_error)
+                    self._replace_producer()
                 self._rewind()
                 return
             raise

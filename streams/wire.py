@@ -5,6 +5,8 @@ The ingest stage writes four kinds, each orjson-encoded with a ``t`` tag:
 - ``a``: a batch of routed alerts of one group (``h`` gkhash, ``gk`` group key, ``r`` rule name,
   ``gl`` group labels, ``al`` alerts in compact form, see ``AlertNote``);
 - ``tick``: the watermark of one raw partition (``src``, ``wm`` epoch ms); the only clock input;
+- ``ticks``: the watermarks of several raw partitions at once (``wm``: source -> epoch ms), what
+  an ingest worker sends for all the partitions it owns; the same as one ``tick`` per source;
 - ``cmd``: an operator command (``cmd``: OperatorCommand JSON) for an incident of this partition,
   or a silence change broadcast to every partition;
 - ``res``: a mitigation CommandResult (``res``) for an incident of this partition;
@@ -15,13 +17,15 @@ The ingest stage writes four kinds, each orjson-encoded with a ``t`` tag:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from schemas.alert import Alert, AlertStatus, InputFormat
-from schemas.common import ms_from_dt
+from schemas.common import Severity, ms_from_dt
 
 # Formats whose source key (not the labels) is the alert's identity.
 KEYED_FORMATS = frozenset({InputFormat.PAGERDUTY, InputFormat.NATIVE})
@@ -34,6 +38,7 @@ NO_EXPIRY_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z
 ALERTS = "a"
 BY_KEY = "key"
 TICK = "tick"
+TICKS = "ticks"
 COMMAND = "cmd"
 RESULT = "res"
 INHIBITOR = "inh"
@@ -53,6 +58,7 @@ class AlertNote:
     event_ms: int  # when it was received: the event time windows use
     source: str
     keyed: bool = False  # fingerprint is the source's own key (PagerDuty dedup_key), not the labels
+    format: InputFormat | None = None  # the input format; not on the wire (ingest metrics only)
 
     def to_wire(self) -> list[Any]:
         return [
@@ -75,17 +81,70 @@ class AlertNote:
 
     @classmethod
     def from_alert(cls, alert: Alert) -> AlertNote:
-        return cls(
+        return cls.of(
             fingerprint=alert.fingerprint,
-            firing=alert.status is AlertStatus.FIRING,
-            severity=alert.severity.value,
+            status=alert.status,
+            severity=alert.severity,
             labels=alert.labels,
             annotations=alert.annotations,
             starts_ms=ms_from_dt(alert.starts_at),
-            ends_ms=_ends_ms(alert),
+            ends_ms=ms_from_dt(alert.ends_at) if alert.ends_at is not None else None,
             event_ms=ms_from_dt(alert.received_at),
             source=alert.source,
-            keyed=alert.source_key is not None and alert.format in KEYED_FORMATS,
+            source_key=alert.source_key,
+            format=alert.format,
+        )
+
+    @classmethod
+    def from_checked(
+        cls, fields: dict[str, Any], event_ms: int, to_ms: Callable[[datetime], int] = ms_from_dt
+    ) -> AlertNote:
+        """From an alert's checked fields (schemas.adapters.CheckedResult): the same note
+        ``from_alert`` makes of the Alert they describe. ``to_ms`` converts times (a caller may
+        memoize it: the alerts of one push share their times)."""
+        ends_at = fields.get("ends_at")
+        return cls.of(
+            fingerprint=fields["fingerprint"],
+            status=fields["status"],
+            severity=fields["severity"],
+            labels=fields["labels"],
+            annotations=fields["annotations"],
+            starts_ms=to_ms(fields["starts_at"]),
+            ends_ms=to_ms(ends_at) if ends_at is not None else None,
+            event_ms=event_ms,
+            source=fields["source"],
+            source_key=fields.get("source_key"),
+            format=fields["format"],
+        )
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        fingerprint: str,
+        status: AlertStatus,
+        severity: Severity,
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        starts_ms: int,
+        ends_ms: int | None,
+        event_ms: int,
+        source: str,
+        source_key: str | None,
+        format: InputFormat,
+    ) -> AlertNote:
+        return cls(
+            fingerprint,
+            status is AlertStatus.FIRING,
+            severity.value,
+            labels,
+            annotations,
+            starts_ms,
+            _ends_ms(ends_ms, format, status),
+            event_ms,
+            source,
+            source_key is not None and format in KEYED_FORMATS,
+            format,
         )
 
     def sort_key(self, kind: str) -> tuple[Any, ...]:
@@ -139,10 +198,10 @@ class Tiebreak:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _ends_ms(alert: Alert) -> int | None:
-    if alert.ends_at is not None:
-        return ms_from_dt(alert.ends_at)
-    if alert.format is InputFormat.ALERTMANAGER and alert.status is AlertStatus.FIRING:
+def _ends_ms(ends_ms: int | None, format: InputFormat, status: AlertStatus) -> int | None:
+    if ends_ms is not None:
+        return ends_ms
+    if format is InputFormat.ALERTMANAGER and status is AlertStatus.FIRING:
         return NO_EXPIRY_MS
     return None
 
@@ -165,6 +224,11 @@ def encode_alert_batch(
 def encode_tick(source: str, watermark_ms: int, sources: int) -> bytes:
     """``sources``: how many raw partitions exist; the correlator waits for a tick from each."""
     return orjson.dumps({"t": TICK, "src": source, "wm": watermark_ms, "n": sources})
+
+
+def encode_ticks(watermarks: dict[str, int], sources: int) -> bytes:
+    """One record for the ticks of several raw partitions (``sources``: as for ``encode_tick``)."""
+    return orjson.dumps({"t": TICKS, "wm": watermarks, "n": sources})
 
 
 def encode_command(command_json: bytes) -> bytes:

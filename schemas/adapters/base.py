@@ -121,6 +121,21 @@ class ParseResult:
     truncated_alerts: int = 0  # alerts Alertmanager left out of the webhook (its max_alerts setting)
 
 
+@dataclass(slots=True)
+class CheckedResult:
+    """``parse_record_checked``'s result: like ParseResult, but each alert is its checked fields.
+
+    Every dict holds what ``Alert.model_validate`` would be given (the builder's fields plus
+    ``format`` and ``received_at``; no ``origin``), after the same checks, so it describes exactly
+    the Alert that ``parse_record`` makes of it.
+    """
+
+    alerts: list[dict[str, Any]]
+    dead_letters: list[DeadLetter]
+    format: InputFormat | None
+    received_at: datetime
+
+
 class AdapterError(Exception):
     """A problem with one alert (or, raised before any alert was made, with the document)."""
 
@@ -250,6 +265,7 @@ class ParseContext:
     __slots__ = (
         "_next_index",
         "alerts",
+        "checked_only",
         "dead_letters",
         "format",
         "limits",
@@ -269,6 +285,7 @@ class ParseContext:
         received_at: datetime,
         limits: ParseLimits,
         format: InputFormat | None = None,
+        checked_only: bool = False,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -276,7 +293,9 @@ class ParseContext:
         self.received_at = received_at
         self.limits = limits
         self.format = format
-        self.alerts: list[Alert] = []
+        # Alerts, or their checked field dicts when ``checked_only`` (see CheckedResult).
+        self.alerts: list[Any] = []
+        self.checked_only = checked_only
         self.dead_letters: list[DeadLetter] = []
         self.truncated_alerts = 0
         self._next_index = 0
@@ -323,6 +342,9 @@ class ParseContext:
     def add_alert(self, fields: dict[str, Any], index: int) -> None:
         fields["format"] = self.format
         fields["received_at"] = self.received_at
+        if self.checked_only:
+            self.alerts.append(fields)
+            return
         fields["origin"] = {
             "topic": self.topic,
             "partition": self.partition,

@@ -15,7 +15,7 @@ import re
 import stat
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
@@ -351,7 +351,7 @@ class _Publisher:
         self.total = total
         self.started = time.monotonic()
 
-    def _on_delivery(self, position: int, timestamp_ms: int) -> Any:
+    def _on_delivery(self, position: int, timestamp_ms: int) -> Callable[[KafkaError | None, Message], None]:
         report = self.report
 
         def done(err: KafkaError | None, msg: Message) -> None:

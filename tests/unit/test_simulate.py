@@ -358,7 +358,13 @@ def test_the_same_seed_gives_the_same_bytes(fmt: str) -> None:
 
 
 def test_other_durations_and_intervals_keep_every_promise() -> None:
-    for duration_ms, eval_ms in ((600_000, 30_000), (300_000, 30_000), (60_000, 5_000), (10_000, 1_000), (3_600_000, 60_000)):
+    for duration_ms, eval_ms in (
+        (600_000, 30_000),
+        (300_000, 30_000),
+        (60_000, 5_000),
+        (10_000, 1_000),
+        (3_600_000, 60_000),
+    ):
         for scenario in SCENARIOS:
             sim = generate(scenario, size=20, seed=2, duration_ms=duration_ms, eval_interval_ms=eval_ms)
             for alert in sim.alerts:

@@ -1,0 +1,282 @@
+"""A stormwatch pipeline of its own for one benchmark run: unique topics, worker subprocesses.
+
+Workers run as ``python -m stormwatch.cli ... ingest|correlate`` subprocesses, exactly as deployed,
+so each one's CPU time and memory can be read from /proc. Progress is read from the outside: the
+consumer groups' committed offsets against the topics' end offsets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import Consumer, ConsumerGroupState, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.procstat import ProcSample, sample
+from stormwatch.config import Settings, load_settings
+from stormwatch.topics import create_topics, delete_topics, topic_specs
+
+__all__ = ["BenchPipeline", "Worker", "free_port"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_TOPIC_KEYS = (
+    "raw",
+    "dlq",
+    "incidents",
+    "commands",
+    "mitigation_commands",
+    "mitigation_results",
+    "correlator_input",
+    "correlator_state",
+    "silences",
+    "agent_state",
+    "approvals",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Worker:
+    """One pipeline worker process and its log file."""
+
+    def __init__(
+        self, stage: str, instance: str, popen: subprocess.Popen[bytes], log: Path, metrics_port: int
+    ):
+        self.stage = stage
+        self.instance = instance
+        self.popen = popen
+        self.log = log
+        self.metrics_port = metrics_port
+        self.started = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def sample(self) -> ProcSample:
+        self.check()
+        return sample(self.pid)
+
+    def check(self) -> None:
+        code = self.popen.poll()
+        if code is not None:
+            tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+            raise RuntimeError(f"{self.stage} worker {self.instance} exited with {code}:\n{tail}")
+
+    def log_lines(self, needle: str) -> list[str]:
+        if not self.log.exists():
+            return []
+        return [line for line in self.log.read_text(errors="replace").splitlines() if needle in line]
+
+    def metrics(self) -> dict[str, float]:
+        """The worker's /metrics, summed over label values per sample name."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        totals: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                totals[s.name] = totals.get(s.name, 0.0) + float(s.value)
+        return totals
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(10)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class BenchPipeline:
+    """Topics, config and workers of one run; ``close()`` stops the workers and deletes the topics."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        workdir: Path,
+        *,
+        partitions: int = 6,
+        rules_yaml: str | None = None,
+        ingest: dict[str, Any] | None = None,
+        correlator: dict[str, Any] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.suffix = uuid.uuid4().hex[:8]
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        topics: dict[str, Any] = {k: f"bench.{k}.{self.suffix}" for k in _TOPIC_KEYS}
+        topics["partitions"] = partitions
+        config: dict[str, Any] = {"kafka": {"bootstrap_servers": bootstrap}, "topics": topics}
+        if ingest:
+            config["ingest"] = ingest
+        if correlator:
+            config["correlator"] = correlator
+        self.config_path = workdir / f"config-{self.suffix}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.rules_path: Path | None = None
+        if rules_yaml is not None:
+            self.rules_path = workdir / f"rules-{self.suffix}.yaml"
+            self.rules_path.write_text(rules_yaml)
+        self.settings: Settings = load_settings(self.config_path, kafka={"bootstrap_servers": bootstrap})
+        self.partitions = partitions
+        self.workers: list[Worker] = []
+        self._starts = 0
+        create_topics(self.settings)
+        self._admin = AdminClient({"bootstrap.servers": bootstrap})
+        self._monitors: dict[str, Consumer] = {}
+
+    # ---- names
+
+    @property
+    def topics(self) -> Any:
+        return self.settings.topics
+
+    @property
+    def ingest_group(self) -> str:
+        return f"stormwatch-ingest-{self.topics.correlator_input}"
+
+    @property
+    def correlator_group(self) -> str:
+        return f"stormwatch-correlator-{self.topics.correlator_input}"
+
+    # ---- workers
+
+    def start(self, stage: str, instance: str, *, verbose: bool = False) -> Worker:
+        self._starts += 1
+        log = self.workdir / f"{stage}-{instance}-{self.suffix}-{self._starts}.log"  # one per start
+        port = free_port()
+        cmd = [sys.executable, "-m", "stormwatch.cli", "--config", str(self.config_path)]
+        if verbose:
+            cmd.append("-v")
+        cmd += [stage, "--instance-id", instance, "--metrics-port", str(port)]
+        if self.rules_path is not None:
+            cmd += ["--rules", str(self.rules_path)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the config file names the broker
+        with open(log, "ab") as out:
+            popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        worker = Worker(stage, instance, popen, log, port)
+        self.workers.append(worker)
+        return worker
+
+    def wait_assigned(self, group: str, workers: Iterable[Worker], timeout_s: float = 90.0) -> float:
+        """Wait until ``group`` is stable with partitions assigned; returns the monotonic time."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for w in workers:
+                w.check()
+            try:
+                desc = self._admin.describe_consumer_groups([group], request_timeout=5)[group].result()
+            except Exception:
+                desc = None
+            if desc is not None and desc.state == ConsumerGroupState.STABLE:
+                assigned = sum(len(m.assignment.topic_partitions) for m in desc.members if m.assignment)
+                if assigned:
+                    return time.monotonic()
+            time.sleep(0.02)
+        raise TimeoutError(f"consumer group {group} got no assignment within {timeout_s:.0f}s")
+
+    # ---- offsets
+
+    def _monitor(self, group: str) -> Consumer:
+        consumer = self._monitors.get(group)
+        if consumer is None:
+            consumer = Consumer(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "group.id": group,
+                    "enable.auto.commit": False,
+                    "log_level": 3,
+                }
+            )
+            self._monitors[group] = consumer
+        return consumer
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        """The group's committed offset per partition of ``topic`` (-1: none yet)."""
+        tps = [TopicPartition(topic, p) for p in range(self.partitions)]
+        return {tp.partition: tp.offset for tp in self._monitor(group).committed(tps, timeout=10)}
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        consumer = self._monitor("stormwatch-bench-monitor")
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+            for p in range(self.partitions)
+        }
+
+    def wait_committed(
+        self,
+        group: str,
+        topic: str,
+        targets: dict[int, int],
+        workers: Iterable[Worker],
+        *,
+        timeout_s: float,
+        on_poll: Callable[[], None] | None = None,
+        interval_s: float = 0.05,
+    ) -> float:
+        """Wait until ``group`` committed at least ``targets`` on every partition; the monotonic time."""
+        deadline = time.monotonic() + timeout_s
+        workers = list(workers)
+        while time.monotonic() < deadline:
+            for w in workers:
+                w.check()
+            if on_poll is not None:
+                on_poll()
+            done = self.committed(group, topic)
+            if all(done.get(p, -1) >= target for p, target in targets.items()):
+                return time.monotonic()
+            time.sleep(interval_s)
+        raise TimeoutError(f"{group} did not reach {targets} on {topic} within {timeout_s:.0f}s")
+
+    # ---- data
+
+    def producer(self, **overrides: Any) -> Producer:
+        conf = {
+            "bootstrap.servers": self.bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "message.max.bytes": self.settings.ingest.max_record_bytes + 65_536,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "log_level": 3,
+            **overrides,
+        }
+        return Producer(conf)
+
+    def topic_names(self) -> list[str]:
+        return [spec.name for spec in topic_specs(self.settings)]
+
+    def close(self, *, delete: bool = True) -> None:
+        for w in self.workers:
+            w.stop()
+        self.workers.clear()
+        for consumer in self._monitors.values():
+            consumer.close()
+        self._monitors.clear()
+        if delete:
+            delete_topics(self.settings, self.topic_names())

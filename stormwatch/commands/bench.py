@@ -1,0 +1,108 @@
+"""`stormwatch bench WORKLOAD`: run a named benchmark workload on a real broker (bench/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stormwatch.config import Settings
+from stormwatch.errors import UserError
+
+WORKLOADS = ("storm-batched", "storm-single", "steady", "high-cardinality", "flapping")
+
+
+def register(sub: Any) -> None:
+    text = "Run a benchmark workload against a real broker and print a table (or JSON)."
+    p: argparse.ArgumentParser = sub.add_parser("bench", help=text, description=text)
+    p.add_argument("workload", choices=WORKLOADS, help="Named workload (see bench/README.md)")
+    p.add_argument("--json", action="store_true", help="Print the full result as JSON instead of the table")
+    p.add_argument(
+        "--size",
+        type=float,
+        default=1.0,
+        help="Scale the workload's alerts, distinct alerts and groups by this factor (default 1: full size)",
+    )
+    p.add_argument("--alerts", type=int, help="Notifications in all (overrides --size)")
+    p.add_argument("--fingerprints", type=int, help="Distinct alerts (overrides --size)")
+    p.add_argument("--groups", type=int, help="Correlation groups (overrides --size)")
+    p.add_argument("--per-record", type=int, help="Alerts per raw record")
+    p.add_argument("--partitions", type=int, default=6, help="Partitions of the run's topics (default 6)")
+    p.add_argument("--rules", help="Correlation rules YAML (default: the built-in rules)")
+    p.add_argument("--rate", type=int, default=5_000, help="steady: alerts per second (default 5000)")
+    p.add_argument("--seconds", type=float, default=120.0, help="steady: how long to produce (default 120)")
+    p.add_argument("--tick-interval-ms", type=int, help="ingest.tick_interval_ms for the run's workers")
+    p.add_argument("--no-floor", action="store_true", help="Skip the raw consume + parse floor")
+    p.add_argument("--no-restart", action="store_true", help="Skip the SIGKILL + restart measurement")
+    p.add_argument("--no-alertmanager", action="store_true", help="storm-batched: skip Alertmanager")
+    p.add_argument("--profile", metavar="DIR", help="Record py-spy flame graphs of both workers into DIR")
+    p.add_argument("--keep-topics", action="store_true", help="Leave the run's topics on the broker")
+    p.add_argument(
+        "--timeout", type=float, default=900.0, help="Longest wait for any step of the run, seconds (900)"
+    )
+    p.add_argument("--workdir", help="Directory for configs and worker logs (default: a temporary one)")
+    p.add_argument("--output", metavar="FILE", help="Also write the JSON result to FILE")
+    p.set_defaults(handler=run_bench)
+
+
+def _runner() -> Any:
+    try:
+        return importlib.import_module("bench.runner")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("bench", "bench.runner"):
+            raise
+        raise UserError(
+            "the benchmark harness (bench/) is part of the source tree, not the installed package; "
+            "run `python -m stormwatch.cli bench ...` from a checkout"
+        ) from None
+
+
+def run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    runner = _runner()
+    rules = Path(args.rules) if args.rules else None
+    if rules is not None and not rules.is_file():
+        raise UserError(f"rules file {rules} not found")
+    for name in ("size", "rate", "seconds", "partitions", "timeout"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
+    with tempfile.TemporaryDirectory(prefix="stormwatch-bench-") as tmp:
+        options = runner.BenchOptions(
+            bootstrap=settings.kafka.bootstrap_servers,
+            workdir=Path(args.workdir) if args.workdir else Path(tmp),
+            size=args.size,
+            alerts=args.alerts,
+            fingerprints=args.fingerprints,
+            groups=args.groups,
+            per_record=args.per_record,
+            partitions=args.partitions,
+            rules_file=rules,
+            floor=not args.no_floor,
+            restart=not args.no_restart,
+            alertmanager=not args.no_alertmanager,
+            steady_rate=args.rate,
+            steady_seconds=args.seconds,
+            profile_dir=Path(args.profile) if args.profile else None,
+            keep_topics=args.keep_topics,
+            timeout_s=args.timeout,
+            ingest_settings={"tick_interval_ms": args.tick_interval_ms} if args.tick_interval_ms else {},
+            log=None if args.json else (lambda line: print(f"... {line}", file=sys.stderr, flush=True)),
+        )
+        try:
+            result = runner.run(args.workload, options)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    encoded = orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    if args.output:
+        Path(args.output).write_bytes(encoded + b"\n")
+    if args.json:
+        sys.stdout.write(encoded.decode() + "\n")
+    else:
+        from bench.results import render
+
+        print(render(result))
+    return 0
