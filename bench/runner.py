@@ -39,10 +39,11 @@ from bench.results import check_targets, percentiles, process_figures, rate, rat
 from bench.workloads import WORKLOADS, SteadyLoad, SteadySpec, Storm, StormSpec, default_spec
 from stormwatch.kafka_io import read_topic
 from streams.rules import RulesConfig
+from streams.txloop import TRIM_INTERVAL_S
 
 __all__ = ["BenchOptions", "run", "storm_spec"]
 
-_RESTORED = re.compile(r"restored partition (\d+) in ([0-9.]+)s")
+_RESTORED = re.compile(r"restored partitions ([0-9,]+) in ([0-9.]+)s")
 
 
 @dataclass
@@ -304,10 +305,10 @@ def _restart(env: BenchPipeline, correlator: Worker, timeout_s: float) -> dict[s
     deadline = spawned + timeout_s
     while time.monotonic() < deadline:
         fresh.check()
-        lines = fresh.log_lines("restored partition")
-        if len(lines) >= env.partitions:
+        found = [m for line in fresh.log_lines("restored partitions") if (m := _RESTORED.search(line))]
+        if len({p for m in found for p in m.group(1).split(",")}) >= env.partitions:
             restored_at = time.monotonic()
-            restore_s = sum(float(m.group(2)) for line in lines if (m := _RESTORED.search(line)))
+            restore_s = sum(float(m.group(2)) for m in found)
             break
         time.sleep(0.02)
     if restored_at is None:
@@ -370,14 +371,20 @@ def _run_storm(workload: str, options: BenchOptions) -> dict[str, Any]:
         options.say("pipeline caught up; collecting figures ...")
         alerts = sent["alerts"]
         out["pipeline"] = _pipeline_figures(alerts, started, ingest_done, done, i0, i1, c0, c1)
+        # Memory held for the state: sampled once the correlator, idle but for ticks, has handed
+        # freed memory back (streams.txloop releases it every TRIM_INTERVAL_S while running).
+        time.sleep(TRIM_INTERVAL_S + 2)
+        settled = correlator.sample()
         corr_metrics = correlator.metrics()
         ingest_metrics = ingest.metrics()
         active = int(corr_metrics.get("stormwatch_active_alerts", 0))
         out["memory"] = {
             "correlator_rss_before": c0.rss,
-            "correlator_rss_after": c1.rss,
+            "correlator_rss_at_done": c1.rss,
+            "correlator_rss_settled": settled.rss,
+            "correlator_peak_rss": settled.peak_rss,
             "active_fingerprints": active,
-            "bytes_per_fingerprint": round((c1.rss - c0.rss) / active) if active else None,
+            "bytes_per_fingerprint": round((settled.rss - c0.rss) / active) if active else None,
         }
         out["correlator_metrics"] = _interesting(corr_metrics)
         out["ingest_metrics"] = _interesting(ingest_metrics)
@@ -592,6 +599,7 @@ def _run_steady(options: BenchOptions) -> dict[str, Any]:
         i1, c1 = ingest.sample(), correlator.sample()
         _stop_profilers(profilers)
         wall = end - start
+        out["correlator_metrics"] = _interesting(correlator.metrics())  # late alerts among them
         # every group started opens group_wait after its first alert
         time.sleep(group_wait / 1000 + 5)
         listener.close()

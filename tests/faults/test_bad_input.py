@@ -25,11 +25,11 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from schemas.adapters import ParseLimits, parse_record
 from schemas.incident import AlertChangeKind, IncidentEvent
-from stormwatch.kafka_io import make_consumer, read_topic
+from stormwatch.kafka_io import is_transient, make_consumer, read_topic
 from tests.faults.corpus import Case, CorpusBuilder, interleave
 from tests.faults.kit import free_port, metric, wait_for
 from tests.pipeline_kit import PipelineRun
@@ -130,7 +130,8 @@ def _produce(bootstrap: str, topic: str, cases: list[Case], t0_ms: int) -> list[
 
 
 def _ingest_caught_up(run: PipelineRun) -> bool:
-    """The ingest group's committed offsets equal the raw topic's end offsets."""
+    """The ingest group's committed offsets equal the raw topic's end offsets (False while the
+    group coordinator is still loading or moving: the caller asks again)."""
     topics = run.settings.topics
     consumer = make_consumer(run.settings, f"stormwatch-ingest-{topics.correlator_input}")
     try:
@@ -141,6 +142,10 @@ def _ingest_caught_up(run: PipelineRun) -> bool:
             if tp.offset != high:
                 return False
         return True
+    except KafkaException as exc:
+        if is_transient(exc.args[0] if exc.args else None):
+            return False
+        raise
     finally:
         consumer.close()
 

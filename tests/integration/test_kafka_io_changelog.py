@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import read_changelog
+from stormwatch.kafka_io import read_changelog, read_changelogs
 
 pytestmark = [pytest.mark.kafka]
 
@@ -92,6 +92,11 @@ def test_latest_committed_value_per_key_with_tombstones_and_aborts(
     assert read_changelog(fresh_settings, changelog, 0) == {"a": b"a2"}
     assert read_changelog(fresh_settings, changelog, 1) == {"c": b"c2", "e": b"e1"}
     assert read_changelog(fresh_settings, changelog) == {"a": b"a2", "c": b"c2", "e": b"e1"}
+    # several partitions in one pass (a correlator's restore), each with its own state
+    assert read_changelogs(fresh_settings, changelog, [1, 0]) == {
+        0: {"a": b"a2"},
+        1: {"c": b"c2", "e": b"e1"},
+    }
 
 
 def test_an_open_transaction_is_neither_shown_nor_waited_for(
@@ -113,6 +118,7 @@ def test_an_open_transaction_is_neither_shown_nor_waited_for(
 def test_an_empty_partition_is_an_empty_state(fresh_settings: Settings, changelog: str) -> None:
     assert read_changelog(fresh_settings, changelog, 1) == {}
     assert read_changelog(fresh_settings, changelog) == {}
+    assert read_changelogs(fresh_settings, changelog, [0, 1]) == {0: {}, 1: {}}
 
 
 def test_a_partition_the_topic_lacks_is_a_user_error(fresh_settings: Settings, changelog: str) -> None:

@@ -70,20 +70,24 @@ def test_label_fingerprint_is_a_routing_cache_key_for_the_same_route() -> None:
                 assert by_fingerprint.route(labels, fields["fingerprint"]) == by_labels.route(labels)
 
 
-def test_alert_state_keeps_labels_encoded_and_encodes_as_before() -> None:
-    labels = {"alertname": "X", "pod": "p-1", "zone": "ä"}
+def test_alert_state_keeps_labels_encoded_and_restores_them_without_parsing() -> None:
+    labels = {"alertname": "X", "pod": "p-1", "zone": "ä", "multi": "line\none"}
     annotations = {"summary": "s"}
     alert = AlertState("fp", labels, annotations, "warning", True, 1, 2, 3)
     assert alert.labels == labels and list(alert.labels) == list(labels)
     assert alert.pending == () and alert.flips == ()
-    expected = [
-        *("fp", labels, annotations, "warning", True, 1, 2, 3),
-        *([], False, None, False, [], False),
-    ]
-    assert alert.encode() == orjson.dumps(expected)
-    assert AlertState.decode(alert.encode()) == alert
-    assert AlertState.decode(alert.encode()).encode() == alert.encode()
-    assert sys.getsizeof(alert._labels) < 100  # an exact-size copy, not orjson's 4 KiB buffer
+    rest = ["fp", "warning", True, 1, 2, 3, [], False, None, False, [], False]
+    assert alert.encode() == b"\n".join((orjson.dumps(labels), orjson.dumps(annotations), orjson.dumps(rest)))
+    restored = AlertState.decode(alert.encode())
+    assert restored == alert and restored.labels == labels
+    assert restored.encode() == alert.encode()
+    # the first format (one JSON array) still restores: changelogs written before it
+    first = orjson.dumps(
+        ["fp", labels, annotations, "warning", True, 1, 2, 3, [], False, None, False, [], False]
+    )
+    assert AlertState.decode(first) == alert
+    for kept in (alert._encoded, restored._encoded):
+        assert sys.getsizeof(kept) == 33 + len(kept)  # exact-size copies, not orjson's 4 KiB buffer
     assert alert.same_annotations({"summary": "s"})
     assert not alert.same_annotations({"summary": "t"})
     reordered = AlertState("fp", labels, {"a": "1", "b": "2"}, "warning", True, 1, 2, 3)

@@ -437,7 +437,7 @@ def test_load_none_is_the_default_config() -> None:
     assert rule.resolve_timeout_ms == 300_000
     assert rule.close_after_ms == 900_000
     assert rule.close_delay_ms == 3_600_000
-    assert config.allowed_lateness_ms == 100
+    assert config.allowed_lateness_ms == 50
     assert config.state_time_resolution_ms == 10_000
     assert config.late_policy is LatePolicy.APPLY
     assert config.inhibit_rules == []
