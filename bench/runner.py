@@ -105,12 +105,17 @@ def storm_spec(workload: str, options: BenchOptions) -> StormSpec:
     return spec
 
 
+def _version_text(version: object) -> str:
+    """confluent_kafka.version() is a (text, number) pair in some releases and the text in others."""
+    return str(version[0] if isinstance(version, tuple) else version)
+
+
 def versions(bootstrap: str) -> dict[str, str]:
     pom = (ROOT / "deploy" / "kafka" / "pom.xml").read_text()
     found = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
     return {
         "python": platform.python_version(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": _version_text(confluent_kafka.version()),
         "librdkafka": confluent_kafka.libversion()[0],
         "kafka_pinned": found.group(1) if found else "unknown",
         "orjson": orjson.__version__,
