@@ -370,7 +370,7 @@ class PartitionEngine:
             dirty = True
             if note.firing and alert.firing:
                 expiry = alert.expiry_ms(rule.resolve_timeout_ms)
-                group.push_timer(expiry, EXPIRE, fp)
+                group.push_timer(expiry, EXPIRE, fp, rule.resolve_timeout_ms, self.config.flap.settle_ms)
                 earlier = expiry < before
         if suppression != alert.suppressed:
             alert.suppressed = suppression
@@ -430,13 +430,15 @@ class PartitionEngine:
                 self._mark(group, alert, AlertChangeKind.FLAPPING, t, "flap_detection")
                 self._want_flush(group)
         if alert.flapping:
-            group.push_timer(alert.settle_ms(policy.settle_ms), SETTLE, alert.fingerprint)
+            settle = alert.settle_ms(policy.settle_ms)
+            group.push_timer(settle, SETTLE, alert.fingerprint, rule.resolve_timeout_ms, policy.settle_ms)
 
     def _firing_arrived(
         self, group: GroupState, alert: AlertState, t: int, rule: CorrelationRule, *, new: bool
     ) -> None:
         """A new or re-firing alert: join the open incident, reopen, or start group_wait."""
-        group.push_timer(alert.expiry_ms(rule.resolve_timeout_ms), EXPIRE, alert.fingerprint)
+        expiry = alert.expiry_ms(rule.resolve_timeout_ms)
+        group.push_timer(expiry, EXPIRE, alert.fingerprint, rule.resolve_timeout_ms, self.config.flap.settle_ms)
         inc = group.incident
         if inc is not None and inc.active:
             if not alert.member:
@@ -575,15 +577,10 @@ class PartitionEngine:
                     candidates.append(inc.last_emit_ms + rule.group_interval_ms)
             elif inc.state is IncidentState.RESOLVED and inc.resolved_ms is not None:
                 candidates.append(inc.resolved_ms + rule.close_delay_ms)
+        settle_ms = self.config.flap.settle_ms
         while group.heap:
-            due, kind, fp = group.heap[0]
-            alert = group.alerts.get(fp)
-            live = alert is not None and (
-                (kind == EXPIRE and alert.firing and alert.expiry_ms(rule.resolve_timeout_ms) == due)
-                or (kind == SETTLE and alert.flapping and alert.settle_ms(self.config.flap.settle_ms) == due)
-            )
-            if live:
-                candidates.append(due)
+            if group.timer_live(group.heap[0], rule.resolve_timeout_ms, settle_ms):
+                candidates.append(group.heap[0][0])
                 break
             heapq.heappop(group.heap)
         return min(candidates) if candidates else None
@@ -607,18 +604,20 @@ class PartitionEngine:
     def _run_timers(self, group: GroupState, t: int) -> None:
         rule = self._rule(group)
         # Alert expiries and flap settling first: they can resolve the incident.
+        settle_ms = self.config.flap.settle_ms
         while group.heap and group.heap[0][0] <= t:
-            due, kind, fp = heapq.heappop(group.heap)
-            alert = group.alerts.get(fp)
-            if alert is None:
+            entry = heapq.heappop(group.heap)
+            if not group.timer_live(entry, rule.resolve_timeout_ms, settle_ms):
                 continue
-            if kind == EXPIRE and alert.firing and alert.expiry_ms(rule.resolve_timeout_ms) == due:
+            due, kind, fp = entry
+            alert = group.alerts[fp]
+            if kind == EXPIRE:
                 if alert.flapping:
                     alert.firing = False
                     self._touch_alert(group, alert)
                 else:
                     self._alert_resolved(group, alert, due, AlertChangeKind.EXPIRED)
-            elif kind == SETTLE and alert.flapping and alert.settle_ms(self.config.flap.settle_ms) == due:
+            else:
                 alert.flapping = False
                 self._touch_alert(group, alert)
                 if alert.member:
