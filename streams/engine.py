@@ -438,7 +438,9 @@ class PartitionEngine:
     ) -> None:
         """A new or re-firing alert: join the open incident, reopen, or start group_wait."""
         expiry = alert.expiry_ms(rule.resolve_timeout_ms)
-        group.push_timer(expiry, EXPIRE, alert.fingerprint, rule.resolve_timeout_ms, self.config.flap.settle_ms)
+        group.push_timer(
+            expiry, EXPIRE, alert.fingerprint, rule.resolve_timeout_ms, self.config.flap.settle_ms
+        )
         inc = group.incident
         if inc is not None and inc.active:
             if not alert.member:
