@@ -140,13 +140,10 @@ class TransactionalLoop:
         consumer_lag: Gauge | None = None,
         lag_interval_s: float = LAG_INTERVAL_S,
         max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
-        group_instance_id: str | None = None,
     ) -> None:
         """``consumer_lag``: a gauge labelled (topic, partition) for the lag report; by default the
         pipeline's ``stormwatch_consumer_lag``. ``lag_interval_s`` <= 0 turns the report off.
-        ``max_batch_bytes``: input bytes per transaction, roughly (None: ``max_batch`` records).
-        ``group_instance_id``: static group membership for a replica id that is stable across
-        restarts (faster recovery; see the consumer config below)."""
+        ``max_batch_bytes``: input bytes per transaction, roughly (None: ``max_batch`` records)."""
         self.settings = settings
         self.stage = stage
         self.topics = topics
@@ -179,10 +176,10 @@ class TransactionalLoop:
             "heartbeat.interval.ms": 2000,
             "max.poll.interval.ms": 300000,
             "fetch.wait.max.ms": 50,
-            # A stable replica id makes the consumer a static group member (KIP-345): restarted,
-            # it gets its partitions back at once instead of after the dead member's session
-            # timeout. Only for ids that survive a restart (a StatefulSet pod name), never host-pid.
-            **({"group.instance.id": group_instance_id} if group_instance_id else {}),
+            # No static membership (group.instance.id), although it would spare a restarted replica
+            # the dead member's session timeout: a static member can fence itself when the group
+            # coordinator moves (a broker failure), and librdkafka makes that fatal for the consumer.
+            # The 3-broker fault tests hit it (docs/performance.md, "Recovery").
             **(consumer_overrides or {}),
         }
         producer_conf = {

@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import socket
-from dataclasses import dataclass
 from typing import Any
 
 from stormwatch.config import Settings
@@ -31,10 +30,8 @@ def register(sub: Any) -> None:
         p.add_argument(
             "--instance-id",
             default=os.environ.get("STORMWATCH_INSTANCE_ID"),
-            help="Stable id of this worker replica (a StatefulSet pod name): a restarted replica with "
-            "the same id fences its predecessor's open transaction and, as a static group member, "
-            "gets its partitions back without waiting for a rebalance; never give two running "
-            "replicas the same id (default: $STORMWATCH_INSTANCE_ID, else host-pid, not static)",
+            help="Stable id of this worker replica; a restarted replica with the same id fences its "
+            "predecessor's open transaction at once (default: $STORMWATCH_INSTANCE_ID or host-pid)",
         )
         p.add_argument("--metrics-port", type=int, help="Serve /metrics on 127.0.0.1:PORT (0: off)")
         p.add_argument("--max-seconds", type=float, help="Stop after this many seconds (benchmarks, demos)")
@@ -52,18 +49,8 @@ def _partitions(settings: Settings, topic: str) -> int:
     return require_topic(settings, topic)
 
 
-@dataclass(frozen=True)
-class Instance:
-    """Who this worker is: ``stable`` when the operator named it (it survives restarts)."""
-
-    name: str
-    stable: bool
-
-
-def _instance(args: argparse.Namespace) -> Instance:
-    if args.instance_id:
-        return Instance(str(args.instance_id), stable=True)
-    return Instance(f"{socket.gethostname()}-{os.getpid()}", stable=False)
+def _instance(args: argparse.Namespace) -> str:
+    return str(args.instance_id or f"{socket.gethostname()}-{os.getpid()}")
 
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -90,7 +77,7 @@ def _serve(args: argparse.Namespace, settings: Settings, loop: TransactionalLoop
     return 0
 
 
-def build_ingest_loop(settings: Settings, stage: IngestStage, instance: Instance) -> TransactionalLoop:
+def build_ingest_loop(settings: Settings, stage: IngestStage, instance: str) -> TransactionalLoop:
     t = settings.topics
     return _loop(
         settings,
@@ -103,9 +90,7 @@ def build_ingest_loop(settings: Settings, stage: IngestStage, instance: Instance
     )
 
 
-def build_correlator_loop(
-    settings: Settings, stage: CorrelatorStage, instance: Instance
-) -> TransactionalLoop:
+def build_correlator_loop(settings: Settings, stage: CorrelatorStage, instance: str) -> TransactionalLoop:
     return _loop(
         settings,
         stage,
@@ -123,7 +108,7 @@ def _loop(
     name: str,
     topics: list[str],
     max_batch: int,
-    instance: Instance,
+    instance: str,
     metrics: PipelineMetrics | None,
 ) -> TransactionalLoop:
     """Both stages' loops are named after the correlator input topic: one deployment, one name."""
@@ -133,10 +118,7 @@ def _loop(
         stage=stage,
         group_id=f"stormwatch-{name}-{deployment}",
         topics=topics,
-        transactional_id=f"stormwatch-{name}-{deployment}-{instance.name}",
-        # A named replica is a static member (KIP-345): restarted after a crash it is ready once
-        # its state is restored, not after the dead member's session timeout plus a rebalance.
-        group_instance_id=f"{name}-{instance.name}" if instance.stable else None,
+        transactional_id=f"stormwatch-{name}-{deployment}-{instance}",
         max_batch=max_batch,
         on_commit=(lambda n, s: _committed(metrics, name, s)) if metrics else None,
     )

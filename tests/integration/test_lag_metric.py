@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 
-from stormwatch.commands.pipeline import Instance, build_ingest_loop
+from stormwatch.commands.pipeline import build_ingest_loop
 from stormwatch.config import Settings, load_settings
 from streams.ingest import IngestStage
 from streams.metrics import pipeline_metrics
@@ -177,7 +177,7 @@ def test_ingest_loop_reports_lag_of_its_inputs(kafka_bootstrap: str, settings: S
     """The real ingest worker's loop exports the lag of every input partition it owns."""
     metrics = pipeline_metrics()
     stage = IngestStage(settings, load_rules(None), settings.topics.partitions, metrics)
-    loop = build_ingest_loop(settings, stage, Instance("lag-test", stable=False))
+    loop = build_ingest_loop(settings, stage, "lag-test")
     loop.lag_interval_s = LAG_INTERVAL_S
     raw = settings.topics.raw
     _produce(kafka_bootstrap, raw, 300)

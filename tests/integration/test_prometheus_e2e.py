@@ -35,7 +35,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.incident import IncidentEvent, IncidentEventType
-from stormwatch.commands.pipeline import Instance, build_correlator_loop, build_ingest_loop
+from stormwatch.commands.pipeline import build_correlator_loop, build_ingest_loop
 from stormwatch.config import Settings, TopicSettings, load_settings
 from stormwatch.gateway import GatewayServer
 from stormwatch.kafka_io import read_topic
@@ -299,15 +299,9 @@ def test_prometheus_alert_opens_and_resolves_an_incident(
         ingest = IngestStage(settings, rules, partitions, metrics)
         correlator = CorrelatorStage(settings, rules, metrics)
         stages = [
+            StageThread("ingest", build_ingest_loop(settings, ingest, f"e2e-{uuid.uuid4().hex[:6]}")),
             StageThread(
-                "ingest",
-                build_ingest_loop(settings, ingest, Instance(f"e2e-{uuid.uuid4().hex[:6]}", stable=False)),
-            ),
-            StageThread(
-                "correlator",
-                build_correlator_loop(
-                    settings, correlator, Instance(f"e2e-{uuid.uuid4().hex[:6]}", stable=False)
-                ),
+                "correlator", build_correlator_loop(settings, correlator, f"e2e-{uuid.uuid4().hex[:6]}")
             ),
         ]
 
