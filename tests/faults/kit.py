@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -131,8 +131,38 @@ def metric(port: int, name: str, **labels: str) -> float:
 def group_coordinator(bootstrap: str, group: str) -> int:
     """Node id of the broker coordinating ``group`` (also its transactions' offsets)."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    description = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
-    return int(description.coordinator.id)
+
+    def ask() -> int | None:
+        try:
+            found = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+        except KafkaException:  # the coordinator is loading or moving: ask again
+            return None
+        return int(found.coordinator.id)
+
+    return wait_for(ask, 60, f"the coordinator of group {group}", interval_s=1.0)
+
+
+def wait_fully_replicated(bootstrap: str, timeout_s: float = 120) -> None:
+    """Wait until every partition (internal topics included) has all its replicas in sync.
+
+    What a rolling restart waits for before it touches the next node: a node that has just been
+    started may still be catching up, and stopping another one then leaves some partitions with
+    fewer in-sync replicas than min.insync.replicas, so writes to them stall until it catches up.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+
+    def in_sync() -> bool:
+        try:
+            metadata = admin.list_topics(timeout=10)
+        except KafkaException:
+            return False
+        return all(
+            len(partition.isrs) >= len(partition.replicas)
+            for topic in metadata.topics.values()
+            for partition in topic.partitions.values()
+        )
+
+    wait_for(in_sync, timeout_s, "every partition in sync on all its replicas", interval_s=1.0)
 
 
 def load_average() -> str:

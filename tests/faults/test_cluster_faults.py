@@ -28,7 +28,15 @@ import pytest
 
 from schemas.incident import IncidentEvent
 from stormwatch.errors import UserError
-from tests.faults.kit import PacedProducer, ScriptKafka, free_port, group_coordinator, metric, wait_for
+from tests.faults.kit import (
+    PacedProducer,
+    ScriptKafka,
+    free_port,
+    group_coordinator,
+    metric,
+    wait_for,
+    wait_fully_replicated,
+)
 from tests.pipeline_kit import (
     PipelineRun,
     canonical,
@@ -56,6 +64,7 @@ def cluster(fault_cluster: ScriptKafka) -> Iterator[ScriptKafka]:
     yield fault_cluster
     for node in range(1, fault_cluster.nodes + 1):
         fault_cluster.start_node(node)
+    wait_fully_replicated(fault_cluster.bootstrap)
 
 
 def _closed(groups: int) -> Any:
@@ -112,6 +121,17 @@ def _committed(ports: dict[str, int]) -> dict[str, float]:
     }
 
 
+def _committed_counts(ports: dict[str, int]) -> dict[str, float]:
+    """``_committed`` once every worker has answered: a busy worker's /metrics can miss the
+    scrape timeout, and a missed answer must not read as a change of its counter."""
+
+    def answered() -> dict[str, float] | None:
+        counts = _committed(ports)
+        return counts if all(v >= 0 for v in counts.values()) else None
+
+    return wait_for(answered, 30, "every worker's transaction counter")
+
+
 def _progress(run: PipelineRun, ports: dict[str, int], since: dict[str, float], deduplicated: float) -> bool:
     """Both stages committed since ``since`` and the correlator folded more re-sent alerts."""
     run.assert_alive()
@@ -155,7 +175,7 @@ def test_one_broker_stopped_then_another_crashed_mid_storm_loses_nothing(
             (coordinator, cluster.stop_node),
             (coordinator % 3 + 1, cluster.kill_node),
         ):
-            since = _committed(ports)
+            since = _committed_counts(ports)
             folded = metric(ports["correlate"], "stormwatch_alerts_deduplicated_total")
             fault(node)
             assert producer.is_alive(), "the storm ended before the broker went down"
@@ -163,11 +183,18 @@ def test_one_broker_stopped_then_another_crashed_mid_storm_loses_nothing(
             progressed = functools.partial(_progress, run, ports, since, folded)
             wait_for(progressed, 60, f"progress with node {node} down")
             cluster.start_node(node)
+            # As a rolling restart does: the next node only once this one has caught up.
+            wait_fully_replicated(bootstrap)
 
         producer.join(LEAD_S + 120)
         assert not producer.is_alive(), "the storm producer did not finish"
         events = _wait_closed(run, LIVE_GROUPS, 120)
-        assert metric(ports["correlate"], "stormwatch_alerts_late_total") == 0
+        late = wait_for(
+            lambda: (v,) if (v := metric(ports["correlate"], "stormwatch_alerts_late_total")) >= 0 else None,
+            30,
+            "the correlator's late-alert counter",
+        )
+        assert late == (0.0,)
     finally:
         run.stop_all()
     assert producer.errors == [] and producer.undelivered == 0
@@ -204,11 +231,11 @@ def test_two_brokers_down_stalls_then_resumes_identically(cluster: ScriptKafka, 
         down_at = time.monotonic()
 
         time.sleep(STALL_GRACE_S)
-        before = _committed(ports)
+        before = _committed_counts(ports)
         while time.monotonic() - down_at < OUTAGE_S:
             run.assert_alive()  # no worker gives up while the cluster cannot take writes
             time.sleep(1.0)
-        during = _committed(ports)
+        during = _committed_counts(ports)
         assert during == before, f"transactions committed without a quorum: {before} -> {during}"
 
         for node in victims:
