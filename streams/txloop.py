@@ -39,6 +39,16 @@ from streams.metrics import pipeline_metrics
 
 log = logging.getLogger("stormwatch.txloop")
 
+STUCK_AFTER_S = 30.0
+"""A transactional call that keeps timing out this long gets a new producer. librdkafka can keep
+a transactional producer waiting on a group coordinator it cached before the broker went away,
+and then every retry of send_offsets_to_transaction times out (seen in the 3-broker fault tests,
+right after the cluster started; librdkafka issue #5511 describes such a hang). A new producer
+with the same transactional id fences the old one and starts with fresh coordinator state."""
+
+LOG_EVERY_S = 10.0
+"""At most one warning per retried call per this many seconds."""
+
 LAG_INTERVAL_S = 5.0
 """How often the loop sets ``stormwatch_consumer_lag`` for its assigned partitions."""
 
@@ -367,14 +377,28 @@ class TransactionalLoop:
             if offsets:
                 metadata = self.consumer.consumer_group_metadata()
                 self._retrying(
-                    "send offsets", lambda: self.producer.send_offsets_to_transaction(offsets, metadata, 30)
+                    "send offsets",
+                    lambda: self.producer.send_offsets_to_transaction(offsets, metadata, 10),
+                    give_up_after_s=STUCK_AFTER_S,
                 )
-            self._retrying("commit", lambda: self.producer.commit_transaction(60))
+            self._retrying(
+                "commit", lambda: self.producer.commit_transaction(30), give_up_after_s=STUCK_AFTER_S
+            )
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if isinstance(error, KafkaError) and error.fatal():
                 # e.g. the coordinator aborted our transaction during a long broker outage
                 log.warning("transactional producer failed (%s); replacing it and rewinding", error)
+                self._replace_producer()
+                self._rewind()
+                return
+            if isinstance(error, KafkaError) and error.retriable():
+                # _retrying gave up: the same call kept timing out for STUCK_AFTER_S
+                log.warning(
+                    "transactional producer stuck for %.0fs (%s); replacing it and rewinding",
+                    STUCK_AFTER_S,
+                    error,
+                )
                 self._replace_producer()
                 self._rewind()
                 return
@@ -402,11 +426,20 @@ class TransactionalLoop:
         self.producer = Producer(self._producer_conf)
         self._retrying("init transactions", lambda: self.producer.init_transactions(30))
 
-    def _retrying(self, what: str, call: Callable[[], None]) -> None:
+    def _retrying(self, what: str, call: Callable[[], None], *, give_up_after_s: float | None = None) -> None:
         """Retry a transactional call while Kafka calls its error retriable (brokers away, leader
         elections): the pipeline stalls instead of dying, and resumes when the brokers return.
-        Abortable and fatal errors propagate (the first aborts and rewinds, the second exits)."""
-        self._retry_while(what, call, _flagged_retriable)
+        Abortable and fatal errors propagate (the first aborts and rewinds, the second exits).
+        ``give_up_after_s``: re-raise a retriable error after retrying this long (the caller then
+        replaces the producer)."""
+        started = time.monotonic()
+
+        def retry(exc: Exception) -> bool:
+            if give_up_after_s is not None and time.monotonic() - started >= give_up_after_s:
+                return False
+            return _flagged_retriable(exc)
+
+        self._retry_while(what, call, retry)
 
     def _waiting_out_outages(self, what: str, call: Callable[[], None]) -> None:
         """Retry a non-transactional step (restore, rewind) through any transient Kafka failure.
@@ -417,6 +450,7 @@ class TransactionalLoop:
 
     def _retry_while(self, what: str, call: Callable[[], None], retry: Callable[[Exception], bool]) -> None:
         attempt = 0
+        logged_at = -LOG_EVERY_S
         while True:
             try:
                 call()
@@ -425,8 +459,14 @@ class TransactionalLoop:
                 if not retry(exc) or not self._running:
                     raise
                 attempt += 1
-                if attempt == 1 or attempt % 10 == 0:
-                    log.warning("%s failed (%s); retrying until Kafka answers", what, _describe(exc))
+                if time.monotonic() - logged_at >= LOG_EVERY_S:  # calls can block for their timeout
+                    logged_at = time.monotonic()
+                    log.warning(
+                        "%s failed (%s, attempt %d); retrying until Kafka answers",
+                        what,
+                        _describe(exc),
+                        attempt,
+                    )
                 time.sleep(min(0.2 * attempt, 2.0))
 
     def _produce(self, out: Output) -> None:

@@ -114,3 +114,15 @@ def test_is_transient() -> None:
     assert not is_transient(KafkaError(KafkaError._TRANSPORT, fatal=True))
     assert not is_transient(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
     assert not is_transient("not a KafkaError")
+
+
+def test_a_transactional_call_stuck_past_its_limit_is_given_up(loop: TransactionalLoop) -> None:
+    """send_offsets / commit that keep timing out are re-raised, so the loop replaces the producer."""
+    timeout = KafkaException(KafkaError(KafkaError._TIMED_OUT, "t", retriable=True))
+    call, calls = _failing(100, timeout)
+    with pytest.raises(KafkaException):
+        loop._retrying("send offsets", call, give_up_after_s=0)
+    assert calls[0] == 1
+    call, calls = _failing(3, timeout)
+    loop._retrying("send offsets", call, give_up_after_s=60)  # within the limit: retried
+    assert calls[0] == 4
