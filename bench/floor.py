@@ -77,6 +77,11 @@ def read_all(bootstrap: str, topic: str) -> dict[str, Any]:
         cpu = _cpu() - started_cpu
     finally:
         consumer.close()
+    return _figures(records, alerts, wall, cpu)
+
+
+def _figures(records: int, alerts: int, wall: float, cpu: float) -> dict[str, Any]:
+    """What both measurements report: counts, rates and this process's peak memory."""
     return {
         "records": records,
         "alerts": alerts,
@@ -113,16 +118,7 @@ def follow(bootstrap: str, topic: str, seconds: float) -> dict[str, Any]:
         cpu = _cpu() - started_cpu
     finally:
         consumer.close()
-    return {
-        "records": records,
-        "alerts": alerts,
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "alerts_per_s": alerts / wall if wall > 0 else 0.0,
-        "alerts_per_cpu_s": alerts / cpu if cpu > 0 else 0.0,
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "latency_ms": percentiles(latencies),
-    }
+    return {**_figures(records, alerts, wall, cpu), "latency_ms": percentiles(latencies)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -336,16 +336,20 @@ def _restart(env: BenchPipeline, correlator: Worker, timeout_s: float) -> dict[s
     }
 
 
-def _run_storm(workload: str, options: BenchOptions) -> dict[str, Any]:
-    spec = storm_spec(workload, options)
-    storm = Storm(spec)
-    env = BenchPipeline(
+def _pipeline(options: BenchOptions) -> BenchPipeline:
+    return BenchPipeline(
         options.bootstrap,
         options.workdir,
         partitions=options.partitions,
         rules_yaml=_rules_yaml(options),
         ingest=options.ingest_settings or None,
     )
+
+
+def _run_storm(workload: str, options: BenchOptions) -> dict[str, Any]:
+    spec = storm_spec(workload, options)
+    storm = Storm(spec)
+    env = _pipeline(options)
     out: dict[str, Any] = {"spec": _spec_dict(spec), "topics_suffix": env.suffix}
     try:
         t0 = int(time.time() * 1000) - spec.span_ms - 120_000
@@ -561,13 +565,7 @@ def _run_steady(options: BenchOptions) -> dict[str, Any]:
     spec = SteadySpec(rate=options.steady_rate, seconds=options.steady_seconds)
     load = SteadyLoad(spec)
     group_wait = _group_wait_ms(options)
-    env = BenchPipeline(
-        options.bootstrap,
-        options.workdir,
-        partitions=options.partitions,
-        rules_yaml=_rules_yaml(options),
-        ingest=options.ingest_settings or None,
-    )
+    env = _pipeline(options)
     out: dict[str, Any] = {"spec": _spec_dict(spec), "group_wait_ms": group_wait, "topics_suffix": env.suffix}
     listener: _EventListener | None = None
     try:
