@@ -35,7 +35,7 @@ from schemas.dlq import DeadLetter, DeadLetterReason
 from schemas.fingerprint import canonical_labels
 from stormwatch.config import GatewaySettings, Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import make_producer
+from stormwatch.kafka_io import make_producer, unreachable_error
 
 log = logging.getLogger("stormwatch.gateway")
 
@@ -273,7 +273,7 @@ class KafkaSink:
             text = err.str() if isinstance(err, KafkaError) else str(err)
             if self._client_error is not None:
                 text = self._client_error.str()
-            return False, f"cannot reach Kafka at {self.settings.kafka.bootstrap_servers}: {text}"
+            return False, str(unreachable_error(self.settings, text))
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None or not topic.partitions:
             detail = topic.error.str() if topic is not None and topic.error is not None else "no partitions"

@@ -139,25 +139,84 @@ def _unreachable(settings: Settings, reason: object) -> UserError:
 
 
 def unreachable_error(settings: Settings, reason: str) -> UserError:
-    """One actionable line; an authentication failure gets a hint about credentials, not startup."""
-    text = reason.lower()
-    where = f"cannot reach Kafka at {settings.kafka.bootstrap_servers} ({reason})"
-    if "authentication" in text or "sasl" in text or "ssl handshake" in text or "certificate" in text:
-        hint = (
-            "check kafka.security_protocol, kafka.sasl_mechanism, kafka.sasl_username and "
-            "kafka.sasl_password (or the ssl_* files) in the configuration"
+    """One actionable line for a client that got no answer: a refused certificate or password
+    names the settings to fix; a broker that is simply not there gets ``KafkaUnavailable``."""
+    reason = _CONNECT_NOISE.sub("", reason)
+    servers = settings.kafka.bootstrap_servers
+    problem = _access_problem(reason)
+    if problem is None:
+        return KafkaUnavailable(
+            f"cannot reach Kafka at {servers} ({reason}); start it with `make kafka-up` or set "
+            "KAFKA_BOOTSTRAP_SERVERS"
         )
-        return UserError(f"{where}; {hint}")
-    return KafkaUnavailable(f"{where}; start it with `make kafka-up` or set KAFKA_BOOTSTRAP_SERVERS")
+    what, fix = problem
+    return UserError(f"Kafka at {servers} {what} ({reason}); {fix}")
+
+
+def _access_problem(reason: str) -> tuple[str, str] | None:
+    """(what went wrong, which settings fix it) when the brokers answered but refused this client."""
+    text = reason.lower()
+    if "certificate verify failed" in text:
+        return (
+            "sent a TLS certificate this client does not trust",
+            "set kafka.ssl_ca_location to the CA that signed the brokers' certificates",
+        )
+    if any(
+        s in text for s in ("bad certificate", "certificate required", "alert number 42", "alert number 116")
+    ):
+        return (
+            "refused this client's TLS certificate (the brokers require one signed by a CA they trust)",
+            "set kafka.ssl_certificate_location and kafka.ssl_key_location to such a certificate and its key",
+        )
+    if any(s in text for s in ("ssl routines", "ssl handshake", "ssl alert", "certificate", "handshake")):
+        return (
+            "and this client could not agree on TLS",
+            "check kafka.security_protocol (SSL or SASL_SSL only for a TLS listener) and the kafka.ssl_* files",
+        )
+    if "authentication" in text or "sasl" in text:
+        return (
+            "refused this client's credentials",
+            "check kafka.security_protocol, kafka.sasl_mechanism, kafka.sasl_username and kafka.sasl_password",
+        )
+    return None
+
+
+def refused_access(errors: ErrorTracker) -> bool:
+    """True once a client error says the brokers refused TLS or the credentials: waiting for a
+    metadata answer is then pointless, as no retry gets past a wrong certificate or password."""
+    last = errors.last
+    if last is None:
+        return False
+    if last.code() in (KafkaError._SSL, KafkaError._AUTHENTICATION):
+        return True
+    return _access_problem(_CONNECT_NOISE.sub("", last.str())) is not None
 
 
 def _reason(exc: KafkaException, client: Consumer, errors: ErrorTracker) -> str:
     """The most useful explanation: the connection error librdkafka saw, else the exception's own."""
     client.poll(0)  # serves the queued error callbacks ("Connection refused", auth failures ...)
     err = errors.last if errors.last is not None else (exc.args[0] if exc.args else exc)
-    text = err.str() if isinstance(err, KafkaError) else str(err)
-    # "host:port/bootstrap: Connect to ... failed: Connection refused (after 0ms in state CONNECT)"
-    return _CONNECT_NOISE.sub("", text)
+    return err.str() if isinstance(err, KafkaError) else str(err)
+
+
+def list_topics_or_refusal(
+    list_topics: Callable[[float], Any], serve: Callable[[], object], errors: ErrorTracker, timeout_s: float
+) -> Any:
+    """``list_topics`` within ``timeout_s``, asked in short slices so that a refused certificate or
+    password (seen by ``errors`` once ``serve`` ran the error callbacks) ends the wait at once
+    instead of after the whole timeout. Raises the last KafkaException when it gives up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return list_topics(min(max(left, 0.01), _METADATA_SLICE_S))
+        except KafkaException:
+            serve()
+            if refused_access(errors) or time.monotonic() >= deadline:
+                raise
+
+
+_METADATA_SLICE_S = 0.5
 
 
 _CONNECT_NOISE = re.compile(r"^\S+/(?:bootstrap|\d+): |\s*\(after \d+ms in state \w+\)")
@@ -167,7 +226,9 @@ def check_reachable(settings: Settings, timeout_s: float = 5.0) -> None:
     """Raise UserError unless a broker answers a metadata request within ``timeout_s``."""
     consumer, errors = _new_consumer(settings, None, {})
     try:
-        consumer.list_topics(timeout=timeout_s)
+        list_topics_or_refusal(
+            lambda t: consumer.list_topics(timeout=t), lambda: consumer.poll(0), errors, timeout_s
+        )
     except KafkaException as exc:
         raise _unreachable(settings, _reason(exc, consumer, errors)) from exc
     finally:
@@ -179,7 +240,9 @@ def _topic_partitions(
 ) -> list[int]:
     """Partition ids of ``topic``, or UserError when it does not exist or Kafka is unreachable."""
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s)
+        metadata = list_topics_or_refusal(
+            lambda t: consumer.list_topics(topic, timeout=t), lambda: consumer.poll(0), errors, timeout_s
+        )
     except KafkaException as exc:
         raise _unreachable(settings, _reason(exc, consumer, errors)) from exc
     topic_md = metadata.topics.get(topic)
@@ -292,11 +355,21 @@ TRANSIENT_CODES = frozenset(
         KafkaError.REQUEST_TIMED_OUT,
         KafkaError.NOT_ENOUGH_REPLICAS,
         KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        KafkaError.OFFSET_NOT_AVAILABLE,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+        KafkaError.REPLICA_NOT_AVAILABLE,
+        KafkaError.PREFERRED_LEADER_NOT_AVAILABLE,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError.KAFKA_STORAGE_ERROR,
     }
 )
 """Errors seen while brokers are away or leadership moves, whether or not librdkafka flags them
-retriable (``_DESTROY_BROKER`` and ``NOT_COORDINATOR`` reached callers unflagged in the
-two-brokers-down fault test)."""
+retriable. ``_DESTROY_BROKER`` and ``NOT_COORDINATOR`` reached callers unflagged in the
+two-brokers-down fault test, and so did ``OFFSET_NOT_AVAILABLE`` ("Leader high watermark is not
+caught up": a new leader's answer to a watermark query before its followers caught up) while the
+correlator restored its changelog; the other codes are the ones Kafka's own clients retry while a
+partition's leadership moves."""
 
 
 def is_transient(error: object) -> bool:

@@ -25,7 +25,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import ErrorTracker, unreachable_error
+from stormwatch.kafka_io import ErrorTracker, list_topics_or_refusal, refused_access, unreachable_error
 
 log = logging.getLogger("stormwatch.topics")
 
@@ -164,10 +164,11 @@ def _admin(settings: Settings) -> AdminClient:
 def _unreachable(settings: Settings, timeout_s: float, admin: AdminClient) -> UserError:
     admin.poll(0)  # error callbacks (auth failed, refused) are served by poll
     tracker = _client_errors.get(settings.kafka.bootstrap_servers)
-    seen = tracker.last.str() if tracker is not None and tracker.last is not None else "no answer"
     if tracker is None or tracker.last is None:
         return unreachable_error(settings, f"no answer within {timeout_s:g}s")
-    return unreachable_error(settings, f"{seen}, within {timeout_s:g}s")
+    if refused_access(tracker):
+        return unreachable_error(settings, tracker.last.str())
+    return unreachable_error(settings, f"{tracker.last.str()}, within {timeout_s:g}s")
 
 
 def _error_text(exc: BaseException) -> str:
@@ -188,7 +189,10 @@ class _LiveTopic:
 
 def _live_topics(admin: AdminClient, settings: Settings, timeout_s: float) -> dict[str, _LiveTopic]:
     try:
-        metadata = admin.list_topics(timeout=timeout_s)
+        tracker = _client_errors[settings.kafka.bootstrap_servers]
+        metadata = list_topics_or_refusal(
+            lambda t: admin.list_topics(timeout=t), lambda: admin.poll(0), tracker, timeout_s
+        )
     except KafkaException as exc:
         raise _unreachable(settings, timeout_s, admin) from exc
     live: dict[str, _LiveTopic] = {}

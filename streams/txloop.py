@@ -49,6 +49,9 @@ with the same transactional id fences the old one and starts with fresh coordina
 LOG_EVERY_S = 10.0
 """At most one warning per retried call per this many seconds."""
 
+STATUS_EVERY_S = 10.0
+"""How often the loop logs what it did (INFO: shown with ``-v``), so a stalled worker shows where."""
+
 LAG_INTERVAL_S = 5.0
 """How often the loop sets ``stormwatch_consumer_lag`` for its assigned partitions."""
 
@@ -172,6 +175,7 @@ class TransactionalLoop:
             self._lag_gauge = consumer_lag if consumer_lag is not None else pipeline_metrics().consumer_lag
         self._lag_due = 0.0
         self._lag_start: dict[tuple[str, int], int] = {}  # committed offsets of partitions not read yet
+        self._status = _Status()
         base = base_config(settings)  # quiet: librdkafka logs go to the "stormwatch.kafka" logger
         consumer_conf = {
             **base,
@@ -233,16 +237,18 @@ class TransactionalLoop:
         """Run until stopped (SIGTERM/SIGINT) or ``max_seconds`` passed; commits before returning."""
         gc.set_threshold(*GC_THRESHOLDS)
         gc.freeze()  # modules and configuration live as long as the process: never scan them again
-        self._retrying("init transactions", lambda: self.producer.init_transactions(30))
-        self.consumer.subscribe(
-            self.topics, on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke
-        )
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         try:
+            self._retrying("init transactions", lambda: self.producer.init_transactions(30))
+            self.consumer.subscribe(
+                self.topics, on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke
+            )
             while self._running and (deadline is None or time.monotonic() < deadline):
                 messages = self._poll()
                 if self._lag_gauge is not None and time.monotonic() >= self._lag_due:
                     self.report_lag()
+                if time.monotonic() >= self._status.due:
+                    self._status.report(self._assigned)
                 records: list[Message] = []
                 eof: set[tuple[str, int]] = set()
                 size = 0
@@ -266,6 +272,9 @@ class TransactionalLoop:
                 if time.monotonic() >= self._trim_due:
                     self._trim_due = time.monotonic() + TRIM_INTERVAL_S
                     release_free_memory()
+        except _StoppedWhileWaiting as stopped:
+            # The open transaction is never committed: the next owner redoes its input.
+            log.info("stopped while waiting for Kafka (%s)", stopped)
         finally:
             self._forget_lag(self._assigned)  # this process no longer reads them
             self.consumer.close()
@@ -416,6 +425,7 @@ class TransactionalLoop:
                 self._rewind()
                 return
             raise
+        self._status.committed(len(records))
         if self.on_commit is not None:
             self.on_commit(len(records), time.monotonic() - started)
 
@@ -456,8 +466,10 @@ class TransactionalLoop:
                 call()
                 return
             except (KafkaException, KafkaUnavailable) as exc:
-                if not retry(exc) or not self._running:
+                if not retry(exc):
                     raise
+                if not self._running:  # SIGTERM while Kafka is away: stop, nothing is committed
+                    raise _StoppedWhileWaiting(f"{what}: {_describe(exc)}") from exc
                 attempt += 1
                 if time.monotonic() - logged_at >= LOG_EVERY_S:  # calls can block for their timeout
                     logged_at = time.monotonic()
@@ -491,6 +503,7 @@ class TransactionalLoop:
 
     def _rewind(self) -> None:
         """After an abort, re-read everything after the last committed offsets (and rebuild state)."""
+        self._status.rewinds += 1
         self._waiting_out_outages("rewind", self._rewind_once)
 
     def _rewind_once(self) -> None:
@@ -505,6 +518,36 @@ class TransactionalLoop:
                 low, _ = self.consumer.get_watermark_offsets(tp, timeout=30)
                 tp.offset = low
             self.consumer.seek(tp)
+
+
+@dataclass(slots=True)
+class _Status:
+    """What the loop did since its last status line."""
+
+    transactions: int = 0
+    records: int = 0
+    rewinds: int = 0
+    due: float = field(default_factory=lambda: time.monotonic() + STATUS_EVERY_S)
+
+    def committed(self, records: int) -> None:
+        self.transactions += 1
+        self.records += records
+
+    def report(self, assigned: list[TopicPartition]) -> None:
+        log.info(
+            "last %.0fs: %d transactions, %d records, %d rewinds; assigned %s",
+            STATUS_EVERY_S,
+            self.transactions,
+            self.records,
+            self.rewinds,
+            ",".join(f"{tp.topic}[{tp.partition}]" for tp in assigned) or "nothing",
+        )
+        self.transactions = self.records = self.rewinds = 0
+        self.due = time.monotonic() + STATUS_EVERY_S
+
+
+class _StoppedWhileWaiting(Exception):
+    """A stop signal arrived while a call was being retried through a Kafka outage."""
 
 
 @contextlib.contextmanager

@@ -110,6 +110,7 @@ class PipelineRun:
                 sys.executable,
                 "-m",
                 "stormwatch.cli",
+                *(["-v"] if os.environ.get("STORMWATCH_TEST_WORKER_VERBOSE") else []),
                 "--config",
                 str(self.config_path),
                 stage,

@@ -16,7 +16,7 @@ readonly PROG="local-kafka"
 
 usage() {
     cat <<EOF
-Usage: deploy/kafka/local-kafka.sh COMMAND [--nodes 1|3] [--port PORT] [--data-dir DIR] [--sasl]
+Usage: deploy/kafka/local-kafka.sh COMMAND [--nodes 1|3] [--port PORT] [--data-dir DIR] [--sasl] [--tls]
 
 Commands:
   start    start the node(s) unless already running, wait until the broker answers metadata
@@ -41,6 +41,12 @@ Options:
                  (SCRAM-SHA-256 or -512) on the broker port (SASL_PLAINTEXT, loopback only).
                  User 'stormwatch', its password generated into DIR/sasl/stormwatch.password;
                  an instance formatted this way always starts with SASL (docs/security.md)
+  --tls          (start) the broker port speaks TLS and requires a client certificate (mutual
+                 TLS; SASL_SSL together with --sasl). A throwaway CA, a broker certificate for
+                 IP 127.0.0.1 and a client certificate are generated once into DIR/tls
+                 (ca.pem, client.pem, client.key: PEM, key unencrypted); start and status print
+                 them as STORMWATCH_KAFKA__* lines. An instance started this way keeps TLS
+                 on every later start (docs/security.md)
 
 Environment:
   STORMWATCH_KAFKA_VERSION        Kafka release (default: kafka.version in deploy/kafka/pom.xml)
@@ -89,6 +95,7 @@ NODES=1
 PORT=""
 DATA_DIR=""
 SASL=0
+TLS=0
 while [[ $# -gt 0 ]]; do
     case $1 in
     --nodes) NODES=${2:?--nodes needs a value} && shift 2 ;;
@@ -98,6 +105,7 @@ while [[ $# -gt 0 ]]; do
     --data-dir) DATA_DIR=${2:?--data-dir needs a value} && shift 2 ;;
     --data-dir=*) DATA_DIR=${1#*=} && shift ;;
     --sasl) SASL=1 && shift ;;
+    --tls) TLS=1 && shift ;;
     -h | --help) usage && exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
     esac
@@ -125,6 +133,12 @@ DATA_DIR=$(cd "$DATA_DIR" && pwd)
 readonly SASL_DIR=$DATA_DIR/sasl SASL_USER=stormwatch SASL_ADMIN=admin
 SASL_REQUESTED=$SASL
 [[ -f $SASL_DIR/enabled ]] && SASL=1
+
+# Mutual TLS (--tls): the CA, broker and client certificates live in DATA_DIR/tls; an instance
+# started with them keeps TLS on every later start, like SASL.
+readonly TLS_DIR=$DATA_DIR/tls
+TLS_REQUESTED=$TLS
+[[ -f $TLS_DIR/enabled ]] && TLS=1
 
 KAFKA_VERSION=${STORMWATCH_KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM" | head -n 1)}
 [[ -n $KAFKA_VERSION ]] || die "cannot read kafka.version from $POM"
@@ -276,8 +290,53 @@ write_config() {
         "LOG_DIRS=$dir/data" "DEFAULT_RF=$internal_rf" \
         "INTERNAL_RF=$internal_rf" "INTERNAL_MIN_ISR=$internal_isr"
     render "$SCRIPT_DIR/log4j2.properties.template" "$dir/log4j2.properties" "LOG_FILE=$dir/logs/server.log"
-    [[ $SASL == 1 ]] && append_sasl_config "$i"
+    if [[ $SASL == 1 || $TLS == 1 ]]; then append_security_config "$i"; fi
     return 0
+}
+
+# The protocol of the broker port (clients and the other brokers): --sasl and --tls decide.
+client_protocol() {
+    case $SASL$TLS in
+    10) echo SASL_PLAINTEXT ;;
+    01) echo SSL ;;
+    11) echo SASL_SSL ;;
+    *) echo PLAINTEXT ;;
+    esac
+}
+
+# The broker port speaks SASL_PLAINTEXT, SSL or SASL_SSL, and brokers talk to each other on it:
+# as the admin user with SASL, with the broker certificate (it is also a client certificate) with TLS.
+append_security_config() {
+    local i=$1 dir protocol listener jaas mech
+    dir=$(node_dir "$i")
+    protocol=$(client_protocol)
+    listener=$(tr '[:upper:]' '[:lower:]' <<<"$protocol")
+    {
+        echo ""
+        echo "# --- $protocol, appended by local-kafka.sh (later keys override the ones above)"
+        echo "listeners=$protocol://127.0.0.1:$(broker_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")"
+        echo "advertised.listeners=$protocol://127.0.0.1:$(broker_port "$i")"
+        echo "listener.security.protocol.map=$protocol:$protocol,CONTROLLER:PLAINTEXT"
+        echo "inter.broker.listener.name=$protocol"
+        if [[ $SASL == 1 ]]; then
+            jaas="org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$SASL_ADMIN\" password=\"$(sasl_password "$SASL_ADMIN")\";"
+            echo "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512"
+            echo "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512"
+            for mech in scram-sha-256 scram-sha-512; do
+                echo "listener.name.$listener.$mech.sasl.jaas.config=$jaas"
+            done
+        fi
+        if [[ $TLS == 1 ]]; then
+            echo "ssl.keystore.type=PEM"
+            echo "ssl.keystore.location=$TLS_DIR/broker.keystore.pem"
+            echo "ssl.truststore.type=PEM"
+            echo "ssl.truststore.location=$TLS_DIR/ca.pem"
+            echo "ssl.endpoint.identification.algorithm=https"
+            # Listener-prefixed: a SASL_SSL listener ignores the broker-wide ssl.client.auth.
+            echo "listener.name.$listener.ssl.client.auth=required"
+        fi
+    } >>"$dir/server.properties"
+    chmod 600 "$dir/server.properties"
 }
 
 # --- SASL/SCRAM (--sasl) -------------------------------------------------------------------
@@ -301,27 +360,6 @@ sasl_prepare() {
     touch "$SASL_DIR/enabled"
 }
 
-# The broker port speaks SASL_PLAINTEXT; brokers authenticate to each other as the admin user.
-append_sasl_config() {
-    local i=$1 dir jaas mech
-    dir=$(node_dir "$i")
-    jaas="org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$SASL_ADMIN\" password=\"$(sasl_password "$SASL_ADMIN")\";"
-    {
-        echo ""
-        echo "# --- SASL/SCRAM, appended by local-kafka.sh --sasl (later keys override the ones above)"
-        echo "listeners=SASL_PLAINTEXT://127.0.0.1:$(broker_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")"
-        echo "advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$(broker_port "$i")"
-        echo "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT"
-        echo "inter.broker.listener.name=SASL_PLAINTEXT"
-        echo "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512"
-        echo "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512"
-        for mech in scram-sha-256 scram-sha-512; do
-            echo "listener.name.sasl_plaintext.$mech.sasl.jaas.config=$jaas"
-        done
-    } >>"$dir/server.properties"
-    chmod 600 "$dir/server.properties"
-}
-
 # --add-scram arguments for the storage format: both mechanisms for the client user, and the
 # inter-broker user. (The passwords are on this short-lived command line: fine for a loopback
 # development broker, see docs/security.md for production.)
@@ -332,6 +370,74 @@ sasl_format_args() {
             printf '%s\n' "--add-scram" "$mech=[name=$name,password=$(sasl_password "$name")]"
         done
     done
+}
+
+# --- mutual TLS (--tls) ----------------------------------------------------------------------
+
+readonly TLS_FILES=(ca.pem broker.keystore.pem client.pem client.key client.keystore.pem)
+
+tls_files_present() {
+    local name
+    for name in "${TLS_FILES[@]}"; do [[ -s $TLS_DIR/$name ]] || return 1; done
+}
+
+# Generate the certificates once per data directory: a throwaway CA, the broker's certificate
+# (CN and IP SAN 127.0.0.1, for server and client use: brokers connect to each other) and the
+# client's (CN stormwatch), both signed by the CA. All PEM with unencrypted PKCS#8 keys, readable
+# by the owner only: Kafka reads PEM key stores itself (ssl.keystore.type=PEM), librdkafka reads
+# the files that stormwatch's kafka.ssl_* options name. The CA key is deleted after signing.
+tls_prepare() {
+    if ! tls_files_present; then
+        command -v openssl >/dev/null 2>&1 || apt_install openssl
+        local tmp=$TLS_DIR.tmp.$$
+        rm -rf "$TLS_DIR".tmp.*
+        (umask 077 && mkdir -p "$tmp")
+        tls_openssl "$tmp" genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$tmp/ca.key"
+        tls_openssl "$tmp" req -x509 -new -sha256 -days 3650 -key "$tmp/ca.key" -out "$tmp/ca.pem" \
+            -subj "/CN=stormwatch local-kafka throwaway CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+        tls_sign "$tmp" broker "/CN=127.0.0.1" "subjectAltName=IP:127.0.0.1" "extendedKeyUsage=serverAuth,clientAuth"
+        tls_sign "$tmp" client "/CN=stormwatch" "extendedKeyUsage=clientAuth"
+        rm -f "$tmp"/ca.key "$tmp"/ca.srl "$tmp"/*.csr "$tmp"/*.ext "$tmp/openssl.log"
+        rm -rf "$TLS_DIR"
+        mv "$tmp" "$TLS_DIR"
+        log "generated a throwaway CA, a broker and a client certificate into $TLS_DIR"
+    fi
+    chmod 700 "$TLS_DIR"
+    touch "$TLS_DIR/enabled"
+}
+
+# tls_openssl DIR ARGS...: run openssl quietly, show its output and stop when it fails.
+tls_openssl() {
+    local dir=$1
+    shift
+    openssl "$@" </dev/null >>"$dir/openssl.log" 2>&1 || {
+        tail -n 20 "$dir/openssl.log" >&2
+        die "openssl $1 failed while generating the TLS files in $dir"
+    }
+}
+
+# tls_sign DIR NAME SUBJECT EXTENSION...: a key and a certificate signed by DIR's CA, plus
+# NAME.keystore.pem (key and certificate in one file) for Java clients and the broker.
+tls_sign() {
+    local dir=$1 name=$2 subject=$3
+    shift 3
+    (umask 077 && printf '%s\n' "basicConstraints=critical,CA:FALSE" \
+        "keyUsage=critical,digitalSignature,keyEncipherment" "$@" >"$dir/$name.ext")
+    tls_openssl "$dir" genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/$name.key"
+    tls_openssl "$dir" req -new -key "$dir/$name.key" -subj "$subject" -out "$dir/$name.csr"
+    tls_openssl "$dir" x509 -req -sha256 -days 3650 -in "$dir/$name.csr" -CA "$dir/ca.pem" \
+        -CAkey "$dir/ca.key" -CAserial "$dir/ca.srl" -CAcreateserial -extfile "$dir/$name.ext" \
+        -out "$dir/$name.pem"
+    (umask 077 && cat "$dir/$name.key" "$dir/$name.pem" >"$dir/$name.keystore.pem")
+}
+
+# The client settings of a --tls instance, as stormwatch's environment variables.
+tls_settings() {
+    echo "STORMWATCH_KAFKA__SECURITY_PROTOCOL=$(client_protocol)"
+    echo "STORMWATCH_KAFKA__SSL_CA_LOCATION=$TLS_DIR/ca.pem"
+    echo "STORMWATCH_KAFKA__SSL_CERTIFICATE_LOCATION=$TLS_DIR/client.pem"
+    echo "STORMWATCH_KAFKA__SSL_KEY_LOCATION=$TLS_DIR/client.key"
 }
 
 CLUSTER_ID=""
@@ -395,16 +501,22 @@ show_logs() {
 # --- readiness: a real metadata request -------------------------------------------------------
 
 # argv: bootstrap, minimum broker count[, a broker id that must be registered]. With --sasl it
-# authenticates as the admin user (LOCAL_KAFKA_SASL_* set by pick_checker).
+# authenticates as the admin user, with --tls with the client certificate (LOCAL_KAFKA_* set by
+# pick_checker).
 PYTHON_CHECK='
 import os, sys
 from confluent_kafka.admin import AdminClient
-conf = {"bootstrap.servers": sys.argv[1], "log_level": 0, "socket.connection.setup.timeout.ms": 1000}
+conf = {"bootstrap.servers": sys.argv[1], "log_level": 0, "socket.connection.setup.timeout.ms": 1000,
+        "security.protocol": os.environ.get("LOCAL_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")}
 if os.environ.get("LOCAL_KAFKA_SASL_USER"):
     with open(os.environ["LOCAL_KAFKA_SASL_PASSWORD_FILE"]) as f:
         password = f.read().strip()
-    conf.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
+    conf.update({"sasl.mechanism": "SCRAM-SHA-512",
                  "sasl.username": os.environ["LOCAL_KAFKA_SASL_USER"], "sasl.password": password})
+if os.environ.get("LOCAL_KAFKA_TLS_DIR"):
+    tls = os.environ["LOCAL_KAFKA_TLS_DIR"]
+    conf.update({"ssl.ca.location": tls + "/ca.pem", "ssl.certificate.location": tls + "/client.pem",
+                 "ssl.key.location": tls + "/client.key"})
 admin = AdminClient(conf)
 try:
     metadata = admin.list_topics(timeout=2)
@@ -416,22 +528,35 @@ sys.exit(0 if ok and (len(sys.argv) < 4 or int(sys.argv[3]) in metadata.brokers)
 
 CHECKER=""
 pick_checker() {
-    local python=$REPO_ROOT/.venv/bin/python
+    local python=$REPO_ROOT/.venv/bin/python properties=$DATA_DIR/admin-check.properties
     if [[ ${STORMWATCH_KAFKA_CHECK:-} != java ]] && [[ -x $python ]] && "$python" -c 'import confluent_kafka' 2>/dev/null; then
         CHECKER=$python
     else
         CHECKER=java
-        printf 'default.api.timeout.ms=3000\nrequest.timeout.ms=2000\n' >"$DATA_DIR/admin-check.properties"
+        (umask 077 && printf 'default.api.timeout.ms=3000\nrequest.timeout.ms=2000\n' >"$properties")
+        chmod 600 "$properties"
+        echo "security.protocol=$(client_protocol)" >>"$properties"
     fi
+    LOCAL_KAFKA_SECURITY_PROTOCOL=$(client_protocol)
+    export LOCAL_KAFKA_SECURITY_PROTOCOL
     if [[ $SASL == 1 ]]; then
         export LOCAL_KAFKA_SASL_USER=$SASL_ADMIN LOCAL_KAFKA_SASL_PASSWORD_FILE=$SASL_DIR/$SASL_ADMIN.password
         if [[ $CHECKER == java ]]; then
-            chmod 600 "$DATA_DIR/admin-check.properties"
             {
-                echo "security.protocol=SASL_PLAINTEXT"
                 echo "sasl.mechanism=SCRAM-SHA-512"
                 echo "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$SASL_ADMIN\" password=\"$(sasl_password "$SASL_ADMIN")\";"
-            } >>"$DATA_DIR/admin-check.properties"
+            } >>"$properties"
+        fi
+    fi
+    if [[ $TLS == 1 ]]; then
+        export LOCAL_KAFKA_TLS_DIR=$TLS_DIR
+        if [[ $CHECKER == java ]]; then
+            {
+                echo "ssl.truststore.type=PEM"
+                echo "ssl.truststore.location=$TLS_DIR/ca.pem"
+                echo "ssl.keystore.type=PEM"
+                echo "ssl.keystore.location=$TLS_DIR/client.keystore.pem"
+            } >>"$properties"
         fi
     fi
 }
@@ -492,6 +617,10 @@ cmd_start() {
     elif [[ $SASL_REQUESTED == 1 && ! -f $SASL_DIR/enabled ]]; then
         die "$DATA_DIR already runs Kafka without SASL; stop it and start a new --data-dir with --sasl"
     fi
+    if [[ $TLS_REQUESTED == 1 && ! -f $TLS_DIR/enabled ]] && ((running > 0)); then
+        die "$DATA_DIR already runs Kafka without TLS; stop it and start it again with --tls"
+    fi
+    if [[ $TLS == 1 ]] && ((running < NODES)); then tls_prepare; fi
     if ((running == NODES)); then
         log "already running ($NODES node(s), data in $DATA_DIR)"
     else
@@ -521,9 +650,13 @@ cmd_start() {
     wait_ready
     log "Kafka at $bootstrap is up (${NODES} node(s), ready after $((SECONDS - started))s)"
     if [[ $SASL == 1 ]]; then
-        log "SASL/SCRAM required (security.protocol SASL_PLAINTEXT, SCRAM-SHA-256 or SCRAM-SHA-512): user $SASL_USER, password in $SASL_DIR/$SASL_USER.password"
+        log "SASL/SCRAM required (security.protocol $(client_protocol), SCRAM-SHA-256 or SCRAM-SHA-512): user $SASL_USER, password in $SASL_DIR/$SASL_USER.password"
+    fi
+    if [[ $TLS == 1 ]]; then
+        log "mutual TLS required (security.protocol $(client_protocol)): CA $TLS_DIR/ca.pem, client certificate $TLS_DIR/client.pem, its key $TLS_DIR/client.key"
     fi
     echo "KAFKA_BOOTSTRAP_SERVERS=$bootstrap"
+    if [[ $TLS == 1 ]]; then tls_settings; fi
 }
 
 wait_all_or_die() {
@@ -584,6 +717,7 @@ cmd_status() {
     echo "data and logs: $DATA_DIR"
     if ((up == NODES)); then
         echo "KAFKA_BOOTSTRAP_SERVERS=$(bootstrap_servers)"
+        if [[ $TLS == 1 ]]; then tls_settings; fi
         return 0
     fi
     ((up == 0)) && echo "Kafka is not running" || echo "Kafka is degraded: $up of $NODES node(s) run"

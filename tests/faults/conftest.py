@@ -19,6 +19,7 @@ from tests.faults.kit import ROOT, ScriptKafka
 FAULT_CLUSTER_PORT = int(os.environ.get("STORMWATCH_FAULT_CLUSTER_PORT", "27092"))
 OUTAGE_BROKER_PORT = int(os.environ.get("STORMWATCH_FAULT_OUTAGE_PORT", "18192"))
 SASL_BROKER_PORT = int(os.environ.get("STORMWATCH_FAULT_SASL_PORT", "18292"))
+TLS_BROKER_PORT = int(os.environ.get("STORMWATCH_FAULT_TLS_PORT", "18392"))
 
 
 def _owned(kafka: ScriptKafka) -> Iterator[ScriptKafka]:
@@ -46,3 +47,10 @@ def outage_broker() -> Iterator[ScriptKafka]:
 def sasl_broker() -> Iterator[ScriptKafka]:
     """A single broker on 18292 that only takes SASL/SCRAM clients (user ``stormwatch``)."""
     yield from _owned(ScriptKafka(1, SASL_BROKER_PORT, ROOT / "var" / "kafka" / "faults-sasl", sasl=True))
+
+
+@pytest.fixture(scope="module")
+def tls_broker() -> Iterator[ScriptKafka]:
+    """A single broker on 18392 (controller 18393) that only takes TLS clients with a client
+    certificate signed by its throwaway CA (mutual TLS)."""
+    yield from _owned(ScriptKafka(1, TLS_BROKER_PORT, ROOT / "var" / "kafka" / "faults-tls", tls=True))

@@ -7,9 +7,11 @@ started fresh (emptied first) and stopped by the fixture that owns it (tests/fau
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -18,9 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
+
+from stormwatch.config import Settings
+from stormwatch.gateway import GatewayServer
+from stormwatch.kafka_io import make_producer
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCRIPT = ROOT / "deploy" / "kafka" / "local-kafka.sh"
@@ -36,12 +43,15 @@ class ScriptKafka:
     port: int
     data_dir: Path
     sasl: bool = False
+    tls: bool = False
 
     def _run(self, *command: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
         args = ["bash", str(SCRIPT), *command, "--nodes", str(self.nodes), "--port", str(self.port)]
         args += ["--data-dir", str(self.data_dir)]
         if self.sasl and command[0] == "start":
             args.append("--sasl")
+        if self.tls and command[0] == "start":
+            args.append("--tls")
         return subprocess.run(
             args, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
         )
@@ -91,6 +101,24 @@ class ScriptKafka:
 
     def sasl_password(self) -> str:
         return (self.data_dir / "sasl" / "stormwatch.password").read_text().strip()
+
+    def tls_settings(self) -> dict[str, str]:
+        """``kafka.*`` options for a client with the instance's CA and client certificate (--tls)."""
+        tls = self.data_dir / "tls"
+        return {
+            "security_protocol": "SASL_SSL" if self.sasl else "SSL",
+            "ssl_ca_location": str(tls / "ca.pem"),
+            "ssl_certificate_location": str(tls / "client.pem"),
+            "ssl_key_location": str(tls / "client.key"),
+        }
+
+    def status_env(self) -> dict[str, str]:
+        """The ``NAME=value`` lines ``local-kafka.sh status`` prints for clients (bootstrap, TLS files)."""
+        result = self._run("status", timeout_s=30)
+        if result.returncode != 0:
+            raise RuntimeError(f"local-kafka.sh status failed (exit {result.returncode}):\n{result.stdout}")
+        pairs = (line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+        return {name: value for name, value in pairs if name.isupper()}
 
 
 def wait_for(check: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.5) -> T:
@@ -210,3 +238,64 @@ class PacedProducer(threading.Thread):
                     self.producer.poll(0.1)
             self.producer.poll(0)
         self.undelivered = self.producer.flush(120)
+
+
+def run_cli(*args: str, env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """The ``stormwatch`` CLI as a user runs it: from the project root, no stdin, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "stormwatch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def produce_timestamped(settings: Settings, records: list[tuple[int, bytes]]) -> Producer:
+    """Write (timestamp, value) records to the raw topic with the settings' own client options
+    (SASL, TLS); the producer is returned for more."""
+    producer = make_producer(settings)
+    for ts, value in records:
+        producer.produce(settings.topics.raw, value, timestamp=ts)
+    assert producer.flush(30) == 0, "raw records were not all delivered"
+    return producer
+
+
+def post_through_gateway(settings: Settings, alertname: str) -> int:
+    """Start an in-process gateway (any free port), wait until it can write to Kafka, post one
+    alert; the answer's HTTP status."""
+
+    async def post() -> int:
+        server = GatewayServer(
+            settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"port": 0})})
+        )
+        await server.start()
+        try:
+            assert await asyncio.to_thread(server.sink.wait_ready, 30), server.sink.reason
+            body = {"stormwatch": 1, "alerts": [{"labels": {"alertname": alertname}}]}
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"{server.url}/api/v1/alerts", json=body) as response,
+            ):
+                return response.status
+        finally:
+            await server.stop()
+
+    return asyncio.run(post())
+
+
+def gateway_readiness(settings: Settings, timeout_s: float = 20) -> tuple[bool, str]:
+    """Start an in-process gateway, wait for its first Kafka check; (ready, its reason)."""
+
+    async def check() -> tuple[bool, str]:
+        server = GatewayServer(settings)
+        await server.start()
+        try:
+            ready = await asyncio.to_thread(server.sink.wait_checked, timeout_s)
+            return ready, server.sink.reason
+        finally:
+            await server.stop()
+
+    return asyncio.run(check())

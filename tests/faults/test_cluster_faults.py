@@ -17,7 +17,6 @@ one, because the tests stop its nodes. docs/reliability.md explains what each st
 
 from __future__ import annotations
 
-import functools
 import random
 import time
 from collections.abc import Iterator
@@ -132,12 +131,29 @@ def _committed_counts(ports: dict[str, int]) -> dict[str, float]:
     return wait_for(answered, 30, "every worker's transaction counter")
 
 
-def _progress(run: PipelineRun, ports: dict[str, int], since: dict[str, float], deduplicated: float) -> bool:
-    """Both stages committed since ``since`` and the correlator folded more re-sent alerts."""
-    run.assert_alive()
-    now = _committed(ports)
-    folded = metric(ports["correlate"], "stormwatch_alerts_deduplicated_total")
-    return all(now[s] > since[s] for s in ports) and folded > deduplicated
+def _wait_progress(
+    run: PipelineRun,
+    ports: dict[str, int],
+    since: dict[str, float],
+    deduplicated: float,
+    what: str,
+    timeout_s: float,
+) -> None:
+    """Wait until both stages committed since ``since`` and the correlator folded more re-sent
+    alerts; a timeout says which of them did not move."""
+    seen: dict[str, float] = {}
+
+    def progressed() -> bool:
+        run.assert_alive()
+        seen.update(_committed(ports))
+        seen["folded"] = metric(ports["correlate"], "stormwatch_alerts_deduplicated_total")
+        return all(seen[s] > since[s] for s in ports) and seen["folded"] > deduplicated
+
+    try:
+        wait_for(progressed, timeout_s, what)
+    except AssertionError as exc:
+        before = {**since, "folded": deduplicated}
+        raise AssertionError(f"{exc}; transactions and folded alerts: {before} -> {seen}") from None
 
 
 def _reference(bootstrap: str, workdir: Path, raw_topic: str, groups: int) -> dict[str, list[bytes]]:
@@ -180,8 +196,7 @@ def test_one_broker_stopped_then_another_crashed_mid_storm_loses_nothing(
             fault(node)
             assert producer.is_alive(), "the storm ended before the broker went down"
             # The pipeline keeps going on two brokers: both stages commit, re-sent alerts are folded.
-            progressed = functools.partial(_progress, run, ports, since, folded)
-            wait_for(progressed, 60, f"progress with node {node} down")
+            _wait_progress(run, ports, since, folded, f"progress with node {node} down", 60)
             cluster.start_node(node)
             # As a rolling restart does: the next node only once this one has caught up.
             wait_fully_replicated(bootstrap)
@@ -241,8 +256,7 @@ def test_two_brokers_down_stalls_then_resumes_identically(cluster: ScriptKafka, 
         for node in victims:
             cluster.start_node(node)
         # It resumes by itself: both stages commit again.
-        resumed = functools.partial(_progress, run, ports, during, -1.0)
-        wait_for(resumed, 90, "commits after the outage")
+        _wait_progress(run, ports, during, -1.0, "commits after the outage", 90)
         events = _wait_closed(run, BACKLOG_GROUPS, 180)
     finally:
         run.stop_all()

@@ -16,29 +16,31 @@ client that ignored ``kafka.*`` would fail here.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 import yaml
 
 from stormwatch.config import Settings, load_settings
-from stormwatch.gateway import GatewayServer
 from stormwatch.kafka_io import make_producer, produce_sync, read_topic
-from tests.faults.kit import ROOT, ScriptKafka
-from tests.pipeline_kit import PipelineRun, storm_records
+from tests.faults.kit import (
+    ScriptKafka,
+    gateway_readiness,
+    post_through_gateway,
+    produce_timestamped,
+    run_cli,
+)
+from tests.pipeline_kit import PipelineRun, storm_records, topic_names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 
-WRONG_PASSWORD_BOUND_S = 40.0
+WRONG_PASSWORD_BOUND_S = 20.0
 
 
 def _kafka(
@@ -57,15 +59,7 @@ def _cli(config: Path, password: str, *args: str, timeout_s: float = 60) -> subp
     """Run the stormwatch CLI with the password in the environment, as docs/security.md advises."""
     env = {**os.environ, "STORMWATCH_KAFKA__SASL_PASSWORD": password}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "stormwatch.cli", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli("--config", str(config), *args, env=env, timeout_s=timeout_s)
 
 
 def _config_file(tmp_path: Path, broker: ScriptKafka, mechanism: str) -> tuple[Path, Settings]:
@@ -73,18 +67,7 @@ def _config_file(tmp_path: Path, broker: ScriptKafka, mechanism: str) -> tuple[P
     suffix = uuid.uuid4().hex[:8]
     kafka = _kafka(broker, mechanism)
     kafka.pop("sasl_password")
-    topics = {name: f"t.{name}.sasl.{suffix}" for name in ("raw", "dlq", "incidents", "commands")}
-    topics |= {
-        name: f"t.{name}.sasl.{suffix}"
-        for name in (
-            "mitigation_commands",
-            "mitigation_results",
-            "correlator_input",
-            "correlator_state",
-            "silences",
-            "agent_state",
-        )
-    }
+    topics = topic_names(f"sasl.{suffix}")
     path = tmp_path / f"sasl-{suffix}.yaml"
     path.write_text(yaml.safe_dump({"kafka": kafka, "topics": {**topics, "partitions": 2}}))
     settings = load_settings(path, kafka=_kafka(broker, mechanism))
@@ -130,28 +113,9 @@ def test_pipeline_and_gateway_run_over_scram(sasl_broker: ScriptKafka, tmp_path:
         per_record=50,
         span_s=10,
     )
-    producer = make_producer(settings)
-    for ts, value in records:
-        producer.produce(settings.topics.raw, value, timestamp=ts)
-    assert producer.flush(30) == 0
+    produce_timestamped(settings, records)
 
-    async def through_gateway() -> int:
-        server = GatewayServer(
-            settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"port": 0})})
-        )
-        await server.start()
-        try:
-            assert await asyncio.to_thread(server.sink.wait_ready, 30), server.sink.reason
-            body = {"stormwatch": 1, "alerts": [{"labels": {"alertname": "ScramGateway"}}]}
-            async with (
-                aiohttp.ClientSession() as session,
-                session.post(f"{server.url}/api/v1/alerts", json=body) as response,
-            ):
-                return response.status
-        finally:
-            await server.stop()
-
-    assert asyncio.run(through_gateway()) == 200
+    assert post_through_gateway(settings, "ScramGateway") == 200
     run.start("ingest", "i1")
     run.start("correlate", "c1")
     try:
@@ -194,16 +158,7 @@ def test_gateway_with_a_wrong_password_says_why_it_is_not_ready(sasl_broker: Scr
         gateway={"port": 0},
     )
 
-    async def readiness() -> tuple[bool, str]:
-        server = GatewayServer(settings)
-        await server.start()
-        try:
-            ready = await asyncio.to_thread(server.sink.wait_checked, 20)
-            return ready, server.sink.reason
-        finally:
-            await server.stop()
-
-    ready, reason = asyncio.run(readiness())
+    ready, reason = gateway_readiness(settings)
     assert not ready
     assert sasl_broker.sasl_password() not in reason
     assert "authentication" in reason.lower(), f"unclear reason: {reason}"

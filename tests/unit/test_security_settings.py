@@ -18,15 +18,24 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from agents.executors.base import ExecutorPolicy
 from agents.executors.publish import KafkaExecutor
 from stormwatch.config import ConfigError, Settings, load_settings
 from stormwatch.configdoc import masked
-from stormwatch.errors import UserError
+from stormwatch.errors import KafkaUnavailable, UserError
 from stormwatch.gateway import Gateway, KafkaSink
-from stormwatch.kafka_io import check_reachable, make_consumer, make_producer, read_changelog, read_topic
+from stormwatch.kafka_io import (
+    ErrorTracker,
+    check_reachable,
+    make_consumer,
+    make_producer,
+    read_changelog,
+    read_topic,
+    refused_access,
+    unreachable_error,
+)
 from stormwatch.topics import check_topics, create_topics
 from streams.txloop import TransactionalLoop
 
@@ -219,3 +228,59 @@ def test_gateway_never_logs_or_echoes_tokens(caplog: pytest.LogCaptureFixture) -
     for _, text in answers:
         assert TOKEN not in text and wrong not in text
     assert TOKEN not in caplog.text and wrong not in caplog.text
+
+
+_SERVERS = "kafka-1:9093"
+
+
+@pytest.mark.parametrize(
+    ("reason", "says", "fix"),
+    [
+        (
+            "ssl://kafka-1:9093/bootstrap: Receive failed: error:0A000412:SSL routines::ssl/tls alert bad "
+            "certificate: SSL alert number 42 (after 0ms in state APIVERSION_QUERY)",
+            "refused this client's TLS certificate",
+            "kafka.ssl_certificate_location",
+        ),
+        (
+            "SSL handshake failed: error:0A000086:SSL routines::certificate verify failed",
+            "sent a TLS certificate this client does not trust",
+            "kafka.ssl_ca_location",
+        ),
+        (
+            "SSL handshake failed: Disconnected: SSL connection closed by peer: connecting to a PLAINTEXT "
+            "broker listener?",
+            "and this client could not agree on TLS",
+            "kafka.security_protocol",
+        ),
+        (
+            "SASL authentication error: Authentication failed during authentication due to invalid "
+            "credentials with SASL mechanism SCRAM-SHA-256",
+            "refused this client's credentials",
+            "kafka.sasl_password",
+        ),
+    ],
+    ids=["client-certificate", "broker-certificate", "tls-to-plaintext", "sasl-password"],
+)
+def test_refused_connections_name_the_settings_to_fix(reason: str, says: str, fix: str) -> None:
+    settings = Settings.model_validate({"kafka": {"bootstrap_servers": _SERVERS}})
+    error = unreachable_error(settings, reason)
+    assert type(error) is UserError  # not KafkaUnavailable: waiting does not fix it
+    text = str(error)
+    assert text.startswith(f"Kafka at {_SERVERS} {says} (")
+    assert fix in text
+    assert "/bootstrap:" not in text and "in state" not in text
+
+
+def test_a_broker_that_is_not_there_is_unavailable_not_refused() -> None:
+    """``ssl://`` in librdkafka's connection error is the protocol, not a TLS problem."""
+    settings = Settings.model_validate({"kafka": {"bootstrap_servers": _SERVERS}})
+    reason = "ssl://kafka-1:9093/bootstrap: Connect to ipv4#10.0.0.1:9093 failed: Connection refused"
+    error = unreachable_error(settings, reason)
+    assert isinstance(error, KafkaUnavailable)
+    assert str(error).startswith(f"cannot reach Kafka at {_SERVERS} (Connect to ipv4#10.0.0.1:9093 failed")
+    tracker = ErrorTracker()
+    tracker(KafkaError(KafkaError._TRANSPORT, reason))
+    assert not refused_access(tracker)
+    tracker(KafkaError(KafkaError._TRANSPORT, "Receive failed: SSL alert number 42"))
+    assert refused_access(tracker)

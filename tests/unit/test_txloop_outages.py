@@ -92,9 +92,26 @@ def test_permanent_failures_are_not_retried(loop: TransactionalLoop, exc: Except
 def test_a_stopped_loop_gives_up_instead_of_waiting(loop: TransactionalLoop) -> None:
     loop.stop()
     call, calls = _failing(5, _kafka(KafkaError._TRANSPORT))
-    with pytest.raises(KafkaException):
+    with pytest.raises(txloop._StoppedWhileWaiting):
         loop._waiting_out_outages("rewind", call)
     assert calls[0] == 1
+
+
+class _UnreachableProducer:
+    """Stands in for a producer whose transaction coordinator never answers."""
+
+    def init_transactions(self, timeout: float) -> None:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "no coordinator", retriable=True))
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def test_a_stop_during_an_outage_ends_the_run_cleanly(loop: TransactionalLoop) -> None:
+    """SIGTERM while the loop waits for Kafka: run() returns (no traceback, exit code 0)."""
+    loop.producer = _UnreachableProducer()  # type: ignore[assignment]
+    loop.stop()
+    loop.run()
 
 
 def test_transactional_calls_retry_only_what_kafka_flags_retriable(loop: TransactionalLoop) -> None:
@@ -111,6 +128,8 @@ def test_transactional_calls_retry_only_what_kafka_flags_retriable(loop: Transac
 def test_is_transient() -> None:
     assert is_transient(KafkaError(KafkaError._ALL_BROKERS_DOWN))
     assert is_transient(KafkaError(KafkaError.UNKNOWN, retriable=True))
+    # a new leader answering a watermark query before its followers caught up (cluster fault test)
+    assert is_transient(KafkaError(KafkaError.OFFSET_NOT_AVAILABLE))
     assert not is_transient(KafkaError(KafkaError._TRANSPORT, fatal=True))
     assert not is_transient(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
     assert not is_transient("not a KafkaError")
