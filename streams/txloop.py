@@ -14,8 +14,10 @@ import ctypes.util
 import gc
 import logging
 import os
+import queue
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +47,17 @@ a transactional producer waiting on a group coordinator it cached before the bro
 and then every retry of send_offsets_to_transaction times out (seen in the 3-broker fault tests,
 right after the cluster started; librdkafka issue #5511 describes such a hang). A new producer
 with the same transactional id fences the old one and starts with fresh coordinator state."""
+
+SEND_OFFSETS_TIMEOUT_S = 10.0
+COMMIT_TIMEOUT_S = 30.0
+"""The timeouts given to send_offsets_to_transaction and to commit/abort/init_transactions."""
+
+HANG_GRACE_S = 30.0
+"""A transactional call that has not returned this long after its own timeout is hung, and the loop
+stops waiting for it. librdkafka's send_offsets_to_transaction can wait forever on a group
+coordinator request whose timeout is never checked (librdkafka issues #5456 and #5511, both open):
+the two-brokers fault test caught a correlator blocked in it for minutes after the brokers were
+back. The hung call keeps its thread and its producer; the loop goes on with a new producer."""
 
 LOG_EVERY_S = 10.0
 """At most one warning per retried call per this many seconds."""
@@ -210,6 +223,8 @@ class TransactionalLoop:
         self.consumer = Consumer(consumer_conf)
         self._producer_conf = producer_conf
         self.producer = Producer(producer_conf)
+        self._calls = _CallThread()
+        self._abandoned: list[Producer] = []  # hung producers: destroying one could block too
 
     def stop(self, *_: Any) -> None:
         self._running = False
@@ -239,7 +254,7 @@ class TransactionalLoop:
         gc.freeze()  # modules and configuration live as long as the process: never scan them again
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         try:
-            self._retrying("init transactions", lambda: self.producer.init_transactions(30))
+            self._init_producer()
             self.consumer.subscribe(
                 self.topics, on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke
             )
@@ -378,78 +393,137 @@ class TransactionalLoop:
     def _transact(self, records: list[Message], eof: set[tuple[str, int]]) -> None:
         started = time.monotonic()
         try:
-            self.producer.begin_transaction()
-            result = self.stage.handle(records, eof)
-            for out in result.outputs:
-                self._produce(out)
-            offsets = self._offsets(records, result)
-            if offsets:
-                metadata = self.consumer.consumer_group_metadata()
-                self._retrying(
-                    "send offsets",
-                    lambda: self.producer.send_offsets_to_transaction(offsets, metadata, 10),
-                    give_up_after_s=STUCK_AFTER_S,
-                )
-            self._retrying(
-                "commit", lambda: self.producer.commit_transaction(30), give_up_after_s=STUCK_AFTER_S
-            )
+            self._run_transaction(records, eof)
         except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and error.fatal():
-                # e.g. the coordinator aborted our transaction during a long broker outage
-                log.warning("transactional producer failed (%s); replacing it and rewinding", error)
-                self._replace_producer()
-                self._rewind()
-                return
-            if isinstance(error, KafkaError) and error.retriable():
-                # _retrying gave up: the same call kept timing out for STUCK_AFTER_S
-                log.warning(
-                    "transactional producer stuck for %.0fs (%s); replacing it and rewinding",
-                    STUCK_AFTER_S,
-                    error,
-                )
-                self._replace_producer()
-                self._rewind()
-                return
-            if isinstance(error, KafkaError) and error.txn_requires_abort():
-                log.warning("aborting transaction after %s; rewinding to the committed offsets", error)
-                try:
-                    self._retrying("abort", lambda: self.producer.abort_transaction(30))
-                except KafkaException as abort_exc:
-                    abort_error = abort_exc.args[0] if abort_exc.args else None
-                    if not (isinstance(abort_error, KafkaError) and abort_error.fatal()):
-                        raise
-                    # the coordinator gave up on the transaction meanwhile (long outage)
-                    log.warning("abort failed (%s); replacing the producer", abort_error)
-                    self._replace_producer()
-                self._rewind()
-                return
-            raise
+            try:
+                self._recover(exc)
+            except _ProducerHung as hung:  # the abort hung
+                self._start_over(f"{hung}; replacing the producer and rewinding", hung=True)
+            return
+        except _ProducerHung as hung:
+            self._start_over(f"{hung}; replacing the producer and rewinding", hung=True)
+            return
         self._status.committed(len(records))
         if self.on_commit is not None:
             self.on_commit(len(records), time.monotonic() - started)
 
-    def _replace_producer(self) -> None:
-        """A new producer with the same transactional id: init fences and aborts the old one's work."""
-        with contextlib.suppress(Exception):
-            self.producer.flush(0)
-        self.producer = Producer(self._producer_conf)
-        self._retrying("init transactions", lambda: self.producer.init_transactions(30))
+    def _run_transaction(self, records: list[Message], eof: set[tuple[str, int]]) -> None:
+        self.producer.begin_transaction()
+        result = self.stage.handle(records, eof)
+        for out in result.outputs:
+            self._produce(out)
+        offsets = self._offsets(records, result)
+        if offsets:
+            metadata = self.consumer.consumer_group_metadata()
+            self._retrying(
+                "send offsets",
+                lambda: self.producer.send_offsets_to_transaction(offsets, metadata, SEND_OFFSETS_TIMEOUT_S),
+                call_timeout_s=SEND_OFFSETS_TIMEOUT_S,
+                give_up_after_s=STUCK_AFTER_S,
+            )
+        self._retrying(
+            "commit",
+            lambda: self.producer.commit_transaction(COMMIT_TIMEOUT_S),
+            call_timeout_s=COMMIT_TIMEOUT_S,
+            give_up_after_s=STUCK_AFTER_S,
+        )
 
-    def _retrying(self, what: str, call: Callable[[], None], *, give_up_after_s: float | None = None) -> None:
+    def _recover(self, exc: KafkaException) -> None:
+        """After a failed transaction: abort or replace the producer, then rewind; re-raise what no
+        retry can fix."""
+        error = exc.args[0] if exc.args else None
+        if not isinstance(error, KafkaError):
+            raise exc
+        if error.fatal():
+            # e.g. the coordinator aborted our transaction during a long broker outage
+            self._start_over(f"transactional producer failed ({error}); replacing it and rewinding")
+            return
+        if error.retriable():
+            # _retrying gave up: the same call kept timing out for STUCK_AFTER_S
+            self._start_over(
+                f"transactional producer stuck for {STUCK_AFTER_S:.0f}s ({error}); replacing it and rewinding"
+            )
+            return
+        if not error.txn_requires_abort():
+            raise exc
+        log.warning("aborting transaction after %s; rewinding to the committed offsets", error)
+        try:
+            self._retrying(
+                "abort",
+                lambda: self.producer.abort_transaction(COMMIT_TIMEOUT_S),
+                call_timeout_s=COMMIT_TIMEOUT_S,
+            )
+        except KafkaException as abort_exc:
+            abort_error = abort_exc.args[0] if abort_exc.args else None
+            if not (isinstance(abort_error, KafkaError) and abort_error.fatal()):
+                raise
+            # the coordinator gave up on the transaction meanwhile (long outage)
+            log.warning("abort failed (%s); replacing the producer", abort_error)
+            self._replace_producer()
+        self._rewind()
+
+    def _start_over(self, why: str, *, hung: bool = False) -> None:
+        log.warning("%s", why)
+        self._replace_producer(hung=hung)
+        self._rewind()
+
+    def _replace_producer(self, *, hung: bool = False) -> None:
+        """A new producer with the same transactional id: init fences and aborts the old one's work.
+
+        ``hung``: the old producer is still inside a call that never returned; it is kept (not
+        flushed, not destroyed, either of which could block as well) and forgotten."""
+        if hung:
+            self._abandoned.append(self.producer)
+        else:
+            with contextlib.suppress(Exception):
+                self.producer.flush(0)
+        self.producer = Producer(self._producer_conf)
+        self._init_producer()
+
+    def _init_producer(self) -> None:
+        """init_transactions, on a fresh producer each time the call hangs."""
+        while True:
+            try:
+                self._retrying(
+                    "init transactions",
+                    lambda: self.producer.init_transactions(COMMIT_TIMEOUT_S),
+                    call_timeout_s=COMMIT_TIMEOUT_S,
+                )
+                return
+            except _ProducerHung as hung:
+                log.warning("%s; trying a new producer", hung)
+                self._abandoned.append(self.producer)
+                self.producer = Producer(self._producer_conf)
+
+    def _retrying(
+        self,
+        what: str,
+        call: Callable[[], None],
+        *,
+        call_timeout_s: float,
+        give_up_after_s: float | None = None,
+    ) -> None:
         """Retry a transactional call while Kafka calls its error retriable (brokers away, leader
         elections): the pipeline stalls instead of dying, and resumes when the brokers return.
         Abortable and fatal errors propagate (the first aborts and rewinds, the second exits).
         ``give_up_after_s``: re-raise a retriable error after retrying this long (the caller then
-        replaces the producer)."""
+        replaces the producer). A call still running ``HANG_GRACE_S`` after its own timeout
+        (``call_timeout_s``) raises ``_ProducerHung``."""
         started = time.monotonic()
+        limit_s = call_timeout_s + HANG_GRACE_S
 
         def retry(exc: Exception) -> bool:
             if give_up_after_s is not None and time.monotonic() - started >= give_up_after_s:
                 return False
             return _flagged_retriable(exc)
 
-        self._retry_while(what, call, retry)
+        self._retry_while(what, lambda: self._bounded(what, call, limit_s), retry)
+
+    def _bounded(self, what: str, call: Callable[[], None], limit_s: float) -> None:
+        """Run ``call`` on the call thread; _ProducerHung when it has not returned after ``limit_s``."""
+        if not self._calls.run(call, limit_s):
+            self._calls = _CallThread()  # the old one stays blocked in the hung call
+            raise _ProducerHung(f"{what} did not return within {limit_s:.0f}s (a librdkafka hang)")
 
     def _waiting_out_outages(self, what: str, call: Callable[[], None]) -> None:
         """Retry a non-transactional step (restore, rewind) through any transient Kafka failure.
@@ -544,6 +618,46 @@ class _Status:
         )
         self.transactions = self.records = self.rewinds = 0
         self.due = time.monotonic() + STATUS_EVERY_S
+
+
+class _ProducerHung(Exception):
+    """A transactional call did not return long after its own timeout."""
+
+
+@dataclass(slots=True)
+class _Call:
+    run: Callable[[], None]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class _CallThread:
+    """A daemon thread that makes the producer's blocking transactional calls for the loop, so the
+    loop can stop waiting for one that never returns; being a daemon, it never holds up the
+    process's exit."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="txn-calls", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            call = self._calls.get()
+            try:
+                call.run()
+            except BaseException as exc:  # handed to the waiting loop, which raises it
+                call.error = exc
+            call.done.set()
+
+    def run(self, run: Callable[[], None], limit_s: float) -> bool:
+        """Make the call and re-raise its exception; False if it is still running after ``limit_s``."""
+        call = _Call(run)
+        self._calls.put(call)
+        if not call.done.wait(limit_s):
+            return False
+        if call.error is not None:
+            raise call.error
+        return True
 
 
 class _StoppedWhileWaiting(Exception):

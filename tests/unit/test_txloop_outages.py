@@ -4,6 +4,7 @@ flag retriable), and still stops on fatal errors or when asked to."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -118,10 +119,10 @@ def test_transactional_calls_retry_only_what_kafka_flags_retriable(loop: Transac
     # An abortable error must reach the caller, which aborts and rewinds; retrying would loop.
     call, calls = _failing(1, _kafka(KafkaError.NOT_COORDINATOR))
     with pytest.raises(KafkaException):
-        loop._retrying("commit", call)
+        loop._retrying("commit", call, call_timeout_s=30)
     retriable = KafkaException(KafkaError(KafkaError._TIMED_OUT, "t", retriable=True))
     call, calls = _failing(2, retriable)
-    loop._retrying("commit", call)
+    loop._retrying("commit", call, call_timeout_s=30)
     assert calls[0] == 3
 
 
@@ -140,8 +141,86 @@ def test_a_transactional_call_stuck_past_its_limit_is_given_up(loop: Transaction
     timeout = KafkaException(KafkaError(KafkaError._TIMED_OUT, "t", retriable=True))
     call, calls = _failing(100, timeout)
     with pytest.raises(KafkaException):
-        loop._retrying("send offsets", call, give_up_after_s=0)
+        loop._retrying("send offsets", call, call_timeout_s=10, give_up_after_s=0)
     assert calls[0] == 1
     call, calls = _failing(3, timeout)
-    loop._retrying("send offsets", call, give_up_after_s=60)  # within the limit: retried
+    loop._retrying("send offsets", call, call_timeout_s=10, give_up_after_s=60)  # within the limit: retried
     assert calls[0] == 4
+
+
+class _TxnProducer:
+    """A transactional producer double that records its calls; ``hang_on`` never returns."""
+
+    def __init__(self, hang_on: str | None = None) -> None:
+        self.calls: list[str] = []
+        self.hang_on = hang_on
+        self.released = threading.Event()
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if name == self.hang_on:
+            self.released.wait()  # like librdkafka waiting on a request that never completes
+
+    def init_transactions(self, timeout: float) -> None:
+        self._call("init")
+
+    def begin_transaction(self) -> None:
+        self._call("begin")
+
+    def produce(self, *args: object, **kwargs: object) -> None:
+        self._call("produce")
+
+    def send_offsets_to_transaction(self, offsets: object, metadata: object, timeout: float) -> None:
+        self._call("send_offsets")
+
+    def commit_transaction(self, timeout: float) -> None:
+        self._call("commit")
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+class _OffsetsStage(_IdleStage):
+    def handle(self, messages: object, eof: object) -> BatchResult:
+        return BatchResult(offsets={("t", 0): 5})
+
+
+def test_a_hung_transactional_call_gets_a_new_producer_and_a_rewind(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """send_offsets_to_transaction that never returns (librdkafka #5456): the loop stops waiting,
+    keeps the hung producer aside, starts a new one and rewinds; the next transaction commits."""
+    monkeypatch.setattr(txloop, "SEND_OFFSETS_TIMEOUT_S", 0.0)
+    monkeypatch.setattr(txloop, "HANG_GRACE_S", 0.2)
+    hung, fresh = _TxnProducer(hang_on="send_offsets"), _TxnProducer()
+    monkeypatch.setattr(txloop, "Producer", lambda conf: fresh)
+    rewinds: list[int] = []
+    monkeypatch.setattr(loop, "_rewind", lambda: rewinds.append(1))
+    loop.stage = _OffsetsStage()
+    loop.producer = hung  # type: ignore[assignment]
+    try:
+        loop._transact([], set())
+        assert hung.calls == ["begin", "send_offsets"]
+        assert loop.producer is fresh and fresh.calls == ["init"]
+        assert rewinds == [1]
+        assert loop._abandoned == [hung]
+        loop._transact([], set())
+        assert fresh.calls == ["init", "begin", "send_offsets", "commit"]
+    finally:
+        hung.released.set()
+
+
+def test_a_hung_init_transactions_is_tried_again_on_a_new_producer(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(txloop, "COMMIT_TIMEOUT_S", 0.0)
+    monkeypatch.setattr(txloop, "HANG_GRACE_S", 0.2)
+    hung, fresh = _TxnProducer(hang_on="init"), _TxnProducer()
+    monkeypatch.setattr(txloop, "Producer", lambda conf: fresh)
+    loop.producer = hung  # type: ignore[assignment]
+    try:
+        loop._init_producer()
+        assert loop.producer is fresh and fresh.calls == ["init"]
+        assert loop._abandoned == [hung]
+    finally:
+        hung.released.set()
