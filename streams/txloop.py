@@ -52,7 +52,7 @@ SEND_OFFSETS_TIMEOUT_S = 10.0
 COMMIT_TIMEOUT_S = 30.0
 """The timeouts given to send_offsets_to_transaction and to commit/abort/init_transactions."""
 
-HANG_GRACE_S = 30.0
+HANG_GRACE_S = 10.0
 """A transactional call that has not returned this long after its own timeout is hung, and the loop
 stops waiting for it. librdkafka's send_offsets_to_transaction can wait forever on a group
 coordinator request whose timeout is never checked (librdkafka issues #5456 and #5511, both open):
