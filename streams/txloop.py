@@ -393,14 +393,12 @@ class TransactionalLoop:
     def _transact(self, records: list[Message], eof: set[tuple[str, int]]) -> None:
         started = time.monotonic()
         try:
-            self._run_transaction(records, eof)
-        except KafkaException as exc:
             try:
+                self._run_transaction(records, eof)
+            except KafkaException as exc:
                 self._recover(exc)
-            except _ProducerHung as hung:  # the abort hung
-                self._start_over(f"{hung}; replacing the producer and rewinding", hung=True)
-            return
-        except _ProducerHung as hung:
+                return
+        except _ProducerHung as hung:  # in the transaction, or in the abort after it
             self._start_over(f"{hung}; replacing the producer and rewinding", hung=True)
             return
         self._status.committed(len(records))
@@ -482,18 +480,15 @@ class TransactionalLoop:
 
     def _init_producer(self) -> None:
         """init_transactions, on a fresh producer each time the call hangs."""
-        while True:
-            try:
-                self._retrying(
-                    "init transactions",
-                    lambda: self.producer.init_transactions(COMMIT_TIMEOUT_S),
-                    call_timeout_s=COMMIT_TIMEOUT_S,
-                )
-                return
-            except _ProducerHung as hung:
-                log.warning("%s; trying a new producer", hung)
-                self._abandoned.append(self.producer)
-                self.producer = Producer(self._producer_conf)
+        try:
+            self._retrying(
+                "init transactions",
+                lambda: self.producer.init_transactions(COMMIT_TIMEOUT_S),
+                call_timeout_s=COMMIT_TIMEOUT_S,
+            )
+        except _ProducerHung as hung:
+            log.warning("%s; trying a new producer", hung)
+            self._replace_producer(hung=True)
 
     def _retrying(
         self,
