@@ -26,16 +26,16 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, Message, TopicPartition
 from pydantic import ValidationError
 
-from agents.approvals import ApprovalDecision
-from agents.metrics import AgentMetrics
-from agents.planner import Planner, PlanOutput, wall_clock_ms
-from agents.state import AgentState, Phase
-from schemas.commands import CommandResult, CommandStatus
-from schemas.dlq import DeadLetter, DeadLetterReason
-from schemas.incident import IncidentEvent
+from stormwatch.agents.core.approvals import ApprovalDecision
+from stormwatch.agents.core.planner import Planner, PlanOutput, wall_clock_ms
+from stormwatch.agents.core.state import AgentState, Phase
+from stormwatch.agents.metrics import AgentMetrics
 from stormwatch.config import Settings
-from stormwatch.kafka_io import read_changelog
-from streams.txloop import BatchResult, Output, TransactionalLoop, coordinates
+from stormwatch.kafka.client import read_changelog
+from stormwatch.kafka.txloop import BatchResult, Output, TransactionalLoop, coordinates
+from stormwatch.schemas.commands import CommandResult, CommandStatus
+from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
+from stormwatch.schemas.incident import IncidentEvent
 
 __all__ = ["AgentStage", "build_agent_loop", "read_agent_state"]
 

@@ -31,15 +31,15 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
-from agents.executors.base import Executor, Outcome
-from agents.metrics import ExecutorMetrics
-from agents.planner import wall_clock_ms
-from schemas.commands import CommandResult, CommandStatus, MitigationCommand
-from schemas.common import utc_from_ms
+from stormwatch.agents.core.planner import wall_clock_ms
+from stormwatch.agents.executors.base import Executor, Outcome
+from stormwatch.agents.metrics import ExecutorMetrics
 from stormwatch.config import Settings
-from stormwatch.kafka_io import read_topic
-from streams.durations import format_duration
-from streams.txloop import BatchResult, Output, TransactionalLoop, coordinates
+from stormwatch.kafka.client import read_topic
+from stormwatch.kafka.txloop import BatchResult, Output, TransactionalLoop, coordinates
+from stormwatch.schemas.commands import CommandResult, CommandStatus, MitigationCommand
+from stormwatch.schemas.common import utc_from_ms
+from stormwatch.schemas.durations import format_duration
 
 __all__ = ["RESTARTED_REASON", "ExecutorStage", "build_executor_loop"]
 

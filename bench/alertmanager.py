@@ -24,10 +24,10 @@ from typing import Any
 import orjson
 import yaml
 
-from bench.pipeline import free_port
-from bench.procstat import ProcSample, sample
-from bench.results import rate
-from bench.workloads import Storm, StormSpec
+from stormwatch.bench.pipeline import free_port
+from stormwatch.bench.procstat import ProcSample, sample
+from stormwatch.bench.results import rate
+from stormwatch.bench.workloads import Storm, StormSpec
 
 __all__ = ["BINARY", "WebhookReceiver", "find_binary", "run_alertmanager"]
 

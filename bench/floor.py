@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
 
-from bench.results import percentiles
+from stormwatch.bench.results import percentiles
 
 __all__ = ["follow", "read_all"]
 

@@ -24,9 +24,9 @@ from confluent_kafka import Consumer, ConsumerGroupState, Producer, TopicPartiti
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.procstat import ProcSample, sample
+from stormwatch.bench.procstat import ProcSample, sample
 from stormwatch.config import Settings, load_settings
-from stormwatch.topics import create_topics, delete_topics, topic_specs
+from stormwatch.kafka.topics import create_topics, delete_topics, topic_specs
 
 __all__ = ["BenchPipeline", "Worker", "free_port"]
 

@@ -33,13 +33,13 @@ import confluent_kafka
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.pipeline import ROOT, BenchPipeline, Worker
-from bench.procstat import ProcSample, loadavg, machine
-from bench.results import check_targets, percentiles, process_figures, rate, ratio
-from bench.workloads import WORKLOADS, SteadyLoad, SteadySpec, Storm, StormSpec, default_spec
-from stormwatch.kafka_io import read_topic
-from streams.rules import RulesConfig
-from streams.txloop import TRIM_INTERVAL_S
+from stormwatch.bench.pipeline import ROOT, BenchPipeline, Worker
+from stormwatch.bench.procstat import ProcSample, loadavg, machine
+from stormwatch.bench.results import check_targets, percentiles, process_figures, rate, ratio
+from stormwatch.bench.workloads import WORKLOADS, SteadyLoad, SteadySpec, Storm, StormSpec, default_spec
+from stormwatch.kafka.client import read_topic
+from stormwatch.kafka.txloop import TRIM_INTERVAL_S
+from stormwatch.streams.core.rules import RulesConfig
 
 __all__ = ["BenchOptions", "run", "storm_spec"]
 
@@ -213,7 +213,7 @@ def _write_storm(env: BenchPipeline, storm: Storm, t0_ms: int) -> dict[str, Any]
 
 
 def _floor(bootstrap: str, topic: str, follow_s: float | None = None) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "bench.floor", "--bootstrap", bootstrap, "--topic", topic]
+    cmd = [sys.executable, "-m", "stormwatch.bench.floor", "--bootstrap", bootstrap, "--topic", topic]
     if follow_s is not None:
         cmd += ["--follow", str(follow_s)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT)
@@ -410,7 +410,7 @@ def _run_storm(workload: str, options: BenchOptions) -> dict[str, Any]:
             out["recovery"] = recovery
         out["floor_ratios"] = _floor_ratios(out)
         if options.alertmanager and workload == "storm-batched":
-            from bench.alertmanager import find_binary, run_alertmanager
+            from stormwatch.bench.alertmanager import find_binary, run_alertmanager
 
             if find_binary() is None:
                 out["alertmanager"] = {"skipped": "prometheus-alertmanager is not installed"}
@@ -555,7 +555,7 @@ class _EventListener:
 def _group_wait_ms(options: BenchOptions) -> int:
     rules = RulesConfig() if options.rules_file is None else None
     if rules is None:
-        from streams.rules import load_rules
+        from stormwatch.loaders import load_rules
 
         rules = load_rules(str(options.rules_file))
     return rules.rules[-1].group_wait_ms
@@ -648,7 +648,7 @@ def _run_steady(options: BenchOptions) -> dict[str, Any]:
 def _lateness_ms(options: BenchOptions) -> int:
     if options.rules_file is None:
         return RulesConfig().allowed_lateness_ms
-    from streams.rules import load_rules
+    from stormwatch.loaders import load_rules
 
     return load_rules(str(options.rules_file)).allowed_lateness_ms
 

@@ -55,7 +55,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from stormwatch.config import Settings, load_settings
-from stormwatch.topics import create_topics, delete_topics
+from stormwatch.kafka.topics import create_topics, delete_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,16 +1,16 @@
 """stormwatch data contracts (pydantic v2); see docs/contracts.md."""
 
-from schemas.alert import Alert, AlertStatus, InputFormat, Origin
-from schemas.commands import (
+from stormwatch.schemas.alert import Alert, AlertStatus, InputFormat, Origin
+from stormwatch.schemas.commands import (
     CommandResult,
     CommandStatus,
     MitigationCommand,
     OperatorAction,
     OperatorCommand,
 )
-from schemas.common import SCHEMA_VERSION, Contract, Severity
-from schemas.dlq import DeadLetter, DeadLetterReason
-from schemas.incident import (
+from stormwatch.schemas.common import SCHEMA_VERSION, Contract, Severity
+from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
+from stormwatch.schemas.incident import (
     AlertChange,
     AlertChangeKind,
     Incident,
@@ -19,8 +19,8 @@ from schemas.incident import (
     IncidentSnapshot,
     IncidentState,
 )
-from schemas.matchers import Matcher, MatchOp
-from schemas.silence import Silence
+from stormwatch.schemas.matchers import Matcher, MatchOp
+from stormwatch.schemas.silence import Silence
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from schemas.common import Contract, Severity
+from stormwatch.schemas.common import Contract, Severity
 
 
 class AlertStatus(StrEnum):

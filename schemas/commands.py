@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import Field
 
-from schemas.common import Contract, Severity
-from schemas.silence import Silence
+from stormwatch.schemas.common import Contract, Severity
+from stormwatch.schemas.silence import Silence
 
 
 class OperatorAction(StrEnum):

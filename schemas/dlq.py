@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from schemas.common import Contract
+from stormwatch.schemas.common import Contract
 
 
 class DeadLetterReason(StrEnum):

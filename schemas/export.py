@@ -14,12 +14,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from schemas.adapters.native import NativeInput
-from schemas.alert import Alert
-from schemas.commands import CommandResult, MitigationCommand, OperatorCommand
-from schemas.dlq import DeadLetter
-from schemas.incident import Incident, IncidentEvent
-from schemas.silence import Silence
+from stormwatch.schemas.adapters.native import NativeInput
+from stormwatch.schemas.alert import Alert
+from stormwatch.schemas.commands import CommandResult, MitigationCommand, OperatorCommand
+from stormwatch.schemas.dlq import DeadLetter
+from stormwatch.schemas.incident import Incident, IncidentEvent
+from stormwatch.schemas.silence import Silence
 
 __all__ = ["CONTRACTS", "check_json_schemas", "export_json_schemas", "render_json_schemas"]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import Field
 
-from schemas.alert import AlertStatus
-from schemas.common import Contract, Severity
+from stormwatch.schemas.alert import AlertStatus
+from stormwatch.schemas.common import Contract, Severity
 
 
 class IncidentState(StrEnum):

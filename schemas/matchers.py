@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from pydantic import Field, model_validator
 
-from schemas.common import Contract
+from stormwatch.schemas.common import Contract
 
 
 class MatchOp(StrEnum):

@@ -6,7 +6,7 @@ Anything unknown or missing is ``warning``: loud enough to be seen, not loud eno
 
 from __future__ import annotations
 
-from schemas.common import Severity
+from stormwatch.schemas.common import Severity
 
 __all__ = ["SEVERITY_ALIASES", "normalize_severity"]
 

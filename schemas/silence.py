@@ -6,8 +6,8 @@ from datetime import datetime
 
 from pydantic import Field
 
-from schemas.common import Contract
-from schemas.matchers import Matcher
+from stormwatch.schemas.common import Contract
+from stormwatch.schemas.matchers import Matcher
 
 
 class Silence(Contract):

@@ -29,13 +29,13 @@ from aiohttp import web
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
-from schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
-from schemas.alert import InputFormat
-from schemas.dlq import DeadLetter, DeadLetterReason
-from schemas.fingerprint import canonical_labels
 from stormwatch.config import GatewaySettings, Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import make_producer, unreachable_error
+from stormwatch.kafka.client import make_producer, unreachable_error
+from stormwatch.schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
+from stormwatch.schemas.alert import InputFormat
+from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
+from stormwatch.schemas.fingerprint import canonical_labels
 
 log = logging.getLogger("stormwatch.gateway")
 

@@ -25,10 +25,10 @@ from urllib.parse import quote
 import orjson
 import xxhash
 
-from schemas.adapters.detect import FORMAT_HEADER, detect_format
-from schemas.alert import InputFormat
-from schemas.severity import normalize_severity
-from streams.rules import Router, RulesConfig
+from stormwatch.schemas.adapters.detect import FORMAT_HEADER, detect_format
+from stormwatch.schemas.alert import InputFormat
+from stormwatch.schemas.severity import normalize_severity
+from stormwatch.streams.core.rules import Router, RulesConfig
 
 __all__ = [
     "DEFAULT_BATCH",

@@ -14,11 +14,11 @@ from collections import Counter
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from stormwatch.config import Settings
-from stormwatch.kafka_io import read_changelogs
-from streams.engine import EngineOutput, PartitionEngine
-from streams.metrics import PipelineMetrics
-from streams.rules import RulesConfig
-from streams.txloop import BatchResult, Output, coordinates
+from stormwatch.kafka.client import read_changelogs
+from stormwatch.kafka.txloop import BatchResult, Output, coordinates
+from stormwatch.metrics import PipelineMetrics
+from stormwatch.streams.core.engine import EngineOutput, PartitionEngine
+from stormwatch.streams.core.rules import RulesConfig
 
 log = logging.getLogger("stormwatch.correlator")
 

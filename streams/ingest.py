@@ -14,16 +14,16 @@ from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from schemas.adapters import ParseLimits, parse_record_checked
-from schemas.commands import CommandResult, OperatorAction, OperatorCommand
-from schemas.common import ms_from_dt
-from schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.config import Settings
-from streams import wire
-from streams.engine import gkhash_of_incident
-from streams.metrics import PipelineMetrics
-from streams.rules import Router, RulesConfig
-from streams.txloop import BatchResult, Output, coordinates
+from stormwatch.kafka.txloop import BatchResult, Output, coordinates
+from stormwatch.metrics import PipelineMetrics
+from stormwatch.schemas.adapters import ParseLimits, parse_record_checked
+from stormwatch.schemas.commands import CommandResult, OperatorAction, OperatorCommand
+from stormwatch.schemas.common import ms_from_dt
+from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
+from stormwatch.streams.core import wire
+from stormwatch.streams.core.engine import gkhash_of_incident
+from stormwatch.streams.core.rules import Router, RulesConfig
 
 log = logging.getLogger("stormwatch.ingest")
 

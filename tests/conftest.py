@@ -33,7 +33,7 @@ import pytest
 
 from stormwatch.config import Settings, TopicSettings, load_settings
 from stormwatch.errors import UserError
-from stormwatch.topics import check_topics, create_topics, delete_topics
+from stormwatch.kafka.topics import check_topics, create_topics, delete_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "deploy" / "kafka" / "local-kafka.sh"

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.commands import OperatorAction, OperatorCommand
-from schemas.common import utc_from_ms
-from schemas.fingerprint import key_fingerprint, label_fingerprint
-from schemas.incident import IncidentEvent
-from streams import wire
-from streams.engine import EngineOutput, PartitionEngine
-from streams.rules import Router, RulesConfig, parse_rules
+from stormwatch.schemas.commands import OperatorAction, OperatorCommand
+from stormwatch.schemas.common import utc_from_ms
+from stormwatch.schemas.fingerprint import key_fingerprint, label_fingerprint
+from stormwatch.schemas.incident import IncidentEvent
+from stormwatch.streams.core import wire
+from stormwatch.streams.core.engine import EngineOutput, PartitionEngine
+from stormwatch.streams.core.rules import Router, RulesConfig, parse_rules
 
 T0 = 1_800_000_000_000  # a fixed epoch-ms origin for tests
 

@@ -22,10 +22,10 @@ import orjson
 import yaml
 from confluent_kafka import Producer
 
-from schemas.incident import IncidentEvent
 from stormwatch.config import Settings, load_settings
-from stormwatch.kafka_io import read_topic
-from stormwatch.topics import create_topics
+from stormwatch.kafka.client import read_topic
+from stormwatch.kafka.topics import create_topics
+from stormwatch.schemas.incident import IncidentEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,11 +17,11 @@ import logging
 from functools import lru_cache
 from importlib.metadata import entry_points
 
-from agents.executors.base import Executor, ExecutorPolicy, Outcome
-from agents.executors.log import LogExecutor
-from agents.executors.program import ProgramExecutor
-from agents.executors.publish import KafkaExecutor
-from agents.executors.webhook import WebhookExecutor
+from stormwatch.agents.executors.base import Executor, ExecutorPolicy, Outcome
+from stormwatch.agents.executors.log import LogExecutor
+from stormwatch.agents.executors.program import ProgramExecutor
+from stormwatch.agents.executors.publish import KafkaExecutor
+from stormwatch.agents.executors.webhook import WebhookExecutor
 
 __all__ = [
     "BUILTIN_EXECUTORS",

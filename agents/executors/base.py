@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from schemas.commands import MitigationCommand
 from stormwatch.config import KafkaSettings
+from stormwatch.schemas.commands import MitigationCommand
 
 __all__ = [
     "OUTPUT_LIMIT",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from agents.executors.base import ExecutorPolicy, Outcome, ParamProblems, clip, unknown_keys
-from schemas.commands import MitigationCommand
+from stormwatch.agents.executors.base import ExecutorPolicy, Outcome, ParamProblems, clip, unknown_keys
+from stormwatch.schemas.commands import MitigationCommand
 
 log = logging.getLogger("stormwatch.executor.log")
 

@@ -22,9 +22,16 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agents.executors.base import ExecutorPolicy, Outcome, ParamProblems, clip, refused, unknown_keys
-from agents.templating import is_template
-from schemas.commands import MitigationCommand
+from stormwatch.agents.core.templating import is_template
+from stormwatch.agents.executors.base import (
+    ExecutorPolicy,
+    Outcome,
+    ParamProblems,
+    clip,
+    refused,
+    unknown_keys,
+)
+from stormwatch.schemas.commands import MitigationCommand
 
 __all__ = ["FORBIDDEN_PROGRAMS", "ProgramAllowlist", "ProgramExecutor"]
 

@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
-from agents.executors.base import ExecutorPolicy, Outcome, ParamProblems, refused, unknown_keys
-from agents.templating import is_template
-from schemas.commands import MitigationCommand
+from stormwatch.agents.core.templating import is_template
+from stormwatch.agents.executors.base import ExecutorPolicy, Outcome, ParamProblems, refused, unknown_keys
+from stormwatch.schemas.commands import MitigationCommand
 
 __all__ = ["KafkaExecutor"]
 

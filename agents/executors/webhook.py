@@ -17,7 +17,8 @@ from urllib.parse import SplitResult, urlsplit
 
 import orjson
 
-from agents.executors.base import (
+from stormwatch.agents.core.templating import is_template
+from stormwatch.agents.executors.base import (
     ExecutorPolicy,
     Outcome,
     ParamProblems,
@@ -25,8 +26,7 @@ from agents.executors.base import (
     refused,
     unknown_keys,
 )
-from agents.templating import is_template
-from schemas.commands import MitigationCommand
+from stormwatch.schemas.commands import MitigationCommand
 
 __all__ = ["UrlAllowlist", "WebhookExecutor", "check_allowlist_entry"]
 

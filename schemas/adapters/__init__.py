@@ -4,15 +4,15 @@ Formats and their mapping are documented in docs/input-formats.md; ``parse_recor
 point (one call per raw record, never raises).
 """
 
-from schemas.adapters.base import (
+from stormwatch.schemas.adapters.base import (
     DEFAULT_LIMITS,
     CheckedResult,
     ParseLimits,
     ParseResult,
     sanitize_label_name,
 )
-from schemas.adapters.detect import FORMAT_HEADER, detect_format
-from schemas.adapters.record import parse_record, parse_record_checked
+from stormwatch.schemas.adapters.detect import FORMAT_HEADER, detect_format
+from stormwatch.schemas.adapters.record import parse_record, parse_record_checked
 
 __all__ = [
     "DEFAULT_LIMITS",

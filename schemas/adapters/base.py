@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from schemas.alert import Alert, InputFormat
-from schemas.dlq import DeadLetter, DeadLetterReason
+from stormwatch.schemas.alert import Alert, InputFormat
+from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 
 if TYPE_CHECKING:
     from stormwatch.config import IngestSettings

@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from schemas.adapters import alertmanager, native, pagerduty, prometheus
-from schemas.adapters.base import (
+from stormwatch.schemas.adapters import alertmanager, native, pagerduty, prometheus
+from stormwatch.schemas.adapters.base import (
     NO_ENV,
     AdapterError,
     Env,
@@ -34,8 +34,8 @@ from schemas.adapters.base import (
     show,
     type_name,
 )
-from schemas.adapters.depth import depth_exceeds
-from schemas.adapters.detect import looks_like_alertmanager
+from stormwatch.schemas.adapters.depth import depth_exceeds
+from stormwatch.schemas.adapters.detect import looks_like_alertmanager
 
 SPECVERSION = "1.0"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.alert import InputFormat
+from stormwatch.schemas.alert import InputFormat
 
 __all__ = ["FORMAT_HEADER", "detect_format", "looks_like_alertmanager"]
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from schemas.adapters.base import (
+from stormwatch.schemas.adapters.base import (
     NO_ENV,
     AdapterError,
     Env,
@@ -30,9 +30,9 @@ from schemas.adapters.base import (
     start_default,
     type_name,
 )
-from schemas.alert import AlertStatus
-from schemas.fingerprint import key_fingerprint, label_fingerprint_trusted
-from schemas.severity import normalize_severity
+from stormwatch.schemas.alert import AlertStatus
+from stormwatch.schemas.fingerprint import key_fingerprint, label_fingerprint_trusted
+from stormwatch.schemas.severity import normalize_severity
 
 SOURCE = "native"
 VERSION = 1

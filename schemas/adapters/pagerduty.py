@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from schemas.adapters.base import (
+from stormwatch.schemas.adapters.base import (
     NO_ENV,
     AdapterError,
     Env,
@@ -36,10 +36,10 @@ from schemas.adapters.base import (
     show,
     type_name,
 )
-from schemas.alert import AlertStatus
-from schemas.common import Severity
-from schemas.fingerprint import key_fingerprint, label_fingerprint_trusted
-from schemas.severity import normalize_severity
+from stormwatch.schemas.alert import AlertStatus
+from stormwatch.schemas.common import Severity
+from stormwatch.schemas.fingerprint import key_fingerprint, label_fingerprint_trusted
+from stormwatch.schemas.severity import normalize_severity
 
 SOURCE = "pagerduty"
 ACTIONS = ("trigger", "acknowledge", "resolve")

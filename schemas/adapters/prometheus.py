@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.adapters.base import (
+from stormwatch.schemas.adapters.base import (
     NO_ENV,
     AdapterError,
     Env,
@@ -20,9 +20,9 @@ from schemas.adapters.base import (
     start_default,
     type_name,
 )
-from schemas.alert import AlertStatus
-from schemas.fingerprint import label_fingerprint_trusted
-from schemas.severity import normalize_severity
+from stormwatch.schemas.alert import AlertStatus
+from stormwatch.schemas.fingerprint import label_fingerprint_trusted
+from stormwatch.schemas.severity import normalize_severity
 
 SOURCE = "prometheus"
 CAMEL_KEYS = frozenset({"startsAt", "endsAt", "generatorURL"})

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from schemas.adapters import alertmanager, cloudevents, native, pagerduty, prometheus
-from schemas.adapters.base import (
+from stormwatch.schemas.adapters import alertmanager, cloudevents, native, pagerduty, prometheus
+from stormwatch.schemas.adapters.base import (
     DEFAULT_LIMITS,
     AdapterError,
     CheckedResult,
@@ -27,9 +27,9 @@ from schemas.adapters.base import (
     show,
     type_name,
 )
-from schemas.adapters.depth import depth_exceeds
-from schemas.adapters.detect import FORMAT_HEADER, detect_format
-from schemas.alert import InputFormat
+from stormwatch.schemas.adapters.depth import depth_exceeds
+from stormwatch.schemas.adapters.detect import FORMAT_HEADER, detect_format
+from stormwatch.schemas.alert import InputFormat
 
 __all__ = ["ADAPTERS", "parse_record", "parse_record_checked"]
 

@@ -17,15 +17,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agents.approvals import COMMAND_ID_HELP, ApprovalDecision, Decision, is_command_id
-from agents.workflow import SCHEMA_FILE, WorkflowConfig, WorkflowError, load_workflows, render_workflow_schema
+from stormwatch import schemas as contracts
+from stormwatch.agents.core.approvals import COMMAND_ID_HELP, ApprovalDecision, Decision, is_command_id
+from stormwatch.agents.core.workflow import WorkflowConfig, WorkflowError, render_workflow_schema
 from stormwatch.commands.operator import operator_name
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import make_producer, produce_sync, require_topic
+from stormwatch.kafka.client import make_producer, produce_sync, require_topic
+from stormwatch.loaders import load_workflows
 from stormwatch.output import dump_json, human_time, render_table, terminal_width
 
 PUBLISH_TIMEOUT_S = 10.0
+
+# Next to the contracts' JSON Schemas, wherever the package is (a checkout or an installed wheel).
+SCHEMA_FILE = Path(contracts.__file__).resolve().parent / "json" / "workflow.schema.json"
 
 
 def register(sub: Any) -> None:
@@ -119,10 +124,10 @@ def _workflows(path: str | None) -> WorkflowConfig:
 
 
 def run_agent(args: argparse.Namespace, settings: Settings) -> int:
-    from agents.agent import AgentStage, build_agent_loop
-    from agents.metrics import agent_metrics
-    from agents.planner import Planner
-    from streams.metrics import serve_metrics
+    from stormwatch.agents.agent import AgentStage, build_agent_loop
+    from stormwatch.agents.core.planner import Planner
+    from stormwatch.agents.metrics import agent_metrics
+    from stormwatch.metrics import serve_metrics
 
     config = _workflows(args.workflows or settings.agent.workflows_file)
     t = settings.topics
@@ -145,10 +150,10 @@ def run_agent(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_executor(args: argparse.Namespace, settings: Settings) -> int:
-    from agents.executor import ExecutorStage, build_executor_loop
-    from agents.executors import ExecutorPolicy, create_executors
-    from agents.metrics import executor_metrics
-    from streams.metrics import serve_metrics
+    from stormwatch.agents.executor import ExecutorStage, build_executor_loop
+    from stormwatch.agents.executors import ExecutorPolicy, create_executors
+    from stormwatch.agents.metrics import executor_metrics
+    from stormwatch.metrics import serve_metrics
 
     a = settings.agent
     policy = ExecutorPolicy(
@@ -228,7 +233,7 @@ def run_schema(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_decision(args: argparse.Namespace, settings: Settings) -> int:
-    from agents.agent import read_agent_state
+    from stormwatch.agents.agent import read_agent_state
 
     command_id = args.command_id.strip().lower()
     if not is_command_id(command_id):
@@ -271,8 +276,8 @@ def run_decision(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_approvals(args: argparse.Namespace, settings: Settings) -> int:
-    from agents.agent import read_agent_state
-    from schemas.common import utc_from_ms
+    from stormwatch.agents.agent import read_agent_state
+    from stormwatch.schemas.common import utc_from_ms
 
     require_topic(settings, settings.topics.agent_state, 5.0)
     state = read_agent_state(settings)

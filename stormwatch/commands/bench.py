@@ -52,9 +52,9 @@ def register(sub: Any) -> None:
 
 def _runner() -> Any:
     try:
-        return importlib.import_module("bench.runner")
+        return importlib.import_module("stormwatch.bench.runner")
     except ModuleNotFoundError as exc:
-        if exc.name not in ("bench", "bench.runner"):
+        if exc.name not in ("bench", "stormwatch.bench.runner"):
             raise
         raise UserError(
             "the benchmark harness (bench/) is part of the source tree, not the installed package; "
@@ -102,7 +102,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         sys.stdout.write(encoded.decode() + "\n")
     else:
-        from bench.results import render
+        from stormwatch.bench.results import render
 
         print(render(result))
     return 0

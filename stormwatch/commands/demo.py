@@ -14,13 +14,13 @@ import urllib.request
 from collections import Counter
 from typing import Any
 
-from schemas.incident import IncidentEvent
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import read_topic
+from stormwatch.kafka.client import read_topic
 from stormwatch.output import render_table
+from stormwatch.schemas.durations import parse_duration
+from stormwatch.schemas.incident import IncidentEvent
 from stormwatch.simulate import SCENARIOS, SimulationError, generate
-from streams.durations import parse_duration
 
 ENDPOINTS = {
     "prometheus": "/api/v2/alerts",

@@ -17,11 +17,9 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from schemas.common import SCHEMA_VERSION
-from schemas.incident import Incident, IncidentEvent, IncidentState
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import read_topic
+from stormwatch.kafka.client import read_topic
 from stormwatch.output import (
     ProgressLine,
     clean,
@@ -31,7 +29,9 @@ from stormwatch.output import (
     terminal_width,
     warn,
 )
-from streams.projection import IncidentProjection, IntegrityIssue, to_summary
+from stormwatch.schemas.common import SCHEMA_VERSION
+from stormwatch.schemas.incident import Incident, IncidentEvent, IncidentState
+from stormwatch.streams.core.projection import IncidentProjection, IntegrityIssue, to_summary
 
 INCIDENT_ID_HELP = "inc-<16 hex digits>-<n>, e.g. inc-9f86d081884c7d65-1"
 _INCIDENT_ID = re.compile(r"inc-[0-9a-f]{16}-[1-9][0-9]*")

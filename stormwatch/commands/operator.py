@@ -14,12 +14,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.commands import OperatorAction, OperatorCommand
-from schemas.common import Severity
 from stormwatch.commands.incidents import INCIDENT_ID_HELP, validate_incident_id
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import make_producer, produce_sync, require_topic
+from stormwatch.kafka.client import make_producer, produce_sync, require_topic
+from stormwatch.schemas.commands import OperatorAction, OperatorCommand
+from stormwatch.schemas.common import Severity
 
 PUBLISH_TIMEOUT_S = 10.0  # waiting for the broker's ack
 METADATA_TIMEOUT_S = 5.0  # finding the topic: also how long an unreachable cluster takes to report

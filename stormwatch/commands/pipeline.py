@@ -10,12 +10,13 @@ from typing import Any
 
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import require_topic
-from streams.correlator import CorrelatorStage
-from streams.ingest import IngestStage
-from streams.metrics import PipelineMetrics, pipeline_metrics, serve_metrics
-from streams.rules import RulesConfig, RulesError, load_rules
-from streams.txloop import Stage, TransactionalLoop
+from stormwatch.kafka.client import require_topic
+from stormwatch.kafka.txloop import Stage, TransactionalLoop
+from stormwatch.loaders import load_rules
+from stormwatch.metrics import PipelineMetrics, pipeline_metrics, serve_metrics
+from stormwatch.streams.core.rules import RulesConfig, RulesError
+from stormwatch.streams.correlator import CorrelatorStage
+from stormwatch.streams.ingest import IngestStage
 
 log = logging.getLogger("stormwatch.pipeline")
 

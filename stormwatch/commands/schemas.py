@@ -33,8 +33,8 @@ def register(sub: Any) -> None:
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    from agents.workflow import render_workflow_schema
-    from schemas.export import check_json_schemas, export_json_schemas
+    from stormwatch.agents.core.workflow import render_workflow_schema
+    from stormwatch.schemas.export import check_json_schemas, export_json_schemas
 
     extra = {WORKFLOW_SCHEMA: render_workflow_schema()}
     if args.check:

@@ -15,15 +15,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.commands import OperatorAction, OperatorCommand
-from schemas.matchers import Matcher
-from schemas.silence import Silence
 from stormwatch.commands.operator import command_id, operator_name, publish_command
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import read_topic
+from stormwatch.kafka.client import read_topic
 from stormwatch.output import ProgressLine, dump_json, human_time, render_table, terminal_width, warn
-from streams.durations import DURATION_HELP, parse_duration
+from stormwatch.schemas.commands import OperatorAction, OperatorCommand
+from stormwatch.schemas.durations import DURATION_HELP, parse_duration
+from stormwatch.schemas.matchers import Matcher
+from stormwatch.schemas.silence import Silence
 
 TIME_HELP = "RFC 3339 time, e.g. 2025-01-31T18:00:00Z (no zone means UTC)"
 

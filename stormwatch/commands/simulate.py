@@ -23,11 +23,13 @@ from typing import IO, Any, Literal
 import orjson
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException, Message, Producer
 
-from schemas.adapters.detect import FORMAT_HEADER
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import make_producer, require_topic
+from stormwatch.kafka.client import make_producer, require_topic
+from stormwatch.loaders import load_rules
 from stormwatch.output import ProgressLine, clean, dump_json, human_duration, rfc3339
+from stormwatch.schemas.adapters.detect import FORMAT_HEADER
+from stormwatch.schemas.durations import DURATION_HELP, parse_duration
 from stormwatch.simulate import (
     DEFAULT_DURATION_MS,
     DEFAULT_EVAL_MS,
@@ -43,8 +45,7 @@ from stormwatch.simulate import (
     generate,
     shift_times,
 )
-from streams.durations import DURATION_HELP, parse_duration
-from streams.rules import RulesConfig, RulesError, load_rules
+from stormwatch.streams.core.rules import RulesConfig, RulesError
 
 START_HELP = (
     "'now', 'now-15m' (a duration before now), an RFC 3339 time such as 2025-01-31T18:00:00Z "

@@ -7,8 +7,8 @@ import sys
 from typing import Any
 
 from stormwatch.config import Settings
+from stormwatch.kafka.topics import DEFAULT_TIMEOUT_S, Difference, check_topics, create_topics, topic_specs
 from stormwatch.output import dump_json, render_table, terminal_width
-from stormwatch.topics import DEFAULT_TIMEOUT_S, Difference, check_topics, create_topics, topic_specs
 
 
 def register(sub: Any) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from schemas.adapters import FORMAT_HEADER
+from stormwatch.schemas.adapters import FORMAT_HEADER
 
 FORMATS = ("prometheus", "alertmanager", "pagerduty", "cloudevents", "native")
 ISO = "2026-01-01T00:00:00Z"

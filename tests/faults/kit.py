@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stormwatch.config import Settings
 from stormwatch.gateway import GatewayServer
-from stormwatch.kafka_io import make_producer
+from stormwatch.kafka.client import make_producer
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCRIPT = ROOT / "deploy" / "kafka" / "local-kafka.sh"

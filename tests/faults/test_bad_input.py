@@ -27,9 +27,9 @@ import orjson
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from schemas.adapters import ParseLimits, parse_record
-from schemas.incident import AlertChangeKind, IncidentEvent
-from stormwatch.kafka_io import is_transient, make_consumer, read_topic
+from stormwatch.kafka.client import is_transient, make_consumer, read_topic
+from stormwatch.schemas.adapters import ParseLimits, parse_record
+from stormwatch.schemas.incident import AlertChangeKind, IncidentEvent
 from tests.faults.corpus import Case, CorpusBuilder, interleave
 from tests.faults.kit import free_port, metric, wait_for
 from tests.pipeline_kit import PipelineRun

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from schemas.incident import IncidentEvent
 from stormwatch.errors import UserError
+from stormwatch.schemas.incident import IncidentEvent
 from tests.faults.kit import (
     PacedProducer,
     ScriptKafka,

@@ -27,8 +27,8 @@ import pytest
 
 from stormwatch.config import Settings, load_settings
 from stormwatch.gateway import GatewayServer
-from stormwatch.kafka_io import read_topic
-from stormwatch.topics import create_topics
+from stormwatch.kafka.client import read_topic
+from stormwatch.kafka.topics import create_topics
 from tests.faults.kit import ScriptKafka
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]

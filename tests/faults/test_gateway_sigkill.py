@@ -32,8 +32,8 @@ import pytest
 import yaml
 
 from stormwatch.config import Settings, load_settings
-from stormwatch.kafka_io import read_topic
-from stormwatch.topics import create_topics, delete_topics
+from stormwatch.kafka.client import read_topic
+from stormwatch.kafka.topics import create_topics, delete_topics
 from tests.faults.kit import ROOT, free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]

@@ -28,9 +28,9 @@ import orjson
 import pytest
 import yaml
 
-from schemas.incident import IncidentEvent
 from stormwatch.config import load_settings
-from stormwatch.kafka_io import make_producer, produce_sync, read_topic
+from stormwatch.kafka.client import make_producer, produce_sync, read_topic
+from stormwatch.schemas.incident import IncidentEvent
 from tests.faults.kit import (
     ROOT,
     ScriptKafka,

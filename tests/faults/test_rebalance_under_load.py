@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.incident import AlertChangeKind, IncidentEvent
+from stormwatch.schemas.incident import AlertChangeKind, IncidentEvent
 from tests.faults.kit import PacedProducer, wait_for
 from tests.pipeline_kit import PipelineRun, canonical, check_audit_integrity, incidents_by_id, storm_records
 

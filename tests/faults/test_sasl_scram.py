@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from stormwatch.config import Settings, load_settings
-from stormwatch.kafka_io import make_producer, produce_sync, read_topic
+from stormwatch.kafka.client import make_producer, produce_sync, read_topic
 from tests.faults.kit import (
     ScriptKafka,
     gateway_readiness,

@@ -21,10 +21,10 @@ import pytest
 from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
-from schemas.alert import AlertStatus, InputFormat
-from schemas.dlq import DeadLetter, DeadLetterReason
-from schemas.fingerprint import key_fingerprint
+from stormwatch.schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
+from stormwatch.schemas.alert import AlertStatus, InputFormat
+from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
+from stormwatch.schemas.fingerprint import key_fingerprint
 
 pytestmark = pytest.mark.kafka
 

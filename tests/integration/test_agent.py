@@ -24,20 +24,20 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from agents.agent import AgentStage, build_agent_loop
-from agents.approvals import Decision
-from agents.executor import ExecutorStage, build_executor_loop
-from agents.executors import ExecutorPolicy, create_executors
-from agents.planner import Planner
-from agents.workflow import parse_workflows
-from schemas.commands import CommandResult, CommandStatus, MitigationCommand
-from schemas.common import Severity
-from schemas.incident import IncidentEvent, IncidentEventType, IncidentSnapshot, IncidentState
+from stormwatch.agents.agent import AgentStage, build_agent_loop
+from stormwatch.agents.core.approvals import Decision
+from stormwatch.agents.core.planner import Planner
+from stormwatch.agents.core.workflow import parse_workflows
+from stormwatch.agents.executor import ExecutorStage, build_executor_loop
+from stormwatch.agents.executors import ExecutorPolicy, create_executors
 from stormwatch.commands.agent import run_approvals, run_decision
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import read_topic
-from streams.txloop import TransactionalLoop
+from stormwatch.kafka.client import read_topic
+from stormwatch.kafka.txloop import TransactionalLoop
+from stormwatch.schemas.commands import CommandResult, CommandStatus, MitigationCommand
+from stormwatch.schemas.common import Severity
+from stormwatch.schemas.incident import IncidentEvent, IncidentEventType, IncidentSnapshot, IncidentState
 
 pytestmark = [pytest.mark.kafka]
 

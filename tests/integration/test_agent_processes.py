@@ -16,12 +16,12 @@ import orjson
 import pytest
 import yaml
 
-from agents.approvals import Decision
-from agents.executor import RESTARTED_REASON
-from schemas.commands import CommandStatus
-from schemas.incident import IncidentEvent, IncidentEventType
+from stormwatch.agents.core.approvals import Decision
+from stormwatch.agents.executor import RESTARTED_REASON
 from stormwatch.config import Settings
-from stormwatch.kafka_io import read_topic
+from stormwatch.kafka.client import read_topic
+from stormwatch.schemas.commands import CommandStatus
+from stormwatch.schemas.incident import IncidentEvent, IncidentEventType
 from tests.integration.test_agent import (
     by_status,
     commands,

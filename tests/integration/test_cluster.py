@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from stormwatch.topics import check_topics, create_topics, topic_specs
+from stormwatch.kafka.topics import check_topics, create_topics, topic_specs
 
 pytestmark = pytest.mark.cluster
 

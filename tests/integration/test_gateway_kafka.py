@@ -22,13 +22,13 @@ import pytest
 from confluent_kafka import Message
 from prometheus_client import REGISTRY
 
-from schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
-from schemas.alert import AlertStatus
-from schemas.fingerprint import key_fingerprint
 from stormwatch.config import Settings, TopicSettings, load_settings
 from stormwatch.gateway import RETRY_AFTER_S, GatewayServer, KafkaSink
-from stormwatch.kafka_io import read_topic
-from stormwatch.topics import create_topics, delete_topics
+from stormwatch.kafka.client import read_topic
+from stormwatch.kafka.topics import create_topics, delete_topics
+from stormwatch.schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
+from stormwatch.schemas.alert import AlertStatus
+from stormwatch.schemas.fingerprint import key_fingerprint
 
 pytestmark = pytest.mark.kafka
 

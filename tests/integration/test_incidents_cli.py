@@ -19,10 +19,14 @@ import xxhash
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import stormwatch.cli
-from schemas.alert import AlertStatus
-from schemas.commands import OperatorAction, OperatorCommand
-from schemas.common import Severity
-from schemas.incident import (
+from stormwatch.commands import incidents, operator, silences
+from stormwatch.config import Settings, load_settings
+from stormwatch.errors import UserError
+from stormwatch.kafka.client import make_producer, produce_sync, read_topic
+from stormwatch.schemas.alert import AlertStatus
+from stormwatch.schemas.commands import OperatorAction, OperatorCommand
+from stormwatch.schemas.common import Severity
+from stormwatch.schemas.incident import (
     AlertChange,
     AlertChangeKind,
     IncidentEvent,
@@ -30,13 +34,9 @@ from schemas.incident import (
     IncidentSnapshot,
     IncidentState,
 )
-from schemas.matchers import Matcher
-from schemas.silence import Silence
-from stormwatch.commands import incidents, operator, silences
-from stormwatch.config import Settings, load_settings
-from stormwatch.errors import UserError
-from stormwatch.kafka_io import make_producer, produce_sync, read_topic
-from streams.projection import SUMMARY_KEYS
+from stormwatch.schemas.matchers import Matcher
+from stormwatch.schemas.silence import Silence
+from stormwatch.streams.core.projection import SUMMARY_KEYS
 
 pytestmark = pytest.mark.kafka
 

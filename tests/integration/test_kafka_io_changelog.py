@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import read_changelog, read_changelogs
+from stormwatch.kafka.client import read_changelog, read_changelogs
 
 pytestmark = [pytest.mark.kafka]
 

@@ -21,10 +21,10 @@ from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 
 from stormwatch.commands.pipeline import build_ingest_loop
 from stormwatch.config import Settings, load_settings
-from streams.ingest import IngestStage
-from streams.metrics import pipeline_metrics
-from streams.rules import load_rules
-from streams.txloop import BatchResult, TransactionalLoop
+from stormwatch.kafka.txloop import BatchResult, TransactionalLoop
+from stormwatch.loaders import load_rules
+from stormwatch.metrics import pipeline_metrics
+from stormwatch.streams.ingest import IngestStage
 
 pytestmark = pytest.mark.kafka
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.incident import IncidentEvent
 from stormwatch.cli import main
+from stormwatch.schemas.incident import IncidentEvent
 from tests.pipeline_kit import PipelineRun, produce_records
 
 pytestmark = [pytest.mark.kafka]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.incident import AlertChangeKind, IncidentEvent
+from stormwatch.schemas.incident import AlertChangeKind, IncidentEvent
 from tests.pipeline_kit import (
     PipelineRun,
     canonical,

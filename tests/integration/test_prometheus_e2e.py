@@ -34,17 +34,17 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas.incident import IncidentEvent, IncidentEventType
 from stormwatch.commands.pipeline import build_correlator_loop, build_ingest_loop
 from stormwatch.config import Settings, TopicSettings, load_settings
 from stormwatch.gateway import GatewayServer
-from stormwatch.kafka_io import read_topic
-from stormwatch.topics import create_topics, delete_topics
-from streams.correlator import CorrelatorStage
-from streams.ingest import IngestStage
-from streams.metrics import pipeline_metrics
-from streams.rules import load_rules
-from streams.txloop import TransactionalLoop
+from stormwatch.kafka.client import read_topic
+from stormwatch.kafka.topics import create_topics, delete_topics
+from stormwatch.kafka.txloop import TransactionalLoop
+from stormwatch.loaders import load_rules
+from stormwatch.metrics import pipeline_metrics
+from stormwatch.schemas.incident import IncidentEvent, IncidentEventType
+from stormwatch.streams.correlator import CorrelatorStage
+from stormwatch.streams.ingest import IngestStage
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

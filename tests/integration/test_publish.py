@@ -17,11 +17,11 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.adapters import parse_record
 from stormwatch.commands import simulate as command
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import read_topic
+from stormwatch.kafka.client import read_topic
+from stormwatch.schemas.adapters import parse_record
 from stormwatch.simulate import SimRecord, encode_line, generate
 
 pytestmark = pytest.mark.kafka

@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from stormwatch.cli import main
 from stormwatch.config import Settings, load_settings
 from stormwatch.errors import UserError
-from stormwatch.topics import Difference, check_topics, create_topics, topic_specs
+from stormwatch.kafka.topics import Difference, check_topics, create_topics, topic_specs
 
 # --- the specs (no broker) ----------------------------------------------------------------------
 

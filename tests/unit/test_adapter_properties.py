@@ -9,9 +9,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
-from schemas.alert import Alert, InputFormat
-from schemas.dlq import DeadLetter, DeadLetterReason
+from stormwatch.schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
+from stormwatch.schemas.alert import Alert, InputFormat
+from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 
 TS_MS = 1714557600000
 SMALL = ParseLimits(max_record_bytes=64 * 1024, max_alerts_per_record=50, max_labels=8, max_label_bytes=256)

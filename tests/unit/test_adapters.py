@@ -10,13 +10,13 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, detect_format, parse_record
-from schemas.adapters.native import NativeInput
-from schemas.alert import Alert, AlertStatus, InputFormat
-from schemas.common import Severity
-from schemas.dlq import DeadLetterReason
-from schemas.fingerprint import key_fingerprint, label_fingerprint
 from stormwatch.config import IngestSettings
+from stormwatch.schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, detect_format, parse_record
+from stormwatch.schemas.adapters.native import NativeInput
+from stormwatch.schemas.alert import Alert, AlertStatus, InputFormat
+from stormwatch.schemas.common import Severity
+from stormwatch.schemas.dlq import DeadLetterReason
+from stormwatch.schemas.fingerprint import key_fingerprint, label_fingerprint
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TS_MS = 1714557600000  # 2024-05-01T10:00:00Z, the Kafka record timestamp of every test record

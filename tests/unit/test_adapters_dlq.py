@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
-from schemas.dlq import DeadLetter, DeadLetterReason
-from schemas.dlq import DeadLetterReason as R
+from stormwatch.schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
+from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
+from stormwatch.schemas.dlq import DeadLetterReason as R
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TS_MS = 1714557600000

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.common import Severity
-from schemas.severity import SEVERITY_ALIASES, normalize_severity
+from stormwatch.schemas.common import Severity
+from stormwatch.schemas.severity import SEVERITY_ALIASES, normalize_severity
 
 TABLE = {
     Severity.CRITICAL: ["critical", "crit", "page", "fatal", "emergency", "alert", "p1", "sev1"],

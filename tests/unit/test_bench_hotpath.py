@@ -13,15 +13,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from schemas.adapters import parse_record, parse_record_checked
-from schemas.common import ms_from_dt
-from schemas.incident import AlertChangeKind
 from stormwatch import simulate
-from streams import wire
-from streams.engine import PartitionEngine
-from streams.groups import NO_CHANGES, SETTLE, AlertState, GroupState
-from streams.rules import Router, RulesConfig, parse_rules
-from streams.txloop import TransactionalLoop, release_free_memory
+from stormwatch.kafka.txloop import TransactionalLoop, release_free_memory
+from stormwatch.schemas.adapters import parse_record, parse_record_checked
+from stormwatch.schemas.common import ms_from_dt
+from stormwatch.schemas.incident import AlertChangeKind
+from stormwatch.streams.core import wire
+from stormwatch.streams.core.engine import PartitionEngine
+from stormwatch.streams.core.groups import NO_CHANGES, SETTLE, AlertState, GroupState
+from stormwatch.streams.core.rules import Router, RulesConfig, parse_rules
 from tests.enginekit import T0, at, note
 
 FIXTURES = Path(__file__).parent / "fixtures"

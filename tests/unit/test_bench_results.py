@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.results import check_targets, percentile, percentiles, process_figures, ratio, render
+from stormwatch.bench.results import check_targets, percentile, percentiles, process_figures, ratio, render
 
 
 def test_nearest_rank_percentiles() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from bench.workloads import (
+from stormwatch.bench.workloads import (
     WORKLOADS,
     Batch,
     SteadyLoad,
@@ -15,8 +15,8 @@ from bench.workloads import (
     default_spec,
     format_ms,
 )
-from schemas.adapters import parse_record
-from streams.rules import Router, RulesConfig
+from stormwatch.schemas.adapters import parse_record
+from stormwatch.streams.core.rules import Router, RulesConfig
 
 T0 = 1_735_689_600_000
 

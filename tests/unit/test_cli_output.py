@@ -10,19 +10,6 @@ import orjson
 import pytest
 
 import stormwatch.cli
-from schemas.alert import AlertStatus
-from schemas.commands import OperatorAction
-from schemas.common import Severity
-from schemas.incident import (
-    AlertChange,
-    AlertChangeKind,
-    IncidentEvent,
-    IncidentEventType,
-    IncidentSnapshot,
-    IncidentState,
-)
-from schemas.matchers import MatchOp
-from schemas.silence import Silence
 from stormwatch.commands import incidents, operator, silences
 from stormwatch.errors import UserError
 from stormwatch.output import (
@@ -36,7 +23,20 @@ from stormwatch.output import (
     rfc3339,
     truncate,
 )
-from streams.projection import IncidentProjection
+from stormwatch.schemas.alert import AlertStatus
+from stormwatch.schemas.commands import OperatorAction
+from stormwatch.schemas.common import Severity
+from stormwatch.schemas.incident import (
+    AlertChange,
+    AlertChangeKind,
+    IncidentEvent,
+    IncidentEventType,
+    IncidentSnapshot,
+    IncidentState,
+)
+from stormwatch.schemas.matchers import MatchOp
+from stormwatch.schemas.silence import Silence
+from stormwatch.streams.core.projection import IncidentProjection
 
 NOW = datetime(2025, 1, 31, 12, 0, 0, tzinfo=UTC)
 INC = "inc-0123456789abcdef-1"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from schemas.commands import OperatorAction
-from schemas.common import Severity
-from schemas.incident import AlertChangeKind, IncidentState
-from schemas.matchers import Matcher
-from schemas.silence import Silence
+from stormwatch.schemas.commands import OperatorAction
+from stormwatch.schemas.common import Severity
+from stormwatch.schemas.incident import AlertChangeKind, IncidentState
+from stormwatch.schemas.matchers import Matcher
+from stormwatch.schemas.silence import Silence
 from tests.enginekit import Driver, at, config, iso, note
 
 FAST = """

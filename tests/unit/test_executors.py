@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from agents.executors import BUILTIN_EXECUTORS, available_executors, create_executors
-from agents.executors.base import ExecutorPolicy
-from agents.executors.log import LogExecutor
-from agents.executors.program import ProgramAllowlist, ProgramExecutor
-from agents.executors.publish import KafkaExecutor
-from agents.executors.webhook import UrlAllowlist, WebhookExecutor
-from schemas.commands import MitigationCommand
+from stormwatch.agents.executors import BUILTIN_EXECUTORS, available_executors, create_executors
+from stormwatch.agents.executors.base import ExecutorPolicy
+from stormwatch.agents.executors.log import LogExecutor
+from stormwatch.agents.executors.program import ProgramAllowlist, ProgramExecutor
+from stormwatch.agents.executors.publish import KafkaExecutor
+from stormwatch.agents.executors.webhook import UrlAllowlist, WebhookExecutor
+from stormwatch.schemas.commands import MitigationCommand
 
 
 def command(action: str, params: dict[str, Any], timeout_s: float = 5.0) -> MitigationCommand:
@@ -264,7 +264,7 @@ def test_plugins_come_from_entry_points(monkeypatch: pytest.MonkeyPatch, tmp_pat
     """A plugin is found through its distribution's entry point; a built-in name cannot be taken."""
     import sys
 
-    import agents.executors as registry
+    import stormwatch.agents.executors as registry
 
     dist = tmp_path / "demo_plugin-1.0.dist-info"
     dist.mkdir()
@@ -290,7 +290,7 @@ def test_plugins_come_from_entry_points(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 
 def stage_with(executors: dict[str, Any], now_ms: int) -> Any:
-    from agents.executor import ExecutorStage
+    from stormwatch.agents.executor import ExecutorStage
     from stormwatch.config import Settings
 
     stage = ExecutorStage(Settings(), executors, instance="t1", clock=lambda: now_ms)
@@ -299,7 +299,7 @@ def stage_with(executors: dict[str, Any], now_ms: int) -> Any:
 
 
 def decided(stage: Any, cmd: MitigationCommand, now_ms: int) -> Any:
-    from schemas.commands import CommandResult
+    from stormwatch.schemas.commands import CommandResult
 
     out = stage._decide(cmd, 0, now_ms)
     assert out.partition == 0 and out.key == cmd.incident_id  # same partition number as the command

@@ -14,7 +14,7 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.fingerprint import (
+from stormwatch.schemas.fingerprint import (
     canonical_labels,
     group_hash,
     key_fingerprint,

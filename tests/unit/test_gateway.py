@@ -20,9 +20,6 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 
-from schemas.adapters import FORMAT_HEADER
-from schemas.adapters.base import DEFAULT_LIMITS
-from schemas.adapters.record import parse_record
 from stormwatch.config import Settings
 from stormwatch.gateway import (
     MAX_ERRORS_SHOWN,
@@ -33,6 +30,9 @@ from stormwatch.gateway import (
     dedup_key_for,
     record_key,
 )
+from stormwatch.schemas.adapters import FORMAT_HEADER
+from stormwatch.schemas.adapters.base import DEFAULT_LIMITS
+from stormwatch.schemas.adapters.record import parse_record
 
 TOKEN = "s3cr3t-T0ken-for-tests"
 PROM_ALERT: dict[str, Any] = {"labels": {"alertname": "Down", "job": "node", "instance": "a:9100"}}

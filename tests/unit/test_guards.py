@@ -6,8 +6,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.guards import GuardState
-from agents.workflow import Guards
+from stormwatch.agents.core.guards import GuardState
+from stormwatch.agents.core.workflow import Guards
 
 HOUR = 3_600_000
 T0 = 1_700_000_000_000

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.incident import IncidentEventType, IncidentState
-from streams.lifecycle import (
+from stormwatch.schemas.incident import IncidentEventType, IncidentState
+from stormwatch.streams.core.lifecycle import (
     EVENT_TYPES,
     STATES,
     TRANSITIONS,

@@ -23,7 +23,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from stormwatch.cli import build_parser
 from stormwatch.config import Settings
 from stormwatch.gateway import gateway_metrics
-from streams.metrics import pipeline_metrics
+from stormwatch.metrics import pipeline_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM_DIR = ROOT / "deploy" / "prometheus"
@@ -48,7 +48,7 @@ PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", 
 def _metric_holders() -> list[Any]:
     holders: list[Any] = [pipeline_metrics(), gateway_metrics()]
     try:
-        from agents import metrics as agent_metrics_module
+        from stormwatch.agents import metrics as agent_metrics_module
     except ImportError:  # the agent package is optional for this check
         return holders
     for factory in ("agent_metrics", "executor_metrics", "mitigation_metrics"):

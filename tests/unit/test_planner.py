@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from agents.approvals import ApprovalDecision, Decision
-from agents.planner import Planner, PlanOutput, command_id_for
-from agents.state import AgentState
-from agents.workflow import parse_workflows
-from schemas.commands import CommandResult
-from schemas.commands import CommandStatus as S
-from schemas.common import Severity, utc_from_ms
-from schemas.incident import IncidentEvent, IncidentSnapshot, IncidentState
-from schemas.incident import IncidentEventType as E
+from stormwatch.agents.core.approvals import ApprovalDecision, Decision
+from stormwatch.agents.core.planner import Planner, PlanOutput, command_id_for
+from stormwatch.agents.core.state import AgentState
+from stormwatch.agents.core.workflow import parse_workflows
+from stormwatch.schemas.commands import CommandResult
+from stormwatch.schemas.commands import CommandStatus as S
+from stormwatch.schemas.common import Severity, utc_from_ms
+from stormwatch.schemas.incident import IncidentEvent, IncidentSnapshot, IncidentState
+from stormwatch.schemas.incident import IncidentEventType as E
 
 T0 = 1_700_000_000_000
 MIN = 60_000

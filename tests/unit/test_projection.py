@@ -9,9 +9,9 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.alert import AlertStatus
-from schemas.common import Severity
-from schemas.incident import (
+from stormwatch.schemas.alert import AlertStatus
+from stormwatch.schemas.common import Severity
+from stormwatch.schemas.incident import (
     AlertChange,
     AlertChangeKind,
     IncidentEvent,
@@ -19,7 +19,7 @@ from schemas.incident import (
     IncidentSnapshot,
     IncidentState,
 )
-from streams.projection import SUMMARY_KEYS, IncidentProjection, IssueKind, to_summary
+from stormwatch.streams.core.projection import SUMMARY_KEYS, IncidentProjection, IssueKind, to_summary
 
 T0 = datetime(2025, 1, 31, 12, 0, 0, tzinfo=UTC)
 INC = "inc-0123456789abcdef-1"

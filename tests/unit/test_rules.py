@@ -11,9 +11,10 @@ import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.fingerprint import label_fingerprint
-from schemas.matchers import Matcher, MatchOp
-from streams.rules import (
+from stormwatch.loaders import load_rules
+from stormwatch.schemas.fingerprint import label_fingerprint
+from stormwatch.schemas.matchers import Matcher, MatchOp
+from stormwatch.streams.core.rules import (
     ALL_LABELS,
     DEFAULT_RULE,
     PER_REPLICA_LABELS,
@@ -25,7 +26,6 @@ from streams.rules import (
     RulesConfig,
     RulesError,
     format_group_key,
-    load_rules,
     parse_rules,
 )
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from schemas.export import CONTRACTS, check_json_schemas, export_json_schemas, render_json_schemas
 from stormwatch.cli import COMMAND_MODULES
 from stormwatch.commands.schemas import register
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
+from stormwatch.schemas.export import CONTRACTS, check_json_schemas, export_json_schemas, render_json_schemas
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "schemas" / "json"
@@ -20,7 +20,7 @@ FIX = "run `stormwatch schemas export schemas/json` and commit the result"
 
 
 def test_committed_schemas_are_up_to_date(tmp_path: Path) -> None:
-    from agents.workflow import render_workflow_schema
+    from stormwatch.agents.core.workflow import render_workflow_schema
 
     export_json_schemas(tmp_path, {"workflow.schema.json": render_workflow_schema()})
     generated = {p.name: p.read_text(encoding="utf-8") for p in tmp_path.glob("*.json")}

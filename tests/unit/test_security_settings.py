@@ -20,13 +20,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from confluent_kafka import KafkaError, KafkaException
 
-from agents.executors.base import ExecutorPolicy
-from agents.executors.publish import KafkaExecutor
+from stormwatch.agents.executors.base import ExecutorPolicy
+from stormwatch.agents.executors.publish import KafkaExecutor
 from stormwatch.config import ConfigError, Settings, load_settings
 from stormwatch.configdoc import masked
 from stormwatch.errors import KafkaUnavailable, UserError
 from stormwatch.gateway import Gateway, KafkaSink
-from stormwatch.kafka_io import (
+from stormwatch.kafka.client import (
     ErrorTracker,
     check_reachable,
     make_consumer,
@@ -36,8 +36,8 @@ from stormwatch.kafka_io import (
     refused_access,
     unreachable_error,
 )
-from stormwatch.topics import check_topics, create_topics
-from streams.txloop import TransactionalLoop
+from stormwatch.kafka.topics import check_topics, create_topics
+from stormwatch.kafka.txloop import TransactionalLoop
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PASSWORD = "Sc4am-pa55word-7f3e91"
@@ -46,9 +46,9 @@ MISSING_CA = "/nonexistent/stormwatch-test-ca.pem"
 
 # Files that construct confluent-kafka clients; each one is exercised below.
 CLIENT_MODULES = {
-    "stormwatch/kafka_io.py",
-    "stormwatch/topics.py",
-    "streams/txloop.py",
+    "stormwatch/kafka/client.py",
+    "stormwatch/kafka/topics.py",
+    "stormwatch/kafka/txloop.py",
     "agents/executors/publish.py",
 }
 

@@ -40,9 +40,9 @@ from stormwatch.simulate import (
     generate,
     shift_times,
 )
-from streams.rules import Router, RulesConfig, parse_rules
+from stormwatch.streams.core.rules import Router, RulesConfig, parse_rules
 
-adapters = pytest.importorskip("schemas.adapters", reason="the input adapters are not available")
+adapters = pytest.importorskip("stormwatch.schemas.adapters", reason="the input adapters are not available")
 
 SMALL = {"duration_ms": 100_000, "eval_interval_ms": 10_000}  # ten evaluations: fast and complete
 

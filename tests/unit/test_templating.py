@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.templating import TemplateError, parse_template, render_value, template_problems
+from stormwatch.agents.core.templating import TemplateError, parse_template, render_value, template_problems
 
 CTX = {
     "incident": {

@@ -12,9 +12,9 @@ from confluent_kafka import KafkaError, KafkaException
 
 from stormwatch.config import Settings
 from stormwatch.errors import KafkaUnavailable, UserError
-from stormwatch.kafka_io import is_transient
-from streams import txloop
-from streams.txloop import BatchResult, TransactionalLoop
+from stormwatch.kafka import txloop
+from stormwatch.kafka.client import is_transient
+from stormwatch.kafka.txloop import BatchResult, TransactionalLoop
 
 
 class _IdleStage:

@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from agents.workflow import (
-    SCHEMA_FILE,
+from stormwatch.agents.core.workflow import (
     Backoff,
     OnFailure,
     TimeWindow,
     TriggerEvent,
     WorkflowError,
-    load_workflows,
     parse_workflows,
     render_workflow_schema,
     workflow_json_schema,
 )
-from schemas.common import Severity
+from stormwatch.commands.agent import SCHEMA_FILE
+from stormwatch.loaders import load_workflows
+from stormwatch.schemas.common import Severity
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "incident_workflow_config.yaml"

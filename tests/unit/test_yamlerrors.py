@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import ErrorDetails
 
-from stormwatch.yamlerrors import ConfigFileError, ConfigFormat, Place, describe
+from stormwatch.schemas.yamlerrors import ConfigFileError, ConfigFormat, Place, describe
 
 
 class _Strict(BaseModel):

@@ -22,14 +22,14 @@ from typing import Any
 import orjson
 import xxhash
 
-from agents.approvals import ApprovalDecision, Decision
-from agents.state import AgentState, IncidentRecord, IncidentView, Lane, Pending, Phase, Run
-from agents.templating import TemplateError, render_value
-from agents.workflow import OnFailure, StepSpec, TriggerEvent, WorkflowConfig, WorkflowSpec
-from schemas.commands import CommandResult, CommandStatus, MitigationCommand
-from schemas.common import ms_from_dt, utc_from_ms
-from schemas.incident import IncidentEvent, IncidentEventType, IncidentState
-from streams.durations import format_duration
+from stormwatch.agents.core.approvals import ApprovalDecision, Decision
+from stormwatch.agents.core.state import AgentState, IncidentRecord, IncidentView, Lane, Pending, Phase, Run
+from stormwatch.agents.core.templating import TemplateError, render_value
+from stormwatch.agents.core.workflow import OnFailure, StepSpec, TriggerEvent, WorkflowConfig, WorkflowSpec
+from stormwatch.schemas.commands import CommandResult, CommandStatus, MitigationCommand
+from stormwatch.schemas.common import ms_from_dt, utc_from_ms
+from stormwatch.schemas.durations import format_duration
+from stormwatch.schemas.incident import IncidentEvent, IncidentEventType, IncidentState
 
 __all__ = ["PlanOutput", "Planner", "command_id_for", "wall_clock_ms"]
 

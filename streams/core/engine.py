@@ -22,11 +22,11 @@ from typing import Any
 import orjson
 import xxhash
 
-from schemas.alert import AlertStatus
-from schemas.commands import CommandResult, CommandStatus, OperatorAction, OperatorCommand
-from schemas.common import Severity, ms_from_dt, utc_from_ms
-from schemas.dlq import DeadLetter, DeadLetterReason
-from schemas.incident import (
+from stormwatch.schemas.alert import AlertStatus
+from stormwatch.schemas.commands import CommandResult, CommandStatus, OperatorAction, OperatorCommand
+from stormwatch.schemas.common import Severity, ms_from_dt, utc_from_ms
+from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
+from stormwatch.schemas.incident import (
     AlertChange,
     AlertChangeKind,
     IncidentEvent,
@@ -34,9 +34,9 @@ from schemas.incident import (
     IncidentSnapshot,
     IncidentState,
 )
-from schemas.silence import Silence
-from streams import wire
-from streams.groups import (
+from stormwatch.schemas.silence import Silence
+from stormwatch.streams.core import wire
+from stormwatch.streams.core.groups import (
     EXPIRE,
     NO_CHANGES,
     SETTLE,
@@ -45,8 +45,8 @@ from streams.groups import (
     IncidentRuntime,
     round_up,
 )
-from streams.lifecycle import Action, transition
-from streams.rules import CorrelationRule, LatePolicy, RulesConfig
+from stormwatch.streams.core.lifecycle import Action, transition
+from stormwatch.streams.core.rules import CorrelationRule, LatePolicy, RulesConfig
 
 PARTITION_KEY = "p"
 CORRELATOR = "correlator"

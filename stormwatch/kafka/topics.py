@@ -25,7 +25,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka_io import ErrorTracker, list_topics_or_refusal, refused_access, unreachable_error
+from stormwatch.kafka.client import ErrorTracker, list_topics_or_refusal, refused_access, unreachable_error
 
 log = logging.getLogger("stormwatch.topics")
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from schemas.incident import AlertChangeKind, Incident, IncidentEvent, IncidentEventType
 from stormwatch.output import rfc3339
+from stormwatch.schemas.incident import AlertChangeKind, Incident, IncidentEvent, IncidentEventType
 
 
 class IssueKind(StrEnum):

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from schemas.common import Severity
-from schemas.incident import AlertChangeKind, IncidentState
+from stormwatch.schemas.common import Severity
+from stormwatch.schemas.incident import AlertChangeKind, IncidentState
 
 ACTIVE_STATES = frozenset({IncidentState.OPEN, IncidentState.ACKNOWLEDGED, IncidentState.MITIGATING})
 

@@ -36,8 +36,8 @@ from prometheus_client import Gauge
 
 from stormwatch.config import Settings
 from stormwatch.errors import KafkaUnavailable
-from stormwatch.kafka_io import base_config, is_transient
-from streams.metrics import pipeline_metrics
+from stormwatch.kafka.client import base_config, is_transient
+from stormwatch.metrics import pipeline_metrics
 
 log = logging.getLogger("stormwatch.txloop")
 

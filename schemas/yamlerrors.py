@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from schemas.matchers import Matcher
+from stormwatch.schemas.matchers import Matcher
 
 __all__ = [
     "ConfigFileError",

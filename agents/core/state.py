@@ -21,10 +21,10 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, Field
 
-from agents.guards import RECORD_PREFIX as GUARD_PREFIX
-from agents.guards import GuardState
-from schemas.common import Severity
-from schemas.incident import IncidentEvent, IncidentState
+from stormwatch.agents.core.guards import RECORD_PREFIX as GUARD_PREFIX
+from stormwatch.agents.core.guards import GuardState
+from stormwatch.schemas.common import Severity
+from stormwatch.schemas.incident import IncidentEvent, IncidentState
 
 __all__ = [
     "AgentState",

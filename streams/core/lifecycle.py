@@ -14,7 +14,7 @@ from enum import StrEnum
 from itertools import product
 from types import MappingProxyType
 
-from schemas.incident import IncidentEventType, IncidentState
+from stormwatch.schemas.incident import IncidentEventType, IncidentState
 
 __all__ = [
     "ACTIVE_STATES",

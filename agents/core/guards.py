@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agents.workflow import Guards
-from schemas.common import utc_from_ms
-from streams.durations import format_duration
+from stormwatch.agents.core.workflow import Guards
+from stormwatch.schemas.common import utc_from_ms
+from stormwatch.schemas.durations import format_duration
 
 __all__ = ["RECORD_PREFIX", "GuardState", "InFlight", "Verdict", "guard_key"]
 

@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from pydantic import Field, field_validator
 
-from schemas.common import Contract
+from stormwatch.schemas.common import Contract
 
 __all__ = ["COMMAND_ID_HELP", "ApprovalDecision", "Decision", "is_command_id"]
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import orjson
 
-from schemas.alert import Alert, AlertStatus, InputFormat
-from schemas.common import Severity, ms_from_dt
+from stormwatch.schemas.alert import Alert, AlertStatus, InputFormat
+from stormwatch.schemas.common import Severity, ms_from_dt
 
 # Formats whose source key (not the labels) is the alert's identity.
 KEYED_FORMATS = frozenset({InputFormat.PAGERDUTY, InputFormat.NATIVE})

@@ -18,7 +18,6 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,15 +31,22 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from agents.templating import Template, TemplateError, parse_template, template_problems
-from schemas.common import Severity
-from schemas.matchers import Matcher, all_match
-from stormwatch.yamlerrors import ConfigFileError, ConfigFormat, Place, bound_of, describe, matcher_from_yaml
-from streams.durations import DURATION_HELP, format_duration, parse_duration
+from stormwatch.agents.core.templating import Template, TemplateError, parse_template, template_problems
+from stormwatch.schemas.common import Severity
+from stormwatch.schemas.durations import DURATION_HELP, format_duration, parse_duration
+from stormwatch.schemas.matchers import Matcher, all_match
+from stormwatch.schemas.yamlerrors import (
+    ConfigFileError,
+    ConfigFormat,
+    Place,
+    bound_of,
+    describe,
+    matcher_from_yaml,
+)
 
 __all__ = [
     "MAX_STEP_TIMEOUT_MS",
-    "SCHEMA_FILE",
+    "WORKFLOW_FILE",
     "ApprovalRule",
     "Backoff",
     "BlastRadius",
@@ -60,7 +66,6 @@ __all__ = [
     "WorkflowError",
     "WorkflowFile",
     "WorkflowSpec",
-    "load_workflows",
     "parse_workflows",
     "render_workflow_schema",
     "workflow_json_schema",
@@ -70,7 +75,6 @@ MAX_STEP_TIMEOUT_MS = 10 * 60_000
 """An action may take at most this long: the executor does not poll Kafka while it runs."""
 
 MAX_RETRIES = 10
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "json" / "workflow.schema.json"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _NAME_HELP = "1-100 letters, digits, '_', '.' or '-', starting with a letter or digit"
@@ -540,7 +544,7 @@ def _path_segments(path: str) -> list[str | int]:
 
 
 def _semantic_problems(model: WorkflowFile) -> list[tuple[Loc, str]]:
-    from agents.executors import available_executors
+    from stormwatch.agents.executors import available_executors
 
     executors = available_executors()
     problems: list[tuple[Loc, str]] = []
@@ -696,28 +700,23 @@ def _explain(error: ErrorDetails, place: Place) -> str | None:
     return f"must be {words} {shown}; got {format_duration(value)}"
 
 
-_WORKFLOW_FILE = ConfigFormat(WorkflowFile, WorkflowError, "workflow file", explain=_explain)
+# How the workflow file is parsed and explained; stormwatch.loaders reads it from disk.
+WORKFLOW_FILE = ConfigFormat(WorkflowFile, WorkflowError, "workflow file", explain=_explain)
 
 
 def parse_workflows(text: str, source: str = "<workflows>") -> WorkflowConfig:
     """Parse and check workflow YAML text; ``source`` names it in error messages."""
-    doc = _WORKFLOW_FILE.parse(text, source)
+    doc = WORKFLOW_FILE.parse(text, source)
     if not isinstance(doc.data, dict):
-        keys = ", ".join(_WORKFLOW_FILE.keys(WorkflowFile))
+        keys = ", ".join(WORKFLOW_FILE.keys(WorkflowFile))
         raise WorkflowError(
             source, [("", f"expected a mapping with keys: {keys}; got {describe(doc.data)}", 1)]
         )
-    model = _WORKFLOW_FILE.validate(doc)
+    model = WORKFLOW_FILE.validate(doc)
     semantic = _semantic_problems(model)
     if semantic:
-        raise WorkflowError(source, _WORKFLOW_FILE.problems(doc, semantic))
+        raise WorkflowError(source, WORKFLOW_FILE.problems(doc, semantic))
     return _compile(model, source)
-
-
-def load_workflows(path: str | Path) -> WorkflowConfig:
-    """Load and check a workflow file."""
-    p = Path(path)
-    return parse_workflows(_WORKFLOW_FILE.read_text(p), source=str(p))
 
 
 # --------------------------------------------------------------------------------------------------

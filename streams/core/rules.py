@@ -12,7 +12,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
-from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
@@ -26,15 +25,16 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from schemas.fingerprint import group_hash
-from schemas.matchers import Matcher, all_match
-from stormwatch.yamlerrors import ConfigFileError, ConfigFormat, Place, describe, matcher_from_yaml
-from streams.durations import DURATION_HELP, format_duration, parse_duration
+from stormwatch.schemas.durations import DURATION_HELP, format_duration, parse_duration
+from stormwatch.schemas.fingerprint import group_hash
+from stormwatch.schemas.matchers import Matcher, all_match
+from stormwatch.schemas.yamlerrors import ConfigFileError, ConfigFormat, Place, describe, matcher_from_yaml
 
 __all__ = [
     "ALL_LABELS",
     "DEFAULT_RULE",
     "PER_REPLICA_LABELS",
+    "RULES_FILE",
     "CorrelationRule",
     "FlapPolicy",
     "InhibitRule",
@@ -45,7 +45,6 @@ __all__ = [
     "RulesConfig",
     "RulesError",
     "format_group_key",
-    "load_rules",
     "parse_rules",
 ]
 
@@ -442,20 +441,13 @@ def _explain(error: ErrorDetails, place: Place) -> str | None:
     return None
 
 
-_RULES_FILE = ConfigFormat(RulesConfig, RulesError, "rules file", key_of=_yaml_key, explain=_explain)
+# How the rules file is parsed and explained; stormwatch.loaders reads it from disk.
+RULES_FILE = ConfigFormat(RulesConfig, RulesError, "rules file", key_of=_yaml_key, explain=_explain)
 
 
 def parse_rules(text: str, source: str = "<rules>") -> RulesConfig:
     """Parse rules from YAML text; ``source`` names it in error messages."""
-    return _RULES_FILE.validate(_RULES_FILE.parse(text, source))
-
-
-def load_rules(path: str | Path | None) -> RulesConfig:
-    """Load the rules file; ``None`` gives the built-in default configuration."""
-    if path is None:
-        return RulesConfig()
-    p = Path(path)
-    return parse_rules(_RULES_FILE.read_text(p), source=str(p))
+    return RULES_FILE.validate(RULES_FILE.parse(text, source))
 
 
 # --------------------------------------------------------------------------------------------------
