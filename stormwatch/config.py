@@ -87,6 +87,23 @@ class TopicSettings(BaseModel):
         default=16 * 1024 * 1024, description="Largest record on the incident topic"
     )
 
+    @classmethod
+    def name_fields(cls) -> tuple[str, ...]:
+        """The fields that name a topic (every ``str`` field): the one list of the pipeline's topics."""
+        return tuple(name for name, f in cls.model_fields.items() if f.annotation is str)
+
+    def names(self) -> dict[str, str]:
+        """{field: topic name} for every topic of the pipeline."""
+        return {field: getattr(self, field) for field in self.name_fields()}
+
+    @classmethod
+    def with_prefix(cls, prefix: str, suffix: str = "", **overrides: Any) -> dict[str, Any]:
+        """Topic settings that give every topic a unique name (``{prefix}.{field}{suffix}``):
+        for tests and benchmarks that run pipelines side by side on one cluster."""
+        names: dict[str, Any] = {field: f"{prefix}.{field}{suffix}" for field in cls.name_fields()}
+        names.update(overrides)
+        return names
+
 
 class IngestSettings(BaseModel):
     max_record_bytes: int = Field(default=4 * 1024 * 1024, description="Larger raw records are dead-lettered")
