@@ -26,6 +26,7 @@ RUN /opt/stormwatch/bin/pip install -c constraints.txt -r /tmp/requirements.txt
 COPY schemas schemas
 COPY streams streams
 COPY agents agents
+COPY bench bench
 COPY stormwatch stormwatch
 RUN /opt/stormwatch/bin/pip install --no-deps -c constraints.txt . \
     && /opt/stormwatch/bin/stormwatch --help >/dev/null

@@ -18,7 +18,7 @@ help:
 	@echo "make down                stop everything make up started"
 	@echo "make venv                create or update $(VENV) (Python >= 3.11) from constraints.txt"
 	@echo "make test                the whole test suite; starts a local Kafka when KAFKA_BOOTSTRAP_SERVERS is unset"
-	@echo "make lint                ruff check, ruff format --check, mypy"
+	@echo "make lint                ruff check, ruff format --check, mypy, import-linter (the layers)"
 	@echo "make constraints         re-pin constraints.txt from the current venv"
 	@echo "make kafka-up / down     single local broker on 127.0.0.1:9092 (deploy/kafka/local-kafka.sh)"
 	@echo "make kafka-cluster-up / down   3-node cluster on 127.0.0.1:29092-29094"
@@ -58,7 +58,8 @@ lint: venv
 	@status=0; \
 	$(VENV)/bin/ruff check . || status=1; \
 	$(VENV)/bin/ruff format --check . || status=1; \
-	$(VENV)/bin/mypy || status=1; \
+	$(PY) tools/package_view.py $(VENV)/bin/mypy || status=1; \
+	$(PY) tools/package_view.py $(VENV)/bin/lint-imports || status=1; \
 	exit $$status
 
 # Pins every package of the venv except the project itself.

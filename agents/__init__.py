@@ -1,6 +1,9 @@
 """Downstream agents: the mitigation agent, its workflow engine and the executors.
 
-The pure parts (``workflow``, ``templating``, ``guards``, ``planner``) decide what to do and hold no
-I/O; ``agent`` and ``executor`` wire them to Kafka with the same transactional loop as the
-pipeline stages. docs/workflows.md describes the workflow file and the guarantees.
+``stormwatch.agents.core`` (workflows, templating, guards, the planner) decides what to do and
+holds no I/O; ``agent`` and ``executor`` wire it to Kafka with the same transactional loop as the
+pipeline stages, and ``executors`` are the actions themselves. docs/workflows.md describes the
+workflow file and the guarantees.
 """
+
+__all__ = ["agent", "core", "executor", "executors", "metrics"]

@@ -1,1 +1,7 @@
-"""Benchmarks and long-running checks (``python -m bench.soak``); not part of the installed package."""
+"""Benchmarks and long-running checks: ``stormwatch bench`` and ``python -m stormwatch.bench.soak``.
+
+Entry-point layer (docs/architecture.md): it starts pipelines of its own and measures them; the
+workloads, the results format and the procedure are in bench/README.md and docs/performance.md.
+"""
+
+__all__ = ["alertmanager", "floor", "pipeline", "procstat", "results", "runner", "soak", "workloads"]

@@ -27,6 +27,24 @@ from confluent_kafka import (
 from stormwatch.config import Settings
 from stormwatch.errors import KafkaUnavailable, UserError
 
+__all__ = [
+    "ErrorTracker",
+    "KafkaUnavailable",
+    "base_config",
+    "check_reachable",
+    "is_transient",
+    "list_topics_or_refusal",
+    "make_consumer",
+    "make_producer",
+    "produce_sync",
+    "read_changelog",
+    "read_changelogs",
+    "read_topic",
+    "refused_access",
+    "require_topic",
+    "unreachable_error",
+]
+
 log = logging.getLogger("stormwatch.kafka")
 
 # Room for the record batch, headers and key on top of the largest value we allow on a topic.

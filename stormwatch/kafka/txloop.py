@@ -39,6 +39,16 @@ from stormwatch.errors import KafkaUnavailable
 from stormwatch.kafka.client import base_config, is_transient
 from stormwatch.metrics import pipeline_metrics
 
+__all__ = [
+    "BatchResult",
+    "Output",
+    "Stage",
+    "TransactionalLoop",
+    "coordinates",
+    "instance_id",
+    "release_free_memory",
+]
+
 log = logging.getLogger("stormwatch.txloop")
 
 STUCK_AFTER_S = 30.0
