@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from pydantic import ValidationError
 
 from stormwatch.agents.core.approvals import ApprovalDecision
-from stormwatch.agents.core.planner import Planner, PlanOutput, wall_clock_ms
+from stormwatch.agents.core.planner import Planner, PlanOutput
 from stormwatch.agents.core.state import AgentState, Phase
 from stormwatch.agents.metrics import AgentMetrics
 from stormwatch.config import Settings
@@ -37,9 +37,15 @@ from stormwatch.schemas.commands import CommandResult, CommandStatus
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.schemas.incident import IncidentEvent
 
-__all__ = ["AgentStage", "build_agent_loop", "read_agent_state"]
+__all__ = ["AgentStage", "build_agent_loop", "read_agent_state", "wall_clock_ms"]
 
 log = logging.getLogger("stormwatch.agent")
+
+
+def wall_clock_ms() -> int:
+    """The wall clock in ms: the agent's only clock, read here and passed to the planner as ``now_ms``
+    (the planner is pure and never reads one)."""
+    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 def read_agent_state(settings: Settings) -> AgentState:

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
-from stormwatch.agents.core.planner import wall_clock_ms
 from stormwatch.agents.executors.base import Executor, Outcome
 from stormwatch.agents.metrics import ExecutorMetrics
 from stormwatch.config import Settings
@@ -53,6 +52,11 @@ _EXECUTOR_STATUSES = (
     CommandStatus.DRY_RUN,
 )
 _FINAL_TXN_ATTEMPTS = 3
+
+
+def wall_clock_ms() -> int:
+    """The executor's clock in ms: the time stamps of its CommandResults."""
+    return int(time.time() * 1000)
 
 
 @dataclass(slots=True)

@@ -3,9 +3,9 @@ because prometheus-client registers metric names globally)."""
 
 from __future__ import annotations
 
-import threading
-
 from prometheus_client import Counter, Gauge, Histogram
+
+from stormwatch.metrics import process_wide
 
 _SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -44,22 +44,5 @@ class ExecutorMetrics:
         )
 
 
-_lock = threading.Lock()
-_agent: AgentMetrics | None = None
-_executor: ExecutorMetrics | None = None
-
-
-def agent_metrics() -> AgentMetrics:
-    global _agent
-    with _lock:
-        if _agent is None:
-            _agent = AgentMetrics()
-        return _agent
-
-
-def executor_metrics() -> ExecutorMetrics:
-    global _executor
-    with _lock:
-        if _executor is None:
-            _executor = ExecutorMetrics()
-        return _executor
+agent_metrics = process_wide(AgentMetrics)
+executor_metrics = process_wide(ExecutorMetrics)

@@ -4,8 +4,8 @@ It is what any Python consumer of the same data pays at least (fetch, decompress
 per record), measured in the same run as the pipeline so their ratio is meaningful on a noisy
 machine. Run as a subprocess by the harness, so its CPU time and memory are its own:
 
-    python -m bench.floor --bootstrap HOST:PORT --topic TOPIC            # read everything once
-    python -m bench.floor --bootstrap HOST:PORT --topic TOPIC --follow 60  # live: latency per record
+    python -m stormwatch.bench.floor --bootstrap HOST:PORT --topic TOPIC              # read everything once
+    python -m stormwatch.bench.floor --bootstrap HOST:PORT --topic TOPIC --follow 60  # live: per-record latency
 
 It prints one JSON object.
 """
@@ -122,7 +122,7 @@ def follow(bootstrap: str, topic: str, seconds: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m stormwatch.bench.floor", description=__doc__)
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--follow", type=float, help="Read live records for this many seconds")

@@ -25,26 +25,12 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from stormwatch.bench.procstat import ProcSample, sample
-from stormwatch.config import Settings, load_settings
+from stormwatch.config import Settings, TopicSettings, load_settings
 from stormwatch.kafka.topics import create_topics, delete_topics, topic_specs
 
 __all__ = ["BenchPipeline", "Worker", "free_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
-
-_TOPIC_KEYS = (
-    "raw",
-    "dlq",
-    "incidents",
-    "commands",
-    "mitigation_commands",
-    "mitigation_results",
-    "correlator_input",
-    "correlator_state",
-    "silences",
-    "agent_state",
-    "approvals",
-)
 
 
 def free_port() -> int:
@@ -127,8 +113,7 @@ class BenchPipeline:
         self.suffix = uuid.uuid4().hex[:8]
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        topics: dict[str, Any] = {k: f"bench.{k}.{self.suffix}" for k in _TOPIC_KEYS}
-        topics["partitions"] = partitions
+        topics = TopicSettings.with_prefix("bench", f".{self.suffix}", partitions=partitions)
         config: dict[str, Any] = {"kafka": {"bootstrap_servers": bootstrap}, "topics": topics}
         if ingest:
             config["ingest"] = ingest

@@ -33,7 +33,7 @@ import confluent_kafka
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from stormwatch.bench.pipeline import ROOT, BenchPipeline, Worker
+from stormwatch.bench.pipeline import BenchPipeline, Worker
 from stormwatch.bench.procstat import ProcSample, loadavg, machine
 from stormwatch.bench.results import check_targets, percentiles, process_figures, rate, ratio
 from stormwatch.bench.workloads import WORKLOADS, SteadyLoad, SteadySpec, Storm, StormSpec, default_spec
@@ -41,7 +41,10 @@ from stormwatch.kafka.client import read_topic
 from stormwatch.kafka.txloop import TRIM_INTERVAL_S
 from stormwatch.streams.core.rules import RulesConfig
 
-__all__ = ["BenchOptions", "run", "storm_spec"]
+__all__ = ["BenchOptions", "kafka_version", "run", "storm_spec"]
+
+_POM = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
+"""The broker version the checkout pins; absent when stormwatch is installed from a wheel."""
 
 _RESTORED = re.compile(r"restored partitions ([0-9,]+) in ([0-9.]+)s")
 
@@ -110,14 +113,26 @@ def _version_text(version: object) -> str:
     return str(version[0] if isinstance(version, tuple) else version)
 
 
+def kafka_version(pom: Path = _POM) -> str:
+    """The Kafka release pinned in a checkout's deploy/kafka/pom.xml, or "unknown".
+
+    The broker cannot tell: the Kafka protocol carries no broker software version (ApiVersions
+    lists API ranges, DescribeCluster nodes, and no broker config names it; checked on 4.1.1).
+    So a run from an installed package records "unknown": name the broker where it is published.
+    """
+    try:
+        found = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom.read_text(encoding="utf-8"))
+    except OSError:
+        return "unknown"
+    return found.group(1).strip() if found else "unknown"
+
+
 def versions(bootstrap: str) -> dict[str, str]:
-    pom = (ROOT / "deploy" / "kafka" / "pom.xml").read_text()
-    found = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
     return {
         "python": platform.python_version(),
         "confluent_kafka": _version_text(confluent_kafka.version()),
         "librdkafka": confluent_kafka.libversion()[0],
-        "kafka_pinned": found.group(1) if found else "unknown",
+        "kafka_pinned": kafka_version(),
         "orjson": orjson.__version__,
         "bootstrap": bootstrap,
     }
@@ -212,11 +227,17 @@ def _write_storm(env: BenchPipeline, storm: Storm, t0_ms: int) -> dict[str, Any]
     }
 
 
-def _floor(bootstrap: str, topic: str, follow_s: float | None = None) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "stormwatch.bench.floor", "--bootstrap", bootstrap, "--topic", topic]
+def _floor(options: BenchOptions, topic: str, follow_s: float | None = None) -> subprocess.Popen[bytes]:
+    """The floor consumer as a process of its own (its CPU time is its own).
+
+    It runs in the run's work directory: ``python -m`` puts the working directory first on
+    sys.path, and the caller's (or a checkout's) could shadow installed modules.
+    """
+    cmd = [sys.executable, "-m", "stormwatch.bench.floor", "--bootstrap", options.bootstrap, "--topic", topic]
     if follow_s is not None:
         cmd += ["--follow", str(follow_s)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT)
+    options.workdir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=options.workdir)
 
 
 def _floor_result(proc: subprocess.Popen[bytes], timeout_s: float) -> dict[str, Any]:
@@ -358,7 +379,7 @@ def _run_storm(workload: str, options: BenchOptions) -> dict[str, Any]:
         raw_end = env.end_offsets(env.topics.raw)
         if options.floor:
             options.say("measuring the floor (raw consume + parse) ...")
-            out["floor"] = _floor_result(_floor(options.bootstrap, env.topics.raw), options.timeout_s)
+            out["floor"] = _floor_result(_floor(options, env.topics.raw), options.timeout_s)
         options.say("starting the pipeline ...")
         ingest, correlator, started = _start_workers(env, options)
         i0, c0 = ingest.sample(), correlator.sample()
@@ -572,9 +593,7 @@ def _run_steady(options: BenchOptions) -> dict[str, Any]:
         options.say("starting the pipeline ...")
         ingest, correlator, _ = _start_workers(env, options)
         listener = _EventListener(env)
-        floor = (
-            _floor(options.bootstrap, env.topics.raw, follow_s=spec.seconds + 2) if options.floor else None
-        )
+        floor = _floor(options, env.topics.raw, follow_s=spec.seconds + 2) if options.floor else None
         time.sleep(2.0)  # the floor consumer is assigned and at the end of the topic
         producer = env.producer(**{"linger.ms": 2})
         i0, c0 = ingest.sample(), correlator.sample()

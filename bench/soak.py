@@ -1,7 +1,7 @@
 """Soak run: the pipeline under a steady alert stream, watched for memory growth and lag.
 
-    python -m bench.soak --minutes 20 --rate 2000            # the full soak
-    python -m bench.soak                                     # a short smoke run (2 min, 500/s)
+    python -m stormwatch.bench.soak --minutes 20 --rate 2000    # the full soak
+    python -m stormwatch.bench.soak                             # a short smoke run (2 min, 500/s)
 
 It creates topics of its own (unique names) on ``--bootstrap`` (default $KAFKA_BOOTSTRAP_SERVERS),
 starts one ``stormwatch ingest`` and one ``stormwatch correlate`` process, and produces alerts live
@@ -56,8 +56,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stormwatch.config import Settings, load_settings
 from stormwatch.kafka.topics import create_topics, delete_topics
-
-ROOT = Path(__file__).resolve().parent.parent
 
 RULES = """
 defaults:
@@ -226,7 +224,7 @@ class Pipeline:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=ROOT,
+                cwd=self.workdir,  # not the caller's: `python -m` puts it first on sys.path
             )
         worker = Worker(stage, proc, port, log)
         self.workers.append(worker)
@@ -338,7 +336,7 @@ def summarize(
 ) -> dict[str, Any]:
     after = [s for s in samples if s.t_s >= args.warmup_s] or samples[-1:]
     summary: dict[str, Any] = {
-        "command": " ".join(["python -m bench.soak", *sys.argv[1:]]),
+        "command": " ".join(["python -m stormwatch.bench.soak", *sys.argv[1:]]),
         "minutes": args.minutes,
         "target_rate": args.rate,
         "warmup_s": args.warmup_s,
@@ -408,7 +406,7 @@ def _load() -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m stormwatch.bench.soak", description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=2.0, help="How long to produce (default 2)")
     p.add_argument("--rate", type=float, default=500.0, help="Alerts per second (default 500)")
     p.add_argument(

@@ -62,3 +62,17 @@ def ms_from_dt(dt: datetime) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return round(dt.timestamp() * 1000)
+
+
+def rfc3339(dt: datetime | None) -> str | None:
+    """``2025-01-31T12:00:05.250Z``: UTC, millisecond precision, a fixed width that sorts as text.
+
+    Naive datetimes are taken to be UTC, as everywhere in stormwatch. Here, in the contracts,
+    because the pure core (streams.core.projection) writes it into the CLI's stable JSON.
+    """
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    dt = dt.astimezone(UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"

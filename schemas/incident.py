@@ -111,27 +111,19 @@ class IncidentEvent(Contract):
     snapshot: IncidentSnapshot
 
 
-class Incident(Contract):
-    """An incident rebuilt from its events."""
+class _IncidentIdentity(Contract):
+    """``incident_id`` on its own, so that ``Incident`` lists it first (see there)."""
 
     incident_id: str
-    state: IncidentState
-    severity: Severity
-    title: str
-    group_key: str
-    group_labels: dict[str, str]
-    rule: str
-    alert_count: int
-    firing_count: int
-    opened_at: datetime
-    acknowledged_at: datetime | None = None
-    mitigating_at: datetime | None = None
-    resolved_at: datetime | None = None
-    closed_at: datetime | None = None
-    assignee: str | None = None
-    reopen_count: int = 0
-    deduplicated: int = 0
-    suppressed: int = 0
+
+
+class Incident(IncidentSnapshot, _IncidentIdentity):
+    """An incident rebuilt from its events."""
+
+    # The snapshot of its latest event plus what only the history tells. The identity base comes
+    # last among the bases so its field comes first: the JSON keeps its order (schema_version,
+    # incident_id, the snapshot's fields, then these) and schemas/json/incident.json its text.
+
     last_seq: int
     last_event_at: datetime
     fingerprints: list[str] = Field(default_factory=list)

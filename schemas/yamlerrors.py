@@ -16,7 +16,6 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar
 
 import yaml
@@ -234,16 +233,12 @@ class ConfigFormat(Generic[M]):
     key_of: KeyOf = alias_or_name
     explain: Explain | None = None
 
-    def read_text(self, path: Path) -> str:
-        """The file's text, or the error naming why it cannot be read."""
-        try:
-            return path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise self.error(
-                str(path), [("", f"cannot read the {self.what}: {exc.strerror or exc}", None)]
-            ) from None
-        except UnicodeDecodeError as exc:
-            raise self.error(str(path), [("", f"the {self.what} is not UTF-8 text: {exc}", None)]) from None
+    def unreadable(self, source: str, exc: OSError | UnicodeDecodeError) -> ConfigFileError:
+        """The error for a file that cannot be read as text (reading it is the caller's I/O:
+        stormwatch.loaders), naming the kind of file and why."""
+        if isinstance(exc, UnicodeDecodeError):
+            return self.error(source, [("", f"the {self.what} is not UTF-8 text: {exc}", None)])
+        return self.error(source, [("", f"cannot read the {self.what}: {exc.strerror or exc}", None)])
 
     def parse(self, text: str, source: str) -> YamlDocument:
         """Parse YAML text; syntax errors and duplicate keys are reported with line and column."""

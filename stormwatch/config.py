@@ -15,6 +15,8 @@ import yaml
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from stormwatch.schemas.limits import DEFAULT_LIMITS
+
 
 class KafkaSettings(BaseModel):
     """How every client reaches the brokers."""
@@ -106,11 +108,22 @@ class TopicSettings(BaseModel):
 
 
 class IngestSettings(BaseModel):
-    max_record_bytes: int = Field(default=4 * 1024 * 1024, description="Larger raw records are dead-lettered")
-    max_alerts_per_record: int = Field(default=10_000, description="More alerts in one record: dead-lettered")
-    max_labels: int = Field(default=256, description="More labels on one alert: dead-lettered (label bombs)")
-    max_label_bytes: int = Field(default=16 * 1024, description="Longest label name or value")
-    max_json_depth: int = Field(default=32, description="Deeper JSON nesting: dead-lettered")
+    # The parse limits' defaults are defined once, with the limits (schemas.limits).
+    max_record_bytes: int = Field(
+        default=DEFAULT_LIMITS.max_record_bytes, description="Larger raw records are dead-lettered"
+    )
+    max_alerts_per_record: int = Field(
+        default=DEFAULT_LIMITS.max_alerts_per_record, description="More alerts in one record: dead-lettered"
+    )
+    max_labels: int = Field(
+        default=DEFAULT_LIMITS.max_labels, description="More labels on one alert: dead-lettered (label bombs)"
+    )
+    max_label_bytes: int = Field(
+        default=DEFAULT_LIMITS.max_label_bytes, description="Longest label name or value"
+    )
+    max_json_depth: int = Field(
+        default=DEFAULT_LIMITS.max_json_depth, description="Deeper JSON nesting: dead-lettered"
+    )
     max_batch_records: int = Field(default=5_000, ge=1, description="Raw records per poll (one transaction)")
     tick_interval_ms: int = Field(
         default=25, ge=10, description="How often clock ticks enter the log (bounds timer delay)"

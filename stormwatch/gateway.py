@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, His
 from stormwatch.config import GatewaySettings, Settings
 from stormwatch.errors import UserError
 from stormwatch.kafka.client import make_producer, unreachable_error
+from stormwatch.metrics import process_wide
 from stormwatch.schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
 from stormwatch.schemas.alert import InputFormat
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
@@ -99,16 +100,8 @@ class GatewayMetrics:
         )
 
 
-_metrics: GatewayMetrics | None = None
-_metrics_lock = threading.Lock()
-
-
-def gateway_metrics() -> GatewayMetrics:
-    global _metrics
-    with _metrics_lock:
-        if _metrics is None:
-            _metrics = GatewayMetrics()
-        return _metrics
+gateway_metrics = process_wide(GatewayMetrics)
+"""The gateway's metrics, one set per process."""
 
 
 # ---------------------------------------------------------------------------- Kafka side

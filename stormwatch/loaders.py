@@ -5,12 +5,23 @@ The pure core parses configuration from text; reading a file is I/O, so it lives
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from stormwatch.agents.core.workflow import WORKFLOW_FILE, WorkflowConfig, parse_workflows
+from stormwatch.agents.core.workflow import WORKFLOW_FILE, ActionChecker, WorkflowConfig, parse_workflows
+from stormwatch.schemas.yamlerrors import ConfigFormat
 from stormwatch.streams.core.rules import RULES_FILE, RulesConfig, parse_rules
 
-__all__ = ["load_rules", "load_workflows"]
+__all__ = ["load_rules", "load_workflows", "read_config_text"]
+
+
+def read_config_text(fmt: ConfigFormat[Any], path: Path) -> str:
+    """The file's text, or ``fmt``'s error naming the kind of file and why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fmt.unreadable(str(path), exc) from None
 
 
 def load_rules(path: str | Path | None) -> RulesConfig:
@@ -18,10 +29,14 @@ def load_rules(path: str | Path | None) -> RulesConfig:
     if path is None:
         return RulesConfig()
     p = Path(path)
-    return parse_rules(RULES_FILE.read_text(p), source=str(p))
+    return parse_rules(read_config_text(RULES_FILE, p), source=str(p))
 
 
-def load_workflows(path: str | Path) -> WorkflowConfig:
-    """Load and validate the workflow file (docs/workflows.md)."""
+def load_workflows(path: str | Path, *, executors: Mapping[str, ActionChecker]) -> WorkflowConfig:
+    """Load and validate the workflow file (docs/workflows.md).
+
+    ``executors`` come from the caller (``stormwatch.agents.executors.available_executors()``):
+    this layer may not import the executors, which do process, HTTP and Kafka I/O.
+    """
     p = Path(path)
-    return parse_workflows(WORKFLOW_FILE.read_text(p), source=str(p))
+    return parse_workflows(read_config_text(WORKFLOW_FILE, p), source=str(p), executors=executors)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import Counter as PyCounter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 _DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+_T = TypeVar("_T")
 
 MAX_SOURCE_LABELS = 50  # distinct `source` label values before they are folded into "other"
 
@@ -156,17 +159,28 @@ class PipelineMetrics:
             self.oldest_open_incident.labels(partition=str(partition)).set(opened_ms / 1000)
 
 
-_instance: PipelineMetrics | None = None
-_instance_lock = threading.Lock()
+def process_wide(factory: Callable[[], _T]) -> Callable[[], _T]:
+    """A getter of one instance per process, made on first use (thread-safe).
+
+    Every metrics holder needs it: prometheus-client registers metric names in one global
+    registry, so a second instance would fail with "Duplicated timeseries".
+    """
+    lock = threading.Lock()
+    made: list[_T] = []
+
+    def instance() -> _T:
+        with lock:
+            if not made:
+                made.append(factory())
+            return made[0]
+
+    return instance
+
+
+pipeline_metrics = process_wide(PipelineMetrics)
+"""The pipeline stages' metrics, shared by every stage in the process."""
+
 _servers: set[int] = set()
-
-
-def pipeline_metrics() -> PipelineMetrics:
-    global _instance
-    with _instance_lock:
-        if _instance is None:
-            _instance = PipelineMetrics()
-        return _instance
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:

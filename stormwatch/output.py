@@ -16,18 +16,8 @@ from typing import Any, TextIO
 
 import orjson
 
-
-def rfc3339(dt: datetime | None) -> str | None:
-    """``2025-01-31T12:00:05.250Z``: UTC, millisecond precision, a fixed width that sorts as text.
-
-    Naive datetimes are taken to be UTC, as everywhere in stormwatch.
-    """
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+# Moved to the contracts (the pure core uses it); re-exported for the commands that format with it.
+from stormwatch.schemas.common import rfc3339 as rfc3339
 
 
 def human_duration(seconds: float) -> str:

@@ -28,7 +28,8 @@ import xxhash
 from stormwatch.schemas.adapters.detect import FORMAT_HEADER, detect_format
 from stormwatch.schemas.alert import InputFormat
 from stormwatch.schemas.severity import normalize_severity
-from stormwatch.streams.core.rules import Router, RulesConfig
+from stormwatch.streams.core.routing import Router
+from stormwatch.streams.core.rules import RulesConfig
 
 __all__ = [
     "DEFAULT_BATCH",

@@ -16,7 +16,7 @@ audit log shows each automated action, who approved it and how it ended.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -31,7 +31,7 @@ from stormwatch.schemas.common import ms_from_dt, utc_from_ms
 from stormwatch.schemas.durations import format_duration
 from stormwatch.schemas.incident import IncidentEvent, IncidentEventType, IncidentState
 
-__all__ = ["PlanOutput", "Planner", "command_id_for", "wall_clock_ms"]
+__all__ = ["PlanOutput", "Planner", "command_id_for"]
 
 TRIGGERS: dict[IncidentEventType, TriggerEvent] = {
     IncidentEventType.OPENED: TriggerEvent.OPENED,
@@ -710,8 +710,3 @@ class Planner:
             state.incidents.pop(iid, None)
             if existed:
                 state.touch(iid)
-
-
-def wall_clock_ms() -> int:
-    """The wall clock in ms (the agent's only clock; the planner itself never reads it)."""
-    return int(datetime.now(UTC).timestamp() * 1000)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from stormwatch.agents.core.guards import RECORD_PREFIX as GUARD_PREFIX
 from stormwatch.agents.core.guards import GuardState
 from stormwatch.schemas.common import Severity
-from stormwatch.schemas.incident import IncidentEvent, IncidentState
+from stormwatch.schemas.incident import IncidentEvent, IncidentSnapshot, IncidentState
 
 __all__ = [
     "AgentState",
@@ -59,23 +59,17 @@ class IncidentView(BaseModel):
 
     @classmethod
     def of(cls, event: IncidentEvent) -> IncidentView:
-        s = event.snapshot
+        """The view of the incident as the event's snapshot shows it (``labels``: its group labels)."""
         return cls(
             incident_id=event.incident_id,
-            state=s.state,
-            severity=s.severity,
-            title=s.title,
-            group_key=s.group_key,
-            rule=s.rule,
-            labels=dict(s.group_labels),
-            alert_count=s.alert_count,
-            firing_count=s.firing_count,
-            opened_at=s.opened_at,
-            acknowledged_at=s.acknowledged_at,
-            assignee=s.assignee,
-            reopen_count=s.reopen_count,
+            labels=dict(event.snapshot.group_labels),
             last_seq=event.seq,
+            **event.snapshot.model_dump(include=_FROM_SNAPSHOT),
         )
+
+
+# The view's fields that the snapshot has under the same name: copied, not listed a second time.
+_FROM_SNAPSHOT = set(IncidentView.model_fields) & set(IncidentSnapshot.model_fields)
 
 
 class Phase(StrEnum):

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -47,6 +48,7 @@ from stormwatch.schemas.yamlerrors import (
 __all__ = [
     "MAX_STEP_TIMEOUT_MS",
     "WORKFLOW_FILE",
+    "ActionChecker",
     "ApprovalRule",
     "Backoff",
     "BlastRadius",
@@ -83,6 +85,19 @@ _CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
 
 class WorkflowError(ConfigFileError):
     """The workflow file cannot be used; one line per problem: ``file:line: path: message``."""
+
+
+class ActionChecker(Protocol):
+    """What checking a workflow file needs of an action: its pure check of a step's parameters.
+
+    The executor classes of ``stormwatch.agents.executors`` (and plugins) satisfy it with their
+    static ``check_params``. The callers pass them in, as ``{action name: checker}``, because
+    importing them here would pull process, HTTP and Kafka I/O into the pure core.
+    """
+
+    def check_params(self, params: dict[str, Any], /) -> list[tuple[str, str]]:
+        """(path inside params, message) for each problem; ``[]`` when the params are valid."""
+        ...
 
 
 # --------------------------------------------------------------------------------------------------
@@ -543,10 +558,7 @@ def _path_segments(path: str) -> list[str | int]:
     return out
 
 
-def _semantic_problems(model: WorkflowFile) -> list[tuple[Loc, str]]:
-    from stormwatch.agents.executors import available_executors
-
-    executors = available_executors()
+def _semantic_problems(model: WorkflowFile, executors: Mapping[str, ActionChecker]) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
     seen_workflows: dict[str, int] = {}
     d = model.defaults
@@ -618,7 +630,12 @@ def _semantic_problems(model: WorkflowFile) -> list[tuple[Loc, str]]:
 
 
 def _step_problems(
-    step: Step, sloc: Loc, lane: str, wf: Workflow, d: StepDefaults, executors: dict[str, Any]
+    step: Step,
+    sloc: Loc,
+    lane: str,
+    wf: Workflow,
+    d: StepDefaults,
+    executors: Mapping[str, ActionChecker],
 ) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
     executor = executors.get(step.action)
@@ -704,8 +721,14 @@ def _explain(error: ErrorDetails, place: Place) -> str | None:
 WORKFLOW_FILE = ConfigFormat(WorkflowFile, WorkflowError, "workflow file", explain=_explain)
 
 
-def parse_workflows(text: str, source: str = "<workflows>") -> WorkflowConfig:
-    """Parse and check workflow YAML text; ``source`` names it in error messages."""
+def parse_workflows(
+    text: str, source: str = "<workflows>", *, executors: Mapping[str, ActionChecker]
+) -> WorkflowConfig:
+    """Parse and check workflow YAML text; ``source`` names it in error messages.
+
+    ``executors`` are the actions a step may name, each with its parameter check (pass
+    ``stormwatch.agents.executors.available_executors()``): required, so no caller can skip it.
+    """
     doc = WORKFLOW_FILE.parse(text, source)
     if not isinstance(doc.data, dict):
         keys = ", ".join(WORKFLOW_FILE.keys(WorkflowFile))
@@ -713,7 +736,7 @@ def parse_workflows(text: str, source: str = "<workflows>") -> WorkflowConfig:
             source, [("", f"expected a mapping with keys: {keys}; got {describe(doc.data)}", 1)]
         )
     model = WORKFLOW_FILE.validate(doc)
-    semantic = _semantic_problems(model)
+    semantic = _semantic_problems(model, executors)
     if semantic:
         raise WorkflowError(source, WORKFLOW_FILE.problems(doc, semantic))
     return _compile(model, source)

@@ -4,15 +4,10 @@ Formats and their mapping are documented in docs/input-formats.md; ``parse_recor
 point (one call per raw record, never raises).
 """
 
-from stormwatch.schemas.adapters.base import (
-    DEFAULT_LIMITS,
-    CheckedResult,
-    ParseLimits,
-    ParseResult,
-    sanitize_label_name,
-)
+from stormwatch.schemas.adapters.base import CheckedResult, ParseResult, sanitize_label_name
 from stormwatch.schemas.adapters.detect import FORMAT_HEADER, detect_format
 from stormwatch.schemas.adapters.record import parse_record, parse_record_checked
+from stormwatch.schemas.limits import DEFAULT_LIMITS, ParseLimits
 
 __all__ = [
     "DEFAULT_LIMITS",

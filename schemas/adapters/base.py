@@ -1,4 +1,4 @@
-"""Shared machinery of the input adapters: limits, results, errors and the field checks.
+"""Shared machinery of the input adapters: results, errors and the field checks (limits: schemas.limits).
 
 The checks are plain Python on the orjson-decoded document (pydantic validation of a whole batch
 would cost several times more); the canonical ``Alert`` is then built with ``model_validate`` from
@@ -14,20 +14,17 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from stormwatch.schemas.alert import Alert, InputFormat
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
-
-if TYPE_CHECKING:
-    from stormwatch.config import IngestSettings
+from stormwatch.schemas.limits import DEFAULT_LIMITS as DEFAULT_LIMITS  # defined there, long imported here
+from stormwatch.schemas.limits import EPOCH, ParseLimits
 
 log = logging.getLogger("stormwatch.adapters")
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_KEY_CHARS = 255  # PagerDuty's documented dedup_key limit; also used for the native "key"
 EPOCH_MS_THRESHOLD = 1e11  # epoch numbers at or above this are milliseconds (1e11 s is year 5138)
 
@@ -47,68 +44,6 @@ R = DeadLetterReason
 # Alert.model_validate minus its Python wrapper (~0.4 µs of ~2.5 µs per alert). It measured faster
 # than Alert.model_construct (~5.8 µs: its per-field Python loop), and it re-checks our checks.
 _validate_alert = Alert.__pydantic_validator__.validate_python
-
-
-@dataclass(frozen=True)
-class ParseLimits:
-    """Bounds that keep one hostile record from costing more than a bounded amount of work.
-
-    Defaults equal ``stormwatch.config.IngestSettings``; the year range bounds every timestamp.
-    """
-
-    max_record_bytes: int = 4 * 1024 * 1024
-    max_alerts_per_record: int = 10_000
-    max_labels: int = 256
-    max_label_bytes: int = 16 * 1024
-    max_json_depth: int = 32
-    min_year: int = 2000
-    max_year: int = 2200
-
-    def __post_init__(self) -> None:
-        for name in (
-            "max_record_bytes",
-            "max_alerts_per_record",
-            "max_labels",
-            "max_label_bytes",
-            "max_json_depth",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ParseLimits.{name} must be >= 1, got {getattr(self, name)}")
-        if not 1 <= self.min_year <= self.max_year <= 9998:
-            raise ValueError(
-                f"ParseLimits year range {self.min_year}..{self.max_year} must satisfy "
-                "1 <= min_year <= max_year <= 9998"
-            )
-
-    @classmethod
-    def from_settings(cls, settings: IngestSettings) -> ParseLimits:
-        return cls(
-            max_record_bytes=settings.max_record_bytes,
-            max_alerts_per_record=settings.max_alerts_per_record,
-            max_labels=settings.max_labels,
-            max_label_bytes=settings.max_label_bytes,
-            max_json_depth=settings.max_json_depth,
-        )
-
-    @cached_property
-    def earliest(self) -> datetime:
-        return datetime(self.min_year, 1, 1, tzinfo=UTC)
-
-    @cached_property
-    def latest(self) -> datetime:
-        """Exclusive upper bound: the first instant after ``max_year``."""
-        return datetime(self.max_year + 1, 1, 1, tzinfo=UTC)
-
-    @cached_property
-    def earliest_epoch(self) -> float:
-        return (self.earliest - EPOCH).total_seconds()
-
-    @cached_property
-    def latest_epoch(self) -> float:
-        return (self.latest - EPOCH).total_seconds()
-
-
-DEFAULT_LIMITS = ParseLimits()
 
 
 @dataclass(slots=True)

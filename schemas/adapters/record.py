@@ -14,11 +14,9 @@ import orjson
 
 from stormwatch.schemas.adapters import alertmanager, cloudevents, native, pagerduty, prometheus
 from stormwatch.schemas.adapters.base import (
-    DEFAULT_LIMITS,
     AdapterError,
     CheckedResult,
     ParseContext,
-    ParseLimits,
     ParseResult,
     R,
     RecordError,
@@ -30,6 +28,7 @@ from stormwatch.schemas.adapters.base import (
 from stormwatch.schemas.adapters.depth import depth_exceeds
 from stormwatch.schemas.adapters.detect import FORMAT_HEADER, detect_format
 from stormwatch.schemas.alert import InputFormat
+from stormwatch.schemas.limits import DEFAULT_LIMITS, ParseLimits
 
 __all__ = ["ADAPTERS", "parse_record", "parse_record_checked"]
 

@@ -111,6 +111,13 @@ def register(sub: Any) -> None:
 # ---------------------------------------------------------------------------------------------- workers
 
 
+def _load_workflows(path: str) -> WorkflowConfig:
+    """The workflow file checked against the installed executors (built-ins and plugins)."""
+    from stormwatch.agents.executors import available_executors
+
+    return load_workflows(path, executors=available_executors())
+
+
 def _workflows(path: str | None) -> WorkflowConfig:
     if not path:
         raise UserError(
@@ -118,7 +125,7 @@ def _workflows(path: str | None) -> WorkflowConfig:
             "(example: deploy/incident_workflow_config.yaml)"
         )
     try:
-        return load_workflows(path)
+        return _load_workflows(path)
     except WorkflowError as exc:
         raise UserError(f"the workflow file is invalid:\n{exc}") from None
 
@@ -198,7 +205,7 @@ def run_validate(args: argparse.Namespace, settings: Settings) -> int:
     failed = 0
     for path in args.files:
         try:
-            config = load_workflows(path)
+            config = _load_workflows(path)
         except WorkflowError as exc:
             failed += 1
             print(str(exc), file=sys.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import tempfile
 from pathlib import Path
@@ -50,20 +49,12 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run_bench)
 
 
-def _runner() -> Any:
-    try:
-        return importlib.import_module("stormwatch.bench.runner")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("bench", "stormwatch.bench.runner"):
-            raise
-        raise UserError(
-            "the benchmark harness (bench/) is part of the source tree, not the installed package; "
-            "run `python -m stormwatch.cli bench ...` from a checkout"
-        ) from None
-
-
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
-    runner = _runner()
+    # Imported here, not at the top: every `stormwatch` process registers this command, and the
+    # workers the harness measures should not carry the harness in their memory.
+    from stormwatch.bench import runner
+    from stormwatch.bench.results import render
+
     rules = Path(args.rules) if args.rules else None
     if rules is not None and not rules.is_file():
         raise UserError(f"rules file {rules} not found")
@@ -102,7 +93,5 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         sys.stdout.write(encoded.decode() + "\n")
     else:
-        from stormwatch.bench.results import render
-
         print(render(result))
     return 0

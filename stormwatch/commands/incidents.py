@@ -8,7 +8,6 @@ included. Tables are for people; ``--json`` output is a stable contract (docs/cl
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections import Counter
 from datetime import UTC, datetime
@@ -31,28 +30,19 @@ from stormwatch.output import (
 )
 from stormwatch.schemas.common import SCHEMA_VERSION
 from stormwatch.schemas.incident import Incident, IncidentEvent, IncidentState
+from stormwatch.schemas.incident_id import HELP, IncidentId, InvalidIncidentId
 from stormwatch.streams.core.projection import IncidentProjection, IntegrityIssue, to_summary
 
-INCIDENT_ID_HELP = "inc-<16 hex digits>-<n>, e.g. inc-9f86d081884c7d65-1"
-_INCIDENT_ID = re.compile(r"inc-[0-9a-f]{16}-[1-9][0-9]*")
+INCIDENT_ID_HELP = HELP  # for the INCIDENT_ID arguments here and in commands.operator
 MAX_WARNINGS = 20  # integrity issues printed one per line; the rest are counted
 
 
-def validate_incident_id(text: str) -> str:
-    """Return ``text`` if it is an incident id, else raise UserError saying which part is wrong."""
-    if _INCIDENT_ID.fullmatch(text):
-        return text
-    if not text.startswith("inc-"):
-        why = "it must start with 'inc-'"
-    else:
-        parts = text[4:].split("-")
-        if len(parts) != 2:
-            why = f"it must have exactly three '-'-separated parts, found {len(parts) + 1}"
-        elif not re.fullmatch(r"[0-9a-f]{16}", parts[0]):
-            why = f"the group hash {parts[0]!r} must be exactly 16 lowercase hex digits"
-        else:
-            why = f"the number {parts[1]!r} must be a positive integer without leading zeros"
-    raise UserError(f"invalid incident id {text!r}: {why}; expected {INCIDENT_ID_HELP}")
+def validate_incident_id(text: str) -> IncidentId:
+    """``text`` as an incident id, else UserError saying which part is wrong (schemas.incident_id)."""
+    try:
+        return IncidentId(text)
+    except InvalidIncidentId as exc:
+        raise UserError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:

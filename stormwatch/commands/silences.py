@@ -59,14 +59,15 @@ def parse_matchers(texts: list[str]) -> list[Matcher]:
 
 
 def silence_state(silence: Silence, now: datetime) -> str:
-    """active, pending (starts later) or expired (ended, or expired early by an operator)."""
-    if silence.expired_at is not None and silence.expired_at <= now:
-        return "expired"
-    if now >= silence.ends_at:
-        return "expired"
-    if now < silence.starts_at:
-        return "pending"
-    return "active"
+    """active, pending (starts later) or expired (ended, or expired early by an operator).
+
+    Whether it is active is the Silence's own answer, the one the correlator mutes alerts by.
+    """
+    if silence.is_active(now):
+        return "active"
+    if now < silence.starts_at and silence.is_active(silence.starts_at):
+        return "pending"  # not started yet, and still going to (not expired early)
+    return "expired"
 
 
 def register(subparsers: Any) -> None:

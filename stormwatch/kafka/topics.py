@@ -111,22 +111,29 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     def compact() -> dict[str, str]:
         return {"cleanup.policy": "compact", "max.message.bytes": largest, **durability}
 
-    specs = [
-        TopicSpec("raw", t.raw, t.partitions, rf, delete(t.raw_retention_ms, str(raw_limit))),
-        TopicSpec("dlq", t.dlq, t.partitions, rf, delete(t.dlq_retention_ms)),
-        TopicSpec("incidents", t.incidents, t.partitions, rf, delete(-1)),  # the audit log: forever
-        TopicSpec("commands", t.commands, t.partitions, rf, delete(COMMAND_RETENTION_MS)),
-        TopicSpec(
-            "mitigation_commands", t.mitigation_commands, t.partitions, rf, delete(COMMAND_RETENTION_MS)
-        ),
-        TopicSpec("mitigation_results", t.mitigation_results, t.partitions, rf, delete(COMMAND_RETENTION_MS)),
-        TopicSpec("approvals", t.approvals, t.partitions, rf, delete(COMMAND_RETENTION_MS)),
-        TopicSpec("correlator_input", t.correlator_input, t.partitions, rf, delete(t.raw_retention_ms)),
+    # What each topic needs (partitions, configs) is design, written here; which topics there are
+    # comes from the settings model, so a topic field added there without a spec here fails loudly.
+    policy: dict[str, tuple[int, dict[str, str]]] = {
+        "raw": (t.partitions, delete(t.raw_retention_ms, str(raw_limit))),
+        "dlq": (t.partitions, delete(t.dlq_retention_ms)),
+        "incidents": (t.partitions, delete(-1)),  # the audit log: forever
+        "commands": (t.partitions, delete(COMMAND_RETENTION_MS)),
+        "mitigation_commands": (t.partitions, delete(COMMAND_RETENTION_MS)),
+        "mitigation_results": (t.partitions, delete(COMMAND_RETENTION_MS)),
+        "approvals": (t.partitions, delete(COMMAND_RETENTION_MS)),
+        "correlator_input": (t.partitions, delete(t.raw_retention_ms)),
         # State is restored partition by partition from the input's partition number: same count.
-        TopicSpec("correlator_state", t.correlator_state, t.partitions, rf, compact()),
-        TopicSpec("silences", t.silences, 1, rf, compact()),
-        TopicSpec("agent_state", t.agent_state, t.partitions, rf, compact()),
-    ]
+        "correlator_state": (t.partitions, compact()),
+        "silences": (1, compact()),
+        "agent_state": (t.partitions, compact()),
+    }
+    topics = t.names()
+    if set(policy) != set(topics):
+        raise RuntimeError(
+            f"topic specs out of step with TopicSettings: no spec for {sorted(set(topics) - set(policy))}, "
+            f"a spec but no topic for {sorted(set(policy) - set(topics))}"
+        )
+    specs = [TopicSpec(role, topics[role], n, rf, config) for role, (n, config) in policy.items()]
     names = [s.name for s in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
+from stormwatch.schemas.adapters import CheckedResult
 from stormwatch.schemas.common import ms_from_dt
 from stormwatch.streams.core import wire
-from stormwatch.streams.core.rules import Route, Router, RulesConfig
+from stormwatch.streams.core.routing import Route, Router
+from stormwatch.streams.core.rules import RulesConfig
 
 __all__ = ["AlertBatcher"]
 
@@ -31,9 +32,17 @@ class AlertBatcher:
         self._buckets: dict[str, tuple[Route, list[wire.AlertNote]]] = {}
         self._ms_memo: dict[datetime, int] = {}
 
-    def note(self, fields: dict[str, Any], event_ms: int) -> wire.AlertNote:
-        """The compact wire form of one alert's checked fields (see parse_record_checked)."""
-        return wire.AlertNote.from_checked(fields, event_ms, self._to_ms)
+    def add_record(self, parsed: CheckedResult) -> tuple[list[wire.AlertNote], list[bytes]]:
+        """Every alert of one parsed raw record: its notes, and the records every partition must
+        get (in the order the alerts came)."""
+        event_ms = ms_from_dt(parsed.received_at)
+        notes: list[wire.AlertNote] = []
+        broadcasts: list[bytes] = []
+        for fields in parsed.alerts:
+            note = wire.AlertNote.from_checked(fields, event_ms, self._to_ms)
+            notes.append(note)
+            broadcasts.extend(self.add(note, fields.get("source_key") is not None))
+        return notes, broadcasts
 
     def add(self, note: wire.AlertNote, has_source_key: bool) -> list[bytes]:
         """Bucket ``note`` by its group; return the records every partition must get instead or too."""
@@ -59,8 +68,9 @@ class AlertBatcher:
         """(gkhash, alert batch record) per group seen since the last drain, in first-seen order."""
         buckets, self._buckets = self._buckets, {}
         for gkhash, (route, notes) in buckets.items():
-            yield gkhash, wire.encode_alert_batch(
-                gkhash, route.group_key, route.rule.name, route.group_labels, notes
+            yield (
+                gkhash,
+                wire.encode_alert_batch(gkhash, route.group_key, route.rule.name, route.group_labels, notes),
             )
 
     def _to_ms(self, when: datetime) -> int:

@@ -1,12 +1,12 @@
 """Per-group correlation state: the alerts of one group key and its current incident.
 
 These are plain records with (de)serialization to the compacted state topic. All decisions live in
-streams.engine; keeping the records dumb makes "restored state == in-memory state" easy to prove.
+the engine's modules (streams.core.engine and what it composes); keeping the records dumb makes
+"restored state == in-memory state" easy to prove.
 """
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,14 +14,25 @@ import orjson
 
 from stormwatch.schemas.common import Severity
 from stormwatch.schemas.incident import AlertChangeKind, IncidentState
+from stormwatch.streams.core.muting import Suppression
+from stormwatch.streams.core.timers import EXPIRE, SETTLE, alert_timer_live, push_alert_timer
+
+__all__ = [
+    "ACTIVE_STATES",
+    "EXPIRE",
+    "NO_CHANGES",
+    "NO_FLIPS",
+    "SETTLE",
+    "AlertState",
+    "GroupState",
+    "IncidentRuntime",
+    "round_up",
+    "shared_ms",
+]
 
 ACTIVE_STATES = frozenset({IncidentState.OPEN, IncidentState.ACKNOWLEDGED, IncidentState.MITIGATING})
 
 MAX_PENDING_CHANGES = 8
-
-# Timer kinds inside a group's alert heap.
-EXPIRE = 0
-SETTLE = 1
 
 
 def round_up(ms: int, resolution: int) -> int:
@@ -98,7 +109,7 @@ class AlertState:
         ends_ms: int | None,
         flips: list[int] | tuple[()] = NO_FLIPS,
         flapping: bool = False,
-        suppressed: str | None = None,
+        suppressed: Suppression | None = None,
         member: bool = False,
         pending: list[list[Any]] | tuple[()] = NO_CHANGES,
         keyed: bool = False,
@@ -113,7 +124,7 @@ class AlertState:
         self.ends_ms = None if ends_ms is None else shared_ms(ends_ms)  # the source's endsAt, rounded up
         self.flips: list[int] | tuple[()] = flips or NO_FLIPS  # status flip times inside the flap window
         self.flapping = flapping
-        self.suppressed = suppressed  # "silence:ID" or "inhibit:RULE" while suppressed
+        self.suppressed = suppressed  # why a silence or inhibition mutes it, while one does
         self.member = member  # belongs to the group's current incident
         # Changes not yet reported in an incident event: [kind, at_ms, rule], oldest first.
         self.pending: list[list[Any]] | tuple[()] = pending or NO_CHANGES
@@ -206,13 +217,31 @@ class AlertState:
 
     def encode(self) -> bytes:
         """``labels NL annotations NL [the other fields]``: orjson escapes every newline inside a
-        string, so the two encodings come back by one split, with no JSON parsing, on restore."""
-        return self._encoded + b"\n" + orjson.dumps([self.fingerprint, *self._fields()[2:]])
+        string, so the two encodings come back by one split, with no JSON parsing, on restore.
+        A suppression is written as its ``KIND:ID`` string."""
+        suppressed = self.suppressed
+        rest = [
+            self.fingerprint,
+            self.severity,
+            self.firing,
+            self.starts_ms,
+            self.seen_ms,
+            self.ends_ms,
+            self.flips,
+            self.flapping,
+            None if suppressed is None else suppressed.encode(),
+            self.member,
+            self.pending,
+            self.keyed,
+        ]
+        return self._encoded + b"\n" + orjson.dumps(rest)
 
     @classmethod
     def decode(cls, data: bytes) -> AlertState:
         if data[:1] == b"[":  # the first format, one JSON array (changelogs written before 0.1)
-            return cls(*orjson.loads(data))
+            row = orjson.loads(data)
+            row[10] = None if row[10] is None else Suppression.decode(row[10])
+            return cls(*row)
         encoded, rest = data.rsplit(b"\n", 1)  # an exact-size copy, as _kept makes
         (
             fingerprint,
@@ -238,7 +267,7 @@ class AlertState:
         alert.ends_ms = None if ends_ms is None else shared_ms(ends_ms)
         alert.flips = flips or NO_FLIPS
         alert.flapping = flapping
-        alert.suppressed = suppressed
+        alert.suppressed = None if suppressed is None else Suppression.decode(suppressed)
         alert.member = member
         alert.pending = pending or NO_CHANGES
         alert.keyed = keyed
@@ -320,26 +349,16 @@ class GroupState:
     heap: list[tuple[int, int, str]] = field(default_factory=list)
     compact_at: int = field(default=64, compare=False)  # heap size that triggers dropping stale entries
 
-    def push_timer(
-        self, due_ms: int, kind: int, fingerprint: str, resolve_timeout_ms: int, settle_ms: int
-    ) -> None:
-        heapq.heappush(self.heap, (due_ms, kind, fingerprint))
-        if len(self.heap) > self.compact_at:
-            self.heap = [e for e in self.heap if self.timer_live(e, resolve_timeout_ms, settle_ms)]
-            heapq.heapify(self.heap)
-            # Never again before the heap has doubled: compaction stays O(1) per push even when
-            # most entries are live (a group of flapping alerts; it was 75% of that workload's CPU).
-            self.compact_at = max(64, 2 * len(self.heap), 4 * (len(self.alerts) + 1))
+    # The alert heap's operations live with the other timers (streams.core.timers); bound here as
+    # methods, with no call in between, since every new alert and every expiry change pushes one.
+    push_timer = push_alert_timer
+    timer_live = alert_timer_live
 
-    def timer_live(self, entry: tuple[int, int, str], resolve_timeout_ms: int, settle_ms: int) -> bool:
-        """Whether a heap entry is its alert's current expiry or settle time (else it is stale)."""
-        due, kind, fp = entry
-        alert = self.alerts.get(fp)
-        if alert is None:
-            return False
-        if kind == EXPIRE:
-            return alert.firing and alert.expiry_ms(resolve_timeout_ms) == due
-        return alert.flapping and alert.settle_ms(settle_ms) == due
+    def mark(self, alert: AlertState, kind: AlertChangeKind, t: int, rule: str | None = None) -> None:
+        """Record an unreported change of ``alert``; a member's change is due in the next event."""
+        alert.mark(kind, t, rule)
+        if alert.member:
+            self.has_pending = True
 
     def encode_meta(self) -> bytes:
         return orjson.dumps(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from stormwatch.output import rfc3339
+from stormwatch.schemas.common import rfc3339
 from stormwatch.schemas.incident import AlertChangeKind, Incident, IncidentEvent, IncidentEventType
 
 
@@ -187,35 +187,23 @@ def _seq_range(first: int, last: int) -> str:
 
 
 def _build(incident_id: str, fold: _Fold) -> Incident:
+    """The latest snapshot, as an ``Incident`` (which extends it), plus what the history adds."""
     latest = fold.latest
-    snap = latest.snapshot
     fingerprints = [fp for fp, _ in sorted(fold.joined.items(), key=lambda item: item[1])]
     notes = [note for _, _, note in sorted(fold.notes)]
     return Incident(
         incident_id=incident_id,
-        state=snap.state,
-        severity=snap.severity,
-        title=snap.title,
-        group_key=snap.group_key,
-        group_labels=dict(snap.group_labels),
-        rule=snap.rule,
-        alert_count=snap.alert_count,
-        firing_count=snap.firing_count,
-        opened_at=snap.opened_at,
-        acknowledged_at=snap.acknowledged_at,
-        mitigating_at=snap.mitigating_at,
-        resolved_at=snap.resolved_at,
-        closed_at=snap.closed_at,
-        assignee=snap.assignee,
-        reopen_count=snap.reopen_count,
-        deduplicated=snap.deduplicated,
-        suppressed=snap.suppressed,
+        **latest.snapshot.model_dump(exclude=_NOT_COPIED),
         last_seq=latest.seq,
         last_event_at=latest.at,
         fingerprints=fingerprints,
         notes=notes,
         merged_into=fold.merged_into[1] if fold.merged_into is not None else None,
     )
+
+
+# The snapshot's schema_version is the event's wire format; the Incident takes its own default.
+_NOT_COPIED = {"schema_version"}
 
 
 SUMMARY_KEYS = (

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from stormwatch.schemas.adapters import ParseLimits, parse_record_checked
-from stormwatch.schemas.common import ms_from_dt
 from stormwatch.schemas.dlq import DeadLetter
 from stormwatch.schemas.incident import IncidentEvent
 from stormwatch.streams.core import wire
@@ -56,11 +55,9 @@ class Replay:
         )
         self._records += 1
         self.dead_letters.extend(result.dead_letters)
-        event_ms = ms_from_dt(result.received_at)
-        for fields in result.alerts:
-            note = self.batcher.note(fields, event_ms)
-            for broadcast in self.batcher.add(note, fields.get("source_key") is not None):
-                self.write(broadcast)
+        _notes, broadcasts = self.batcher.add_record(result)
+        for broadcast in broadcasts:
+            self.write(broadcast)
         for _gkhash, batch in self.batcher.drain():
             self.write(batch)
         self.advance(timestamp_ms)

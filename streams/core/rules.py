@@ -1,17 +1,15 @@
 """Correlation rules: which alerts belong together, for how long, and what suppresses what.
 
 The configuration is pure data (pydantic models loaded from YAML, see docs/correlation-rules.md);
-``Router`` turns it into the per-alert decision the pipeline needs on its hot path: the rule that
-owns an alert and the alert's *group key*, cached so a re-sent alert costs one dict lookup.
+``stormwatch.streams.core.routing`` turns it into the per-alert decision the pipeline needs on its
+hot path: the rule that owns an alert and the alert's *group key*.
 """
 
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
@@ -26,25 +24,23 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from stormwatch.schemas.durations import DURATION_HELP, format_duration, parse_duration
-from stormwatch.schemas.fingerprint import group_hash
 from stormwatch.schemas.matchers import Matcher, all_match
 from stormwatch.schemas.yamlerrors import ConfigFileError, ConfigFormat, Place, describe, matcher_from_yaml
 
 __all__ = [
     "ALL_LABELS",
     "DEFAULT_RULE",
+    "LABEL_NAME",
     "PER_REPLICA_LABELS",
     "RULES_FILE",
     "CorrelationRule",
     "FlapPolicy",
     "InhibitRule",
     "LatePolicy",
-    "Route",
-    "Router",
     "RuleDefaults",
     "RulesConfig",
     "RulesError",
-    "format_group_key",
+    "apply_defaults",
     "parse_rules",
 ]
 
@@ -70,7 +66,7 @@ PER_REPLICA_LABELS: tuple[str, ...] = (
 """Labels that tell replicas of one thing apart; the default rule leaves them out of the group key
 so the same failure on 40 pods is one incident, not 40."""
 
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _RULE_NAME = re.compile(r"[a-zA-Z0-9_.-]+")
 _NAME_HELP = "names may only contain letters, digits, '_', '.' and '-'"
 
@@ -170,7 +166,7 @@ def _check_label_names(names: list[str], *, allow_all: bool) -> list[str]:
                     f"'{ALL_LABELS}' (all labels) cannot be combined with other labels; "
                     "use group_by_exclude to leave labels out"
                 )
-        elif not _LABEL_NAME.fullmatch(name):
+        elif not LABEL_NAME.fullmatch(name):
             extra = f", or '{ALL_LABELS}' alone for all labels" if allow_all else ""
             raise ValueError(
                 f"{name!r} is not a label name (letters, digits and '_', not starting with a digit{extra})"
@@ -337,7 +333,7 @@ DEFAULT_RULE = CorrelationRule(
 """Catch-all: groups alerts that differ only in per-replica labels (instance, pod, ...)."""
 
 
-def _apply_defaults(rule: CorrelationRule, defaults: RuleDefaults) -> CorrelationRule:
+def apply_defaults(rule: CorrelationRule, defaults: RuleDefaults) -> CorrelationRule:
     unset = {f: getattr(defaults, f) for f in _Timings._DURATIONS if f not in rule.model_fields_set}
     return rule.model_copy(update=unset) if unset else rule
 
@@ -392,7 +388,7 @@ class RulesConfig(_Config):
                     "conditions; rename it, or end the list with a rule without match"
                 )
             rules = [*rules, DEFAULT_RULE]
-        return [_apply_defaults(rule, defaults) for rule in rules]
+        return [apply_defaults(rule, defaults) for rule in rules]
 
     @field_validator("inhibit_rules")
     @classmethod
@@ -448,125 +444,3 @@ RULES_FILE = ConfigFormat(RulesConfig, RulesError, "rules file", key_of=_yaml_ke
 def parse_rules(text: str, source: str = "<rules>") -> RulesConfig:
     """Parse rules from YAML text; ``source`` names it in error messages."""
     return RULES_FILE.validate(RULES_FILE.parse(text, source))
-
-
-# --------------------------------------------------------------------------------------------------
-# Routing (hot path)
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Where an alert belongs. Routes are cached and shared: treat ``group_labels`` as read-only."""
-
-    rule: CorrelationRule
-    group_key: str
-    group_labels: dict[str, str]
-    gkhash: str
-
-
-def _escape(value: str) -> str:
-    if "\\" in value or '"' in value or "\n" in value:
-        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return value
-
-
-@lru_cache(maxsize=8192)
-def _label_name(name: str) -> str:
-    # Classic names as-is; anything else quoted (as Prometheus 3 does for UTF-8 names), so no label
-    # name or value can fake a separator and make two different groups share one key.
-    return name if _LABEL_NAME.fullmatch(name) else f'"{_escape(name)}"'
-
-
-def format_group_key(rule_name: str, group_labels: dict[str, str]) -> str:
-    """``rule:{a="x",b="y"}`` with sorted names and Prometheus escaping (\\\\, \\", \\n)."""
-    return _group_key(rule_name, sorted(group_labels.items()))
-
-
-def _group_key(rule_name: str, sorted_pairs: list[tuple[str, str]]) -> str:
-    body = ",".join([f'{_label_name(k)}="{_escape(v)}"' for k, v in sorted_pairs])
-    return f"{rule_name}:{{{body}}}"
-
-
-@dataclass(frozen=True, slots=True)
-class _CompiledRule:
-    rule: CorrelationRule
-    matchers: tuple[Matcher, ...]
-    all_labels: bool
-    group_by: tuple[str, ...]
-    exclude: frozenset[str]
-
-
-class Router:
-    """Routes alerts to (rule, group key). Not thread-safe: one per processing loop.
-
-    Results are cached in a bounded LRU by the alert fingerprint when given, else by the label set.
-    The cache must never change a result (routing has to be deterministic across restarts), so only
-    pass a fingerprint that is a function of the labels: ``label_fingerprint`` is, but a
-    ``key_fingerprint`` (PagerDuty dedup_key, native key) is not; pass None for those.
-    """
-
-    __slots__ = ("_cache", "_cache_size", "_compiled", "_inhibitions", "cache_misses", "config")
-
-    def __init__(self, config: RulesConfig, *, cache_size: int = 65_536) -> None:
-        if cache_size < 1:
-            raise ValueError(f"cache_size must be at least 1, got {cache_size}")
-        self.config = config
-        rules = list(config.rules)
-        if not rules or rules[-1].match:  # only possible with model_construct(); validation appends it
-            rules.append(_apply_defaults(DEFAULT_RULE, config.defaults))
-        self._compiled = tuple(
-            _CompiledRule(
-                rule=r,
-                matchers=tuple(r.match),
-                all_labels=r.groups_all_labels,
-                group_by=tuple(sorted(r.group_by)),
-                exclude=frozenset(r.group_by_exclude),
-            )
-            for r in rules
-        )
-        self._inhibitions = tuple(config.inhibit_rules)
-        self._cache: OrderedDict[str | frozenset[tuple[str, str]], Route] = OrderedDict()
-        self._cache_size = cache_size
-        self.cache_misses = 0
-
-    @property
-    def inhibitions(self) -> tuple[InhibitRule, ...]:
-        return self._inhibitions
-
-    @property
-    def cache_len(self) -> int:
-        return len(self._cache)
-
-    def clear_cache(self) -> None:
-        self._cache.clear()
-
-    def route(self, labels: dict[str, str], fingerprint: str | None = None) -> Route:
-        key: str | frozenset[tuple[str, str]] = (
-            fingerprint if fingerprint is not None else frozenset(labels.items())
-        )
-        cache = self._cache
-        hit = cache.get(key)
-        if hit is not None:
-            cache.move_to_end(key)
-            return hit
-        self.cache_misses += 1
-        result = self._route_uncached(labels)
-        cache[key] = result
-        if len(cache) > self._cache_size:
-            cache.popitem(last=False)
-        return result
-
-    def _route_uncached(self, labels: dict[str, str]) -> Route:
-        for compiled in self._compiled:
-            if all(m.matches(labels) for m in compiled.matchers):
-                break
-        else:  # pragma: no cover - the last rule always matches everything (see __init__)
-            raise AssertionError("no catch-all rule")
-        # An empty value is the same as a missing label (as for matchers and in Prometheus).
-        if compiled.all_labels:
-            exclude = compiled.exclude
-            pairs = sorted([(k, v) for k, v in labels.items() if v and k not in exclude])
-        else:  # group_by is pre-sorted
-            pairs = [(k, v) for k in compiled.group_by if (v := labels.get(k))]
-        group_key = _group_key(compiled.rule.name, pairs)
-        return Route(compiled.rule, group_key, dict(pairs), group_hash(group_key))

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.kit import ROOT, ScriptKafka
+from tests.kit.kafka import ScriptKafka
+from tests.kit.paths import ROOT
 
 FAULT_CLUSTER_PORT = int(os.environ.get("STORMWATCH_FAULT_CLUSTER_PORT", "27092"))
 OUTAGE_BROKER_PORT = int(os.environ.get("STORMWATCH_FAULT_OUTAGE_PORT", "18192"))

@@ -1,4 +1,4 @@
-"""Ten thousand malformed records through the real pipeline (tests/faults/corpus.py).
+"""Ten thousand malformed records through the real pipeline (tests/kit/corpus.py).
 
 The corpus (random bytes, truncated and oversize JSON, a wrong type in every typed field of every
 format, invalid UTF-8, deep nesting, label bombs, years 1 and 9999 ...) is written to a raw topic
@@ -30,9 +30,11 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 from stormwatch.kafka.client import is_transient, make_consumer, read_topic
 from stormwatch.schemas.adapters import ParseLimits, parse_record
 from stormwatch.schemas.incident import AlertChangeKind, IncidentEvent
-from tests.faults.corpus import Case, CorpusBuilder, interleave
-from tests.faults.kit import free_port, metric, wait_for
-from tests.pipeline_kit import PipelineRun
+from tests.kit.corpus import Case, CorpusBuilder, interleave
+from tests.kit.metrics import metric
+from tests.kit.pipeline import PipelineRun
+from tests.kit.ports import free_port
+from tests.kit.waits import wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -176,14 +178,14 @@ def test_malformed_records_all_land_in_the_dlq_and_good_alerts_still_flow(
             run.assert_alive()
             return _ingest_caught_up(run)
 
-        wait_for(caught_up, CATCH_UP_S, "ingest to read the whole corpus", interval_s=1.0)
+        wait_for("ingest to read the whole corpus", caught_up, CATCH_UP_S, interval_s=1.0)
         ingest_s = time.monotonic() - started
 
         def all_joined() -> bool:
             run.assert_alive()
             return good_fingerprints <= _joined(run.events())
 
-        wait_for(all_joined, CATCH_UP_S, "every good alert to join an incident", interval_s=1.0)
+        wait_for("every good alert to join an incident", all_joined, CATCH_UP_S, interval_s=1.0)
         run.assert_alive()
         dead_letter_total = metric(ingest_metrics, "stormwatch_dead_letters_total")
     finally:

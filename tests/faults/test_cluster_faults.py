@@ -1,7 +1,7 @@
 """Broker failures on a 3-node cluster (replication factor 3, min.insync.replicas 2, acks=all).
 
 Both tests compare the audit log of a run that suffered the fault with the audit log of an
-uninterrupted run over the same raw topic (``pipeline_kit.canonical``): identical means nothing
+uninterrupted run over the same raw topic (``tests.kit.pipeline.canonical``): identical means nothing
 was lost, duplicated, reordered or decided differently.
 
 - While a storm is being produced live, one broker is stopped cleanly (a rolling restart) and
@@ -27,22 +27,12 @@ import pytest
 
 from stormwatch.errors import UserError
 from stormwatch.schemas.incident import IncidentEvent
-from tests.faults.kit import (
-    PacedProducer,
-    ScriptKafka,
-    free_port,
-    group_coordinator,
-    metric,
-    wait_for,
-    wait_fully_replicated,
-)
-from tests.pipeline_kit import (
-    PipelineRun,
-    canonical,
-    check_audit_integrity,
-    produce_records,
-    storm_records,
-)
+from tests.kit.kafka import ScriptKafka, group_coordinator, wait_fully_replicated
+from tests.kit.metrics import metric
+from tests.kit.pipeline import PipelineRun, canonical, check_audit_integrity
+from tests.kit.ports import free_port
+from tests.kit.records import PacedProducer, produce_records, storm_records
+from tests.kit.waits import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.faults, pytest.mark.slow]
 
@@ -82,7 +72,7 @@ def _events(run: PipelineRun) -> list[IncidentEvent] | None:
 
 
 def _count_events(run: PipelineRun) -> int:
-    return len(wait_for(lambda: _events(run), 30, "a readable incident topic"))
+    return len(wait_for("a readable incident topic", lambda: _events(run), 30))
 
 
 def _more_events(run: PipelineRun, than: int) -> bool:
@@ -98,7 +88,7 @@ def _wait_closed(run: PipelineRun, groups: int, timeout_s: float) -> list[Incide
         events = _events(run)
         return events if events is not None and done(events) else None
 
-    return wait_for(check, timeout_s, f"{groups} closed incidents", interval_s=1.0)
+    return wait_for(f"{groups} closed incidents", check, timeout_s, interval_s=1.0)
 
 
 STAGE_LABELS = {"ingest": "ingest", "correlate": "correlator"}
@@ -128,7 +118,7 @@ def _committed_counts(ports: dict[str, int]) -> dict[str, float]:
         counts = _committed(ports)
         return counts if all(v >= 0 for v in counts.values()) else None
 
-    return wait_for(answered, 30, "every worker's transaction counter")
+    return wait_for("every worker's transaction counter", answered, 30)
 
 
 def _wait_progress(
@@ -150,7 +140,7 @@ def _wait_progress(
         return all(seen[s] > since[s] for s in ports) and seen["folded"] > deduplicated
 
     try:
-        wait_for(progressed, timeout_s, what)
+        wait_for(what, progressed, timeout_s)
     except AssertionError as exc:
         before = {**since, "folded": deduplicated}
         raise AssertionError(f"{exc}; transactions and folded alerts: {before} -> {seen}") from None
@@ -183,7 +173,7 @@ def test_one_broker_stopped_then_another_crashed_mid_storm_loses_nothing(
     ports = _start_with_metrics(run)
     try:
         # Mid-storm: the first incidents are out, most of the storm is still to come.
-        wait_for(lambda: _events(run), 90, "the first incident events")
+        wait_for("the first incident events", lambda: _events(run), 90)
         group = f"stormwatch-correlator-{run.settings.topics.correlator_input}"
         coordinator = group_coordinator(bootstrap, group)  # also leads a third of every topic
         # A rolling restart's clean stop of the coordinator, then a crash of another node.
@@ -207,9 +197,9 @@ def test_one_broker_stopped_then_another_crashed_mid_storm_loses_nothing(
         assert not producer.is_alive(), "the storm producer did not finish"
         events = _wait_closed(run, LIVE_GROUPS, 120)
         late = wait_for(
+            "the correlator's late-alert counter",
             lambda: (v,) if (v := metric(ports["correlate"], "stormwatch_alerts_late_total")) >= 0 else None,
             30,
-            "the correlator's late-alert counter",
         )
         assert late == (0.0,)
     finally:
@@ -239,7 +229,7 @@ def test_two_brokers_down_stalls_then_resumes_identically(cluster: ScriptKafka, 
     ports = _start_with_metrics(run)
     try:
         # Mid-storm: ingest has started committing, the correlator has not finished.
-        wait_for(lambda: _committed(ports)["ingest"] > 0, 90, "the first ingest transaction")
+        wait_for("the first ingest transaction", lambda: _committed(ports)["ingest"] > 0, 90)
         events_before = metric(ports["correlate"], "stormwatch_incident_events_total")
         rnd = random.Random(22)
         victims = sorted(rnd.sample([1, 2, 3], 2))

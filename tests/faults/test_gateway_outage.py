@@ -29,7 +29,7 @@ from stormwatch.config import Settings, load_settings
 from stormwatch.gateway import GatewayServer
 from stormwatch.kafka.client import read_topic
 from stormwatch.kafka.topics import create_topics
-from tests.faults.kit import ScriptKafka
+from tests.kit.kafka import ScriptKafka
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 

@@ -15,7 +15,6 @@ process is killed at a random moment, twice, and started again on the same port.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
@@ -34,7 +33,9 @@ import yaml
 from stormwatch.config import Settings, load_settings
 from stormwatch.kafka.client import read_topic
 from stormwatch.kafka.topics import create_topics, delete_topics
-from tests.faults.kit import ROOT, free_port
+from tests.kit.paths import ROOT
+from tests.kit.ports import free_port
+from tests.kit.workers import worker_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 
@@ -61,14 +62,12 @@ class GatewayProcess:
         return [sys.executable, "-m", "stormwatch.cli", "--config", str(self.config)]
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [*self.command(), "gateway", "--port", str(self.port)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=worker_env(),
                 cwd=ROOT,
             )
 

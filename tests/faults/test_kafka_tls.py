@@ -31,18 +31,16 @@ import yaml
 from stormwatch.config import load_settings
 from stormwatch.kafka.client import make_producer, produce_sync, read_topic
 from stormwatch.schemas.incident import IncidentEvent
-from tests.faults.kit import (
-    ROOT,
-    ScriptKafka,
-    free_port,
-    gateway_readiness,
-    metric,
-    post_through_gateway,
-    produce_timestamped,
-    run_cli,
-    wait_for,
-)
-from tests.pipeline_kit import TEST_RULES, PipelineRun, check_audit_integrity, storm_records, topic_names
+from tests.kit.gateway import gateway_readiness, post_through_gateway
+from tests.kit.kafka import ScriptKafka
+from tests.kit.metrics import metric
+from tests.kit.paths import ROOT
+from tests.kit.pipeline import TEST_RULES, PipelineRun, check_audit_integrity
+from tests.kit.ports import free_port
+from tests.kit.records import produce_timestamped, storm_records
+from tests.kit.topics import topic_names
+from tests.kit.waits import wait_for
+from tests.kit.workers import run_cli
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 
@@ -152,9 +150,9 @@ def test_pipeline_restore_and_gateway_run_over_mutual_tls(tls_broker: ScriptKafk
         metrics_port = free_port()
         run.start("correlate", "c1", ["--metrics-port", str(metrics_port)])
         wait_for(
+            "the restarted correlator to report the 3 open incidents restored from its changelog",
             lambda: metric(metrics_port, "stormwatch_open_incidents") == 3,
             60,
-            "the restarted correlator to report the 3 open incidents restored from its changelog",
         )
         now_ms = int(time.time() * 1000)
         for _, value in resolving:

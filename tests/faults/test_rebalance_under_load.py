@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 
 from stormwatch.schemas.incident import AlertChangeKind, IncidentEvent
-from tests.faults.kit import PacedProducer, wait_for
-from tests.pipeline_kit import PipelineRun, canonical, check_audit_integrity, incidents_by_id, storm_records
+from tests.kit.pipeline import PipelineRun, canonical, check_audit_integrity, incidents_by_id
+from tests.kit.records import PacedProducer, storm_records
+from tests.kit.waits import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults, pytest.mark.slow]
 
@@ -71,7 +72,7 @@ def test_workers_join_and_leave_during_a_live_storm(kafka_bootstrap: str, tmp_pa
             run.start("ingest", "i1")
             run.start("correlate", "c1")
         for run in runs.values():
-            wait_for(run.events, 90, "the first incident events")
+            wait_for("the first incident events", run.events, 90)
         for run in runs.values():  # scale out: partitions move to the new workers
             run.start("ingest", "i2")
             run.start("correlate", "c2")

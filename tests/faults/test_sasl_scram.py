@@ -16,7 +16,6 @@ client that ignored ``kafka.*`` would fail here.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
@@ -29,14 +28,12 @@ import yaml
 
 from stormwatch.config import Settings, load_settings
 from stormwatch.kafka.client import make_producer, produce_sync, read_topic
-from tests.faults.kit import (
-    ScriptKafka,
-    gateway_readiness,
-    post_through_gateway,
-    produce_timestamped,
-    run_cli,
-)
-from tests.pipeline_kit import PipelineRun, storm_records, topic_names
+from tests.kit.gateway import gateway_readiness, post_through_gateway
+from tests.kit.kafka import ScriptKafka
+from tests.kit.pipeline import PipelineRun
+from tests.kit.records import produce_timestamped, storm_records
+from tests.kit.topics import topic_names
+from tests.kit.workers import run_cli, worker_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 
@@ -57,8 +54,7 @@ def _kafka(
 
 def _cli(config: Path, password: str, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the stormwatch CLI with the password in the environment, as docs/security.md advises."""
-    env = {**os.environ, "STORMWATCH_KAFKA__SASL_PASSWORD": password}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env = worker_env(STORMWATCH_KAFKA__SASL_PASSWORD=password)
     return run_cli("--config", str(config), *args, env=env, timeout_s=timeout_s)
 
 

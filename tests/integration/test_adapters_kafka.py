@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import orjson
 import pytest
@@ -25,23 +23,11 @@ from stormwatch.schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult,
 from stormwatch.schemas.alert import AlertStatus, InputFormat
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.schemas.fingerprint import key_fingerprint
+from tests.kit.paths import UNIT_FIXTURES
 
 pytestmark = pytest.mark.kafka
 
-FIXTURES = Path(__file__).resolve().parents[1] / "unit" / "fixtures"
 BASE_MS = 1714557600000  # 2024-05-01T10:00:00Z; record i gets BASE_MS + i seconds
-
-
-@pytest.fixture(scope="module")
-def bootstrap(request: pytest.FixtureRequest) -> str:
-    """The shared broker: the infra fixture when there is one, else $KAFKA_BOOTSTRAP_SERVERS."""
-    try:
-        return str(request.getfixturevalue("kafka_bootstrap"))
-    except pytest.FixtureLookupError:
-        servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        if not servers:
-            pytest.skip("set KAFKA_BOOTSTRAP_SERVERS to run the Kafka integration tests")
-        return servers
 
 
 @pytest.fixture
@@ -118,7 +104,7 @@ def parse_message(msg: Message) -> ParseResult:
 
 
 def fixture(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
+    return (UNIT_FIXTURES / name).read_bytes()
 
 
 def test_every_format_and_bad_records_through_kafka(bootstrap: str, topics: tuple[str, str]) -> None:

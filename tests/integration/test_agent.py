@@ -9,35 +9,39 @@ test_agent_crash.py runs them as subprocesses and SIGKILLs them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import stat
 import textwrap
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 
 from stormwatch.agents.agent import AgentStage, build_agent_loop
 from stormwatch.agents.core.approvals import Decision
 from stormwatch.agents.core.planner import Planner
 from stormwatch.agents.core.workflow import parse_workflows
 from stormwatch.agents.executor import ExecutorStage, build_executor_loop
-from stormwatch.agents.executors import ExecutorPolicy, create_executors
-from stormwatch.commands.agent import run_approvals, run_decision
+from stormwatch.agents.executors import ExecutorPolicy, available_executors, create_executors
+from stormwatch.commands.agent import run_approvals
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka.client import read_topic
 from stormwatch.kafka.txloop import TransactionalLoop
-from stormwatch.schemas.commands import CommandResult, CommandStatus, MitigationCommand
-from stormwatch.schemas.common import Severity
-from stormwatch.schemas.incident import IncidentEvent, IncidentEventType, IncidentSnapshot, IncidentState
+from stormwatch.schemas.commands import CommandStatus, MitigationCommand
+from stormwatch.schemas.incident import IncidentEventType
+from tests.kit.agents import (
+    by_status,
+    commands,
+    decide,
+    incident_event,
+    incident_id,
+    produce,
+    publish_events,
+    results,
+)
+from tests.kit.loops import running
+from tests.kit.waits import wait_for
 
 pytestmark = [pytest.mark.kafka]
 
@@ -45,107 +49,9 @@ pytestmark = [pytest.mark.kafka]
 # ---------------------------------------------------------------------------------------------- kit
 
 
-def incident_id() -> str:
-    return f"inc-{uuid.uuid4().hex[:16]}-1"
-
-
-def incident_event(
-    iid: str,
-    seq: int,
-    etype: IncidentEventType,
-    state: IncidentState = IncidentState.OPEN,
-    *,
-    labels: dict[str, str],
-    severity: Severity = Severity.CRITICAL,
-    title: str = "Checkout is crash-looping",
-) -> IncidentEvent:
-    now = datetime.now(UTC)
-    return IncidentEvent(
-        event_id=uuid.uuid4().hex,
-        incident_id=iid,
-        seq=seq,
-        type=etype,
-        from_state=None,
-        to_state=state,
-        at=now,
-        actor="correlator",
-        cause="test",
-        snapshot=IncidentSnapshot(
-            state=state,
-            severity=severity,
-            title=title,
-            group_key="test:{}",
-            group_labels=labels,
-            rule="test",
-            alert_count=1,
-            firing_count=1,
-            opened_at=now,
-        ),
-    )
-
-
-def produce(settings: Settings, topic: str, records: list[tuple[str, bytes]]) -> None:
-    conf = {**settings.kafka.client_config(), "enable.idempotence": True, "linger.ms": 0, "log_level": 3}
-    producer = Producer(conf)
-    for key, value in records:
-        producer.produce(topic, value, key)
-    assert producer.flush(15) == 0
-
-
-def publish_events(settings: Settings, events: list[IncidentEvent]) -> None:
-    produce(settings, settings.topics.incidents, [(e.incident_id, e.to_bytes()) for e in events])
-
-
-def results(settings: Settings) -> list[CommandResult]:
-    return [
-        CommandResult.from_bytes(m.value() or b"")
-        for m in read_topic(settings, settings.topics.mitigation_results)
-    ]
-
-
-def commands(settings: Settings) -> list[MitigationCommand]:
-    topic = settings.topics.mitigation_commands
-    return [MitigationCommand.from_bytes(m.value() or b"") for m in read_topic(settings, topic)]
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = 40.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}")
-
-
-def by_status(found: list[CommandResult], status: CommandStatus) -> list[CommandResult]:
-    return [r for r in found if r.status is status]
-
-
-@contextlib.contextmanager
-def running(loop: TransactionalLoop) -> Iterator[TransactionalLoop]:
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            loop.run(max_seconds=300)
-        except BaseException as exc:  # surfaced in the test below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
-        yield loop
-    finally:
-        loop.stop()
-        thread.join(30)
-    if errors:
-        raise errors[0]
-
-
 def agent(settings: Settings, workflows: str) -> TransactionalLoop:
-    planner = Planner(parse_workflows(textwrap.dedent(workflows)), dispatch_timeout_ms=60_000)
+    config = parse_workflows(textwrap.dedent(workflows), executors=available_executors())
+    planner = Planner(config, dispatch_timeout_ms=60_000)
     return build_agent_loop(settings, AgentStage(settings, planner))
 
 
@@ -284,17 +190,6 @@ workflows:
         require_approval: {when: ['env="production"']}
         approval_ttl: 4s
 """
-
-
-def decide(settings: Settings, command_id: str, decision: Decision, by: str, text: str) -> None:
-    args = argparse.Namespace(
-        command_id=command_id,
-        by=by,
-        decision=decision,
-        note=text if decision is Decision.APPROVE else None,
-        reason=text if decision is Decision.DENY else None,
-    )
-    assert run_decision(args, settings) == 0
 
 
 def test_approval_granted_denied_and_expired(

@@ -3,8 +3,6 @@ no step ever runs twice, and that a bad workflow file is refused before anything
 
 from __future__ import annotations
 
-import os
-import signal
 import stat
 import subprocess
 import sys
@@ -22,21 +20,14 @@ from stormwatch.config import Settings
 from stormwatch.kafka.client import read_topic
 from stormwatch.schemas.commands import CommandStatus
 from stormwatch.schemas.incident import IncidentEvent, IncidentEventType
-from tests.integration.test_agent import (
-    by_status,
-    commands,
-    decide,
-    incident_event,
-    incident_id,
-    publish_events,
-    results,
-    wait_for,
-)
-from tests.pipeline_kit import TEST_RULES, produce_records
+from tests.kit.agents import by_status, commands, decide, incident_event, incident_id, publish_events, results
+from tests.kit.paths import ROOT
+from tests.kit.pipeline import TEST_RULES
+from tests.kit.records import produce_records
+from tests.kit.waits import wait_for
+from tests.kit.workers import Workers
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # The real CLI; the agent's commands are added in case the lead has not registered the module yet.
 RUNNER = (
@@ -48,7 +39,9 @@ RUNNER = (
 )
 
 
-class Workers:
+class AgentWorkers:
+    """`stormwatch` workers on one config file: the test's topics, and ``script`` allowlisted for exec."""
+
     def __init__(self, settings: Settings, workdir: Path, script: str) -> None:
         self.workdir = workdir
         self.config = workdir / "config.yaml"
@@ -58,44 +51,22 @@ class Workers:
             "agent": {"allow_programs": [script]},
         }
         self.config.write_text(yaml.safe_dump(config))
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.workers = Workers()
 
     def cli(self, *args: str) -> list[str]:
         return [sys.executable, "-c", RUNNER, "--config", str(self.config), *args]
 
     def start(self, name: str, *args: str) -> None:
-        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the process owns it
-        env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-        self.procs[name] = subprocess.Popen(
-            self.cli(*args),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**env, "PYTHONUNBUFFERED": "1"},
-            cwd=ROOT,
-        )
+        self.workers.start(name, self.cli(*args), self.workdir / f"{name}.log")
 
     def kill(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        self.workers.kill(name)
 
     def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                log = (self.workdir / f"{name}.log").read_text()[-3000:]
-                raise AssertionError(f"{name} exited with {proc.returncode}:\n{log}")
+        self.workers.check_alive()
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        self.procs.clear()
+        self.workers.stop()
 
 
 def step_script(tmp_path: Path, pause_s: float) -> tuple[str, Path]:
@@ -131,7 +102,7 @@ def lines(path: Path) -> list[str]:
 def test_sigkill_of_the_agent_mid_workflow_runs_no_step_twice(settings: Settings, tmp_path: Path) -> None:
     script, executed = step_script(tmp_path, 0.3)
     flows = workflow_file(tmp_path, script)
-    workers = Workers(settings, tmp_path, script)
+    workers = AgentWorkers(settings, tmp_path, script)
     ids = [incident_id() for _ in range(4)]
     expected = {f"{i} step{n}" for i in ids for n in (1, 2, 3)}
     try:
@@ -166,7 +137,7 @@ def test_sigkill_of_the_executor_mid_action_is_reported_and_not_rerun(
 ) -> None:
     script, executed = step_script(tmp_path, 6)
     flows = workflow_file(tmp_path, script, on_failure="continue")
-    workers = Workers(settings, tmp_path, script)
+    workers = AgentWorkers(settings, tmp_path, script)
     iid = incident_id()
     try:
         workers.start("agent", "agent", "--workflows", str(flows))
@@ -200,7 +171,7 @@ def test_a_malformed_workflow_file_is_refused_with_a_precise_message(
         '          argv: ["{{ labels.program }}", "--now"]\n'
         "        guards: {rate_limit: {max: 3, per: 1hour}}\n"
     )
-    workers = Workers(settings, tmp_path, "/bin/true")
+    workers = AgentWorkers(settings, tmp_path, "/bin/true")
     validate = subprocess.run(
         workers.cli("workflows", "validate", str(bad)), capture_output=True, text=True, cwd=ROOT
     )
@@ -248,7 +219,7 @@ def test_the_audit_log_shows_every_automated_action(settings: Settings, tmp_path
     flows.write_text(AUDITED.replace("SCRIPT", script))
     rules = tmp_path / "rules.yaml"
     rules.write_text(TEST_RULES)
-    workers = Workers(settings, tmp_path, script)
+    workers = AgentWorkers(settings, tmp_path, script)
     alert = [
         {"labels": {"alertname": "CrashLoop", "service": "cart"}, "annotations": {"summary": "cart loops"}}
     ]

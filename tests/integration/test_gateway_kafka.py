@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -22,26 +21,25 @@ import pytest
 from confluent_kafka import Message
 from prometheus_client import REGISTRY
 
-from stormwatch.config import Settings, TopicSettings, load_settings
+from stormwatch.config import Settings, load_settings
 from stormwatch.gateway import RETRY_AFTER_S, GatewayServer, KafkaSink
 from stormwatch.kafka.client import read_topic
 from stormwatch.kafka.topics import create_topics, delete_topics
 from stormwatch.schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
 from stormwatch.schemas.alert import AlertStatus
 from stormwatch.schemas.fingerprint import key_fingerprint
+from tests.kit.ports import free_port
+from tests.kit.topics import all_topics, topic_names
 
 pytestmark = pytest.mark.kafka
 
-TOPIC_FIELDS = [name for name, info in TopicSettings.model_fields.items() if info.annotation is str]
 TOKEN = "integration-token-0123"
 
 
 def topic_settings(bootstrap: str, **gateway: Any) -> Settings:
-    suffix = uuid.uuid4().hex[:10]
-    names = {name: f"test.gateway.{name}.{suffix}" for name in TOPIC_FIELDS}
     return load_settings(
         kafka={"bootstrap_servers": bootstrap},
-        topics={**names, "partitions": 3},
+        topics=topic_names(uuid.uuid4().hex[:10], prefix="test.gateway", partitions=3),
         gateway={"port": 0, "delivery_timeout_ms": 3000, **gateway},
     )
 
@@ -53,7 +51,7 @@ def created(settings: Settings) -> Iterator[Settings]:
         yield settings
     finally:
         with contextlib.suppress(Exception):
-            delete_topics(settings, [getattr(settings.topics, n) for n in TOPIC_FIELDS], timeout_s=15)
+            delete_topics(settings, all_topics(settings), timeout_s=15)
 
 
 @pytest.fixture(scope="module")
@@ -388,12 +386,6 @@ def test_bearer_token(module_settings: Settings) -> None:
 # ---------------------------------------------------------------------------- Kafka not there
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_unreachable_kafka_answers_503_and_never_2xx() -> None:
     """Nothing listens at the bootstrap address: every alert request is refused with 503."""
     settings = topic_settings(f"127.0.0.1:{free_port()}", delivery_timeout_ms=1000)
@@ -481,7 +473,7 @@ def test_missing_raw_topic_gives_503_then_recovers(kafka_bootstrap: str) -> None
         assert len(records_with(settings, run)) == 1
     finally:
         with contextlib.suppress(Exception):
-            delete_topics(settings, [getattr(settings.topics, n) for n in TOPIC_FIELDS], timeout_s=15)
+            delete_topics(settings, all_topics(settings), timeout_s=15)
 
 
 def recreate(settings: Settings) -> None:

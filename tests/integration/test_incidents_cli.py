@@ -8,7 +8,6 @@ commands' output is checked through their handlers, and published commands are r
 from __future__ import annotations
 
 import argparse
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -49,18 +48,6 @@ OUR_MODULES = [
     "stormwatch.commands.operator",
     "stormwatch.commands.silences",
 ]
-
-
-@pytest.fixture(scope="module")
-def bootstrap(request: pytest.FixtureRequest) -> str:
-    """The shared broker: the infra fixture when there is one, else $KAFKA_BOOTSTRAP_SERVERS."""
-    try:
-        return str(request.getfixturevalue("kafka_bootstrap"))
-    except pytest.FixtureLookupError:
-        servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        if not servers:
-            pytest.skip("set KAFKA_BOOTSTRAP_SERVERS to run the Kafka integration tests")
-        return servers
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,10 @@ series at all for partitions it no longer owns (revoked, or the loop stopped).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,10 +24,14 @@ from stormwatch.kafka.txloop import BatchResult, TransactionalLoop
 from stormwatch.loaders import load_rules
 from stormwatch.metrics import pipeline_metrics
 from stormwatch.streams.ingest import IngestStage
+from tests.kit.loops import running
+from tests.kit.waits import wait_for
 
 pytestmark = pytest.mark.kafka
 
 LAG_INTERVAL_S = 0.2
+POLL_S = 0.05  # the waits look at the gauge more often than the loop refreshes it
+RUN_S = 120  # no loop of these tests runs longer
 
 
 class SlowStage:
@@ -62,7 +65,9 @@ def topic(kafka_bootstrap: str) -> Iterator[str]:
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     for future in admin.create_topics([NewTopic(name, 2, 1)]).values():
         future.result(30)
-    _wait(lambda: name in admin.list_topics(timeout=5).topics, "the topic to appear", 20)
+    wait_for(
+        "the topic to appear", lambda: name in admin.list_topics(timeout=5).topics, 20, interval_s=POLL_S
+    )
     yield name
     admin.delete_topics([name])
 
@@ -72,37 +77,6 @@ def _produce(bootstrap: str, topic: str, count: int) -> None:
     for i in range(count):
         producer.produce(topic, b"x" * 100, key=str(i).encode())
     assert producer.flush(30) == 0
-
-
-def _wait(probe: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-@contextlib.contextmanager
-def running(loop: TransactionalLoop) -> Iterator[TransactionalLoop]:
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            loop.run(max_seconds=120)
-        except BaseException as exc:  # re-raised in the test thread below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
-        yield loop
-    finally:
-        loop.stop()
-        thread.join(30)
-    if errors:
-        raise errors[0]
 
 
 def _loop(
@@ -132,20 +106,32 @@ def test_lag_is_reported_for_a_backlog_and_drops_to_zero(kafka_bootstrap: str, t
     stage = SlowStage()
     loop = _loop(settings, stage, topic, "a")  # the default gauge: pipeline_metrics().consumer_lag
     assert loop._lag_gauge is pipeline_metrics().consumer_lag
-    with running(loop):
+    with running(loop, RUN_S):
         # While the stage is slow (at most 200 records/s), both partitions have a large backlog.
-        backlog = _wait(
-            lambda: all((_lag(topic, p) or 0) > 500 for p in (0, 1)) and [_lag(topic, p) for p in (0, 1)],
+        backlog = wait_for(
             "a non-zero lag on both partitions",
+            lambda: all((_lag(topic, p) or 0) > 500 for p in (0, 1)) and [_lag(topic, p) for p in (0, 1)],
+            30,
+            interval_s=POLL_S,
         )
         assert sum(backlog) <= 3000
         stage.slow.clear()
-        _wait(lambda: stage.consumed >= 3000, "the backlog to be consumed")
-        _wait(lambda: _lag(topic, 0) == 0 and _lag(topic, 1) == 0, "the lag to drop to zero", 10)
+        wait_for("the backlog to be consumed", lambda: stage.consumed >= 3000, 30, interval_s=POLL_S)
+        wait_for(
+            "the lag to drop to zero",
+            lambda: _lag(topic, 0) == 0 and _lag(topic, 1) == 0,
+            10,
+            interval_s=POLL_S,
+        )
         # New records raise it again only until they are read: still zero once consumed.
         _produce(kafka_bootstrap, topic, 200)
-        _wait(lambda: stage.consumed >= 3200, "the new records to be consumed")
-        _wait(lambda: _lag(topic, 0) == 0 and _lag(topic, 1) == 0, "the lag to return to zero", 10)
+        wait_for("the new records to be consumed", lambda: stage.consumed >= 3200, 30, interval_s=POLL_S)
+        wait_for(
+            "the lag to return to zero",
+            lambda: _lag(topic, 0) == 0 and _lag(topic, 1) == 0,
+            10,
+            interval_s=POLL_S,
+        )
     # A stopped loop owns nothing: its series are gone rather than frozen at their last value.
     assert _lag(topic, 0) is None and _lag(topic, 1) is None
 
@@ -161,13 +147,28 @@ def test_revoked_partitions_lose_their_series(kafka_bootstrap: str, topic: str) 
     stage_a, stage_b = SlowStage(), SlowStage()
     stage_a.slow.clear()
     stage_b.slow.clear()
-    with running(_loop(settings, stage_a, topic, "a", consumer_lag=gauge_a)):
-        _wait(lambda: _lag(topic, 0, reg_a, "lag_a") == 0 and _lag(topic, 1, reg_a, "lag_a") == 0, "a's lag")
-        with running(_loop(settings, stage_b, topic, "b", consumer_lag=gauge_b)):
+    with running(_loop(settings, stage_a, topic, "a", consumer_lag=gauge_a), RUN_S):
+        wait_for(
+            "a's lag",
+            lambda: _lag(topic, 0, reg_a, "lag_a") == 0 and _lag(topic, 1, reg_a, "lag_a") == 0,
+            30,
+            interval_s=POLL_S,
+        )
+        with running(_loop(settings, stage_b, topic, "b", consumer_lag=gauge_b), RUN_S):
             # cooperative-sticky moves one partition from a to b
-            _wait(lambda: len(stage_a.assigned) == 1 and len(stage_b.assigned) == 1, "the rebalance")
+            wait_for(
+                "the rebalance",
+                lambda: len(stage_a.assigned) == 1 and len(stage_b.assigned) == 1,
+                30,
+                interval_s=POLL_S,
+            )
             (_, kept), (_, moved) = next(iter(stage_a.assigned)), next(iter(stage_b.assigned))
-            _wait(lambda: _lag(topic, moved, reg_b, "lag_b") == 0, "b's lag on its partition")
+            wait_for(
+                "b's lag on its partition",
+                lambda: _lag(topic, moved, reg_b, "lag_b") == 0,
+                30,
+                interval_s=POLL_S,
+            )
             assert _lag(topic, moved, reg_a, "lag_a") is None, "a still reports a partition it lost"
             assert _lag(topic, kept, reg_a, "lag_a") == 0
             assert _lag(topic, kept, reg_b, "lag_b") is None
@@ -183,10 +184,11 @@ def test_ingest_loop_reports_lag_of_its_inputs(kafka_bootstrap: str, settings: S
     _produce(kafka_bootstrap, raw, 300)
     inputs = (raw, settings.topics.commands, settings.topics.mitigation_results)
     partitions = range(settings.topics.partitions)
-    with running(loop):
-        _wait(
-            lambda: all(_lag(t, p) == 0 for t in inputs for p in partitions),
+    with running(loop, RUN_S):
+        wait_for(
             "zero lag on every input partition",
+            lambda: all(_lag(t, p) == 0 for t in inputs for p in partitions),
             45,
+            interval_s=POLL_S,
         )
     assert all(_lag(t, p) is None for t in inputs for p in partitions)

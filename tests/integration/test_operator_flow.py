@@ -16,7 +16,9 @@ import pytest
 
 from stormwatch.cli import main
 from stormwatch.schemas.incident import IncidentEvent
-from tests.pipeline_kit import PipelineRun, produce_records
+from tests.kit.pipeline import PipelineRun
+from tests.kit.records import produce_records
+from tests.kit.waits import wait_for
 
 pytestmark = [pytest.mark.kafka]
 
@@ -112,11 +114,11 @@ def test_silence_keeps_matching_alerts_from_opening_incidents(
     time.sleep(3.0)  # well past group_wait: a silenced group would have opened by now
     events = live.events()
     assert {e.snapshot.title.split(" ")[0] for e in events if e.type.value == "opened"} == {"Real"}
-    deadline = time.monotonic() + 30
-    while True:
+
+    def listed() -> list[dict[str, str]]:
         assert _cli(live, "silence", "list", "--json") == 0
-        listed = json.loads(capsys.readouterr().out)
-        if listed or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert [s["silence_id"] for s in listed] == [silence_id]
+        found: list[dict[str, str]] = json.loads(capsys.readouterr().out)
+        return found
+
+    silences = wait_for("the silence to be listed", listed, 30, interval_s=1.0)
+    assert [s["silence_id"] for s in silences] == [silence_id]

@@ -16,14 +16,8 @@ from pathlib import Path
 import pytest
 
 from stormwatch.schemas.incident import AlertChangeKind, IncidentEvent
-from tests.pipeline_kit import (
-    PipelineRun,
-    canonical,
-    check_audit_integrity,
-    incidents_by_id,
-    produce_records,
-    storm_records,
-)
+from tests.kit.pipeline import PipelineRun, canonical, check_audit_integrity, incidents_by_id
+from tests.kit.records import produce_records, storm_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

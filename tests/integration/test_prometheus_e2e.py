@@ -17,25 +17,23 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from stormwatch.commands.pipeline import build_correlator_loop, build_ingest_loop
-from stormwatch.config import Settings, TopicSettings, load_settings
+from stormwatch.config import Settings, load_settings
 from stormwatch.gateway import GatewayServer
 from stormwatch.kafka.client import read_topic
 from stormwatch.kafka.topics import create_topics, delete_topics
@@ -45,12 +43,15 @@ from stormwatch.metrics import pipeline_metrics
 from stormwatch.schemas.incident import IncidentEvent, IncidentEventType
 from stormwatch.streams.correlator import CorrelatorStage
 from stormwatch.streams.ingest import IngestStage
+from tests.kit.metrics import metric_value
+from tests.kit.ports import free_port
+from tests.kit.topics import all_topics, topic_names
+from tests.kit.waits import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 TARGETS = 3
 BUDGET_S = 90.0  # the whole flow, from starting Prometheus to the MTTR sample
-TOPIC_FIELDS = [name for name, info in TopicSettings.model_fields.items() if info.annotation is str]
 RULES = """
 defaults:
   group_wait: 2s
@@ -82,9 +83,6 @@ ALERT_RULES = {
     ]
 }
 
-T = TypeVar("T")
-
-
 # ---------------------------------------------------------------------------- Prometheus itself
 
 
@@ -111,12 +109,6 @@ def prometheus_binary() -> str:
     if result.returncode != 0 or not found:
         pytest.skip(f"could not install Debian's prometheus package: {result.stderr.strip()[-500:]}")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------- scrape targets
@@ -223,32 +215,10 @@ class StageThread:
         self.thread.join(30)
 
 
-def wait_for(what: str, probe: Callable[[], T | None], deadline: float, checks: list[StageThread]) -> T:
-    while True:
-        for stage in checks:
-            stage.check()
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
 def http_get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as resp:
         body: bytes = resp.read()
         return body
-
-
-def metric_value(metrics_url: str, sample_name: str, **labels: str) -> float:
-    """The sum of the samples called ``sample_name`` whose labels include ``labels``, from /metrics."""
-    total = 0.0
-    for family in text_string_to_metric_families(http_get(metrics_url).decode()):
-        for sample in family.samples:
-            if sample.name == sample_name and labels.items() <= sample.labels.items():
-                total += sample.value
-    return total
 
 
 def mttr_samples(metrics_url: str, rule: str) -> float:
@@ -261,7 +231,7 @@ def e2e_settings(kafka_bootstrap: str) -> Iterator[Settings]:
     suffix = uuid.uuid4().hex[:10]
     settings = load_settings(
         kafka={"bootstrap_servers": kafka_bootstrap},
-        topics={**{n: f"test.e2e.{n}.{suffix}" for n in TOPIC_FIELDS}, "partitions": 2},
+        topics=topic_names(suffix, prefix="test.e2e", partitions=2),
         gateway={"port": 0},
     )
     create_topics(settings, timeout_s=30)
@@ -269,7 +239,7 @@ def e2e_settings(kafka_bootstrap: str) -> Iterator[Settings]:
         yield settings
     finally:
         with contextlib.suppress(Exception):
-            delete_topics(settings, [getattr(settings.topics, n) for n in TOPIC_FIELDS], timeout_s=15)
+            delete_topics(settings, all_topics(settings), timeout_s=15)
 
 
 @pytest.mark.timeout(420)  # the flow itself is bounded by BUDGET_S; this also covers installing Prometheus
@@ -337,6 +307,14 @@ def test_prometheus_alert_opens_and_resolves_an_incident(
         prom_api = f"http://127.0.0.1:{prom_port}/api/v1"
         deadline = time.monotonic() + BUDGET_S
 
+        def left() -> float:
+            """What is left of the flow's budget: every wait below shares it."""
+            return max(0.0, deadline - time.monotonic())
+
+        def stages_alive() -> None:
+            for stage in stages:
+                stage.check()
+
         def query(expr: str) -> list[dict[str, Any]]:
             try:
                 body = orjson.loads(http_get(f"{prom_api}/query?query={urllib.parse.quote(expr)}"))
@@ -354,7 +332,7 @@ def test_prometheus_alert_opens_and_resolves_an_incident(
             series = query('up{job="e2e"}')
             return True if len(series) == TARGETS and all(s["value"][1] == "1" for s in series) else None
 
-        wait_for("Prometheus to scrape the healthy targets", all_up, deadline, stages)
+        wait_for("Prometheus to scrape the healthy targets", all_up, left(), alive=stages_alive)
 
         # --- the targets fail: Prometheus fires TargetDown and pushes it to the gateway
         for target in targets:
@@ -370,7 +348,7 @@ def test_prometheus_alert_opens_and_resolves_an_incident(
             prometheus_alive()
             return next((e for e in events() if e.type is IncidentEventType.OPENED), None)
 
-        opening = wait_for("the incident to open", opened, deadline, stages)
+        opening = wait_for("the incident to open", opened, left(), alive=stages_alive)
         assert opening.rule == "e2e"
         joined = {c.labels["instance"] for c in opening.alerts if c.labels}
         # group_wait (2s) collects the targets' alerts; a straggler may join by an update instead.
@@ -391,7 +369,7 @@ def test_prometheus_alert_opens_and_resolves_an_incident(
                 None,
             )
 
-        resolution = wait_for("the incident to resolve", resolved, deadline, stages)
+        resolution = wait_for("the incident to resolve", resolved, left(), alive=stages_alive)
         assert resolution.at >= opening.at
         timeline = [e for e in events() if e.incident_id == opening.incident_id]
         every_joined = {c.labels["instance"] for e in timeline for c in e.alerts if c.labels}
@@ -405,13 +383,13 @@ def test_prometheus_alert_opens_and_resolves_an_incident(
             value = mttr_samples(f"{gw.url}/metrics", "e2e")
             return value if value > before else None
 
-        wait_for("a time-to-resolve sample", mttr_recorded, deadline, stages)
+        wait_for("a time-to-resolve sample", mttr_recorded, left(), alive=stages_alive)
 
         # Prometheus scraped the gateway's /metrics too (the deploy/prometheus example does this).
         def scraped() -> bool | None:
             return True if query("stormwatch_gateway_alerts_accepted_total") else None
 
-        wait_for("Prometheus to scrape stormwatch's metrics", scraped, deadline, stages)
+        wait_for("Prometheus to scrape stormwatch's metrics", scraped, left(), alive=stages_alive)
         for stage in stages:
             stage.check()
     finally:

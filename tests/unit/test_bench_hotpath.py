@@ -21,8 +21,9 @@ from stormwatch.schemas.incident import AlertChangeKind
 from stormwatch.streams.core import wire
 from stormwatch.streams.core.engine import PartitionEngine
 from stormwatch.streams.core.groups import NO_CHANGES, SETTLE, AlertState, GroupState
-from stormwatch.streams.core.rules import Router, RulesConfig, parse_rules
-from tests.enginekit import T0, at, note
+from stormwatch.streams.core.routing import Router
+from stormwatch.streams.core.rules import RulesConfig, parse_rules
+from tests.kit.engine import T0, at, note
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -16,7 +16,8 @@ from stormwatch.bench.workloads import (
     format_ms,
 )
 from stormwatch.schemas.adapters import parse_record
-from stormwatch.streams.core.rules import Router, RulesConfig
+from stormwatch.streams.core.routing import Router
+from stormwatch.streams.core.rules import RulesConfig
 
 T0 = 1_735_689_600_000
 

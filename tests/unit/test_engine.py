@@ -7,7 +7,7 @@ from stormwatch.schemas.common import Severity
 from stormwatch.schemas.incident import AlertChangeKind, IncidentState
 from stormwatch.schemas.matchers import Matcher
 from stormwatch.schemas.silence import Silence
-from tests.enginekit import Driver, at, config, iso, note
+from tests.kit.engine import Driver, at, config, iso, note
 
 FAST = """
 defaults:

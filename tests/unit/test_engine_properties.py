@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.enginekit import Driver, at, config, note
+from tests.kit.engine import Driver, at, config, note
 
 RULES = """
 defaults: {group_wait: 10s, group_interval: 30s, resolve_timeout: 60s, reopen_window: 60s, close_after: 60s}

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import timeit
-from pathlib import Path
 
 import orjson
 import pytest
@@ -21,8 +20,7 @@ from stormwatch.schemas.fingerprint import (
     label_fingerprint,
     label_fingerprint_trusted,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.kit.paths import ROOT
 
 # The worked examples of docs/contracts.md ("Fingerprints"); change them only with a migration plan.
 EXAMPLE_LABELS = {"severity": "critical", "alertname": "HighCPU", "job": "node", "instance": "db-1:9100"}

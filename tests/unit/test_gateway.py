@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -33,6 +32,7 @@ from stormwatch.gateway import (
 from stormwatch.schemas.adapters import FORMAT_HEADER
 from stormwatch.schemas.adapters.base import DEFAULT_LIMITS
 from stormwatch.schemas.adapters.record import parse_record
+from tests.kit.ports import free_port
 
 TOKEN = "s3cr3t-T0ken-for-tests"
 PROM_ALERT: dict[str, Any] = {"labels": {"alertname": "Down", "job": "node", "instance": "a:9100"}}
@@ -41,12 +41,6 @@ PD_TRIGGER: dict[str, Any] = {
     "event_action": "trigger",
     "payload": {"summary": "disk full", "source": "db-1", "severity": "critical"},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_settings(**gateway: Any) -> Settings:

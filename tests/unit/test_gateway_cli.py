@@ -19,12 +19,7 @@ from stormwatch.commands import gateway as gateway_command
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
 from stormwatch.gateway import GatewayServer, make_ssl_context
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.kit.ports import free_port
 
 
 def settings(**gateway: Any) -> Settings:

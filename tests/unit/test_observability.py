@@ -24,8 +24,8 @@ from stormwatch.cli import build_parser
 from stormwatch.config import Settings
 from stormwatch.gateway import gateway_metrics
 from stormwatch.metrics import pipeline_metrics
+from tests.kit.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 PROM_DIR = ROOT / "deploy" / "prometheus"
 RULE_FILES = [PROM_DIR / "alerts.yml", PROM_DIR / "pipeline-rules.yml"]
 PIPELINE_RULES = PROM_DIR / "pipeline-rules.yml"

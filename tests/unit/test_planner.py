@@ -11,6 +11,7 @@ from stormwatch.agents.core.approvals import ApprovalDecision, Decision
 from stormwatch.agents.core.planner import Planner, PlanOutput, command_id_for
 from stormwatch.agents.core.state import AgentState
 from stormwatch.agents.core.workflow import parse_workflows
+from stormwatch.agents.executors import available_executors
 from stormwatch.schemas.commands import CommandResult
 from stormwatch.schemas.commands import CommandStatus as S
 from stormwatch.schemas.common import Severity, utc_from_ms
@@ -57,7 +58,7 @@ class World:
 
     def __init__(self, yaml: str, *, dry_run: bool = False) -> None:
         self.planner = Planner(
-            parse_workflows(textwrap.dedent(yaml)),
+            parse_workflows(textwrap.dedent(yaml), executors=available_executors()),
             dry_run=dry_run,
             dispatch_timeout_ms=MIN,
             result_grace_ms=10_000,
@@ -522,7 +523,9 @@ def test_an_edited_workflow_file_continues_by_step_name() -> None:
         "",
     )
     w.planner = Planner(
-        parse_workflows(textwrap.dedent(edited)), dispatch_timeout_ms=MIN, result_grace_ms=10_000
+        parse_workflows(textwrap.dedent(edited), executors=available_executors()),
+        dispatch_timeout_ms=MIN,
+        result_grace_ms=10_000,
     )
     w.restart()
     done = w.result(restart.command_id, S.SUCCEEDED)

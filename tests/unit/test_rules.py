@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from stormwatch.loaders import load_rules
 from stormwatch.schemas.fingerprint import label_fingerprint
 from stormwatch.schemas.matchers import Matcher, MatchOp
+from stormwatch.streams.core.routing import Router, format_group_key
 from stormwatch.streams.core.rules import (
     ALL_LABELS,
     DEFAULT_RULE,
@@ -22,10 +23,8 @@ from stormwatch.streams.core.rules import (
     FlapPolicy,
     InhibitRule,
     LatePolicy,
-    Router,
     RulesConfig,
     RulesError,
-    format_group_key,
     parse_rules,
 )
 

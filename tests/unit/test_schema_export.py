@@ -13,8 +13,8 @@ from stormwatch.commands.schemas import register
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
 from stormwatch.schemas.export import CONTRACTS, check_json_schemas, export_json_schemas, render_json_schemas
+from tests.kit.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "schemas" / "json"
 FIX = "run `stormwatch schemas export schemas/json` and commit the result"
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import logging
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,8 +37,8 @@ from stormwatch.kafka.client import (
 )
 from stormwatch.kafka.topics import check_topics, create_topics
 from stormwatch.kafka.txloop import TransactionalLoop
+from tests.kit.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 PASSWORD = "Sc4am-pa55word-7f3e91"
 TOKEN = "gw-token-5d0c2b7e8a41"
 MISSING_CA = "/nonexistent/stormwatch-test-ca.pem"

@@ -40,7 +40,8 @@ from stormwatch.simulate import (
     generate,
     shift_times,
 )
-from stormwatch.streams.core.rules import Router, RulesConfig, parse_rules
+from stormwatch.streams.core.routing import Router
+from stormwatch.streams.core.rules import RulesConfig, parse_rules
 
 adapters = pytest.importorskip("stormwatch.schemas.adapters", reason="the input adapters are not available")
 

@@ -19,6 +19,7 @@ from stormwatch.agents.core.workflow import (
     render_workflow_schema,
     workflow_json_schema,
 )
+from stormwatch.agents.executors import available_executors
 from stormwatch.commands.agent import SCHEMA_FILE
 from stormwatch.loaders import load_workflows
 from stormwatch.schemas.common import Severity
@@ -28,7 +29,7 @@ EXAMPLE = ROOT / "deploy" / "incident_workflow_config.yaml"
 
 
 def parse(text: str):  # type: ignore[no-untyped-def]
-    return parse_workflows(textwrap.dedent(text), source="wf.yaml")
+    return parse_workflows(textwrap.dedent(text), source="wf.yaml", executors=available_executors())
 
 
 def errors(text: str) -> list[str]:
@@ -38,7 +39,7 @@ def errors(text: str) -> list[str]:
 
 
 def test_shipped_example_validates() -> None:
-    config = load_workflows(EXAMPLE)
+    config = load_workflows(EXAMPLE, executors=available_executors())
     names = [w.name for w in config.workflows]
     assert "restart-crashlooping-service" in names and "escalate-unacknowledged" in names
     restart = config.get("restart-crashlooping-service")
@@ -234,7 +235,7 @@ def test_escalation_steps_cannot_escalate() -> None:
 
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(WorkflowError, match=r"missing.yaml: cannot read the workflow file"):
-        load_workflows(tmp_path / "missing.yaml")
+        load_workflows(tmp_path / "missing.yaml", executors=available_executors())
 
 
 def test_conditions() -> None:

@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import ErrorDetails
 
+from stormwatch.loaders import read_config_text
 from stormwatch.schemas.yamlerrors import ConfigFileError, ConfigFormat, Place, describe
 
 
@@ -117,11 +118,11 @@ def test_problems_found_after_validation_are_located_and_sorted_by_line() -> Non
 
 def test_unreadable_files_name_the_kind_of_file(tmp_path: Path) -> None:
     with pytest.raises(RootError, match="cannot read the root file: No such file"):
-        FORMAT.read_text(tmp_path / "missing.yaml")
+        read_config_text(FORMAT, tmp_path / "missing.yaml")
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes(b"name: caf\xe9\n")
     with pytest.raises(RootError, match="the root file is not UTF-8 text"):
-        FORMAT.read_text(latin1)
+        read_config_text(FORMAT, latin1)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
-"""Test kit: drive a PartitionEngine with hand-made input records (no broker).
+"""Drive a PartitionEngine with hand-made input records (no broker).
 
-Shared by the engine unit tests and the property tests; it plays the role of the ingest stage
-(routing alerts, writing ticks) and of the correlator runner (collecting outputs and state).
+Shared by the engine unit tests, the property tests and the hot-path benchmark tests; it plays the
+role of the ingest stage (routing alerts, writing ticks) and of the correlator runner (collecting
+outputs and state).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from stormwatch.schemas.fingerprint import key_fingerprint, label_fingerprint
 from stormwatch.schemas.incident import IncidentEvent
 from stormwatch.streams.core import wire
 from stormwatch.streams.core.engine import EngineOutput, PartitionEngine
-from stormwatch.streams.core.rules import Router, RulesConfig, parse_rules
+from stormwatch.streams.core.routing import Router
+from stormwatch.streams.core.rules import RulesConfig, parse_rules
 
 T0 = 1_800_000_000_000  # a fixed epoch-ms origin for tests
 

@@ -1,0 +1,79 @@
+"""`stormwatch` as a user runs it: worker subprocesses with their logs, and one-shot CLI runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.kit.paths import ROOT
+
+LOG_TAIL = 3000  # characters of a dead worker's log an assertion shows
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """This environment for a worker: unbuffered output, and without KAFKA_BOOTSTRAP_SERVERS (the
+    session broker's address) that would redirect a worker configured for another cluster."""
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+class Workers:
+    """Named worker processes, each writing to its log file: start, SIGKILL, check, stop them all."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
+
+    def start(self, name: str, argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+        """Start ``argv`` from the repository root; its output is appended to ``log`` (a restarted
+        worker keeps one log)."""
+        with open(log, "ab") as out:  # the child has its own copy of the descriptor
+            proc = subprocess.Popen(
+                list(argv), stdout=out, stderr=subprocess.STDOUT, env=worker_env(), cwd=ROOT
+            )
+        self.procs[name] = proc
+        self.logs[name] = log
+        return proc
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: a crash, with no chance to commit or leave the group."""
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def check_alive(self) -> None:
+        """AssertionError with its exit status and log when a worker has exited."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                log = self.logs[name].read_text(errors="replace")[-LOG_TAIL:]
+                raise AssertionError(f"worker {name} exited with {proc.returncode}:\n{log}")
+
+    def stop(self) -> None:
+        """SIGTERM to every worker (a clean stop), SIGKILL to those still running after 20 s."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.procs.clear()
+
+
+def run_cli(*args: str, env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """The ``stormwatch`` CLI as a user runs it: from the project root, no stdin, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "stormwatch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
