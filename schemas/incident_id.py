@@ -17,8 +17,8 @@ from enum import StrEnum
 __all__ = ["EXAMPLE", "FORM", "HELP", "PREFIX", "IdFlaw", "IncidentId", "InvalidIncidentId"]
 
 PREFIX = "inc-"
-FORM = "inc-<16 hex digits>-<n>"
-EXAMPLE = "inc-9f86d081884c7d65-1"
+FORM = "inc-<16 hex digits>-<opened ms>"
+EXAMPLE = "inc-9f86d081884c7d65-1796269688419"
 HELP = f"{FORM}, e.g. {EXAMPLE}"
 """How to write one, for help texts and error messages."""
 
@@ -43,7 +43,7 @@ class IdFlaw(StrEnum):
 class InvalidIncidentId(ValueError):
     """A text refused as an incident id: ``flaw`` for programs, ``why`` and the message for people.
 
-    The message reads ``invalid incident id 'X': <why>; expected inc-<16 hex digits>-<n>, e.g. ...``.
+    The message reads ``invalid incident id 'X': <why>; expected inc-<16 hex digits>-<opened ms>, e.g. ...``.
     """
 
     def __init__(self, text: str | None, flaw: IdFlaw, why: str) -> None:

@@ -6,12 +6,14 @@ tests and commands can choose stdout/stderr.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 import time
 import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
@@ -184,3 +186,33 @@ class ProgressLine:
             self.stream.write("\r\x1b[2K")
             self.stream.flush()
             self._drawn = False
+
+
+def command_prefix(config: str | None, *, executable: str | None = None, cwd: Path | None = None) -> str:
+    """How to run stormwatch the way this process runs, for hints a user pastes into a shell.
+
+    ``stormwatch`` when that name on PATH is this installation's script; otherwise the script's
+    path (relative when under the working directory, as ``.venv/bin/stormwatch`` after ``make
+    up``), or ``python -m stormwatch.cli``. ``--config`` is repeated when one was given.
+    """
+    python = Path(executable or sys.executable)
+    here = cwd or Path.cwd()
+    script = python.parent / "stormwatch"
+    on_path = shutil.which("stormwatch")
+    if on_path is not None and script.exists() and Path(on_path).resolve() == script.resolve():
+        command = "stormwatch"
+    elif script.exists():
+        command = _shortest_path(script, here)
+    else:
+        command = f"{shlex.quote(_shortest_path(python, here))} -m stormwatch.cli"
+    if config:
+        command += f" --config {shlex.quote(config)}"
+    return command
+
+
+def _shortest_path(path: Path, cwd: Path) -> str:
+    """Relative to ``cwd`` when inside it (and ``cwd`` is not ``/``), else absolute."""
+    absolute, base = path.absolute(), cwd.absolute()
+    if base.parent != base and absolute.is_relative_to(base):
+        return str(absolute.relative_to(base))
+    return str(absolute)

@@ -168,7 +168,7 @@ class IngestStage:
         if gkhash is None:
             # The wording is older than IncidentId's reasons; dead letters keep it, byte for byte.
             detail = (
-                f"{cmd.action.value}: incident_id {cmd.incident_id!r} is not of the form inc-<16 hex>-<n>"
+                f"{cmd.action.value}: incident_id {cmd.incident_id!r} is not of the form inc-<16 hex>-<opened ms>"
             )
             outputs.append(self._dead_letter(msg, DeadLetterReason.INVALID_COMMAND, detail))
             return

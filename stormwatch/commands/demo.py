@@ -12,12 +12,13 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
 from stormwatch.kafka.client import read_topic
-from stormwatch.output import render_table
+from stormwatch.output import command_prefix, render_table
 from stormwatch.schemas.durations import parse_duration
 from stormwatch.schemas.incident import IncidentEvent
 from stormwatch.simulate import SCENARIOS, SimulationError, generate
@@ -173,12 +174,16 @@ def _summarize(
     ]
     if rows:
         out.write(render_table(["INCIDENT", "STATE", "SEVERITY", "ALERTS", "TITLE"], rows) + "\n")
-    out.write(
-        "\nwhere to look next:\n"
-        "  stormwatch incidents                      # incidents rebuilt from the audit log\n"
-        "  stormwatch timeline INCIDENT_ID           # every decision, with the rule that made it\n"
-        "  stormwatch ack INCIDENT_ID --by $USER     # acknowledge (then watch the timeline)\n"
-        f"  {base}/metrics                # gateway metrics\n"
-        "  http://127.0.0.1:9096/metrics             # ingest; 9097 correlator, 9098 agent, 9099 executor\n"
-        "  make down                                 # stop everything\n"
-    )
+    sw = command_prefix(args.config)
+    example = rows[0][0] if rows else "INCIDENT_ID"
+    hints = [
+        (f"{sw} incidents", "incidents rebuilt from the audit log"),
+        (f"{sw} timeline {example}", "every decision, with the rule that made it"),
+        (f"{sw} ack {example} --by $USER", "acknowledge, and see the outcome"),
+        (f"{base}/metrics", "gateway metrics"),
+        ("http://127.0.0.1:9096/metrics", "ingest; 9097 correlator, 9098 agent, 9099 executor"),
+        ("make down", "stop everything"),
+    ]
+    width = max(len(command) for command, _ in hints)
+    out.write("\nwhere to look next (run from " + str(Path.cwd()) + "):\n")
+    out.writelines(f"  {command:<{width}}  # {why}\n" for command, why in hints)

@@ -36,6 +36,7 @@ __all__ = [
     "list_topics_or_refusal",
     "make_consumer",
     "make_producer",
+    "open_tail",
     "produce_sync",
     "read_changelog",
     "read_changelogs",
@@ -336,6 +337,26 @@ def read_topic(
         yield from _drain(consumer, topic, end, expected, timeout_s, progress)
     finally:
         consumer.close()
+
+
+def open_tail(settings: Settings, topics: Iterable[str], *, timeout_s: float = 10.0) -> Consumer:
+    """A consumer placed at the current end of every partition of ``topics``: it reads only what
+    is written from now on (e.g. the outcome of a command about to be sent).
+
+    The ends are read before returning, not left to ``OFFSET_END``, which librdkafka resolves
+    lazily: a record written between the call and that resolution would be missed.
+    """
+    consumer, errors = _new_consumer(settings, None, {})
+    try:
+        positions = []
+        for topic in topics:
+            for p in _topic_partitions(consumer, errors, settings, topic, timeout_s):
+                positions.append(TopicPartition(topic, p, _watermarks(consumer, topic, p, timeout_s)[1]))
+        consumer.assign(positions)
+    except BaseException:
+        consumer.close()
+        raise
+    return consumer
 
 
 def _watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float) -> tuple[int, int]:

@@ -276,7 +276,7 @@ def test_ack_publishes_a_well_formed_command(
     cli_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = datetime.now(UTC)
-    assert run(["ack", INC2, "--by", "bob", "--note", "on it"], cli_settings) == 0
+    assert run(["ack", INC2, "--by", "bob", "--note", "on it", "--no-wait"], cli_settings) == 0
     command_id = capsys.readouterr().out.strip()
     uuid.UUID(command_id)  # a uuid4 by default
     found = [(k, c) for k, c in _commands(cli_settings) if c.command_id == command_id]
@@ -287,7 +287,8 @@ def test_ack_publishes_a_well_formed_command(
     assert (cmd.incident_id, cmd.by, cmd.note) == (INC2, "bob", "on it")
     assert before <= cmd.at <= datetime.now(UTC)
 
-    assert run(["merge", INC3, "--into", INC2, "--by", "bob", "--command-id", "merge-1"], cli_settings) == 0
+    merge = ["merge", INC3, "--into", INC2, "--by", "bob", "--command-id", "merge-1", "--no-wait"]
+    assert run(merge, cli_settings) == 0
     assert capsys.readouterr().out.strip() == "merge-1"
     merged = [c for _, c in _commands(cli_settings) if c.command_id == "merge-1"]
     assert [(c.action, c.incident_id, c.merge_into) for c in merged] == [(OperatorAction.MERGE, INC3, INC2)]

@@ -65,12 +65,20 @@ def test_ack_assign_and_resolve_become_audit_events(
     _alerts(live, "ApiDown", 5)
     events = _wait(live, lambda evs: any(e.type.value == "opened" for e in evs))
     incident_id = events[0].incident_id
+    capsys.readouterr()
     assert _cli(live, "ack", incident_id, "--by", "alice", "--note", "on it") == 0
+    assert f"acknowledged {incident_id} (event 2)" in capsys.readouterr().err
     assert _cli(live, "assign", incident_id, "bob", "--by", "alice") == 0
-    assert _cli(live, "ack", incident_id, "--by", "carol") == 0  # refused: already acknowledged
-    events = _wait(live, lambda evs: any(e.type.value == "refused" for e in evs))
-    assert _cli(live, "resolve", incident_id, "--by", "bob") == 0
-    _wait(live, lambda evs: any(e.type.value == "resolved" for e in evs))
+    assert f"assigned {incident_id} (event 3)" in capsys.readouterr().err
+    # Refused (already acknowledged): the command waits for the outcome and says why.
+    assert _cli(live, "ack", incident_id, "--by", "carol") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("stormwatch ack: refused: cannot acknowledge") and err.count("\n") == 1
+    assert _cli(live, "resolve", incident_id, "--by", "bob", "--command-id", "resolve-1") == 0
+    assert f"resolved {incident_id}" in capsys.readouterr().err
+    # A retry with the same command id reports the recorded outcome without sending it again.
+    assert _cli(live, "resolve", incident_id, "--by", "bob", "--command-id", "resolve-1") == 0
+    assert "handled before; not sent again" in capsys.readouterr().err
     capsys.readouterr()
 
     assert _cli(live, "timeline", incident_id, "--json") == 0
@@ -86,6 +94,28 @@ def test_ack_assign_and_resolve_become_audit_events(
     assert summary["incident_id"] == incident_id and summary["state"] == "resolved"
     assert summary["alert_count"] == 5 and summary["rule"] == "default"
     assert summary["opened_at"] and summary["resolved_at"]
+
+
+def test_a_command_for_an_unknown_incident_is_refused_with_the_reason(
+    live: PipelineRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _alerts(live, "Warmup", 1)  # the pipeline is up and owns its partitions before the command
+    _wait(live, lambda evs: any(e.type.value == "opened" for e in evs))
+    capsys.readouterr()
+    missing = "inc-905e083776ef3211-1"
+    assert _cli(live, "ack", missing, "--by", "alice", "--wait", "60") == 1
+    out, err = capsys.readouterr()
+    assert out.strip()  # the command id, for a retry
+    assert err.startswith(f"stormwatch ack: refused: acknowledge for incident {missing}")
+    assert "(unknown_incident)" in err
+
+
+def test_no_wait_returns_once_kafka_has_the_command(
+    live: PipelineRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = "inc-905e083776ef3211-2"
+    assert _cli(live, "ack", missing, "--by", "alice", "--no-wait", "--command-id", "nw-1") == 0
+    assert capsys.readouterr().out.strip() == "nw-1"
 
 
 def test_silence_keeps_matching_alerts_from_opening_incidents(

@@ -24,7 +24,7 @@ from stormwatch.schemas.incident import IncidentEvent, IncidentEventType, Incide
 
 
 def incident_id() -> str:
-    """A unique, well-formed incident id (``inc-<16 hex>-<n>``)."""
+    """A unique, well-formed incident id (``inc-<16 hex>-<opened ms>``)."""
     return f"inc-{uuid.uuid4().hex[:16]}-1"
 
 

@@ -1,6 +1,6 @@
 """Ingest routes operator commands and mitigation results by the incident id inside them (no broker).
 
-The group hash in ``inc-<16 hex>-<n>`` picks the correlator partition that owns the incident; a
+The group hash in ``inc-<16 hex>-<opened ms>`` picks the correlator partition that owns the incident; a
 record whose id has none cannot be routed anywhere, so it must become a dead letter
 (``invalid_command``) that says what is wrong, never an exception or a silently dropped record.
 """
@@ -91,7 +91,7 @@ def test_a_command_with_a_malformed_incident_id_is_dead_lettered_with_the_expect
     )
     assert dead.detail.startswith("acknowledge: incident_id ")
     assert repr(incident_id) in dead.detail
-    assert "inc-<16 hex>-<n>" in dead.detail  # how a routable id looks
+    assert "inc-<16 hex>-<opened ms>" in dead.detail  # how a routable id looks
 
 
 @pytest.mark.parametrize("incident_id", MALFORMED_IDS)
