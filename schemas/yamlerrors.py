@@ -20,13 +20,14 @@ from typing import Annotated, Any, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError, core_schema
 
 from stormwatch.schemas.matchers import Matcher
 
 __all__ = [
     "ConfigFileError",
     "ConfigFormat",
+    "ErrorCollector",
     "Loc",
     "Place",
     "Problem",
@@ -34,6 +35,7 @@ __all__ = [
     "alias_or_name",
     "bound_of",
     "describe",
+    "error_loc",
     "matcher_from_yaml",
 ]
 
@@ -44,6 +46,7 @@ Problem = tuple[str, str, int | None]
 """``(path, message, line)``: the path as written in YAML ('' for the whole file), 1-based line or None."""
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 class ConfigFileError(ValueError):
@@ -110,6 +113,59 @@ def bound_of(error: ErrorDetails) -> tuple[str, str, Any] | None:
     return constraint, words, (error.get("ctx") or {}).get(constraint)
 
 
+def error_loc(error: ErrorDetails) -> Loc:
+    """An error's location without the segments pydantic adds for itself ("[key]", union members)."""
+    return tuple(s for s in error["loc"] if isinstance(s, int) or "[" not in s)
+
+
+_KNOWN_ERROR_TYPES: frozenset[str] = frozenset(typing.get_args(core_schema.ErrorType))
+
+
+class ErrorCollector:
+    """Errors of several checks of one value, raised together from a validator.
+
+    pydantic stops checking a value at the first check that raises, and skips the checks that
+    depend on a field that failed; a file would then show its mistakes in rounds. A validator that
+    collects here runs every check and raises once; pydantic merges the errors into its own, each
+    at its location (relative to the value being validated).
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[InitErrorDetails] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+    def add(self, loc: Loc, message: str, value: Any = None) -> None:
+        """One problem at ``loc`` (relative to the value validated), worded as ``message``."""
+        self.errors.append(
+            InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": ValueError(message)})
+        )
+
+    def run(self, validate: Callable[[Any], T], value: Any) -> tuple[bool, T | None]:
+        """``(ok, result)`` of ``validate(value)`` (pydantic's own validation); its errors are kept."""
+        try:
+            return True, validate(value)
+        except ValidationError as exc:
+            for error in exc.errors():
+                kind, ctx = error["type"], error.get("ctx")
+                known = kind in _KNOWN_ERROR_TYPES
+                detail = InitErrorDetails(
+                    type=kind if known else PydanticCustomError(kind, error["msg"]),
+                    loc=error["loc"],
+                    input=error.get("input"),
+                )
+                if known and ctx is not None:
+                    detail["ctx"] = ctx
+                self.errors.append(detail)
+            return False, None
+
+    def raise_if_any(self, title: str) -> None:
+        """Raise every collected error at once (``title`` names the model in pydantic's own text)."""
+        if self.errors:
+            raise ValidationError.from_exception_data(title, self.errors)
+
+
 def format_path(segments: Iterable[str | int]) -> str:
     """``workflows[0].steps[1].timeout``: keys joined by dots, list indexes in brackets."""
     path = ""
@@ -119,7 +175,13 @@ def format_path(segments: Iterable[str | int]) -> str:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys; merge keys (``<<: *anchor``) are not duplicates."""
+    """SafeLoader that records duplicate keys (PyYAML keeps the last one silently) and goes on, so
+    that they are reported together with the file's other mistakes; merge keys (``<<: *anchor``)
+    are not duplicates."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[Problem] = []
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -129,11 +191,10 @@ class _Loader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, typing.Hashable):
                 if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping",
-                        node.start_mark,
-                        f"found duplicate key {key!r}",
-                        key_node.start_mark,
+                    mark = key_node.start_mark
+                    what = f"found duplicate key {key!r} (column {mark.column + 1})"
+                    self.duplicates.append(
+                        ("", f"invalid YAML: while constructing a mapping: {what}", mark.line + 1)
                     )
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -146,6 +207,8 @@ class YamlDocument:
     source: str
     data: Any
     root: yaml.Node | None
+    duplicates: tuple[Problem, ...] = ()
+    """Keys given twice in one mapping: ``ConfigFormat.validate`` reports them with the rest."""
 
     def line_of(self, loc: Sequence[str | int], written: Sequence[str | int] | None = None) -> int | None:
         """1-based line of the deepest node on the path (the whole file's first line if none).
@@ -158,11 +221,16 @@ class YamlDocument:
         for seg, alt in zip(loc, loc if written is None else written, strict=True):
             nxt: yaml.Node | None = None
             if isinstance(node, yaml.MappingNode):
-                names = (str(seg), str(alt))
-                for key_node, value_node in node.value:
-                    if isinstance(key_node, yaml.ScalarNode) and key_node.value in names:
-                        nxt = value_node if isinstance(value_node, yaml.CollectionNode) else key_node
-                        break
+                # The first spelling wins; of keys given twice, the last (the one YAML keeps).
+                found = [
+                    (key_node, value_node)
+                    for name in dict.fromkeys((str(seg), str(alt)))
+                    for key_node, value_node in reversed(node.value)
+                    if isinstance(key_node, yaml.ScalarNode) and key_node.value == name
+                ]
+                if found:
+                    key_node, value_node = found[0]
+                    nxt = value_node if isinstance(value_node, yaml.CollectionNode) else key_node
             elif isinstance(node, yaml.SequenceNode) and isinstance(seg, int) and 0 <= seg < len(node.value):
                 nxt = node.value[seg]
             if nxt is None:
@@ -241,7 +309,8 @@ class ConfigFormat(Generic[M]):
         return self.error(source, [("", f"cannot read the {self.what}: {exc.strerror or exc}", None)])
 
     def parse(self, text: str, source: str) -> YamlDocument:
-        """Parse YAML text; syntax errors and duplicate keys are reported with line and column."""
+        """Parse YAML text; syntax errors are reported with line and column (duplicate keys are
+        kept in the document and reported by ``validate``, with every other problem)."""
         loader = _Loader(text)
         try:
             root = loader.get_single_node()
@@ -257,20 +326,22 @@ class ConfigFormat(Generic[M]):
             raise self.error(source, [("", f"invalid YAML: {exc}", None)]) from None
         finally:
             loader.dispose()
-        return YamlDocument(source, {} if data is None else data, root)
+        return YamlDocument(source, {} if data is None else data, root, tuple(loader.duplicates))
 
     def validate(self, doc: YamlDocument) -> M:
-        """The root model from the document, or the error listing every problem in line order."""
+        """The root model from the document, or the error listing every problem in line order
+        (duplicate keys included)."""
+        problems = list(doc.duplicates)
         try:
-            return self.root.model_validate(doc.data)
+            model = self.root.model_validate(doc.data)
         except ValidationError as exc:
-            problems = []
             for error in exc.errors():
-                # Drop the segments pydantic adds for itself ("[key]", union members).
-                loc = tuple(s for s in error["loc"] if isinstance(s, int) or "[" not in s)
+                loc = error_loc(error)
                 place = self.locate(loc)
                 problems.append((place.path, self.message(error, place), doc.line_of(place.segments, loc)))
+        if problems:
             raise self.error(doc.source, _by_line(problems)) from None
+        return model
 
     def problems(self, doc: YamlDocument, located: Iterable[tuple[Loc, str]]) -> list[Problem]:
         """Problems found after validation (``(loc, message)``, loc in YAML keys), in line order."""

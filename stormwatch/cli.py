@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from stormwatch.config import ConfigError, Settings, load_settings
 from stormwatch.errors import UserError
+from stormwatch.logs import LOG_FORMATS, configure_logging
 
 # Modules that each expose ``register(subparsers)``; their handlers take (args, settings) -> int.
 COMMAND_MODULES = [
@@ -42,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--bootstrap-servers", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="More log output (-vv for debug)")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="Logs on stderr: one JSON object per line, or text (default: log_format, json)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -56,11 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = {"kafka": {"bootstrap_servers": args.bootstrap_servers}} if args.bootstrap_servers else {}
         settings = load_settings(args.config, **overrides)
-        logging.basicConfig(
-            level=level or getattr(logging, settings.log_level.upper(), logging.WARNING),
-            format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}',
-            stream=sys.stderr,
-        )
+        configured: int = getattr(logging, settings.log_level.upper(), logging.WARNING)
+        configure_logging(level or configured, args.log_format or settings.log_format)
         handler: Handler = args.handler
         return handler(args, settings)
     except (UserError, ConfigError) as exc:

@@ -3,22 +3,54 @@
 Precedence, highest first: explicit overrides (CLI flags), env vars, the YAML file named by
 ``--config`` or ``STORMWATCH_CONFIG``, then the defaults below. Nested options use ``__`` in env
 var names, e.g. ``STORMWATCH_TOPICS__RAW=my.raw``. docs/configuration.md lists every option.
+
+Validation (``load_settings``) refuses unknown keys in every section and reports every problem in
+one pass, each where it was made: ``file:line`` for the YAML file (the rules file's messages,
+``stormwatch.schemas.yamlerrors``), the variable's name for the environment.
 """
 
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import AliasChoices, BaseModel, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from stormwatch.schemas.limits import DEFAULT_LIMITS
+from stormwatch.schemas.yamlerrors import (
+    ConfigFileError,
+    ConfigFormat,
+    ErrorCollector,
+    Loc,
+    Place,
+    YamlDocument,
+    describe,
+    error_loc,
+)
 
 
-class KafkaSettings(BaseModel):
+class _Section(BaseModel):
+    """Base of the settings sections: an unknown key is an error, never a silently used default.
+
+    A check across options reports at the option concerned (``ErrorCollector``, see
+    GatewaySettings), so its message names that option's file line or env var.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
     """How every client reaches the brokers."""
 
     bootstrap_servers: str = Field(
@@ -56,7 +88,7 @@ class KafkaSettings(BaseModel):
         return conf
 
 
-class TopicSettings(BaseModel):
+class TopicSettings(_Section):
     """Topic names and sizing. User-facing names first, then the internal ones."""
 
     raw: str = Field(default="alerts.raw", description="Where monitoring systems and the gateway publish")
@@ -107,7 +139,7 @@ class TopicSettings(BaseModel):
         return names
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(_Section):
     # The parse limits' defaults are defined once, with the limits (schemas.limits).
     max_record_bytes: int = Field(
         default=DEFAULT_LIMITS.max_record_bytes, description="Larger raw records are dead-lettered"
@@ -130,7 +162,7 @@ class IngestSettings(BaseModel):
     )
 
 
-class CorrelatorSettings(BaseModel):
+class CorrelatorSettings(_Section):
     rules_file: str | None = Field(
         default=None, description="YAML correlation rules; None = built-in default"
     )
@@ -139,7 +171,7 @@ class CorrelatorSettings(BaseModel):
     )
 
 
-class GatewaySettings(BaseModel):
+class GatewaySettings(_Section):
     """The HTTP gateway (`stormwatch gateway`, docs/gateway.md); it writes to ``topics.raw``."""
 
     host: str = Field(default="127.0.0.1", description="Address to listen on")
@@ -150,22 +182,39 @@ class GatewaySettings(BaseModel):
     bearer_token: str | None = Field(
         default=None, repr=False, description="When set, alert endpoints need 'Authorization: Bearer <token>'"
     )
+    insecure_no_auth: bool = Field(
+        default=False,
+        description="Allow a non-loopback host without bearer_token (--insecure-no-auth); logs a warning",
+    )
     tls_cert_file: str | None = Field(default=None, description="PEM certificate (chain); enables HTTPS")
     tls_key_file: str | None = Field(default=None, description="PEM private key of tls_cert_file")
     delivery_timeout_ms: int = Field(
         default=5_000, ge=100, description="Longest wait for Kafka's acknowledgement before answering 503"
     )
+    request_read_timeout_ms: int = Field(
+        default=10_000,
+        ge=100,
+        description="A request (headers and body) must arrive within this long, else the connection is "
+        "closed; also the idle keep-alive timeout",
+    )
+    max_connections: int = Field(
+        default=1024, ge=1, description="Open connections beyond this are answered 503 and closed at once"
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> GatewaySettings:
+        # Both checks, each at the option that is set (its file line or env var), in one pass.
+        errors = ErrorCollector()
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("gateway.tls_cert_file and gateway.tls_key_file must be set together")
+            given = "tls_cert_file" if self.tls_key_file is None else "tls_key_file"
+            errors.add((given,), "gateway.tls_cert_file and gateway.tls_key_file must be set together")
         if self.bearer_token is not None and not self.bearer_token.strip():
-            raise ValueError("gateway.bearer_token is empty; unset it to disable authentication")
+            errors.add(("bearer_token",), "gateway.bearer_token is empty; unset it to disable authentication")
+        errors.raise_if_any(type(self).__name__)
         return self
 
 
-class AgentSettings(BaseModel):
+class AgentSettings(_Section):
     """The mitigation agent (`stormwatch agent`) and the executors (`stormwatch executor`)."""
 
     workflows_file: str | None = Field(default=None, description="Workflow YAML; --workflows overrides it")
@@ -190,6 +239,10 @@ class AgentSettings(BaseModel):
     max_batch_records: int = Field(default=500, ge=1, description="Input records per poll (one transaction)")
 
 
+_ENV_READ_BY_LOADER: ContextVar[bool] = ContextVar("_ENV_READ_BY_LOADER", default=False)
+"""Set while load_settings validates: it has read the env vars itself, to name each in messages."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STORMWATCH_", env_nested_delimiter="__", extra="forbid")
 
@@ -203,6 +256,15 @@ class Settings(BaseSettings):
         default="WARNING",
         validation_alias=AliasChoices("STORMWATCH_LOG_LEVEL", "log_level"),
         description="Python log level of the structured logs on stderr (-v / -vv raise it)",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="Logs on stderr: one JSON object per line, or text for a terminal (--log-format)",
+    )
+    shutdown_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        description="After SIGTERM/SIGINT a worker ends within this long, closed cleanly or not",
     )
     metrics_port: int = Field(default=0, description="Port for /metrics; 0 disables")
     metrics_host: str = Field(
@@ -218,43 +280,181 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if _ENV_READ_BY_LOADER.get():
+            return (init_settings,)
         return (init_settings, env_settings)
 
 
 class ConfigError(ValueError):
-    """A configuration problem, with a message that says what to fix."""
+    """A configuration problem, with a message that says what to fix (one line per problem)."""
+
+
+class SettingsFileError(ConfigFileError):
+    """Problems of the YAML configuration file; ``load_settings`` reports them in a ConfigError."""
+
+
+def secret_fields() -> frozenset[str]:
+    """Options whose values are never shown (``repr=False``): masked by ``config show``, and never
+    quoted in an error message."""
+    return frozenset(
+        name
+        for section in Settings.model_fields.values()
+        if isinstance(section.annotation, type) and issubclass(section.annotation, BaseModel)
+        for name, info in section.annotation.model_fields.items()
+        if info.repr is False
+    )
+
+
+def _explain(error: ErrorDetails, place: Place) -> str | None:
+    """A wrong value of a secret option is described in pydantic's words, which never quote it."""
+    parent, name = place.parent, place.field
+    if error["type"] == "value_error" or parent is None or name is None:
+        return None  # our own validators' words: they never quote a value
+    return str(error["msg"]) if parent.model_fields[name].repr is False else None
+
+
+# How the settings file is parsed and explained: the same file:line messages as the rules file.
+SETTINGS_FILE = ConfigFormat(Settings, SettingsFileError, "config file", explain=_explain)
+
+_ENV_PREFIX = "stormwatch_"  # pydantic-settings matches names case-insensitively, lowercased
+_ALIASES = {
+    alias: name
+    for name, info in Settings.model_fields.items()
+    if isinstance(info.validation_alias, AliasChoices)
+    for alias in info.validation_alias.choices
+    if isinstance(alias, str) and alias != name
+}
+"""Top-level options read from env vars under another key (STORMWATCH_LOG_LEVEL): {key: option}."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Environment:
+    """The options set by env vars, the variable that set each (for messages), and the variables
+    whose value could not even be read (not JSON where JSON is needed)."""
+
+    values: dict[str, Any]
+    names: dict[tuple[str, ...], str]
+    problems: list[str]
+
+    @classmethod
+    def read(cls) -> _Environment:
+        source = EnvSettingsSource(Settings)
+        original = {name.lower(): name for name in os.environ}
+        names: dict[tuple[str, ...], str] = {}
+        for key in source.env_vars:
+            path = tuple(key.removeprefix(_ENV_PREFIX).split("__"))
+            if key.startswith(_ENV_PREFIX) and path[0] in Settings.model_fields:
+                names[path] = original.get(key, key.upper())
+        problems: list[str] = []
+        try:
+            values = source()
+        except SettingsError:
+            # One variable at a time (parents before the options inside them, as pydantic-settings
+            # merges them), so that every unreadable variable is named and the others still count.
+            values, everything = {}, source.env_vars
+            for path, name in sorted(names.items(), key=lambda item: len(item[0])):
+                key = name.lower()
+                source.env_vars = {key: everything[key]}
+                try:
+                    values = _deep_merge(values, source())
+                except SettingsError as exc:
+                    problems.append(_not_json(name, path, exc))
+            source.env_vars = everything
+        values = {_ALIASES.get(key, key): value for key, value in values.items()}
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if bootstrap and "STORMWATCH_KAFKA__BOOTSTRAP_SERVERS" not in os.environ:
+            kafka = values.get("kafka", {})
+            if isinstance(kafka, dict):
+                values["kafka"] = {**kafka, "bootstrap_servers": bootstrap}
+                names["kafka", "bootstrap_servers"] = "KAFKA_BOOTSTRAP_SERVERS"
+        return cls(values, names, problems)
+
+    def setters(self, loc: Loc) -> tuple[list[str], bool]:
+        """The variables that set the value at ``loc``: the variable of ``loc`` or of a value around
+        it (a JSON value; then True: the message needs the path inside), else those inside it."""
+        path = tuple(str(seg).lower() for seg in loc)
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.names:
+                return [self.names[path[:n]]], n < len(path)
+        return sorted(name for p, name in self.names.items() if p[: len(path)] == path), False
+
+
+def _not_json(name: str, path: tuple[str, ...], exc: SettingsError) -> str:
+    """An env var holding a list or a section must be JSON; the value itself is not repeated."""
+    place = SETTINGS_FILE.locate(path)
+    example = '{"key": "value"}' if place.expected is not None else '["a", "b"]'
+    return f"{name}: {place.path} takes JSON, e.g. {example}; {exc.__cause__ or exc}"
+
+
+def _given(data: Any, loc: Loc) -> bool:
+    """Whether ``data`` sets the value at ``loc``, itself or as part of a larger value."""
+    for seg in loc:
+        if not isinstance(data, dict):
+            return True
+        if seg not in data:
+            return False
+        data = data[seg]
+    return True
+
+
+def _read_file(path: Path) -> YamlDocument:
+    """The YAML file with its lines; a file that cannot be used at all is the only problem reported."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass an existing YAML file with --config")
+    try:
+        text = path.read_text(encoding="utf-8")
+        doc = SETTINGS_FILE.parse(text, str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(SETTINGS_FILE.unreadable(str(path), exc))) from None
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
+    if not isinstance(doc.data, dict):
+        keys = ", ".join(SETTINGS_FILE.keys(Settings))
+        problem = ("", f"expected a mapping with keys: {keys}; got {describe(doc.data)}", 1)
+        raise ConfigError(str(SettingsFileError(str(path), [problem])))
+    return doc
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Merge defaults, the YAML file, env vars (incl. KAFKA_BOOTSTRAP_SERVERS) and overrides."""
+    """Merge defaults, the YAML file, env vars (incl. KAFKA_BOOTSTRAP_SERVERS) and overrides.
+
+    Every problem is reported in one pass, each where it was made: ``file:line: path: ...`` for the
+    file, ``STORMWATCH_X__Y: ...`` for an env var, ``invalid configuration: path: ...`` for the
+    caller's overrides. Messages never quote the value of a secret option.
+    """
     path = config_file or os.environ.get("STORMWATCH_CONFIG")
-    data: dict[str, Any] = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found; pass an existing YAML file with --config")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at the top level")
-        data = loaded
-    settings = Settings()  # env vars only
-    merged = _deep_merge(data, settings.model_dump(exclude_unset=True))
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if bootstrap and "STORMWATCH_KAFKA__BOOTSTRAP_SERVERS" not in os.environ:
-        merged.setdefault("kafka", {})["bootstrap_servers"] = bootstrap
-    merged = _deep_merge(merged, overrides)
+    doc = _read_file(Path(path)) if path else None
+    env = _Environment.read()
+    file_data: dict[str, Any] = doc.data if doc is not None else {}
+    merged = _deep_merge(_deep_merge(file_data, env.values), overrides)
+    settings: Settings | None = None
+    errors: list[ErrorDetails] = []
+    token = _ENV_READ_BY_LOADER.set(True)
     try:
-        return Settings.model_validate(merged)
+        settings = Settings.model_validate(merged)
     except ValidationError as exc:
-        # Never echo the input: a section holding a password or token must not reach stderr.
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}"
-            for err in exc.errors(include_input=False, include_url=False)
-        )
-        raise ConfigError(f"invalid configuration: {problems}") from None
+        errors = exc.errors()
+    finally:
+        _ENV_READ_BY_LOADER.reset(token)
+    in_file: list[tuple[Loc, str]] = []
+    from_env, other = list(env.problems), []
+    for error in errors:
+        loc = error_loc(error)
+        place = SETTINGS_FILE.locate(loc)
+        message = SETTINGS_FILE.message(error, place)
+        setters, inside = env.setters(loc)
+        if _given(overrides, loc) or not (setters or (doc is not None and _given(file_data, loc))):
+            other.append(f"invalid configuration: {place.path}: {message}")
+        elif setters:
+            from_env.append(f"{', '.join(setters)}: {f'{place.path}: ' if inside else ''}{message}")
+        else:
+            in_file.append((loc, message))
+    located = [*doc.duplicates, *SETTINGS_FILE.problems(doc, in_file)] if doc is not None else []
+    if settings is not None and not (located or from_env or other):
+        return settings
+    source = doc.source if doc is not None else ""
+    lines = str(SettingsFileError(source, sorted(located, key=lambda p: p[2] or 0))).splitlines()
+    raise ConfigError("\n".join([*lines, *sorted(from_env), *other]))
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from stormwatch.config import Settings
+from stormwatch.config import Settings, secret_fields
 
 HEADER = """# Configuration
 
@@ -43,9 +43,33 @@ correlator:
 
 Correlation rules (group_wait, group_interval, inhibition, flapping ...) live in their own file:
 see [correlation-rules.md](correlation-rules.md); workflows in [workflows.md](workflows.md).
+
+## Validation
+
+Every command checks the whole configuration before it starts and reports every mistake at once,
+one line each, then exits with status 2:
+
+```
+$ STORMWATCH_GATEWAY__PORT=abc stormwatch --config stormwatch.yaml config show
+stormwatch config: error: stormwatch.yaml:2: kafka.bootstrap_server: unknown key 'bootstrap_server'; allowed keys: bootstrap_servers, client_id, sasl_mechanism, ...
+stormwatch.yaml:4: topics.partitions: must be at least 1; got the number 0
+STORMWATCH_GATEWAY__PORT: expected a whole number; got the string 'abc'
+```
+
+- An unknown key is an error in every section, as at the top level: a typo never leaves the
+  default in place unnoticed. The message lists the keys allowed there. A key given twice in one
+  mapping is an error too.
+- A mistake in the file reads `file:line: option: what is wrong`; one in an environment variable
+  names the variable, also when the variable names no option of its section
+  (`STORMWATCH_GATEWAY__PROT`). `STORMWATCH_` variables that name no section or option at all
+  (`STORMWATCH_CONFIG`, `STORMWATCH_INSTANCE_ID`) are not options and are left alone.
+- A list, or a whole section, in one environment variable is JSON:
+  `STORMWATCH_AGENT__ALLOW_TOPICS='["a", "b"]'`.
+- The value of a secret option (`kafka.sasl_password`, `gateway.bearer_token`) is never repeated in
+  a message.
 """
 
-SECRET_FIELDS = {"sasl_password", "bearer_token"}
+SECRET_FIELDS = secret_fields()
 
 
 def _default(info: FieldInfo) -> str:

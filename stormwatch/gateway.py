@@ -14,6 +14,7 @@ import base64
 import contextlib
 import functools
 import hmac
+import ipaddress
 import logging
 import ssl
 import threading
@@ -34,6 +35,7 @@ from stormwatch.errors import UserError
 from stormwatch.kafka.client import make_producer, unreachable_error
 from stormwatch.metrics import process_wide
 from stormwatch.schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
+from stormwatch.schemas.adapters.base import show
 from stormwatch.schemas.alert import InputFormat
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.schemas.fingerprint import canonical_labels
@@ -46,8 +48,19 @@ RETRY_AFTER_S = 5
 MAX_ERRORS_SHOWN = 20
 """A response lists at most this many rejected alerts; the count is always complete."""
 
+PAGERDUTY_SEVERITIES = ("critical", "error", "warning", "info")
+"""The severities PagerDuty's Events API v2 accepts; any other is refused with 400, as PagerDuty does."""
+
 _READ_CHUNK = 64 * 1024
+_BOM = b"\xef\xbb\xbf"
 _REALM = 'Bearer realm="stormwatch"'
+_BUSY_TEXT = b"too many connections (gateway.max_connections)\n"
+# The answer to a connection over gateway.max_connections: written before the request is read.
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Retry-After: %d\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+    % (RETRY_AFTER_S, len(_BUSY_TEXT), _BUSY_TEXT)
+)
 _JSON_MEDIA = ("application/json", "text/json")
 _UTF8_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")
 # Delivery errors that mean "Kafka is not there right now" rather than "this record is bad".
@@ -97,6 +110,16 @@ class GatewayMetrics:
         )
         self.kafka_ready = Gauge(
             "stormwatch_gateway_kafka_ready", "1 when the broker answers and the raw topic exists"
+        )
+        self.connections_open = Gauge(
+            "stormwatch_gateway_connections_open",
+            "Client connections open now (at most gateway.max_connections)",
+        )
+        self.connections_dropped = Counter(
+            "stormwatch_gateway_connections_dropped_total",
+            "Connections the gateway closed: read_timeout (a request not received within "
+            "gateway.request_read_timeout_ms) or too_many_connections (refused with 503)",
+            ["reason"],
         )
 
 
@@ -471,7 +494,8 @@ def binary_cloudevent(headers: Mapping[str, str], media: str | None, body: bytes
     if media is not None:
         event["datacontenttype"] = media
     try:
-        event["data"] = orjson.loads(body)
+        # A leading byte order mark is skipped, as the adapters skip it on a whole record.
+        event["data"] = orjson.loads(body[len(_BOM) :] if body.startswith(_BOM) else body)
     except orjson.JSONDecodeError:
         event["data_base64"] = base64.b64encode(body).decode("ascii")
     return orjson.dumps(event)
@@ -502,6 +526,10 @@ class Gateway:
         self.limits = ParseLimits.from_settings(settings.ingest)
         token = self.config.bearer_token
         self._token = token.encode() if token is not None else None
+        self.connections = ConnectionGuard(
+            self.config.max_connections, self.config.request_read_timeout_ms / 1000, self.metrics
+        )
+        self._ingest_routes: set[str] = {e.name for e in ENDPOINTS}
         self.app = web.Application(middlewares=[self._observe], client_max_size=self.config.max_body_bytes)
         for endpoint in ENDPOINTS:
             self.app.router.add_post(
@@ -518,6 +546,8 @@ class Gateway:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         endpoint = request.match_info.route.name or "unmatched"
+        if endpoint not in self._ingest_routes:
+            self.connections.request_read(request)  # no body to wait for
         started = time.perf_counter()
         status = 500
         try:
@@ -528,6 +558,7 @@ class Gateway:
             status = exc.status
             raise
         finally:
+            self.connections.request_read(request)  # a refused body is not read further
             self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
             self.metrics.request_seconds.labels(endpoint=endpoint).observe(time.perf_counter() - started)
 
@@ -606,10 +637,21 @@ class Gateway:
         if declared is not None and declared > limit:
             raise too_large
         body = bytearray()
-        async for chunk in request.content.iter_chunked(_READ_CHUNK):
-            body += chunk
-            if len(body) > limit:
-                raise too_large
+        try:
+            async for chunk in request.content.iter_chunked(_READ_CHUNK):
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+        except ConnectionError:
+            # The client went away, or the read deadline closed the connection: nobody reads this
+            # answer, but it keeps the request out of aiohttp's "Error handling request" log.
+            raise HttpError(
+                408,
+                "the connection closed before the whole request body arrived "
+                "(a request must arrive within gateway.request_read_timeout_ms)",
+                label="request timeout",
+            ) from None
+        self.connections.request_read(request)
         return bytes(body)
 
     def _parse(self, value: bytes, fmt: InputFormat, received_ms: int) -> ParseResult:
@@ -633,6 +675,9 @@ class Gateway:
             body, dedup_key = self._pagerduty_body(body)
         result = self._parse(body, endpoint.format, received_ms)
         if result.alerts:
+            if endpoint is PAGERDUTY and dedup_key is None:
+                # Never answer "dedup_key": null: the key the alert was stored under resolves it.
+                dedup_key = result.alerts[0].source_key
             return Prepared(body, result, dedup_key)
         self._count_rejected(endpoint.format, result.dead_letters)
         first = result.dead_letters[0]
@@ -671,33 +716,54 @@ class Gateway:
 
     def _pagerduty_body(self, body: bytes) -> tuple[bytes, str | None]:
         """PagerDuty takes one event per request; a trigger without dedup_key gets one (see
-        ``dedup_key_for``), written into the record so a later resolve finds the same alert."""
+        ``dedup_key_for``), written into the record so a later resolve finds the same alert.
+
+        A leading UTF-8 byte order mark (Windows senders) is skipped as the adapters skip it:
+        otherwise the event would be accepted without the key the sender needs to resolve it.
+        """
         try:
-            event = orjson.loads(body)
+            event = orjson.loads(body[len(_BOM) :] if body.startswith(_BOM) else body)
         except orjson.JSONDecodeError:
             return body, None  # the adapter says what is wrong
         if type(event) is list:
-            self.metrics.alerts_rejected.labels(
-                format=PAGERDUTY.format.value, reason=DeadLetterReason.INVALID_ALERT.value
-            ).inc()
-            raise HttpError(
-                400,
-                PAGERDUTY.invalid_message,
-                label=PAGERDUTY.invalid_label,
-                extra={
-                    "reason": DeadLetterReason.INVALID_ALERT.value,
-                    "detail": "expected one event object; PagerDuty Events v2 takes one event per request",
-                    "rejected": 1,
-                    "errors": ["invalid_alert: expected one event object, got an array"],
-                },
+            raise self._invalid_pagerduty_event(
+                "expected one event object; PagerDuty Events v2 takes one event per request",
+                "expected one event object, got an array",
             )
         if type(event) is not dict:
             return body, None
+        self._check_pagerduty_severity(event)
         key = event.get("dedup_key")
         if key is None and event.get("event_action") == "trigger":
             key = dedup_key_for(event)
             return orjson.dumps({**event, "dedup_key": key}), key
         return body, key if isinstance(key, str) else None
+
+    def _check_pagerduty_severity(self, event: Mapping[str, Any]) -> None:
+        """A trigger's ``payload.severity`` must be one of PagerDuty's four (case ignored), as
+        PagerDuty requires; ingest maps any word to a level, but a sender that expects PagerDuty's
+        answers must learn that its severity means nothing. A missing or non-string severity is
+        left to the adapter, which refuses it too."""
+        payload = event.get("payload")
+        if event.get("event_action") != "trigger" or type(payload) is not dict:
+            return
+        severity = payload.get("severity")
+        if type(severity) is not str or not severity or severity.strip().lower() in PAGERDUTY_SEVERITIES:
+            return
+        allowed = ", ".join(f"'{s}'" for s in PAGERDUTY_SEVERITIES[:-1]) + f" or '{PAGERDUTY_SEVERITIES[-1]}'"
+        detail = f"payload.severity: {show(severity)} is invalid (must be one of the following: {allowed})"
+        raise self._invalid_pagerduty_event(detail, detail)
+
+    def _invalid_pagerduty_event(self, detail: str, error: str) -> HttpError:
+        """PagerDuty's 400 for an event it would not take (counted as a rejected alert)."""
+        reason = DeadLetterReason.INVALID_ALERT.value
+        self.metrics.alerts_rejected.labels(format=PAGERDUTY.format.value, reason=reason).inc()
+        return HttpError(
+            400,
+            PAGERDUTY.invalid_message,
+            label=PAGERDUTY.invalid_label,
+            extra={"reason": reason, "detail": detail, "rejected": 1, "errors": [f"{reason}: {error}"]},
+        )
 
     async def _forward(self, endpoint: Endpoint, prepared: Prepared, received_ms: int) -> web.Response:
         result = prepared.result
@@ -755,6 +821,200 @@ def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
+# ---------------------------------------------------------------------------- connections
+
+
+class ConnectionGuard:
+    """Bounds what a client can hold: at most ``max_connections`` open connections, and a deadline
+    of ``read_timeout_s`` for each request to arrive whole.
+
+    aiohttp has no request read timeout: a client that sends half a header, or half a body, holds
+    its connection (and a slot of the server's file descriptors) for as long as it likes. Each
+    connection's protocol is wrapped (``wrap``): the deadline starts when the connection opens, or
+    at the first byte of the next request on a kept-alive one, and ends when the application calls
+    ``request_read``; a connection still reading at the deadline is closed. Connections over the
+    limit get a canned 503 before anything is read.
+    """
+
+    def __init__(self, max_connections: int, read_timeout_s: float, metrics: GatewayMetrics) -> None:
+        self.max_connections = max_connections
+        self.read_timeout_s = read_timeout_s
+        self.metrics = metrics
+        self._open: dict[asyncio.BaseTransport, _GuardedProtocol] = {}
+
+    def wrap(self, protocol: asyncio.Protocol) -> asyncio.Protocol:
+        return _GuardedProtocol(self, protocol)
+
+    def request_read(self, request: web.BaseRequest) -> None:
+        """The request arrived whole (or will not be read further): stop its deadline."""
+        transport = request.transport
+        guarded = self._open.get(transport) if transport is not None else None
+        if guarded is not None:
+            guarded.disarm()
+
+    def _admit(self, guarded: _GuardedProtocol, transport: asyncio.BaseTransport) -> bool:
+        if len(self._open) >= self.max_connections:
+            self.metrics.connections_dropped.labels(reason="too_many_connections").inc()
+            return False
+        self._open[transport] = guarded
+        self.metrics.connections_open.set(len(self._open))
+        return True
+
+    def _release(self, transport: asyncio.BaseTransport) -> None:
+        if self._open.pop(transport, None) is not None:
+            self.metrics.connections_open.set(len(self._open))
+
+
+class _GuardedProtocol(asyncio.Protocol):
+    """Passes every event to aiohttp's protocol; adds the connection limit and the read deadline."""
+
+    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
+        self._guard = guard
+        self._inner = inner
+        self._transport: asyncio.Transport | None = None
+        self._admitted = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        if not self._guard._admit(self, transport):
+            _refuse(transport)
+            return
+        self._admitted = True
+        self._arm()
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._admitted:
+            return  # refused: the 503 is on its way, the request is not read
+        if self._timer is None:
+            self._arm()  # the first byte of the next request on a kept-alive connection
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._admitted else None
+
+    def pause_writing(self) -> None:
+        if self._admitted:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._admitted:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._admitted:
+            return
+        self.disarm()
+        assert self._transport is not None
+        self._guard._release(self._transport)
+        self._inner.connection_lost(exc)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._guard.read_timeout_s, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._guard.metrics.connections_dropped.labels(reason="read_timeout").inc()
+        log.info(
+            "closing a connection from %s: no complete request within %gs (gateway.request_read_timeout_ms)",
+            _peer(transport),
+            self._guard.read_timeout_s,
+        )
+        transport.abort()
+
+
+def _refuse(transport: asyncio.Transport) -> None:
+    """Answer 503 and close; half-close first where possible, so the client reads the answer
+    rather than a reset, with a hard close a second later whatever the client does."""
+    log.info("refusing a connection from %s: gateway.max_connections reached", _peer(transport))
+    transport.write(_BUSY)
+    if transport.can_write_eof():
+        transport.write_eof()
+    else:
+        transport.close()
+    asyncio.get_running_loop().call_later(1.0, transport.abort)
+
+
+def _peer(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
+
+
+class _GuardedSite(web.BaseSite):
+    """aiohttp's TCPSite with every connection's protocol wrapped by a ConnectionGuard."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        guard: ConnectionGuard,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
+        self._host = host
+        self._port = port
+        self._guard = guard
+
+    @property
+    def name(self) -> str:
+        return f"{'https' if self._ssl_context else 'http'}://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        guard = self._guard
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: guard.wrap(server()),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            # A TLS handshake happens before the request: bound it by the same deadline.
+            ssl_handshake_timeout=guard.read_timeout_s if self._ssl_context else None,
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is reachable from this machine only: 127.0.0.0/8, ::1 or localhost.
+
+    Anything else, the wildcards 0.0.0.0, :: and "" included, may be reachable from elsewhere.
+    """
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(config: GatewaySettings) -> None:
+    """Refuse to serve other machines without a token, unless told to (``insecure_no_auth``).
+
+    An open gateway lets anyone who reaches it create incidents and page people; this must never
+    be the silent result of binding 0.0.0.0 in a container.
+    """
+    if config.bearer_token is None and not config.insecure_no_auth and not is_loopback(config.host):
+        raise UserError(
+            f"refusing to listen on {config.host or '*'} without authentication: set gateway.bearer_token "
+            "(STORMWATCH_GATEWAY__BEARER_TOKEN or --bearer-token-file), listen on 127.0.0.1, "
+            "or pass --insecure-no-auth (gateway.insecure_no_auth) to accept alerts from anyone"
+        )
+
+
 # ---------------------------------------------------------------------------- server
 
 
@@ -777,6 +1037,7 @@ class GatewayServer:
     ready); on stop, requests in progress finish (their Kafka writes included) before the sink closes."""
 
     def __init__(self, settings: Settings, sink: KafkaSink | None = None) -> None:
+        check_exposure(settings.gateway)  # before anything connects to Kafka
         self.settings = settings
         self.config = settings.gateway
         self.sink = sink or KafkaSink(settings)
@@ -796,9 +1057,22 @@ class GatewayServer:
         ssl_context = None
         if self.config.tls_cert_file and self.config.tls_key_file:
             ssl_context = make_ssl_context(self.config.tls_cert_file, self.config.tls_key_file)
-        runner = web.AppRunner(self.gateway.app, access_log=None, handle_signals=False, shutdown_timeout=10)
+        read_timeout_s = self.config.request_read_timeout_ms / 1000
+        runner = web.AppRunner(
+            self.gateway.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=10,
+            # An idle kept-alive connection is closed after the read timeout (as Go's http.Server
+            # does when IdleTimeout is unset); the unread rest of a refused body is read for at
+            # most that long before the connection closes.
+            keepalive_timeout=read_timeout_s,
+            lingering_time=min(10.0, read_timeout_s),
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=ssl_context)
+        site = _GuardedSite(
+            runner, self.config.host, self.config.port, self.gateway.connections, ssl_context=ssl_context
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -813,6 +1087,12 @@ class GatewayServer:
         for address in runner.addresses:  # the bound socket tells the real port when port 0 was asked
             self.port = int(address[1])
             break
+        if self.config.bearer_token is None and not is_loopback(self.config.host):
+            log.warning(
+                "listening on %s without authentication (gateway.insecure_no_auth): anyone who can "
+                "reach it can post alerts; set gateway.bearer_token",
+                self.url,
+            )
 
     async def stop(self) -> None:
         """Finish the requests in progress (their Kafka writes included), then close."""

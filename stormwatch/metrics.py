@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
+from stormwatch.errors import UserError
+
 _DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -184,7 +186,17 @@ _servers: set[int] = set()
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
-    """Serve /metrics once per port for the process (0 = disabled)."""
+    """Serve /metrics once per port for the process (0 = disabled).
+
+    A port that cannot be bound (in use, no permission, unknown address) is a ``UserError``: the
+    worker exits with one line that names the port and the setting, not a traceback."""
     if port and port not in _servers:
-        start_http_server(port, addr=addr, registry=REGISTRY)
+        try:
+            start_http_server(port, addr=addr, registry=REGISTRY)
+        except OSError as exc:
+            raise UserError(
+                f"cannot serve /metrics on {addr}:{port}: {exc.strerror or exc}; choose another port "
+                "with --metrics-port PORT (metrics_port, $STORMWATCH_METRICS_PORT; 0 turns /metrics off)"
+                " or another address with metrics_host ($STORMWATCH_METRICS_HOST)"
+            ) from None
         _servers.add(port)

@@ -166,10 +166,8 @@ class IngestStage:
             return
         gkhash = IncidentId.gkhash_of(cmd.incident_id)
         if gkhash is None:
-            # The wording is older than IncidentId's reasons; dead letters keep it, byte for byte.
-            detail = (
-                f"{cmd.action.value}: incident_id {cmd.incident_id!r} is not of the form inc-<16 hex>-<opened ms>"
-            )
+            # The wording is older than IncidentId's reasons (kept apart from them on purpose).
+            detail = f"{cmd.action.value}: incident_id {cmd.incident_id!r} is not of the form inc-<16 hex>-<opened ms>"
             outputs.append(self._dead_letter(msg, DeadLetterReason.INVALID_COMMAND, detail))
             return
         outputs.append(Output(self.topics.correlator_input, encoded, gkhash))

@@ -8,6 +8,11 @@ deterministic ``command_id = xxh3_128(incident, workflow, run, step, attempt)``.
 when the executor's result comes back (or the step is refused, denied, expired, or got no
 result in time), following the step's retry and ``on_failure`` policy.
 
+Approval fails closed: a step waits for an operator unless its compiled ``ApprovalPolicy``
+exempts it, and the incident's labels (chosen by whoever sent the alert) can only add that
+requirement, never lift it (docs/security.md, "Approvals"). URL parameters are rendered with
+each substituted value as one percent-encoded path segment (``render_params``).
+
 Every decision becomes a ``CommandResult`` (requested, awaiting_approval, approved, denied,
 expired, refused, dry_run, failed), which the correlator turns into an incident event: the
 audit log shows each automated action, who approved it and how it ended.
@@ -24,7 +29,7 @@ import xxhash
 
 from stormwatch.agents.core.approvals import ApprovalDecision, Decision
 from stormwatch.agents.core.state import AgentState, IncidentRecord, IncidentView, Lane, Pending, Phase, Run
-from stormwatch.agents.core.templating import TemplateError, render_value
+from stormwatch.agents.core.templating import TemplateError, render_params
 from stormwatch.agents.core.workflow import OnFailure, StepSpec, TriggerEvent, WorkflowConfig, WorkflowSpec
 from stormwatch.schemas.commands import CommandResult, CommandStatus, MitigationCommand
 from stormwatch.schemas.common import ms_from_dt, utc_from_ms
@@ -481,7 +486,7 @@ class Planner:
         try:
             template_ctx = self._context(ctx, spec, attempt, cid)
             target = spec.target.render(template_ctx) if spec.target is not None else None
-            params = render_value(spec.params, template_ctx)
+            params = render_params(spec.params, template_ctx, spec.url_params)
         except TemplateError as exc:
             reason = f"cannot render the step's parameters: {exc}"
             out.results.append(

@@ -8,6 +8,12 @@ label value like ``{{ labels.x }}`` or ``; rm -rf /`` stays that literal text. U
 has no value is an error (``| default("...")`` supplies one), so a command is never sent with a
 silently empty argument.
 
+A URL is rendered differently (``render_url``): its scheme, host and port must be written
+literally, and every substituted value is percent-encoded as one path segment (``/``, ``?``,
+``#``, ``@`` and ``%`` included), so a label can neither add a path level, a query parameter or
+a fragment, nor move the request to another host. A value that is empty, ``.`` or ``..`` is
+refused, because it would make an empty or a dot segment.
+
 Grammar::
 
     template := ( text | "{{" expr "}}" )*
@@ -33,8 +39,10 @@ __all__ = [
     "TemplateError",
     "is_template",
     "parse_template",
+    "render_params",
     "render_value",
     "template_problems",
+    "url_template_problem",
 ]
 
 FIELDS: Mapping[str, frozenset[str] | None] = {
@@ -117,6 +125,53 @@ class Template:
         for part in self.parts:
             out.append(part if isinstance(part, str) else _evaluate(part, context))
         return "".join(out)
+
+    def render_url(self, context: Context) -> str:
+        """Render a URL: each value becomes one percent-encoded path segment (or query value).
+
+        Encoding every value with nothing kept safe means a label cannot make a ``?``, ``#``,
+        ``/`` or ``@`` of the URL; refusing ``''``, ``.`` and ``..`` means no combination of
+        values and literal text can make an empty or dot segment either.
+        """
+        problem = url_template_problem(self)
+        if problem is not None:
+            raise TemplateError(f"template {_short(self.source)}: {problem}")
+        out: list[str] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = _evaluate(part, context)
+            if value in _BAD_URL_VALUES:
+                raise TemplateError(
+                    f"{part.describe()} is {value!r}, which would make an empty or dot segment in the URL "
+                    f"{_short(self.source)}; refused"
+                )
+            encoded = part.filters and part.filters[-1].name == "urlencode"
+            out.append(value if encoded else quote(value, safe=""))
+        return "".join(out)
+
+
+_BAD_URL_VALUES = frozenset({"", ".", ".."})
+_URL_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@{}\\]+/")
+
+
+def url_template_problem(template: Template) -> str | None:
+    """Why ``template`` cannot be a templated URL, or None (a literal URL is not checked here).
+
+    The scheme, host and port must be literal text up to the path's first ``/``: a value there
+    would choose where the request goes, and the allowlist should not be the only thing in the way.
+    """
+    if template.is_literal:
+        return None
+    first = template.parts[0]
+    if not isinstance(first, str) or _URL_PREFIX.match(first) is None:
+        return (
+            "the scheme, host and port of a templated URL must be written literally, up to the first "
+            "'/' of the path (e.g. https://hooks.example.com/hook/{{ labels.service }}); templates "
+            "may only fill in path segments and query values"
+        )
+    return None
 
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -295,6 +350,17 @@ def render_value(value: Any, context: Context) -> Any:
     if isinstance(value, list):
         return [render_value(v, context) for v in value]
     return value
+
+
+def render_params(params: dict[str, Any], context: Context, url_keys: frozenset[str]) -> dict[str, Any]:
+    """An action's parameters rendered; the top-level ``url_keys`` are URLs (``render_url``)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in url_keys and isinstance(value, str):
+            out[key] = parse_template(value).render_url(context)
+        else:
+            out[key] = render_value(value, context)
+    return out
 
 
 def template_problems(value: Any, path: str = "") -> list[tuple[str, str]]:

@@ -9,6 +9,11 @@ parameters (each executor checks its own), and the cross-references pydantic can
 
 ``compile`` turns the validated file into ``WorkflowConfig``: plain frozen dataclasses with every
 default applied, which is what the planner runs on.
+
+Approvals fail closed: a step whose action has side effects (every action but ``log``, and any
+plugin that does not say otherwise) waits for an operator unless the step is exempted explicitly,
+with a reason. Label matchers can add the requirement back to an exempted step, never lift it:
+the alert's sender chooses the labels (docs/security.md, "Approvals").
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -27,8 +32,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 
@@ -40,6 +47,7 @@ from stormwatch.schemas.yamlerrors import (
     ConfigFileError,
     ConfigFormat,
     Place,
+    alias_or_name,
     bound_of,
     describe,
     matcher_from_yaml,
@@ -49,7 +57,8 @@ __all__ = [
     "MAX_STEP_TIMEOUT_MS",
     "WORKFLOW_FILE",
     "ActionChecker",
-    "ApprovalRule",
+    "Approval",
+    "ApprovalPolicy",
     "Backoff",
     "BlastRadius",
     "Conditions",
@@ -93,6 +102,10 @@ class ActionChecker(Protocol):
     The executor classes of ``stormwatch.agents.executors`` (and plugins) satisfy it with their
     static ``check_params``. The callers pass them in, as ``{action name: checker}``, because
     importing them here would pull process, HTTP and Kafka I/O into the pure core.
+
+    Two optional class attributes are read too (``getattr``, so plugins may leave them out):
+    ``side_effects`` (default True: the step needs approval unless exempted) and ``url_params``
+    (top-level parameters rendered as URLs, each value one encoded path segment).
     """
 
     def check_params(self, params: dict[str, Any], /) -> list[tuple[str, str]]:
@@ -261,23 +274,76 @@ class Guards(_Model):
         )
 
 
+_EXEMPTION_NEEDS_REASON = (
+    "an exemption needs a reason: write {required: false, reason: 'why this step may run without an "
+    "operator'}"
+)
+_NO_LABEL_EXEMPTIONS = (
+    "label matchers cannot lift an approval requirement: the alert's sender chooses label values "
+    '(env="Production" does not match env="production"). Write approval: required, or exempt the '
+    "step with {required: false, reason: '...'} and add the requirement back for matching incidents "
+    "with required_when: [matchers] (docs/security.md, Approvals)"
+)
+_REQUIRE_APPROVAL_REPLACED = (
+    "replaced by 'approval', which fails closed: a step whose action has side effects needs approval "
+    "unless it says approval: {required: false, reason: '...'}; label matchers can only add the "
+    "requirement back (required_when), never lift it. Write approval: required, or the exemption "
+    "(docs/workflows.md, Approvals)"
+)
+
+
 def _approval(value: Any) -> Any:
-    if value is True:
-        return {}
-    if value is False or value is None:
-        return None
-    return value
-
-
-class ApprovalRule(_Model):
-    """An operator must approve the command first; only for incidents matching ``when`` if given."""
-
-    when: list[MatcherItem] = Field(
-        default_factory=list, description="Label matchers; approval is needed only when all match"
+    """The short forms: ``required`` or ``true``; ``false`` alone is refused (it gives no reason)."""
+    if value is None or isinstance(value, Approval):
+        return value
+    if value is True or value == "required":
+        return {"required": True}
+    if value is False:
+        raise ValueError(_EXEMPTION_NEEDS_REASON)
+    if isinstance(value, dict):
+        if "when" in value:
+            raise ValueError(_NO_LABEL_EXEMPTIONS)
+        return value
+    raise ValueError(
+        f"expected required, or a mapping {{required: false, reason: '...', required_when: [matchers]}}; "
+        f"got {describe(value)}"
     )
 
-    def applies(self, labels: dict[str, str]) -> bool:
-        return all_match(self.when, labels)
+
+def _replaced(value: Any) -> Any:
+    raise ValueError(_REQUIRE_APPROVAL_REPLACED)
+
+
+class Approval(_Model):
+    """Whether an operator must approve a step's command first (the step's ``approval``).
+
+    Without it, a step needs approval exactly when its action has side effects. An exemption
+    names its reason, so a reviewer sees the decision; ``required_when`` puts the requirement
+    back for incidents whose labels match, because labels may add caution but never remove it.
+    """
+
+    required: bool = Field(default=True, description="false: the step runs without an operator")
+    reason: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Why the step may run without approval; required with required: false",
+    )
+    required_when: list[MatcherItem] = Field(
+        default_factory=list,
+        description="With required: false: label matchers (all must match) that make approval "
+        "required again; they can only add the requirement",
+    )
+
+    @model_validator(mode="after")
+    def _explicit_and_narrow(self) -> Approval:
+        if not self.required and not (self.reason or "").strip():
+            raise ValueError(_EXEMPTION_NEEDS_REASON)
+        if self.required and self.required_when:
+            raise ValueError(
+                "required_when only adds a requirement to a step exempted with required: false; this "
+                "step needs approval for every incident already"
+            )
+        return self
 
 
 class StepDefaults(_Model):
@@ -312,8 +378,13 @@ class Step(_Model):
     backoff: Backoff | None = None
     on_failure: OnFailure | None = None
     guards: Guards | None = None
-    require_approval: Annotated[ApprovalRule | None, BeforeValidator(_approval)] = Field(
-        default=None, description="true, false, or {when: [matchers]}"
+    approval: Annotated[Approval | None, BeforeValidator(_approval)] = Field(
+        default=None,
+        description="required (the default for actions with side effects), or "
+        "{required: false, reason: '...', required_when: [matchers]}",
+    )
+    require_approval: Annotated[Any, BeforeValidator(_replaced)] = Field(
+        default=None, description="Replaced by approval; refused with the new spelling"
     )
     approval_ttl_ms: Duration | None = Field(default=None, alias="approval_ttl", gt=0)
 
@@ -442,6 +513,46 @@ class WorkflowFile(_Model):
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalPolicy:
+    """A step's approval rule with its default applied: required, or exempt for ``reason``.
+
+    ``required_when`` can only turn an exemption back into a requirement, so a sender who
+    chooses label values can make a step wait for approval, never skip it.
+    """
+
+    required: bool
+    reason: str | None = None
+    required_when: tuple[Matcher, ...] = ()
+
+    def needs(self, labels: dict[str, str]) -> bool:
+        if self.required:
+            return True
+        return bool(self.required_when) and all_match(list(self.required_when), labels)
+
+
+def _side_effects(checker: ActionChecker | None) -> bool:
+    """Unknown or silent actions count as having side effects: fail closed."""
+    return getattr(checker, "side_effects", True) is not False
+
+
+def _approval_policy(rule: Approval | None, checker: ActionChecker | None) -> ApprovalPolicy:
+    if rule is None:
+        if _side_effects(checker):
+            return ApprovalPolicy(required=True)
+        return ApprovalPolicy(required=False, reason="the action has no side effects")
+    if rule.required:
+        return ApprovalPolicy(required=True)
+    return ApprovalPolicy(required=False, reason=rule.reason, required_when=tuple(rule.required_when))
+
+
+def _url_params(checker: ActionChecker | None) -> frozenset[str]:
+    names = getattr(checker, "url_params", ())
+    if not isinstance(names, (tuple, list, set, frozenset)):
+        return frozenset()
+    return frozenset(n for n in names if isinstance(n, str))
+
+
+@dataclass(frozen=True, slots=True)
 class StepSpec:
     workflow: str
     lane: str  # "steps" or "escalation"
@@ -455,11 +566,12 @@ class StepSpec:
     backoff: Backoff
     on_failure: OnFailure
     guards: Guards
-    approval: ApprovalRule | None
+    approval: ApprovalPolicy
     approval_ttl_ms: int
+    url_params: frozenset[str] = frozenset()  # top-level params rendered as URLs
 
     def needs_approval(self, labels: dict[str, str]) -> bool:
-        return self.approval is not None and self.approval.applies(labels)
+        return self.approval.needs(labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,7 +612,7 @@ class WorkflowConfig:
         return {s.action for w in self.workflows for s in (*w.steps, *w.escalation)}
 
 
-def _compile(model: WorkflowFile, source: str) -> WorkflowConfig:
+def _compile(model: WorkflowFile, source: str, executors: Mapping[str, ActionChecker]) -> WorkflowConfig:
     d = model.defaults
     specs = []
     for wf in model.workflows:
@@ -519,8 +631,9 @@ def _compile(model: WorkflowFile, source: str) -> WorkflowConfig:
                 backoff=step.backoff or d.backoff,
                 on_failure=step.on_failure or d.on_failure,
                 guards=(step.guards or Guards()).over(d.guards),
-                approval=step.require_approval,
+                approval=_approval_policy(step.approval, executors.get(step.action)),
                 approval_ttl_ms=step.approval_ttl_ms or d.approval_ttl_ms,
+                url_params=_url_params(executors.get(step.action)),
             )
 
         esc = wf.escalation
@@ -558,10 +671,38 @@ def _path_segments(path: str) -> list[str | int]:
     return out
 
 
-def _semantic_problems(model: WorkflowFile, executors: Mapping[str, ActionChecker]) -> list[tuple[Loc, str]]:
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _lenient(model: type[_M], raw: Any) -> _M | None:
+    """``raw`` as ``model`` for the checks after validation, even when part of it is invalid.
+
+    The keys pydantic objects to are dropped and the rest validated again, so one bad duration
+    does not hide the semantic problems of its neighbours (pydantic reports it by itself); None
+    when even that fails (a required key is missing) or ``raw`` is not a mapping.
+    """
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        bad = {e["loc"][0] for e in exc.errors() if e["loc"] and isinstance(e["loc"][0], str)}
+    try:
+        return model.model_validate({k: v for k, v in raw.items() if k not in bad})
+    except ValidationError:
+        return None
+
+
+def _semantic_problems(data: Any, executors: Mapping[str, ActionChecker]) -> list[tuple[Loc, str]]:
+    """The checks pydantic cannot make, on the raw document so they run even when it is invalid.
+
+    Each part is validated on its own (``_lenient``); a part that cannot be is skipped here
+    (pydantic reports it), so one run reports every problem the file has.
+    """
     problems: list[tuple[Loc, str]] = []
-    seen_workflows: dict[str, int] = {}
-    d = model.defaults
+    if not isinstance(data, dict):
+        return problems
+    d = _lenient(StepDefaults, data.get("defaults", {})) or StepDefaults()
     if d.timeout_ms > MAX_STEP_TIMEOUT_MS:
         problems.append(
             (
@@ -572,18 +713,38 @@ def _semantic_problems(model: WorkflowFile, executors: Mapping[str, ActionChecke
         )
     if d.retries > MAX_RETRIES:
         problems.append((("defaults", "retries"), f"at most {MAX_RETRIES} retries; got {d.retries}"))
-    for wi, wf in enumerate(model.workflows):
-        wloc: Loc = ("workflows", wi)
-        if wf.name in seen_workflows:
+    workflows = data.get("workflows")
+    if not isinstance(workflows, list):
+        return problems
+    seen_workflows: dict[str, int] = {}
+    for wi, wf in enumerate(workflows):
+        if isinstance(wf, dict):
+            problems.extend(_workflow_problems(wf, wi, d, executors, seen_workflows))
+    return problems
+
+
+def _workflow_problems(
+    wf: dict[Any, Any],
+    wi: int,
+    d: StepDefaults,
+    executors: Mapping[str, ActionChecker],
+    seen_workflows: dict[str, int],
+) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    wloc: Loc = ("workflows", wi)
+    name = wf.get("name")
+    if isinstance(name, str):
+        if name in seen_workflows:
             problems.append(
                 (
                     (*wloc, "name"),
-                    f"workflow name {wf.name!r} is already used by workflows[{seen_workflows[wf.name]}]; "
+                    f"workflow name {name!r} is already used by workflows[{seen_workflows[name]}]; "
                     "names must be unique (they are part of every command id)",
                 )
             )
-        seen_workflows.setdefault(wf.name, wi)
-        t = wf.trigger
+        seen_workflows.setdefault(name, wi)
+    t = _lenient(Trigger, wf.get("trigger"))
+    if t is not None:
         if TriggerEvent.NOT_ACKNOWLEDGED in t.events and t.not_acknowledged_within_ms is None:
             problems.append(
                 ((*wloc, "trigger"), "event not_acknowledged needs not_acknowledged_within (e.g. 15m)")
@@ -595,7 +756,8 @@ def _semantic_problems(model: WorkflowFile, executors: Mapping[str, ActionChecke
                     "only used with event not_acknowledged; add it to events or remove this key",
                 )
             )
-        c = wf.conditions
+    c = _lenient(Conditions, wf.get("conditions", {}))
+    if c is not None:
         if c.min_alerts is not None and c.max_alerts is not None and c.min_alerts > c.max_alerts:
             problems.append(
                 ((*wloc, "conditions", "min_alerts"), "is larger than max_alerts; nothing could match")
@@ -608,55 +770,88 @@ def _semantic_problems(model: WorkflowFile, executors: Mapping[str, ActionChecke
                         "start equals end: an empty window (use 00:00 to 24:00 for the whole day)",
                     )
                 )
-        step_names: dict[str, str] = {}
-        lanes: list[tuple[str, Loc, list[Step]]] = [("steps", (*wloc, "steps"), wf.steps)]
-        if wf.escalation is not None:
-            lanes.append(("escalation", (*wloc, "escalation", "steps"), wf.escalation.steps))
-        for lane, lane_loc, steps in lanes:
-            for si, step in enumerate(steps):
-                sloc: Loc = (*lane_loc, si)
-                where = f"{lane_loc[-2] if lane == 'escalation' else 'steps'}[{si}]"
-                if step.name in step_names:
+    escalation = wf.get("escalation")
+    lanes: list[tuple[str, Loc, Any]] = [("steps", (*wloc, "steps"), wf.get("steps"))]
+    if isinstance(escalation, dict):
+        lanes.append(("escalation", (*wloc, "escalation", "steps"), escalation.get("steps")))
+    where = _Where(
+        workflow=name if isinstance(name, str) else f"workflows[{wi}]",
+        has_escalation=escalation is not None,
+        defaults=d,
+    )
+    step_names: dict[str, str] = {}
+    for lane, lane_loc, steps in lanes:
+        if not isinstance(steps, list):
+            continue
+        for si, step in enumerate(steps):
+            if not isinstance(step, dict):
+                continue
+            sloc: Loc = (*lane_loc, si)
+            step_name = step.get("name")
+            if isinstance(step_name, str):
+                if step_name in step_names:
                     problems.append(
                         (
                             (*sloc, "name"),
-                            f"step name {step.name!r} is already used by {step_names[step.name]}; "
+                            f"step name {step_name!r} is already used by {step_names[step_name]}; "
                             "step names must be unique within a workflow, escalation steps included",
                         )
                     )
-                step_names.setdefault(step.name, where)
-                problems.extend(_step_problems(step, sloc, lane, wf, d, executors))
+                step_names.setdefault(
+                    step_name, f"{'escalation.steps' if lane == 'escalation' else 'steps'}[{si}]"
+                )
+            problems.extend(_action_problems(step, sloc, executors))
+            valid = _lenient(Step, step)
+            if valid is not None:
+                problems.extend(_policy_problems(valid, sloc, lane, where))
     return problems
 
 
-def _step_problems(
-    step: Step,
-    sloc: Loc,
-    lane: str,
-    wf: Workflow,
-    d: StepDefaults,
-    executors: Mapping[str, ActionChecker],
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """What a step's checks need to know about its workflow."""
+
+    workflow: str
+    has_escalation: bool
+    defaults: StepDefaults
+
+
+def _action_problems(
+    step: dict[Any, Any], sloc: Loc, executors: Mapping[str, ActionChecker]
 ) -> list[tuple[Loc, str]]:
+    """The action, its parameters and the templates, checked on the step as written."""
     problems: list[tuple[Loc, str]] = []
-    executor = executors.get(step.action)
-    if executor is None:
-        problems.append(
-            (
-                (*sloc, "action"),
-                f"unknown action {step.action!r}; available: {', '.join(sorted(executors))} "
-                "(plugins add more through the 'stormwatch.executors' entry point group)",
+    action = step.get("action")
+    params = step.get("params", {})
+    target = step.get("target")
+    params_ok = isinstance(params, dict) and all(isinstance(k, str) for k in params)
+    if isinstance(action, str):
+        executor = executors.get(action)
+        if executor is None:
+            problems.append(
+                (
+                    (*sloc, "action"),
+                    f"unknown action {action!r}; available: {', '.join(sorted(executors))} "
+                    "(plugins add more through the 'stormwatch.executors' entry point group)",
+                )
             )
-        )
-    else:
-        for path, message in executor.check_params(step.params):
+        elif params_ok:
+            for path, message in executor.check_params(params):
+                problems.append(((*sloc, "params", *_path_segments(path)), message))
+    if params_ok:
+        for path, message in template_problems(params):
             problems.append(((*sloc, "params", *_path_segments(path)), message))
-    for path, message in template_problems(step.params):
-        problems.append(((*sloc, "params", *_path_segments(path)), message))
-    if step.target is not None:
+    if isinstance(target, str):
         try:
-            parse_template(step.target)
+            parse_template(target)
         except TemplateError as exc:
             problems.append(((*sloc, "target"), str(exc)))
+    return problems
+
+
+def _policy_problems(step: Step, sloc: Loc, lane: str, where: _Where) -> list[tuple[Loc, str]]:
+    """Timeout, retries and on_failure against the limits and the workflow's escalation."""
+    problems: list[tuple[Loc, str]] = []
     if step.timeout_ms is not None and step.timeout_ms > MAX_STEP_TIMEOUT_MS:
         problems.append(
             (
@@ -667,7 +862,7 @@ def _step_problems(
         )
     if step.retries is not None and step.retries > MAX_RETRIES:
         problems.append(((*sloc, "retries"), f"at most {MAX_RETRIES} retries; got {step.retries}"))
-    on_failure = step.on_failure or d.on_failure
+    on_failure = step.on_failure or where.defaults.on_failure
     inherited = "" if step.on_failure else " (inherited from defaults.on_failure)"
     if on_failure is OnFailure.ESCALATE:
         if lane == "escalation":
@@ -677,12 +872,12 @@ def _step_problems(
                     f"escalation steps cannot escalate again{inherited}; use continue or abort",
                 )
             )
-        elif wf.escalation is None:
+        elif not where.has_escalation:
             problems.append(
                 (
                     (*sloc, "on_failure") if step.on_failure else sloc,
-                    f"on_failure is escalate{inherited} but workflow {wf.name!r} has no escalation steps; "
-                    "add an escalation block or use continue or abort",
+                    f"on_failure is escalate{inherited} but workflow {where.workflow!r} has no escalation "
+                    "steps; add an escalation block or use continue or abort",
                 )
             )
     return problems
@@ -717,8 +912,15 @@ def _explain(error: ErrorDetails, place: Place) -> str | None:
     return f"must be {words} {shown}; got {format_duration(value)}"
 
 
+def _key_of(model: type[BaseModel], name: str) -> str | None:
+    """YAML spelling of a field; the refused old ``require_approval`` is not offered in hints."""
+    if model is Step and name == "require_approval":
+        return None
+    return alias_or_name(model, name)
+
+
 # How the workflow file is parsed and explained; stormwatch.loaders reads it from disk.
-WORKFLOW_FILE = ConfigFormat(WorkflowFile, WorkflowError, "workflow file", explain=_explain)
+WORKFLOW_FILE = ConfigFormat(WorkflowFile, WorkflowError, "workflow file", key_of=_key_of, explain=_explain)
 
 
 def parse_workflows(
@@ -735,11 +937,17 @@ def parse_workflows(
         raise WorkflowError(
             source, [("", f"expected a mapping with keys: {keys}; got {describe(doc.data)}", 1)]
         )
-    model = WORKFLOW_FILE.validate(doc)
-    semantic = _semantic_problems(model, executors)
+    semantic = WORKFLOW_FILE.problems(doc, _semantic_problems(doc.data, executors))
+    try:
+        model = WORKFLOW_FILE.validate(doc)
+    except WorkflowError as exc:
+        # Structural and semantic problems in one report, in line order (stable: on one line,
+        # pydantic's come first).
+        merged = sorted([*exc.problems, *semantic], key=lambda p: p[2] or 0)
+        raise WorkflowError(source, merged) from None
     if semantic:
-        raise WorkflowError(source, WORKFLOW_FILE.problems(doc, semantic))
-    return _compile(model, source)
+        raise WorkflowError(source, semantic)
+    return _compile(model, source, executors)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -749,13 +957,26 @@ def parse_workflows(
 def workflow_json_schema() -> dict[str, Any]:
     """JSON Schema (2020-12) of the workflow file, as editors load it."""
     schema = WorkflowFile.model_json_schema(mode="validation", by_alias=True)
-    step = schema.get("$defs", {}).get("Step", {}).get("properties", {})
-    if "require_approval" in step:
-        step["require_approval"] = {
-            "anyOf": [{"type": "boolean"}, {"$ref": "#/$defs/ApprovalRule"}, {"type": "null"}],
-            "default": False,
-            "description": "true, false, or {when: [matchers]}: approval only for matching incidents",
+    defs = schema.get("$defs", {})
+    step = defs.get("Step", {}).get("properties", {})
+    step.pop("require_approval", None)  # only there to refuse the old spelling with a hint
+    if "approval" in step:
+        step["approval"] = {
+            "anyOf": [
+                {"const": "required"},
+                {"const": True},
+                {"$ref": "#/$defs/Approval"},
+                {"type": "null"},
+            ],
+            "default": None,
+            "description": "Unset: required when the action has side effects (all but log). "
+            "required, or {required: false, reason: '...', required_when: [matchers]}: label "
+            "matchers can only add the requirement back",
         }
+    if "Approval" in defs:
+        # An exemption must say why (the model's validator; editors learn it here).
+        defs["Approval"]["if"] = {"properties": {"required": {"const": False}}, "required": ["required"]}
+        defs["Approval"]["then"] = {"required": ["reason"]}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         **schema,

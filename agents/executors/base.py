@@ -9,6 +9,15 @@ the group ``stormwatch.executors``). It is used twice:
   worker, on parameters the agent has rendered. It must enforce the policy (allowlists) itself,
   never raise for a failed action (return ``Outcome(ok=False, ...)``), and return within
   ``timeout_s``: the worker cannot interrupt it.
+
+Two optional class attributes tell the agent how to treat the action's steps:
+
+- ``side_effects`` (default ``True``): a step of an action with side effects needs an operator's
+  approval unless the workflow exempts it with a reason (docs/security.md, "Approvals"). Only an
+  action that changes nothing outside the executor (``log``) may say ``False``; a plugin that
+  says nothing is treated as having side effects;
+- ``url_params`` (default none): top-level parameters that are URLs; the agent renders their
+  templates with each value percent-encoded as one path segment (``Template.render_url``).
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ class Outcome:
 
 class Executor(Protocol):
     name: ClassVar[str]
+    side_effects: ClassVar[bool]
 
     def __init__(self, policy: ExecutorPolicy) -> None: ...
 

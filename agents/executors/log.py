@@ -16,6 +16,7 @@ _KEYS = ("message", "level")
 
 class LogExecutor:
     name: ClassVar[str] = "log"
+    side_effects: ClassVar[bool] = False  # only the executor's own log: no approval by default
 
     def __init__(self, policy: ExecutorPolicy) -> None:
         self.policy = policy

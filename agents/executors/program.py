@@ -111,6 +111,7 @@ class ProgramAllowlist:
 
 class ProgramExecutor:
     name: ClassVar[str] = "exec"
+    side_effects: ClassVar[bool] = True
 
     def __init__(self, policy: ExecutorPolicy) -> None:
         self.policy = policy

@@ -24,6 +24,7 @@ _KEYS = ("topic", "key", "value")
 
 class KafkaExecutor:
     name: ClassVar[str] = "kafka"
+    side_effects: ClassVar[bool] = True
 
     def __init__(self, policy: ExecutorPolicy) -> None:
         self.policy = policy

@@ -1,15 +1,23 @@
 """``webhook``: an HTTP(S) POST of a JSON body, only to URLs on the configured allowlist.
 
-The URL usually contains templated parts (a label value in the path), so the allowlist is checked
-on the rendered URL, structurally: scheme, host and port must equal an entry's, and the path must
-be inside the entry's path on a segment boundary. A plain string-prefix check would let
+The URL usually contains templated parts (a label value in the path). The agent renders them as
+percent-encoded path segments (``Template.render_url``), and the executor checks the whole
+rendered URL, structurally, because a forged command skips the agent: scheme, host and port must
+equal an entry's; the path must be inside the entry's path on a segment boundary, with no dot
+segments and no encoded ``.``, ``/`` or ``\\``; no credentials, no fragment, no backslash,
+whitespace or control characters anywhere. A plain string-prefix check would let
 ``https://hooks.example.com.evil.net/`` or ``https://hooks.example.com@evil.net/`` through.
-Redirects are not followed (a redirect could leave the allowlist), and credentials in URLs are
-refused (they would end up in the audit log).
+A query is allowed (the workflow's author wrote it; values in it are encoded).
+Redirects are not followed (a redirect could leave the allowlist).
+
+Header names must be HTTP tokens and values must not contain CR, LF or other control characters
+(a tab excepted): ``http.client`` sends ``"ok\\n X-Folded: yes"`` as an obsolete folded line,
+which some servers and proxies read as a second header.
 """
 
 from __future__ import annotations
 
+import re
 import urllib.error
 import urllib.request
 from typing import Any, ClassVar
@@ -17,7 +25,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import orjson
 
-from stormwatch.agents.core.templating import is_template
+from stormwatch.agents.core.templating import TemplateError, is_template, parse_template, url_template_problem
 from stormwatch.agents.executors.base import (
     ExecutorPolicy,
     Outcome,
@@ -28,12 +36,38 @@ from stormwatch.agents.executors.base import (
 )
 from stormwatch.schemas.commands import MitigationCommand
 
-__all__ = ["UrlAllowlist", "WebhookExecutor", "check_allowlist_entry"]
+__all__ = ["UrlAllowlist", "WebhookExecutor", "check_allowlist_entry", "header_problem"]
 
 _KEYS = ("url", "body", "headers")
 _FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _RESPONSE_LIMIT = 4096
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_ENCODED_SEPARATORS = ("%2e", "%2f", "%5c")
+
+
+def header_problem(name: object, value: object) -> tuple[str, str] | None:
+    """(path, message) when a header cannot be sent as it is; None when it can.
+
+    Any CR, LF or other control character (a tab excepted) in a value is refused: it could
+    end the header, fold it (obs-fold) into one the receiver reads as a second header, or
+    truncate it.
+    """
+    path = f"headers.{name}"
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        return path, (
+            f"invalid header name {name!r}: letters, digits and !#$%&'*+-.^_`|~ only (no spaces or ':')"
+        )
+    if name.lower() in _FORBIDDEN_HEADERS:
+        return path, f"header {name!r} is set by the executor"
+    if not isinstance(value, str):
+        return path, "header values must be strings"
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        return path, (
+            "header values must not contain CR, LF or other control characters (a tab is allowed): "
+            "they could fold or inject header lines"
+        )
+    return None
 
 
 def _parts(url: str) -> tuple[str, str, int, str]:
@@ -51,8 +85,12 @@ def _parts(url: str) -> tuple[str, str, int, str]:
         port = split.port or _DEFAULT_PORTS[scheme]
     except ValueError as exc:
         raise ValueError(f"URL {url!r} has an invalid port") from exc
-    if any(c.isspace() or ord(c) < 32 for c in url):
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
         raise ValueError("URL contains whitespace or control characters")
+    if "\\" in url:
+        raise ValueError("URL contains a backslash")
+    if "#" in url:
+        raise ValueError(f"URL has a fragment ({url[url.index('#') :]!r}); a webhook URL cannot have one")
     return scheme, host, port, split.path or "/"
 
 
@@ -77,8 +115,8 @@ class UrlAllowlist:
         if not self.entries:
             return False, "no webhook URL is allowed (set agent.allow_urls or pass --allow-url)"
         segments = [s for s in path.split("/") if s]
-        if any(s in (".", "..") or "%2e" in s.lower() or "%2f" in s.lower() for s in segments):
-            return False, f"URL path {path!r} contains dot segments or encoded slashes"
+        if any(s in (".", "..") or any(e in s.lower() for e in _ENCODED_SEPARATORS) for s in segments):
+            return False, f"URL path {path!r} contains dot segments, or an encoded '.', '/' or '\\'"
         for e_scheme, e_host, e_port, e_path in self.entries:
             if (scheme, host, port) != (e_scheme, e_host, e_port):
                 continue
@@ -95,6 +133,8 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 class WebhookExecutor:
     name: ClassVar[str] = "webhook"
+    side_effects: ClassVar[bool] = True
+    url_params: ClassVar[tuple[str, ...]] = ("url",)
 
     def __init__(self, policy: ExecutorPolicy) -> None:
         self.policy = policy
@@ -109,7 +149,14 @@ class WebhookExecutor:
             problems.append(("", "missing parameter 'url' (where to POST)"))
         elif not isinstance(url, str):
             problems.append(("url", "must be a string"))
-        elif not is_template(url):
+        elif is_template(url):
+            try:
+                problem = url_template_problem(parse_template(url))
+            except TemplateError:
+                problem = None  # reported with the other template mistakes
+            if problem is not None:
+                problems.append(("url", problem))
+        else:
             try:
                 _parts(url)
             except ValueError as exc:
@@ -118,11 +165,11 @@ class WebhookExecutor:
         if not isinstance(headers, dict):
             problems.append(("headers", "must be a mapping of header name to value"))
         else:
+            # Checked as written here, and again once rendered (execute): a label may bring a CR.
             for k, v in headers.items():
-                if not isinstance(v, str):
-                    problems.append((f"headers.{k}", "header values must be strings"))
-                if str(k).lower() in _FORBIDDEN_HEADERS:
-                    problems.append((f"headers.{k}", f"header {k!r} is set by the executor"))
+                found = header_problem(k, v)
+                if found is not None:
+                    problems.append(found)
         return problems
 
     def execute(self, command: MitigationCommand, *, timeout_s: float, dry_run: bool) -> Outcome:

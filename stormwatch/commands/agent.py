@@ -134,9 +134,9 @@ def run_agent(args: argparse.Namespace, settings: Settings) -> int:
     from stormwatch.agents.agent import AgentStage, build_agent_loop
     from stormwatch.agents.core.planner import Planner
     from stormwatch.agents.metrics import agent_metrics
-    from stormwatch.metrics import serve_metrics
 
     config = _workflows(args.workflows or settings.agent.workflows_file)
+    _metrics(args, settings)
     t = settings.topics
     for topic in (t.incidents, t.approvals, t.mitigation_commands, t.mitigation_results, t.agent_state):
         require_topic(settings, topic)
@@ -146,13 +146,9 @@ def run_agent(args: argparse.Namespace, settings: Settings) -> int:
         dispatch_timeout_ms=settings.agent.dispatch_timeout_ms,
         result_grace_ms=settings.agent.result_grace_ms,
     )
-    serve_metrics(
-        args.metrics_port if args.metrics_port is not None else settings.metrics_port, settings.metrics_host
-    )
     stage = AgentStage(settings, planner, agent_metrics())
     loop = build_agent_loop(settings, stage)
-    loop.install_signal_handlers()
-    loop.run(max_seconds=args.max_seconds)
+    loop.serve("agent", max_seconds=args.max_seconds, dry_run=planner.dry_run)
     return 0
 
 
@@ -160,7 +156,6 @@ def run_executor(args: argparse.Namespace, settings: Settings) -> int:
     from stormwatch.agents.executor import ExecutorStage, build_executor_loop
     from stormwatch.agents.executors import ExecutorPolicy, create_executors
     from stormwatch.agents.metrics import executor_metrics
-    from stormwatch.metrics import serve_metrics
 
     a = settings.agent
     policy = ExecutorPolicy(
@@ -173,6 +168,7 @@ def run_executor(args: argparse.Namespace, settings: Settings) -> int:
         executors = create_executors(policy)
     except ValueError as exc:
         raise UserError(f"invalid allowlist: {exc}") from None
+    _metrics(args, settings)
     t = settings.topics
     commands = require_topic(settings, t.mitigation_commands)
     results = require_topic(settings, t.mitigation_results)
@@ -182,9 +178,6 @@ def run_executor(args: argparse.Namespace, settings: Settings) -> int:
             "results are written to their command's partition number, so it needs at least as many"
         )
     instance = str(args.instance_id or f"{socket.gethostname()}-{os.getpid()}")
-    serve_metrics(
-        args.metrics_port if args.metrics_port is not None else settings.metrics_port, settings.metrics_host
-    )
     stage = ExecutorStage(
         settings,
         executors,
@@ -193,9 +186,17 @@ def run_executor(args: argparse.Namespace, settings: Settings) -> int:
         max_parallel=args.max_parallel or a.max_parallel,
     )
     loop = build_executor_loop(settings, stage, instance)
-    loop.install_signal_handlers()
-    loop.run(max_seconds=args.max_seconds)
+    loop.serve("executor", max_seconds=args.max_seconds, instance=instance)
     return 0
+
+
+def _metrics(args: argparse.Namespace, settings: Settings) -> None:
+    """/metrics before Kafka: a port in use is reported at once, not after the wait for the brokers."""
+    from stormwatch.metrics import serve_metrics
+
+    serve_metrics(
+        args.metrics_port if args.metrics_port is not None else settings.metrics_port, settings.metrics_host
+    )
 
 
 # ---------------------------------------------------------------------------------------------- files

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,8 @@ from pydantic import ValidationError
 from stormwatch.config import GatewaySettings, Settings
 from stormwatch.errors import UserError
 from stormwatch.gateway import ENDPOINTS, GatewayServer
+from stormwatch.lifecycle import Lifecycle
+from stormwatch.logs import lifecycle_log
 
 READY_WARNING_S = 5.0
 """Warn on stderr when Kafka is still not ready this long after start-up."""
@@ -41,6 +42,13 @@ def register(sub: Any) -> None:
         help="Require 'Authorization: Bearer <token>' with the token in FILE "
         "(default: gateway.bearer_token, $STORMWATCH_GATEWAY__BEARER_TOKEN)",
     )
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="Listen on a non-loopback address without a bearer token (gateway.insecure_no_auth): "
+        "anyone who reaches it can post alerts. Without a token and without this flag, only "
+        "127.0.0.1, ::1 or localhost are allowed",
+    )
     p.add_argument("--max-seconds", type=float, help="Stop after this many seconds (demos, tests)")
     p.set_defaults(handler=run_gateway)
 
@@ -56,6 +64,8 @@ def gateway_settings(args: argparse.Namespace, settings: Settings) -> Settings:
         update["tls_cert_file"] = args.tls_cert
     if args.tls_key is not None:
         update["tls_key_file"] = args.tls_key
+    if args.insecure_no_auth:
+        update["insecure_no_auth"] = True
     if args.bearer_token_file is not None:
         path = Path(args.bearer_token_file)
         try:
@@ -85,16 +95,25 @@ def run_gateway(args: argparse.Namespace, settings: Settings) -> int:
 async def _serve(settings: Settings, max_seconds: float | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    life = Lifecycle("gateway", stop.set, settings.shutdown_timeout_ms / 1000)  # start/stop lines, bound
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, life.received, sig)
     if max_seconds is not None:
         loop.call_later(max_seconds, stop.set)
 
     server = GatewayServer(settings)
     await server.start()
+    life.started(
+        url=server.url, topic=settings.topics.raw, bootstrap_servers=settings.kafka.bootstrap_servers
+    )
     try:
         paths = ", ".join(e.path for e in ENDPOINTS)
-        auth = "bearer token required" if settings.gateway.bearer_token else "no authentication"
+        if settings.gateway.bearer_token:
+            auth = "bearer token required"
+        elif settings.gateway.insecure_no_auth:
+            auth = "no authentication: --insecure-no-auth"
+        else:
+            auth = "no authentication, loopback only"
         _say(
             f"listening on {server.url} ({auth}); writing to topic {settings.topics.raw} at "
             f"{settings.kafka.bootstrap_servers}; endpoints: {paths}"
@@ -105,10 +124,15 @@ async def _serve(settings: Settings, max_seconds: float | None) -> int:
         if not (server.sink.ready or stop.is_set()):
             _say(f"warning: Kafka is not ready ({server.sink.reason}); answering 503 until it is")
         await stop.wait()
-    finally:
+    except BaseException as exc:
         await server.stop()
+        life.stopped(exc)
+        raise
+    await server.stop()
+    life.stopped()
     return 0
 
 
 def _say(text: str) -> None:
-    print(f"stormwatch gateway: {text}", file=sys.stderr, flush=True)
+    """Status lines shown at the default log level, in the log format (one JSON object per line)."""
+    lifecycle_log.info("%s", text, extra={"stage": "gateway"})

@@ -56,25 +56,30 @@ def _instance(args: argparse.Namespace) -> str:
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     rules = _rules(args, settings)
+    _metrics(args, settings)
     partitions = _partitions(settings, settings.topics.correlator_input)
     _partitions(settings, settings.topics.raw)
     stage = IngestStage(settings, rules, partitions, pipeline_metrics())
-    return _serve(args, settings, build_ingest_loop(settings, stage, _instance(args)))
+    return _serve(args, "ingest", build_ingest_loop(settings, stage, _instance(args)))
 
 
 def run_correlate(args: argparse.Namespace, settings: Settings) -> int:
     rules = _rules(args, settings)
+    _metrics(args, settings)
     _partitions(settings, settings.topics.correlator_input)
     stage = CorrelatorStage(settings, rules, pipeline_metrics())
-    return _serve(args, settings, build_correlator_loop(settings, stage, _instance(args)))
+    return _serve(args, "correlator", build_correlator_loop(settings, stage, _instance(args)))
 
 
-def _serve(args: argparse.Namespace, settings: Settings, loop: TransactionalLoop) -> int:
+def _metrics(args: argparse.Namespace, settings: Settings) -> None:
+    """/metrics first: a port in use is reported at once, not after the wait for Kafka."""
     serve_metrics(
         args.metrics_port if args.metrics_port is not None else settings.metrics_port, settings.metrics_host
     )
-    loop.install_signal_handlers()
-    loop.run(max_seconds=args.max_seconds)
+
+
+def _serve(args: argparse.Namespace, name: str, loop: TransactionalLoop) -> int:
+    loop.serve(name, max_seconds=args.max_seconds, instance=_instance(args))
     return 0
 
 

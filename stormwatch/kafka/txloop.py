@@ -15,7 +15,6 @@ import gc
 import logging
 import os
 import queue
-import signal
 import socket
 import threading
 import time
@@ -37,6 +36,8 @@ from prometheus_client import Gauge
 from stormwatch.config import Settings
 from stormwatch.errors import KafkaUnavailable
 from stormwatch.kafka.client import base_config, is_transient
+from stormwatch.lifecycle import worker_lifecycle
+from stormwatch.logs import lifecycle_log
 from stormwatch.metrics import pipeline_metrics
 
 __all__ = [
@@ -77,6 +78,19 @@ STATUS_EVERY_S = 10.0
 
 LAG_INTERVAL_S = 5.0
 """How often the loop sets ``stormwatch_consumer_lag`` for its assigned partitions."""
+
+STOP_GRACE_S = 1.0
+"""After a stop request, how long the loop still waits for a transactional call in flight: a
+healthy broker answers a commit in milliseconds, so a clean stop keeps its last batch; a call that
+waits for an absent broker is left behind (its transaction is never committed)."""
+
+_TICK_S = 0.05  # how often a wait for a transactional call looks at the stop request
+
+REWIND_READ_TIMEOUT_S = 5.0
+"""Timeout of each offset read of a rewind (committed offsets, low watermarks), retried while
+Kafka is away. The loop waits in them without noticing a stop request, so they stay well under
+the shutdown bound (``shutdown_timeout_ms``, 10 s): a worker stopped while rewinding through an
+outage ends cleanly instead of being cut off at the bound."""
 
 
 @dataclass(slots=True)
@@ -182,6 +196,8 @@ class TransactionalLoop:
         ``max_batch_bytes``: input bytes per transaction, roughly (None: ``max_batch`` records)."""
         self.settings = settings
         self.stage = stage
+        self.group_id = group_id
+        self.transactional_id = transactional_id
         self.topics = topics
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
@@ -190,6 +206,8 @@ class TransactionalLoop:
         self.poll_timeout_s = poll_timeout_s
         self.on_commit = on_commit
         self._running = True
+        self._stopping = threading.Event()  # the same request as _running, for waits to wake on
+        self.stopped_while_waiting: str | None = None  # what the loop was waiting for when stopped
         self._assigned: list[TopicPartition] = []
         self.lag_interval_s = lag_interval_s
         if lag_interval_s <= 0:
@@ -237,11 +255,27 @@ class TransactionalLoop:
         self._abandoned: list[Producer] = []  # hung producers: destroying one could block too
 
     def stop(self, *_: Any) -> None:
+        """Ask the loop to end (any thread): it commits the batch in hand and returns, or, while it
+        waits for Kafka, returns without committing."""
         self._running = False
+        self._stopping.set()
 
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
+    def serve(self, name: str, *, max_seconds: float | None = None, **fields: Any) -> None:
+        """``run`` as a worker process (`stormwatch ingest` ...): logs ``started`` and ``stopped``
+        with the reason, and SIGTERM/SIGINT end the process within ``shutdown_timeout_ms``, even
+        in a Kafka call that does not return (``stormwatch.lifecycle``)."""
+        with worker_lifecycle(
+            name,
+            stop=self.stop,
+            shutdown_timeout_s=self.settings.shutdown_timeout_ms / 1000,
+            group=self.group_id,
+            topics=self.topics,
+            transactional_id=self.transactional_id,
+            bootstrap_servers=self.settings.kafka.bootstrap_servers,
+            **fields,
+        ) as life:
+            self.run(max_seconds=max_seconds)
+            life.detail = self.stopped_while_waiting
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         with _collector_paused():  # restoring makes long-lived objects only: nothing to collect
@@ -250,6 +284,9 @@ class TransactionalLoop:
         release_free_memory()  # what reading the changelog needed on the way
         consumer.incremental_assign(partitions)
         self._assigned.extend(partitions)
+        lifecycle_log.info(
+            "partitions assigned", extra={"group": self.group_id, "partitions": _names(partitions)}
+        )
 
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.stage.on_revoke(partitions)
@@ -257,6 +294,9 @@ class TransactionalLoop:
         gone = {(p.topic, p.partition) for p in partitions}
         self._assigned = [p for p in self._assigned if (p.topic, p.partition) not in gone]
         self._forget_lag(partitions)
+        lifecycle_log.info(
+            "partitions revoked", extra={"group": self.group_id, "partitions": _names(partitions)}
+        )
 
     def run(self, *, max_seconds: float | None = None) -> None:
         """Run until stopped (SIGTERM/SIGINT) or ``max_seconds`` passed; commits before returning."""
@@ -299,12 +339,17 @@ class TransactionalLoop:
                     release_free_memory()
         except _StoppedWhileWaiting as stopped:
             # The open transaction is never committed: the next owner redoes its input.
-            log.info("stopped while waiting for Kafka (%s)", stopped)
+            self.stopped_while_waiting = f"stopped while waiting for Kafka ({stopped})"
+            log.warning(
+                "%s; the open transaction is not committed: it is aborted and its input read again",
+                self.stopped_while_waiting,
+            )
         finally:
             self._forget_lag(self._assigned)  # this process no longer reads them
             self.consumer.close()
-            with contextlib.suppress(KafkaException):  # a failed producer has nothing left to flush
-                self.producer.flush(10)
+            if self.stopped_while_waiting is None:  # else the producer may be inside a call still
+                with contextlib.suppress(KafkaException):  # a failed producer has nothing left to flush
+                    self.producer.flush(10)
 
     def _poll(self) -> list[Message]:
         """Wait for the first record (or EOF event), then take what else is already fetched.
@@ -525,8 +570,14 @@ class TransactionalLoop:
         self._retry_while(what, lambda: self._bounded(what, call, limit_s), retry)
 
     def _bounded(self, what: str, call: Callable[[], None], limit_s: float) -> None:
-        """Run ``call`` on the call thread; _ProducerHung when it has not returned after ``limit_s``."""
-        if not self._calls.run(call, limit_s):
+        """Run ``call`` on the call thread; _ProducerHung when it has not returned after ``limit_s``,
+        _StoppedWhileWaiting when a stop request came and it has not returned ``STOP_GRACE_S`` later."""
+        try:
+            done = self._calls.run(call, limit_s, self._stopping)
+        except _Interrupted:
+            self._calls = _CallThread()  # the old one stays in the call
+            raise _StoppedWhileWaiting(f"{what} had not returned") from None
+        if not done:
             self._calls = _CallThread()  # the old one stays blocked in the hung call
             raise _ProducerHung(f"{what} did not return within {limit_s:.0f}s (a librdkafka hang)")
 
@@ -558,7 +609,8 @@ class TransactionalLoop:
                         _describe(exc),
                         attempt,
                     )
-                time.sleep(min(0.2 * attempt, 2.0))
+                if self._stopping.wait(_retry_pause(attempt)):
+                    raise _StoppedWhileWaiting(f"{what}: {_describe(exc)}") from exc
 
     def _produce(self, out: Output) -> None:
         while True:
@@ -568,7 +620,9 @@ class TransactionalLoop:
                 else:
                     self.producer.produce(out.topic, out.value, out.key, out.partition, headers=out.headers)
                 return
-            except BufferError:
+            except BufferError:  # the queue is full: wait for deliveries, unless asked to stop
+                if self._stopping.is_set():
+                    raise _StoppedWhileWaiting("produce: the producer's queue is full") from None
                 self.producer.poll(0.05)
 
     def _offsets(self, records: list[Message], result: BatchResult) -> list[TopicPartition]:
@@ -591,10 +645,10 @@ class TransactionalLoop:
             return
         self.stage.on_revoke(assigned)
         self.stage.on_assign(self.consumer, assigned)
-        committed = self.consumer.committed(assigned, timeout=30)
+        committed = self.consumer.committed(assigned, timeout=REWIND_READ_TIMEOUT_S)
         for tp in committed:
             if tp.offset == OFFSET_INVALID or tp.offset < 0:
-                low, _ = self.consumer.get_watermark_offsets(tp, timeout=30)
+                low, _ = self.consumer.get_watermark_offsets(tp, timeout=REWIND_READ_TIMEOUT_S)
                 tp.offset = low
             self.consumer.seek(tp)
 
@@ -654,19 +708,32 @@ class _CallThread:
                 call.error = exc
             call.done.set()
 
-    def run(self, run: Callable[[], None], limit_s: float) -> bool:
-        """Make the call and re-raise its exception; False if it is still running after ``limit_s``."""
+    def run(self, run: Callable[[], None], limit_s: float, stop: threading.Event | None = None) -> bool:
+        """Make the call and re-raise its exception; False if it is still running after ``limit_s``;
+        _Interrupted if ``stop`` is set and it is still running ``STOP_GRACE_S`` later."""
         call = _Call(run)
         self._calls.put(call)
-        if not call.done.wait(limit_s):
-            return False
+        deadline = time.monotonic() + limit_s
+        give_up: float | None = None
+        while not call.done.wait(_TICK_S):
+            now = time.monotonic()
+            if stop is not None and stop.is_set():
+                give_up = give_up or now + STOP_GRACE_S
+                if now >= give_up:
+                    raise _Interrupted
+            if now >= deadline:
+                return False
         if call.error is not None:
             raise call.error
         return True
 
 
+class _Interrupted(Exception):
+    """A stop request came while a transactional call was still running."""
+
+
 class _StoppedWhileWaiting(Exception):
-    """A stop signal arrived while a call was being retried through a Kafka outage."""
+    """A stop request arrived while the loop waited for Kafka (a retried or unfinished call)."""
 
 
 @contextlib.contextmanager
@@ -680,6 +747,15 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _retry_pause(attempt: int) -> float:
+    """Seconds between attempts of a call that Kafka did not answer."""
+    return min(0.2 * attempt, 2.0)
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]
 
 
 def _error_of(exc: Exception) -> object:

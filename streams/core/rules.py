@@ -7,7 +7,9 @@ hot path: the rule that owns an alert and the alert's *group key*.
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
@@ -17,6 +19,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -25,7 +29,15 @@ from pydantic_core import ErrorDetails
 
 from stormwatch.schemas.durations import DURATION_HELP, format_duration, parse_duration
 from stormwatch.schemas.matchers import Matcher, all_match
-from stormwatch.schemas.yamlerrors import ConfigFileError, ConfigFormat, Place, describe, matcher_from_yaml
+from stormwatch.schemas.yamlerrors import (
+    ConfigFileError,
+    ConfigFormat,
+    ErrorCollector,
+    Loc,
+    Place,
+    describe,
+    matcher_from_yaml,
+)
 
 __all__ = [
     "ALL_LABELS",
@@ -101,6 +113,34 @@ class _Human:
     raw: object
 
 
+@dataclass(frozen=True, slots=True)
+class _Both:
+    """A duration given under both spellings: the field's own check reports it, so the other fields
+    of the block are still checked in the same pass."""
+
+    human: str
+
+
+def _to_ms(value: Any, positive: bool) -> int:
+    """A duration field's value in milliseconds (``_Human``: written under the human key)."""
+    if isinstance(value, _Human):
+        raw = value.raw
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            raise ValueError(f"got {describe(raw)}; {DURATION_HELP}")
+        ms = parse_duration(raw)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        ms = value
+    elif isinstance(value, str):
+        ms = parse_duration(value)
+    else:
+        raise ValueError(f"got {describe(value)}; {DURATION_HELP}")
+    if ms < 0:
+        raise ValueError(f"must not be negative, got {ms} ms")
+    if positive and ms == 0:
+        raise ValueError(f"must be longer than 0s; {DURATION_HELP}")
+    return ms
+
+
 class _Config(BaseModel):
     """Base of the rule models: unknown keys are errors, and duration fields have two spellings."""
 
@@ -117,9 +157,8 @@ class _Config(BaseModel):
         out = dict(data)
         for field, (human, _positive) in cls._DURATIONS.items():
             if human in out:
-                if field in out:
-                    raise ValueError(f"give {human} (a duration) or {field} (milliseconds), not both")
-                out[field] = _Human(out.pop(human))
+                raw = out.pop(human)
+                out[field] = _Both(human) if field in out else _Human(raw)
         return out
 
     @field_validator("*", mode="before")
@@ -128,23 +167,10 @@ class _Config(BaseModel):
         spec = cls._DURATIONS.get(info.field_name or "")
         if spec is None:
             return value
-        _human, positive = spec
-        if isinstance(value, _Human):
-            raw = value.raw
-            if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
-                raise ValueError(f"got {describe(raw)}; {DURATION_HELP}")
-            ms = parse_duration(raw)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            ms = value
-        elif isinstance(value, str):
-            ms = parse_duration(value)
-        else:
-            raise ValueError(f"got {describe(value)}; {DURATION_HELP}")
-        if ms < 0:
-            raise ValueError(f"must not be negative, got {ms} ms")
-        if positive and ms == 0:
-            raise ValueError(f"must be longer than 0s; {DURATION_HELP}")
-        return ms
+        if isinstance(value, _Both):
+            name = info.field_name
+            raise ValueError(f"give {value.human} (a duration) or {name} (milliseconds), not both")
+        return _to_ms(value, spec[1])
 
     @classmethod
     def yaml_keys(cls) -> list[str]:
@@ -157,23 +183,31 @@ def _duration(default_ms: int, description: str) -> Any:
     return Field(default=default_ms, description=description)
 
 
-def _check_label_names(names: list[str], *, allow_all: bool) -> list[str]:
+def _check_label_names(
+    names: list[str], *, allow_all: bool, errors: ErrorCollector | None = None
+) -> list[str]:
+    """Every bad or repeated label of the list, each at its index (adds to ``errors`` if given)."""
+    found = ErrorCollector() if errors is None else errors
+    if allow_all and ALL_LABELS in names and len(names) > 1:
+        found.add(
+            (),
+            f"'{ALL_LABELS}' (all labels) cannot be combined with other labels; "
+            "use group_by_exclude to leave labels out",
+            names,
+        )
     seen: set[str] = set()
-    for name in names:
-        if name == ALL_LABELS and allow_all:
-            if len(names) > 1:
-                raise ValueError(
-                    f"'{ALL_LABELS}' (all labels) cannot be combined with other labels; "
-                    "use group_by_exclude to leave labels out"
-                )
-        elif not LABEL_NAME.fullmatch(name):
-            extra = f", or '{ALL_LABELS}' alone for all labels" if allow_all else ""
-            raise ValueError(
-                f"{name!r} is not a label name (letters, digits and '_', not starting with a digit{extra})"
-            )
+    for i, name in enumerate(names):
         if name in seen:
-            raise ValueError(f"label {name!r} is listed twice")
+            found.add((i,), f"label {name!r} is listed twice", name)
+        elif not (allow_all and name == ALL_LABELS) and not LABEL_NAME.fullmatch(name):
+            extra = f", or '{ALL_LABELS}' alone for all labels" if allow_all else ""
+            found.add(
+                (i,),
+                f"{name!r} is not a label name (letters, digits and '_', not starting with a digit{extra})",
+                name,
+            )
         seen.add(name)
+    found.raise_if_any("labels")
     return names
 
 
@@ -255,12 +289,15 @@ class CorrelationRule(_Timings):
     def _check_exclude(cls, value: list[str], info: ValidationInfo) -> list[str]:
         # Runs only when the key is given (defaults are not validated), i.e. when the user set it.
         group_by = info.data.get("group_by", [ALL_LABELS])
+        errors = ErrorCollector()
         if value and group_by != [ALL_LABELS]:
-            raise ValueError(
+            errors.add(
+                (),
                 f"only applies with group_by: ['{ALL_LABELS}']; this rule groups by "
-                f"{', '.join(group_by)}, so list just the labels you want there"
+                f"{', '.join(group_by)}, so list just the labels you want there",
+                value,
             )
-        return _check_label_names(value, allow_all=False)
+        return _check_label_names(value, allow_all=False, errors=errors)
 
     @property
     def groups_all_labels(self) -> bool:
@@ -361,62 +398,156 @@ class RulesConfig(_Config):
     @field_validator("rules")
     @classmethod
     def _finish_rules(cls, rules: list[CorrelationRule], info: ValidationInfo) -> list[CorrelationRule]:
-        if not rules:
-            raise ValueError("needs at least one rule (omit 'rules' to use the built-in default rule)")
-        first_index: dict[str, int] = {}
-        for i, rule in enumerate(rules):
-            if rule.name in first_index:
-                raise ValueError(
-                    f"rule name {rule.name!r} is used by rules[{first_index[rule.name]}] and rules[{i}]; "
-                    "rule names must be unique"
-                )
-            first_index[rule.name] = i
-        for i, rule in enumerate(rules[:-1]):
-            if not rule.match:
-                raise ValueError(
-                    f"rules[{i + 1}] ({rules[i + 1].name!r}) can never match: rules[{i}] ({rule.name!r}) has "
-                    "no match conditions and takes every alert first; move catch-all rules to the end"
-                )
+        """Defaults applied, and the built-in catch-all appended when the last rule has match
+        conditions. The checks across rules are ``_check_across``'s."""
         defaults = info.data.get("defaults")
         if not isinstance(defaults, RuleDefaults):  # its own error is reported already
             defaults = RuleDefaults()
-        if rules[-1].match:
-            if DEFAULT_RULE.name in first_index:
-                raise ValueError(
-                    f"rules[{first_index[DEFAULT_RULE.name]}] is named {DEFAULT_RULE.name!r}, the name of "
-                    "the built-in catch-all rule that is appended because the last rule has match "
-                    "conditions; rename it, or end the list with a rule without match"
-                )
+        if rules and rules[-1].match:
             rules = [*rules, DEFAULT_RULE]
         return [apply_defaults(rule, defaults) for rule in rules]
 
-    @field_validator("inhibit_rules")
+    @model_validator(mode="wrap")
     @classmethod
-    def _unique_inhibitions(cls, rules: list[InhibitRule]) -> list[InhibitRule]:
-        first_index: dict[str, int] = {}
-        for i, rule in enumerate(rules):
-            if rule.name in first_index:
-                raise ValueError(
-                    f"inhibit rule name {rule.name!r} is used by inhibit_rules[{first_index[rule.name]}] and "
-                    f"inhibit_rules[{i}]; names must be unique"
-                )
-            first_index[rule.name] = i
-        return rules
-
-    @field_validator("state_time_resolution_ms", mode="after")
-    @classmethod
-    def _resolution_fits(cls, value: int, info: ValidationInfo) -> int:
-        for rule in info.data.get("rules") or ():
-            if value > rule.resolve_timeout_ms:
-                raise ValueError(
-                    f"{format_duration(value)} is longer than the resolve_timeout "
-                    f"({format_duration(rule.resolve_timeout_ms)}) of rule {rule.name!r}: times are rounded "
-                    "up to this resolution, which would stretch the timeout; use a smaller value"
-                )
-        return value
+    def _check_across(cls, data: Any, handler: ModelWrapValidatorHandler[RulesConfig]) -> RulesConfig:
+        """The checks across rules (unique names, catch-all last, the state time resolution) run on
+        the input as given, so they are reported in the same pass as the mistakes inside single
+        rules; as field validators pydantic would skip them while any rule is invalid."""
+        errors = ErrorCollector()
+        _ok, config = errors.run(handler, data)
+        if isinstance(data, dict):
+            for loc, message in _problems_across(data):
+                errors.add(loc, message)
+        errors.raise_if_any(cls.__name__)
+        if config is None:  # pragma: no cover - raise_if_any raised
+            raise AssertionError("validation failed without an error")
+        return config
 
     def get_rule(self, name: str) -> CorrelationRule | None:
         return next((r for r in self.rules if r.name == name), None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks across rules, on the input as written (valid or not)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """What the checks across rules need of one list item: its name and whether it has match
+    conditions (None: not known, because the item is not even a mapping)."""
+
+    index: int
+    name: str | None
+    has_match: bool | None
+
+    @classmethod
+    def of(cls, index: int, item: Any) -> _Entry:
+        if isinstance(item, BaseModel):
+            item = dict(item)
+        if not isinstance(item, dict):
+            return cls(index, None, None)
+        name = item.get("name")
+        return cls(index, name if isinstance(name, str) else None, bool(item.get("match")))
+
+    def __str__(self) -> str:
+        return f"rules[{self.index}] ({self.name!r})" if self.name is not None else f"rules[{self.index}]"
+
+
+def _entries(items: Any) -> list[_Entry]:
+    return [_Entry.of(i, item) for i, item in enumerate(items)] if isinstance(items, list) else []
+
+
+def _duplicate_names(entries: list[_Entry], key: str, what: str, rest: str) -> Iterator[tuple[Loc, str]]:
+    first: dict[str, int] = {}
+    for entry in entries:
+        if entry.name is None:
+            continue
+        if entry.name in first:
+            yield (
+                (key, entry.index, "name"),
+                f"{what} {entry.name!r} is used by {key}[{first[entry.name]}] and {key}[{entry.index}]; {rest}",
+            )
+        else:
+            first[entry.name] = entry.index
+
+
+def _rule_list_problems(items: Any) -> Iterator[tuple[Loc, str]]:
+    """Unique names, catch-all rules last, no rule named like the appended catch-all."""
+    if not isinstance(items, list):
+        return  # its own error
+    if not items:
+        yield ("rules",), "needs at least one rule (omit 'rules' to use the built-in default rule)"
+        return
+    entries = _entries(items)
+    yield from _duplicate_names(entries, "rules", "rule name", "rule names must be unique")
+    for entry, following in itertools.pairwise(entries):
+        if entry.has_match is False:
+            yield (
+                ("rules", entry.index),
+                f"{following} can never match: {entry} has no match conditions and takes every alert "
+                "first; move catch-all rules to the end",
+            )
+    if entries[-1].has_match:
+        for entry in entries:
+            if entry.name == DEFAULT_RULE.name:
+                yield (
+                    ("rules", entry.index, "name"),
+                    f"rules[{entry.index}] is named {DEFAULT_RULE.name!r}, the name of the built-in "
+                    "catch-all rule that is appended because the last rule has match conditions; "
+                    "rename it, or end the list with a rule without match",
+                )
+
+
+def _given_ms(data: dict[str, Any], model: type[_Config], field: str) -> int | None:
+    """A top-level duration as given (or its default); None when it has an error of its own."""
+    human, positive = model._DURATIONS[field]
+    value = data.get(field, model.model_fields[field].default)
+    if human in data:
+        value = _Both(human) if field in data else _Human(data[human])
+    if isinstance(value, _Both):
+        return None
+    try:
+        return _to_ms(value, positive)
+    except ValueError:
+        return None
+
+
+def _valid(model: type[_Config], value: Any) -> Any:
+    try:
+        return model.model_validate(value)
+    except ValidationError:
+        return None  # its own error
+
+
+def _resolution_problems(data: dict[str, Any]) -> Iterator[tuple[Loc, str]]:
+    """The state time resolution against the resolve_timeout of every rule that is valid itself."""
+    resolution = _given_ms(data, RulesConfig, "state_time_resolution_ms")
+    if resolution is None:
+        return
+    defaults = _valid(RuleDefaults, data.get("defaults", {})) or RuleDefaults()
+    items = data.get("rules", [DEFAULT_RULE])
+    if not isinstance(items, list):
+        return
+    rules = [rule for item in items if (rule := _valid(CorrelationRule, item)) is not None]
+    if items and _Entry.of(len(items) - 1, items[-1]).has_match:
+        rules.append(DEFAULT_RULE)
+    for rule in rules:
+        timeout = apply_defaults(rule, defaults).resolve_timeout_ms
+        if resolution > timeout:
+            yield (
+                ("state_time_resolution_ms",),
+                f"{format_duration(resolution)} is longer than the resolve_timeout "
+                f"({format_duration(timeout)}) of rule {rule.name!r}: times are rounded "
+                "up to this resolution, which would stretch the timeout; use a smaller value",
+            )
+
+
+def _problems_across(data: dict[str, Any]) -> Iterator[tuple[Loc, str]]:
+    yield from _rule_list_problems(data.get("rules"))
+    yield from _duplicate_names(
+        _entries(data.get("inhibit_rules")), "inhibit_rules", "inhibit rule name", "names must be unique"
+    )
+    yield from _resolution_problems(data)
 
 
 # --------------------------------------------------------------------------------------------------

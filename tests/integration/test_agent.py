@@ -93,6 +93,7 @@ workflows:
         target: "{{ labels.service }}"
         params:
           argv: ["PROGRAM", "restart", "{{ labels.service }}", "{{ incident.id }}"]
+        approval: {required: false, reason: "the test's recorder script"}
   - name: page-on-disk-full
     trigger: {events: [opened]}
     conditions: {match: ['alertname="DiskFull"']}
@@ -187,7 +188,7 @@ workflows:
         action: log
         target: "{{ labels.service }}"
         params: {message: "restart {{ labels.service }}"}
-        require_approval: {when: ['env="production"']}
+        approval: required
         approval_ttl: 4s
 """
 
@@ -256,6 +257,7 @@ workflows:
         target: "{{ labels.service }}"
         params:
           argv: ["PROGRAM", "{{ labels.service }}", "{{ incident.title }}"]
+        approval: {required: false, reason: "the test's recorder script"}
 """
 
 

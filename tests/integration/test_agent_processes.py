@@ -86,6 +86,7 @@ def workflow_file(tmp_path: Path, script: str, on_failure: str = "abort") -> Pat
             "params": {"argv": [script, "{{ incident.id }}", f"step{n}"]},
             "timeout": "30s",
             "on_failure": on_failure,
+            "approval": {"required": False, "reason": "the test's step script"},
         }
         for n in (1, 2, 3)
     ]
@@ -208,7 +209,7 @@ workflows:
         action: exec
         target: "{{ labels.service }}"
         params: {argv: ["SCRIPT", "{{ incident.id }}", "restart"]}
-        require_approval: true
+        approval: required
 """
 
 

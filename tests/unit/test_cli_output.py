@@ -332,7 +332,8 @@ def test_invalid_incident_ids_say_what_is_wrong(text: str, why: str) -> None:
     message = str(info.value)
     assert why in message
     assert (
-        message.startswith(f"invalid incident id {text!r}") and "expected inc-<16 hex digits>-<opened ms>" in message
+        message.startswith(f"invalid incident id {text!r}")
+        and "expected inc-<16 hex digits>-<opened ms>" in message
     )
 
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import stat
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from stormwatch.agents.executors.program import ProgramAllowlist, ProgramExecuto
 from stormwatch.agents.executors.publish import KafkaExecutor
 from stormwatch.agents.executors.webhook import UrlAllowlist, WebhookExecutor
 from stormwatch.schemas.commands import MitigationCommand
+from tests.kit.http import QuietHandler, serve_http
 
 
 def command(action: str, params: dict[str, Any], timeout_s: float = 5.0) -> MitigationCommand:
@@ -39,7 +38,7 @@ def command(action: str, params: dict[str, Any], timeout_s: float = 5.0) -> Miti
 # ------------------------------------------------------------------------------------------ webhook
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     received: list[tuple[str, dict[str, str], bytes]] = []
 
     def do_POST(self) -> None:
@@ -57,17 +56,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"accepted" if code == 200 else b"boom")
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def http_base() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve_http(_Handler) as base:
+        yield base
 
 
 def webhook(base: str) -> WebhookExecutor:
@@ -255,6 +248,14 @@ def test_kafka_executor_refuses_topics_off_the_allowlist_without_connecting() ->
 
 def test_registry() -> None:
     assert set(BUILTIN_EXECUTORS) == {"webhook", "exec", "kafka", "log"}
+    # Only log changes nothing outside the executor, so only its steps run without approval
+    # by default (docs/security.md, Approvals).
+    assert {name: cls.side_effects for name, cls in BUILTIN_EXECUTORS.items()} == {
+        "webhook": True,
+        "exec": True,
+        "kafka": True,
+        "log": False,
+    }
     assert set(BUILTIN_EXECUTORS) <= set(available_executors())
     made = create_executors(ExecutorPolicy(), only={"log"})
     assert list(made) == ["log"]

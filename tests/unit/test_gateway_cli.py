@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import shutil
 import socket
 import ssl
@@ -19,6 +20,7 @@ from stormwatch.commands import gateway as gateway_command
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
 from stormwatch.gateway import GatewayServer, make_ssl_context
+from stormwatch.logs import LIFECYCLE_LOGGER
 from tests.kit.ports import free_port
 
 
@@ -131,16 +133,17 @@ def test_serves_https(tmp_path: Path) -> None:
     assert asyncio.run(go()) == (200, "OK\n")
 
 
-def test_command_runs_and_stops(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_runs_and_stops(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(gateway_command, "READY_WARNING_S", 0.5)
+    caplog.set_level(logging.INFO, logger=LIFECYCLE_LOGGER)
     args = parse("--port", "0", "--max-seconds", "1.5")
     started = time.monotonic()
     assert args.handler(args, settings()) == 0
     assert time.monotonic() - started < 4
-    err = capsys.readouterr().err
-    assert "stormwatch gateway: listening on http://127.0.0.1:" in err
-    assert "/api/v2/alerts" in err
-    assert "warning: Kafka is not ready" in err and "answering 503" in err
+    said = [r.getMessage() for r in caplog.records if r.name == LIFECYCLE_LOGGER]
+    assert said[0] == "started" and said[-1] == "stopped"  # the lifecycle lines (stormwatch.lifecycle)
+    assert said[1].startswith("listening on http://127.0.0.1:") and "/api/v2/alerts" in said[1]
+    assert "warning: Kafka is not ready" in said[2] and "answering 503" in said[2]
 
 
 def test_through_the_stormwatch_command(

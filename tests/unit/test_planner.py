@@ -41,6 +41,7 @@ workflows:
         retries: 1
         backoff: {initial: 30s}
         guards: {rate_limit: {max: 3, per: 1h}}
+        approval: {required: false, reason: "restarts run unattended in these tests"}
         on_failure: escalate
       - name: verify
         action: log
@@ -50,7 +51,10 @@ workflows:
         - name: page
           action: webhook
           params: {url: "https://pager.example.com/hook", body: {incident: "{{ incident.id }}"}}
+          approval: {required: false, reason: "a page cannot wait for an approval"}
 """
+UNATTENDED = 'approval: {required: false, reason: "restarts run unattended in these tests"}'
+"""The restart step's exemption; tests that need an approval replace it."""
 
 
 class World:
@@ -247,9 +251,8 @@ def test_guard_refuses_the_fourth_restart_within_the_hour_and_records_why() -> N
 
 
 def test_approval_granted() -> None:
-    yaml = RESTART.replace(
-        "guards: {rate_limit: {max: 3, per: 1h}}", "require_approval: {when: ['env=\"prod\"']}"
-    )
+    # The exemption with a label matcher that adds the requirement back (LABELS has env="prod").
+    yaml = RESTART.replace(UNATTENDED, UNATTENDED[:-1] + ", required_when: ['env=\"prod\"']}")
     w = World(yaml)
     announce = only_command(w.event(E.OPENED))
     out = w.result(announce.command_id, S.SUCCEEDED)
@@ -270,7 +273,7 @@ def test_approval_granted() -> None:
 
 
 def test_approval_denied() -> None:
-    yaml = RESTART.replace("guards: {rate_limit: {max: 3, per: 1h}}", "require_approval: true")
+    yaml = RESTART.replace(UNATTENDED, "approval: required")
     w = World(yaml)
     announce = only_command(w.event(E.OPENED))
     asked = w.result(announce.command_id, S.SUCCEEDED).results[0]
@@ -281,9 +284,7 @@ def test_approval_denied() -> None:
 
 
 def test_approval_expires() -> None:
-    yaml = RESTART.replace(
-        "guards: {rate_limit: {max: 3, per: 1h}}", "require_approval: true\n        approval_ttl: 2m"
-    )
+    yaml = RESTART.replace(UNATTENDED, "approval: required\n        approval_ttl: 2m")
     w = World(yaml)
     announce = only_command(w.event(E.OPENED))
     asked = w.result(announce.command_id, S.SUCCEEDED).results[0]
@@ -297,9 +298,7 @@ def test_approval_expires() -> None:
 
 
 def test_an_answer_after_the_deadline_counts_as_expired() -> None:
-    yaml = RESTART.replace(
-        "guards: {rate_limit: {max: 3, per: 1h}}", "require_approval: true\n        approval_ttl: 2m"
-    )
+    yaml = RESTART.replace(UNATTENDED, "approval: required\n        approval_ttl: 2m")
     w = World(yaml)
     announce = only_command(w.event(E.OPENED))
     asked = w.result(announce.command_id, S.SUCCEEDED).results[0]
@@ -319,7 +318,7 @@ def test_approval_is_checked_against_the_guards_again() -> None:
             action: exec
             target: "{{ labels.service }}"
             params: {argv: [/bin/restart]}
-            require_approval: true
+            approval: required
             guards: {cooldown: 10m}
     """
     w = World(yaml)
@@ -343,8 +342,7 @@ def test_dry_run_decides_everything_and_executes_nothing() -> None:
 
 def test_dry_run_per_workflow_reports_what_guards_would_say() -> None:
     yaml = RESTART.replace("max_runs: 2\n", "max_runs: 2\n    dry_run: true\n").replace(
-        "guards: {rate_limit: {max: 3, per: 1h}}",
-        "guards: {rate_limit: {max: 3, per: 1h}}\n        require_approval: true",
+        UNATTENDED, "approval: required"
     )
     w = World(yaml)
     out = w.event(E.OPENED)
@@ -401,7 +399,7 @@ def test_acknowledging_cancels_the_escalation_timer() -> None:
 
 
 def test_resolution_cancels_the_run_and_closes_open_approval_requests() -> None:
-    yaml = RESTART.replace("guards: {rate_limit: {max: 3, per: 1h}}", "require_approval: true")
+    yaml = RESTART.replace(UNATTENDED, "approval: required")
     w = World(yaml)
     announce = only_command(w.event(E.OPENED))
     asked = w.result(announce.command_id, S.SUCCEEDED).results[0]

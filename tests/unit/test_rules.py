@@ -636,7 +636,7 @@ def test_error_names_file_line_path_problem_and_fix(tmp_path: Path) -> None:
         ("rules:\n  - {name: a, group_wait: 1h.5m}\n", "rules[0].group_wait", "fractions are only allowed"),
         (
             "rules:\n  - {name: a, group_wait: 1s, group_wait_ms: 5}\n",
-            "rules[0]",
+            "rules[0].group_wait",
             "give group_wait (a duration) or group_wait_ms (milliseconds), not both",
         ),
         ("rules:\n  - {name: a, match: x=1}\n", "rules[0].match", "expected a list; got the string 'x=1'"),
@@ -666,10 +666,14 @@ def test_error_names_file_line_path_problem_and_fix(tmp_path: Path) -> None:
             "rules[0].group_by",
             "'...' (all labels) cannot be combined with other labels",
         ),
-        ("rules:\n  - {name: a, group_by: [job, job]}\n", "rules[0].group_by", "label 'job' is listed twice"),
+        (
+            "rules:\n  - {name: a, group_by: [job, job]}\n",
+            "rules[0].group_by[1]",
+            "label 'job' is listed twice",
+        ),
         (
             "rules:\n  - {name: a, group_by: [1x]}\n",
-            "rules[0].group_by",
+            "rules[0].group_by[0]",
             "'1x' is not a label name (letters, digits and '_', not starting with a digit, or '...' alone",
         ),
         (
@@ -679,22 +683,22 @@ def test_error_names_file_line_path_problem_and_fix(tmp_path: Path) -> None:
         ),
         (
             "rules:\n  - {name: a, group_by_exclude: ['...']}\n",
-            "rules[0].group_by_exclude",
+            "rules[0].group_by_exclude[0]",
             "'...' is not a label name",
         ),
         (
             "rules:\n  - {name: a, match: [x=1]}\n  - {name: a}\n",
-            "rules",
+            "rules[1].name",
             "rule name 'a' is used by rules[0] and rules[1]; rule names must be unique",
         ),
         (
             "rules:\n  - {name: a}\n  - {name: b}\n",
-            "rules",
+            "rules[0]",
             "rules[1] ('b') can never match: rules[0] ('a') has no match conditions",
         ),
         (
             "rules:\n  - {name: default, match: [x=1]}\n",
-            "rules",
+            "rules[0].name",
             "rules[0] is named 'default', the name of the built-in catch-all rule",
         ),
         (
@@ -709,13 +713,13 @@ def test_error_names_file_line_path_problem_and_fix(tmp_path: Path) -> None:
         ),
         (
             "inhibit_rules:\n  - {name: i, source_match: [a=1], target_match: [b=1], equal: [n, n]}\n",
-            "inhibit_rules[0].equal",
+            "inhibit_rules[0].equal[1]",
             "label 'n' is listed twice",
         ),
         (
             "inhibit_rules:\n  - {name: i, source_match: [a=1], target_match: [b=1]}\n"
             "  - {name: i, source_match: [a=2], target_match: [b=2]}\n",
-            "inhibit_rules",
+            "inhibit_rules[1].name",
             "inhibit rule name 'i' is used by inhibit_rules[0] and inhibit_rules[1]; names must be unique",
         ),
         (
@@ -811,3 +815,65 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
 def test_parse_rules_names_its_source() -> None:
     with pytest.raises(RulesError, match=r"^inline:1: late_policy: "):
         parse_rules("late_policy: x\n", source="inline")
+
+
+def test_every_mistake_is_reported_in_one_pass(tmp_path: Path) -> None:
+    """Structure and semantics together (issue #15): no mistake waits until the others are fixed."""
+    err = load_error(
+        tmp_path,
+        """\
+        state_time_resolution: 10m
+        rules:
+          - name: a
+            match: [x=1]
+            group_by: [1x, job, job]
+          - name: a
+            match: [x=2]
+            foo: 1
+          - name: fast
+            match: [x=3]
+            resolve_timeout: 1m
+          - name: catch
+            group_wait: 1s
+            group_wait_ms: 5
+            colour: red
+          - name: d
+            match: ['x=~"("']
+        inhibit_rules:
+          - {name: i, source_match: [a=1], target_match: [b=1], equal: [n, n]}
+          - {name: i, source_match: [], target_match: [b=2]}
+        """,
+    )
+    assert [(path, line) for path, _message, line in err.problems] == [
+        ("state_time_resolution", 1),  # rule 'fast'
+        ("state_time_resolution", 1),  # the appended catch-all, with the default resolve_timeout
+        ("rules[0].group_by[0]", 5),
+        ("rules[0].group_by[2]", 5),
+        ("rules[1].name", 6),
+        ("rules[1].foo", 8),
+        ("rules[3]", 12),
+        ("rules[3].group_wait", 13),
+        ("rules[3].colour", 15),
+        ("rules[4].match[0]", 17),
+        ("inhibit_rules[0].equal[1]", 19),
+        ("inhibit_rules[1].source_match", 20),
+        ("inhibit_rules[1].name", 20),
+    ]
+    messages = "\n".join(message for _path, message, _line in err.problems)
+    for expected in (
+        "10m is longer than the resolve_timeout (1m) of rule 'fast'",
+        "10m is longer than the resolve_timeout (5m) of rule 'default'",
+        "'1x' is not a label name",
+        "label 'job' is listed twice",
+        "rule name 'a' is used by rules[0] and rules[1]",
+        "unknown key 'foo'",
+        "rules[4] ('d') can never match: rules[3] ('catch') has no match conditions",
+        "give group_wait (a duration) or group_wait_ms (milliseconds), not both",
+        "unknown key 'colour'",
+        "invalid regex '('",
+        "label 'n' is listed twice",
+        "inhibit rule name 'i' is used by inhibit_rules[0] and inhibit_rules[1]",
+        "needs at least one matcher",
+    ):
+        assert expected in messages
+    assert len(str(err).splitlines()) == len(err.problems)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stormwatch.agents.core.templating import TemplateError, parse_template, render_value, template_problems
+from stormwatch.agents.core.templating import (
+    TemplateError,
+    parse_template,
+    render_params,
+    render_value,
+    template_problems,
+    url_template_problem,
+)
 
 CTX = {
     "incident": {
@@ -123,3 +131,51 @@ def test_arbitrary_templates_either_parse_or_raise_template_error(text: str) -> 
 def test_template_like_noise_never_crashes(text: str) -> None:
     with contextlib.suppress(TemplateError):
         parse_template(text).render(CTX)
+
+
+# --------------------------------------------------------------------------------- URLs (issue #15)
+
+
+@given(LABEL_VALUES)
+def test_a_value_in_a_url_is_exactly_one_path_segment(value: str) -> None:
+    """Whatever a label holds, it cannot add a segment, a query, a fragment or a host."""
+    template = parse_template("https://hooks.example.com/hook/{{ labels.x }}/run")
+    if value in ("", ".", ".."):
+        with pytest.raises(TemplateError, match="empty or dot segment"):
+            template.render_url({"labels": {"x": value}})
+        return
+    url = template.render_url({"labels": {"x": value}})
+    split = urlsplit(url)
+    assert (split.scheme, split.netloc, split.query, split.fragment) == ("https", "hooks.example.com", "", "")
+    _, hook, segment, run = split.path.split("/")
+    assert (hook, run) == ("hook", "run") and unquote(segment) == value
+
+
+def test_urlencode_in_a_url_is_not_applied_twice() -> None:
+    ctx = {"labels": {"x": "a b"}}
+    assert parse_template("https://h.example/{{ labels.x | urlencode }}").render_url(ctx) == (
+        "https://h.example/a%20b"
+    )
+
+
+def test_render_params_treats_only_the_url_keys_as_urls() -> None:
+    params = {"url": "https://h.example/{{ labels.x }}", "body": {"text": "{{ labels.x }}"}}
+    rendered = render_params(params, {"labels": {"x": "a/b?c"}}, frozenset({"url"}))
+    assert rendered == {"url": "https://h.example/a%2Fb%3Fc", "body": {"text": "a/b?c"}}
+
+
+@pytest.mark.parametrize(
+    ("template", "ok"),
+    [
+        ("https://h.example/{{ labels.x }}", True),
+        ("https://h.example:8443/a?b={{ labels.x }}", True),
+        ("https://h.example/literal", True),
+        ("https://{{ labels.x }}/a", False),
+        ("https://h.example{{ labels.x }}/a", False),
+        ("https://u@h.example/{{ labels.x }}", False),
+        ("{{ labels.x }}/a", False),
+        ("h.example/{{ labels.x }}", False),
+    ],
+)
+def test_url_templates_keep_scheme_host_and_port_literal(template: str, ok: bool) -> None:
+    assert (url_template_problem(parse_template(template)) is None) is ok

@@ -5,7 +5,8 @@ flag retriable), and still stops on fatal errors or when asked to."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -29,7 +30,7 @@ class _IdleStage:
 
 @pytest.fixture
 def loop(monkeypatch: pytest.MonkeyPatch) -> TransactionalLoop:
-    monkeypatch.setattr(txloop.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(txloop, "_retry_pause", lambda _attempt: 0.0)
     settings = Settings.model_validate({"kafka": {"bootstrap_servers": "127.0.0.1:1"}})
     return TransactionalLoop(
         settings,
@@ -222,5 +223,111 @@ def test_a_hung_init_transactions_is_tried_again_on_a_new_producer(
         loop._init_producer()
         assert loop.producer is fresh and fresh.calls == ["init"]
         assert loop._abandoned == [hung]
+    finally:
+        hung.released.set()
+
+
+# --- a stop request ends every wait promptly (issue #15, item 8) --------------------------------
+# Each state below used to hold a stopped worker for a call's whole timeout (30 s) or forever.
+
+STOP_AFTER_S = 0.3
+PROMPT_S = txloop.STOP_GRACE_S + 1.0  # the grace a call in flight gets, and some scheduling slack
+
+
+@pytest.fixture
+def stop_soon(loop: TransactionalLoop) -> Iterator[Callable[[], float]]:
+    """Calls ``loop.stop()`` from another thread after STOP_AFTER_S; yields "seconds since"."""
+    timer = threading.Timer(STOP_AFTER_S, loop.stop)
+    started = time.monotonic()
+    timer.start()
+    yield lambda: time.monotonic() - started - STOP_AFTER_S
+    timer.cancel()
+
+
+def test_a_stop_ends_a_transactional_call_that_does_not_return(
+    loop: TransactionalLoop, stop_soon: Callable[[], float]
+) -> None:
+    """An abort or commit waiting on an absent coordinator (30 s timeout, or a librdkafka hang)."""
+    hung = _TxnProducer(hang_on="commit")
+    loop.producer = hung  # type: ignore[assignment]
+    try:
+        with pytest.raises(txloop._StoppedWhileWaiting, match="commit had not returned"):
+            loop._retrying("commit", lambda: hung.commit_transaction(30), call_timeout_s=30)
+        assert stop_soon() < PROMPT_S
+    finally:
+        hung.released.set()
+
+
+def test_a_stop_lets_a_call_in_flight_finish_within_the_grace(loop: TransactionalLoop) -> None:
+    """A healthy broker answers at once: a clean stop still commits its last batch."""
+    done: list[str] = []
+
+    def commit() -> None:
+        time.sleep(0.2)
+        done.append("commit")
+
+    loop.stop()
+    loop._retrying("commit", commit, call_timeout_s=30)
+    assert done == ["commit"]
+
+
+def test_a_stop_ends_the_pause_between_attempts(
+    loop: TransactionalLoop, stop_soon: Callable[[], float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rewind or restore retried while the brokers are down (pauses of up to 2 s each)."""
+    monkeypatch.setattr(txloop, "_retry_pause", lambda _attempt: 60.0)
+    call, calls = _failing(1000, _kafka(KafkaError._TRANSPORT))
+    with pytest.raises(txloop._StoppedWhileWaiting):
+        loop._waiting_out_outages("rewind", call)
+    assert stop_soon() < PROMPT_S and calls[0] == 1
+
+
+class _FullQueueProducer(_TxnProducer):
+    def produce(self, *args: object, **kwargs: object) -> None:
+        raise BufferError("Local: Queue full")
+
+    def poll(self, timeout: float) -> int:
+        time.sleep(timeout)
+        return 0
+
+
+def test_a_stop_ends_the_wait_for_room_in_the_producer_queue(
+    loop: TransactionalLoop, stop_soon: Callable[[], float]
+) -> None:
+    """Nothing is delivered while the brokers are down, so the queue never drains."""
+    loop.producer = _FullQueueProducer()  # type: ignore[assignment]
+    with pytest.raises(txloop._StoppedWhileWaiting, match="queue is full"):
+        loop._produce(txloop.Output("t", b"v"))
+    assert stop_soon() < PROMPT_S
+
+
+class _ClosedConsumer:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def subscribe(self, *args: object, **kwargs: object) -> None: ...
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_stopped_run_leaves_without_flushing_a_producer_still_in_a_call(
+    loop: TransactionalLoop, stop_soon: Callable[[], float]
+) -> None:
+    """init_transactions waiting for a coordinator: run() returns, says why, and closes the consumer;
+    it does not flush the producer (that could wait as long again)."""
+    hung = _TxnProducer(hang_on="init")
+    flushes: list[float] = []
+    hung.flush = lambda timeout: flushes.append(timeout) or 0  # type: ignore[method-assign]
+    consumer = _ClosedConsumer()
+    loop.producer, loop.consumer = hung, consumer  # type: ignore[assignment]
+    try:
+        loop.run()
+        assert stop_soon() < PROMPT_S
+        assert (
+            loop.stopped_while_waiting
+            == "stopped while waiting for Kafka (init transactions had not returned)"
+        )
+        assert consumer.closed and flushes == []
     finally:
         hung.released.set()

@@ -47,7 +47,10 @@ def test_shipped_example_validates() -> None:
     step = next(s for s in restart.steps if s.name == "restart")
     assert step.guards.rate_limit is not None and step.guards.rate_limit.max == 3
     assert step.guards.rate_limit.per_ms == 3_600_000
-    assert step.needs_approval({"env": "production"}) and not step.needs_approval({"env": "staging"})
+    # Approval fails closed: no label value lets the restart skip it (issue #15 item 10).
+    assert all(step.needs_approval(labels) for labels in ({"env": "production"}, {"env": "Production"}, {}))
+    announce = next(s for s in restart.steps if s.name == "announce")
+    assert not announce.needs_approval({}) and announce.approval.reason
     assert step.on_failure is OnFailure.ESCALATE
     assert restart.escalate_after_ms == 15 * 60_000
     unacked = config.get("escalate-unacknowledged")
@@ -86,21 +89,31 @@ def test_defaults_apply_field_by_field() -> None:
     assert config.guard_window_ms == 3_600_000
 
 
-def test_require_approval_forms() -> None:
+def test_approval_forms() -> None:
     config = parse(
         """
         workflows:
           - name: w
             trigger: {events: [opened]}
             steps:
-              - {name: a, action: log, params: {message: x}, require_approval: true}
-              - {name: b, action: log, params: {message: x}, require_approval: false}
-              - {name: c, action: log, params: {message: x}, require_approval: {when: ['env="prod"']}}
+              - {name: a, action: exec, params: {argv: [/bin/x]}}
+              - {name: b, action: exec, params: {argv: [/bin/x]}, approval: required}
+              - {name: c, action: exec, params: {argv: [/bin/x]}, approval: true}
+              - {name: d, action: exec, params: {argv: [/bin/x]}, approval: {required: true}}
+              - {name: e, action: exec, params: {argv: [/bin/x]}, approval: {required: false, reason: ok}}
+              - name: f
+                action: exec
+                params: {argv: [/bin/x]}
+                approval: {required: false, reason: ok, required_when: ['env="prod"', 'team="sre"']}
+              - {name: g, action: log, params: {message: x}}
+              - {name: h, action: log, params: {message: x}, approval: required}
         """
     )
-    a, b, c = config.workflows[0].steps
-    assert a.needs_approval({}) and not b.needs_approval({"env": "prod"})
-    assert c.needs_approval({"env": "prod"}) and not c.needs_approval({"env": "dev"})
+    a, b, c, d, e, f, g, h = config.workflows[0].steps
+    assert all(s.needs_approval({}) for s in (a, b, c, d, h))
+    assert not e.needs_approval({"env": "prod"}) and e.approval.reason == "ok"
+    assert f.needs_approval({"env": "prod", "team": "sre"}) and not f.needs_approval({"env": "prod"})
+    assert not g.needs_approval({"env": "prod"})
 
 
 def test_malformed_file_is_refused_with_file_line_path_and_fix() -> None:
@@ -118,7 +131,8 @@ def test_malformed_file_is_refused_with_file_line_path_and_fix() -> None:
     )
     assert lines[0].startswith("wf.yaml:4: workflows[0].trigger.events[0]: expected one of 'opened'")
     assert "got the string 'opend'" in lines[0]
-    assert lines[1].startswith("wf.yaml:9: workflows[0].steps[0].timeout: invalid duration '5x'")
+    assert lines[1].startswith("wf.yaml:8: workflows[0].steps[0].params.bodyy: unknown parameter 'bodyy'")
+    assert lines[2].startswith("wf.yaml:9: workflows[0].steps[0].timeout: invalid duration '5x'")
 
 
 def test_semantic_problems_are_all_reported() -> None:
@@ -163,6 +177,69 @@ def test_semantic_problems_are_all_reported() -> None:
     assert "workflows[1].steps[0].params.url: only http and https URLs are allowed" in text
 
 
+EVERY_KIND_OF_MISTAKE = """\
+defaults:
+  timeout: 5x
+workflows:
+  - name: w
+    trigger: {events: [opend]}
+    steps:
+      - name: a
+        action: webhook
+        params: {url: "https://x/", bodyy: {}}
+        timeout: 11m
+      - name: a
+        action: teleport
+        retires: 2
+      - name: c
+        action: log
+        params: {message: "{{ incident.secret }}"}
+        target: "{{ labels. }}"
+        guards: {rate_limit: {max: 3, per: 1hour}}
+        approval: {required: false}
+  - name: w
+    trigger: {events: [opened]}
+    conditions: {match: ['env=~"("'], min_alerts: 5, max_alerts: 1}
+    steps:
+      - {name: x, action: exec, params: {argv: ["{{ labels.p }}"]}, on_failure: escalate}
+"""
+
+
+def test_every_mistake_is_reported_in_one_pass() -> None:
+    """Issue #15 item 4: structural (pydantic) and semantic problems together, each with its line.
+
+    Before, a file with structural mistakes reported only those; the unknown parameter, the bad
+    templates, the duplicate names ... came out only after they were fixed.
+    """
+    with pytest.raises(WorkflowError) as info:
+        parse_workflows(EVERY_KIND_OF_MISTAKE, source="wf.yaml", executors=available_executors())
+    lines = str(info.value).splitlines()
+    expected = [
+        "wf.yaml:2: defaults.timeout: invalid duration '5x'",
+        "wf.yaml:5: workflows[0].trigger.events[0]: expected one of 'opened'",
+        "wf.yaml:9: workflows[0].steps[0].params.bodyy: unknown parameter 'bodyy'",
+        "wf.yaml:10: workflows[0].steps[0].timeout: 11m is longer than the maximum 10m",
+        "wf.yaml:11: workflows[0].steps[1].name: step name 'a' is already used by steps[0]",
+        "wf.yaml:12: workflows[0].steps[1].action: unknown action 'teleport'",
+        "wf.yaml:13: workflows[0].steps[1].retires: unknown key 'retires'",
+        "wf.yaml:16: workflows[0].steps[2].params.message: template '{{ incident.secret }}': incident has "
+        "no field 'secret'",
+        "wf.yaml:17: workflows[0].steps[2].target: template '{{ labels. }}'",
+        "wf.yaml:18: workflows[0].steps[2].guards.rate_limit.per: invalid duration '1hour'",
+        "wf.yaml:19: workflows[0].steps[2].approval: an exemption needs a reason",
+        "wf.yaml:20: workflows[1].name: workflow name 'w' is already used by workflows[0]",
+        "wf.yaml:22: workflows[1].conditions.match[0]: invalid regex '('",
+        "wf.yaml:22: workflows[1].conditions.min_alerts: is larger than max_alerts",
+        "wf.yaml:24: workflows[1].steps[0].params.argv[0]: the program must be a literal absolute path",
+        "wf.yaml:24: workflows[1].steps[0].on_failure: on_failure is escalate but workflow 'w' has no "
+        "escalation steps",
+    ]
+    missing = [e for e in expected if not any(line.startswith(e) for line in lines)]
+    assert missing == [], "\n".join(lines)
+    assert len(lines) == len(expected), "\n".join(lines)
+    assert [int(line.split(":")[1]) for line in lines] == sorted(int(line.split(":")[1]) for line in lines)
+
+
 @pytest.mark.parametrize(
     ("snippet", "expected"),
     [
@@ -193,7 +270,7 @@ def test_semantic_problems_are_all_reported() -> None:
             "params: {message: x}}], conditions: {time_windows: [{start: '9:00', timezone: Mars/Olympus}]}}]",
             "time_windows[0].start: expected a time of day as HH:MM",
         ),
-        ("a: 1\na: 2", "invalid YAML: while constructing a mapping: found duplicate key 'a'"),
+        ("a: 1\na: 2", "found duplicate key 'a'"),
         ("[1, 2", "invalid YAML"),
         ("- just a list", "expected a mapping with keys: defaults, dry_run, version, workflows"),
     ],
@@ -294,9 +371,11 @@ def test_json_schema_describes_the_yaml_spelling() -> None:
     schema = workflow_json_schema()
     assert schema["$schema"].endswith("2020-12/schema")
     step = schema["$defs"]["Step"]["properties"]
-    assert {"timeout", "approval_ttl", "require_approval", "params", "target"} <= set(step)
-    assert "timeout_ms" not in step
-    assert {"type": "boolean"} in step["require_approval"]["anyOf"]
+    assert {"timeout", "approval_ttl", "approval", "params", "target"} <= set(step)
+    assert "timeout_ms" not in step and "require_approval" not in step
+    assert {"const": "required"} in step["approval"]["anyOf"]
+    exemption = schema["$defs"]["Approval"]
+    assert exemption["then"] == {"required": ["reason"]}
     assert schema["$defs"]["Step"]["additionalProperties"] is False
     events = schema["$defs"]["TriggerEvent"]["enum"]
     assert "not_acknowledged" in events

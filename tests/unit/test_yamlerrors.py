@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import ErrorDetails
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from stormwatch.loaders import read_config_text
-from stormwatch.schemas.yamlerrors import ConfigFileError, ConfigFormat, Place, describe
+from stormwatch.schemas.yamlerrors import ConfigFileError, ConfigFormat, ErrorCollector, Place, describe
 
 
 class _Strict(BaseModel):
@@ -75,11 +83,23 @@ def test_the_error_text_is_one_line_per_problem() -> None:
 
 
 def test_duplicate_keys_are_refused_with_their_line() -> None:
+    doc = FORMAT.parse("limit: 2\nitems: []\nlimit: 3\n", "r.yaml")
     with pytest.raises(RootError) as info:
-        FORMAT.parse("limit: 2\nitems: []\nlimit: 3\n", "r.yaml")
+        FORMAT.validate(doc)
     ((path, message, line),) = info.value.problems
     assert (path, line) == ("", 3)
-    assert "found duplicate key 'limit'" in message and message.startswith("invalid YAML: ")
+    assert message == "invalid YAML: while constructing a mapping: found duplicate key 'limit' (column 1)"
+
+
+def test_duplicate_keys_are_reported_with_the_other_mistakes() -> None:
+    """Not a parse error that hides the rest: every problem in one pass (issue #15)."""
+    found = problems("items:\n  - {name: a, wait: -1}\nlimit: 2\nchild: {name: b, name: c}\nlimit: 0\n")
+    assert [(path, line) for path, _message, line in found] == [
+        ("items[0].wait", 2),
+        ("", 4),
+        ("", 5),
+        ("limit", 5),
+    ]
 
 
 def test_merge_keys_are_not_duplicates() -> None:
@@ -138,3 +158,57 @@ def test_unreadable_files_name_the_kind_of_file(tmp_path: Path) -> None:
 )
 def test_describe(value: object, expected: str) -> None:
     assert describe(value) == expected
+
+
+class _Team(_Strict):
+    members: list[Item]
+
+    @field_validator("members", mode="wrap")
+    @classmethod
+    def _unique(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> list[Item]:
+        """Pydantic's own errors of the items and the check across them, in one pass."""
+        errors = ErrorCollector()
+        _ok, members = errors.run(handler, value)
+        names = [m.get("name") if isinstance(m, dict) else None for m in value]
+        for i, name in enumerate(names):
+            if name is not None and name in names[:i]:
+                errors.add((i, "name"), f"{name!r} is taken")
+        if isinstance(value, list) and len(value) > 3:
+            errors.add((), "{too} many")  # braces are not a template
+        errors.raise_if_any("members")
+        assert members is not None
+        return members
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _custom(cls, value: Any) -> Any:
+        if value == "custom":
+            raise PydanticCustomError("team_custom", "a custom {kind} error", {"kind": "typed"})
+        return value
+
+
+def test_an_error_collector_reports_pydantic_s_errors_and_its_own_together() -> None:
+    fmt = ConfigFormat(_Team, RootError, "team file")
+    text = "members:\n  - {name: a}\n  - {name: a, wait: -1}\n  - {name: b, hat: 1}\n  - {name: c}\n"
+    with pytest.raises(RootError) as info:
+        fmt.validate(fmt.parse(text, "t.yaml"))
+    assert info.value.problems == [
+        ("members", "{too} many", 2),
+        ("members[1].wait", "must be at least 0; got the number -1", 3),
+        ("members[1].name", "'a' is taken", 3),
+        ("members[2].hat", "unknown key 'hat'; allowed keys: name, wait", 4),
+    ]
+
+
+def test_an_error_collector_keeps_custom_error_types() -> None:
+    collector = ErrorCollector()
+    ok, result = collector.run(_Team.model_validate, {"members": "custom"})
+    assert (ok, result, bool(collector)) == (False, None, True)
+    with pytest.raises(ValidationError) as info:
+        collector.raise_if_any("team")
+    ((error,),) = [info.value.errors()]
+    assert (error["type"], error["loc"], error["msg"]) == (
+        "team_custom",
+        ("members",),
+        "a custom typed error",
+    )
