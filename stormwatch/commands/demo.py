@@ -179,7 +179,7 @@ def _summarize(
     hints = [
         (f"{sw} incidents", "incidents rebuilt from the audit log"),
         (f"{sw} timeline {example}", "every decision, with the rule that made it"),
-        (f"{sw} ack {example} --by $USER", "acknowledge, and see the outcome"),
+        (f"{sw} ack {example}", "acknowledge as $USER (--by NAME otherwise), and see the outcome"),
         (f"{base}/metrics", "gateway metrics"),
         ("http://127.0.0.1:9096/metrics", "ingest; 9097 correlator, 9098 agent, 9099 executor"),
         ("make down", "stop everything"),
