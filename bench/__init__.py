@@ -4,4 +4,14 @@ Entry-point layer (docs/architecture.md): it starts pipelines of its own and mea
 workloads, the results format and the procedure are in bench/README.md and docs/performance.md.
 """
 
-__all__ = ["alertmanager", "floor", "pipeline", "procstat", "results", "runner", "soak", "workloads"]
+__all__ = [
+    "alertmanager",
+    "floor",
+    "pipeline",
+    "procstat",
+    "quality",
+    "results",
+    "runner",
+    "soak",
+    "workloads",
+]

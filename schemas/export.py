@@ -20,6 +20,7 @@ from stormwatch.schemas.commands import CommandResult, MitigationCommand, Operat
 from stormwatch.schemas.dlq import DeadLetter
 from stormwatch.schemas.incident import Incident, IncidentEvent
 from stormwatch.schemas.silence import Silence
+from stormwatch.schemas.topology import TopologyComponent
 
 __all__ = ["CONTRACTS", "check_json_schemas", "export_json_schemas", "render_json_schemas"]
 
@@ -36,6 +37,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "command_result.json": CommandResult,
     "silence.json": Silence,
     "native_input.json": NativeInput,
+    "topology_component.json": TopologyComponent,
 }
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "describe",
     "error_loc",
     "matcher_from_yaml",
+    "validate_with_checks",
 ]
 
 Loc = tuple[str | int, ...]
@@ -164,6 +165,26 @@ class ErrorCollector:
         """Raise every collected error at once (``title`` names the model in pydantic's own text)."""
         if self.errors:
             raise ValidationError.from_exception_data(title, self.errors)
+
+
+def validate_with_checks(
+    title: str,
+    handler: Callable[[Any], T],
+    data: Any,
+    checks_across: Callable[[dict[str, Any]], Iterable[tuple[Loc, str]]],
+) -> T:
+    """For a ``model_validator(mode="wrap")``: pydantic's validation of ``data`` and the checks
+    across its entries (``checks_across``, on the input as given), reported together in one pass;
+    as field validators pydantic would skip the checks while any entry is invalid."""
+    errors = ErrorCollector()
+    _ok, result = errors.run(handler, data)
+    if isinstance(data, dict):
+        for loc, message in checks_across(data):
+            errors.add(loc, message)
+    errors.raise_if_any(title)
+    if result is None:  # pragma: no cover - raise_if_any raised
+        raise AssertionError("validation failed without an error")
+    return result
 
 
 def format_path(segments: Iterable[str | int]) -> str:

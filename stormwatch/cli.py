@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "stormwatch.commands.agent",
     "stormwatch.commands.demo",
     "stormwatch.commands.bench",
+    "stormwatch.commands.quality",
 ]
 
 Handler = Callable[[argparse.Namespace, Settings], int]

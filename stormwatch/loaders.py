@@ -1,4 +1,4 @@
-"""Reads the rules and workflow files from disk for the stages and the CLI.
+"""Reads the rules, topology and workflow files from disk for the stages and the CLI.
 
 The pure core parses configuration from text; reading a file is I/O, so it lives here (layer 3).
 """
@@ -12,8 +12,9 @@ from typing import Any
 from stormwatch.agents.core.workflow import WORKFLOW_FILE, ActionChecker, WorkflowConfig, parse_workflows
 from stormwatch.schemas.yamlerrors import ConfigFormat
 from stormwatch.streams.core.rules import RULES_FILE, RulesConfig, parse_rules
+from stormwatch.streams.core.topology import TOPOLOGY_FILE, TopologyConfig, parse_topology
 
-__all__ = ["load_rules", "load_workflows", "read_config_text"]
+__all__ = ["load_rules", "load_topology", "load_workflows", "read_config_text"]
 
 
 def read_config_text(fmt: ConfigFormat[Any], path: Path) -> str:
@@ -30,6 +31,13 @@ def load_rules(path: str | Path | None) -> RulesConfig:
         return RulesConfig()
     p = Path(path)
     return parse_rules(read_config_text(RULES_FILE, p), source=str(p))
+
+
+def load_topology(path: str | Path) -> TopologyConfig:
+    """Load and validate the topology file (docs/correlation-rules.md, "Topology"). There is no
+    built-in topology: without a file the caller links nothing, so no path is a caller's decision."""
+    p = Path(path)
+    return parse_topology(read_config_text(TOPOLOGY_FILE, p), source=str(p))
 
 
 def load_workflows(path: str | Path, *, executors: Mapping[str, ActionChecker]) -> WorkflowConfig:

@@ -37,14 +37,18 @@ from stormwatch.schemas.yamlerrors import (
     Place,
     describe,
     matcher_from_yaml,
+    validate_with_checks,
 )
 
 __all__ = [
     "ALL_LABELS",
+    "BUILTIN_RULES",
     "DEFAULT_RULE",
     "LABEL_NAME",
     "PER_REPLICA_LABELS",
+    "PLACEMENT_LABELS",
     "RULES_FILE",
+    "WORKLOAD_RULE",
     "CorrelationRule",
     "FlapPolicy",
     "InhibitRule",
@@ -77,6 +81,11 @@ PER_REPLICA_LABELS: tuple[str, ...] = (
 )
 """Labels that tell replicas of one thing apart; the default rule leaves them out of the group key
 so the same failure on 40 pods is one incident, not 40."""
+
+PLACEMENT_LABELS: tuple[str, ...] = ("node", "kubernetes_node", "nodename", "host", "hostname")
+"""Labels that say where a replica runs. For an alert about a pod they are placement, not identity:
+the built-in ``workload`` rule leaves them out too, so a bad deploy over 10 nodes is one incident.
+For an alert about the node itself (no ``pod`` label) they are its identity and stay in the key."""
 
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _RULE_NAME = re.compile(r"[a-zA-Z0-9_.-]+")
@@ -369,6 +378,17 @@ DEFAULT_RULE = CorrelationRule(
 )
 """Catch-all: groups alerts that differ only in per-replica labels (instance, pod, ...)."""
 
+WORKLOAD_RULE = CorrelationRule(
+    name="workload",
+    match=[Matcher.parse('pod=~".+"')],
+    group_by=[ALL_LABELS],
+    group_by_exclude=[*PER_REPLICA_LABELS, *PLACEMENT_LABELS],
+)
+"""Alerts about a pod: grouped like the catch-all, and also without the node or host it runs on."""
+
+BUILTIN_RULES: tuple[CorrelationRule, ...] = (WORKLOAD_RULE, DEFAULT_RULE)
+"""The rules without a rules file. A rules file replaces them (and gets the catch-all appended)."""
+
 
 def apply_defaults(rule: CorrelationRule, defaults: RuleDefaults) -> CorrelationRule:
     unset = {f: getattr(defaults, f) for f in _Timings._DURATIONS if f not in rule.model_fields_set}
@@ -384,7 +404,7 @@ class RulesConfig(_Config):
     }
 
     defaults: RuleDefaults = Field(default_factory=RuleDefaults)
-    rules: list[CorrelationRule] = Field(default_factory=lambda: [DEFAULT_RULE], validate_default=True)
+    rules: list[CorrelationRule] = Field(default_factory=lambda: list(BUILTIN_RULES), validate_default=True)
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
     flap: FlapPolicy = Field(default_factory=FlapPolicy)
     # 50 ms covers a producer's own latency (linger, acks=all) between stamping a record and the
@@ -413,15 +433,7 @@ class RulesConfig(_Config):
         """The checks across rules (unique names, catch-all last, the state time resolution) run on
         the input as given, so they are reported in the same pass as the mistakes inside single
         rules; as field validators pydantic would skip them while any rule is invalid."""
-        errors = ErrorCollector()
-        _ok, config = errors.run(handler, data)
-        if isinstance(data, dict):
-            for loc, message in _problems_across(data):
-                errors.add(loc, message)
-        errors.raise_if_any(cls.__name__)
-        if config is None:  # pragma: no cover - raise_if_any raised
-            raise AssertionError("validation failed without an error")
-        return config
+        return validate_with_checks(cls.__name__, handler, data, _problems_across)
 
     def get_rule(self, name: str) -> CorrelationRule | None:
         return next((r for r in self.rules if r.name == name), None)
@@ -525,7 +537,7 @@ def _resolution_problems(data: dict[str, Any]) -> Iterator[tuple[Loc, str]]:
     if resolution is None:
         return
     defaults = _valid(RuleDefaults, data.get("defaults", {})) or RuleDefaults()
-    items = data.get("rules", [DEFAULT_RULE])
+    items = data.get("rules", list(BUILTIN_RULES))
     if not isinstance(items, list):
         return
     rules = [rule for item in items if (rule := _valid(CorrelationRule, item)) is not None]

@@ -19,6 +19,8 @@ from stormwatch.streams.core.rules import (
     ALL_LABELS,
     DEFAULT_RULE,
     PER_REPLICA_LABELS,
+    PLACEMENT_LABELS,
+    WORKLOAD_RULE,
     CorrelationRule,
     FlapPolicy,
     InhibitRule,
@@ -141,13 +143,30 @@ def router(text: str = "") -> Router:
 
 def test_default_rule_groups_away_per_replica_labels() -> None:
     r = router()
-    a = r.route({"alertname": "PodCrash", "namespace": "shop", "pod": "web-1", "instance": "10.0.0.1:80"})
-    b = r.route({"alertname": "PodCrash", "namespace": "shop", "pod": "web-2", "instance": "10.0.0.2:80"})
-    c = r.route({"alertname": "PodCrash", "namespace": "blog", "pod": "web-1"})
-    assert a.group_key == b.group_key == 'default:{alertname="PodCrash",namespace="shop"}'
+    a = r.route({"alertname": "HighLatency", "service": "shop", "instance": "10.0.0.1:80"})
+    b = r.route({"alertname": "HighLatency", "service": "shop", "instance": "10.0.0.2:80"})
+    c = r.route({"alertname": "HighLatency", "service": "blog", "instance": "10.0.0.1:80"})
+    assert a.group_key == b.group_key == 'default:{alertname="HighLatency",service="shop"}'
     assert c.group_key != a.group_key
     assert a.rule.name == "default"
-    assert a.group_labels == {"alertname": "PodCrash", "namespace": "shop"}
+    assert a.group_labels == {"alertname": "HighLatency", "service": "shop"}
+
+
+def test_the_builtin_workload_rule_does_not_split_a_workload_by_node() -> None:
+    """A bad deploy over many nodes is one incident; a node's own alerts stay per node."""
+    r = router()
+    pods = [
+        r.route({"alertname": "PodCrash", "namespace": "shop", "pod": f"web-{i}", "node": f"n{i % 3}"})
+        for i in range(6)
+    ]
+    assert {p.group_key for p in pods} == {'workload:{alertname="PodCrash",namespace="shop"}'}
+    assert pods[0].rule.name == "workload"
+    other_ns = r.route({"alertname": "PodCrash", "namespace": "blog", "pod": "web-1", "node": "n1"})
+    assert other_ns.group_key != pods[0].group_key
+    node_a = r.route({"alertname": "NodeDown", "node": "n1"})
+    node_b = r.route({"alertname": "NodeDown", "node": "n2"})
+    assert node_a.rule.name == "default" and node_a.group_key != node_b.group_key
+    assert set(WORKLOAD_RULE.group_by_exclude) == set(PER_REPLICA_LABELS) | set(PLACEMENT_LABELS)
 
 
 def test_default_rule_constant() -> None:
@@ -427,8 +446,8 @@ def test_inhibition_one_sided_overlap_still_inhibits() -> None:
 
 def test_load_none_is_the_default_config() -> None:
     config = load_rules(None)
-    assert [r.name for r in config.rules] == ["default"]
-    rule = config.rules[0]
+    assert [r.name for r in config.rules] == ["workload", "default"]
+    rule = config.rules[-1]
     assert rule.group_wait_ms == 30_000
     assert rule.group_interval_ms == 300_000
     assert rule.max_lifetime_ms == 86_400_000
@@ -450,8 +469,10 @@ def test_empty_file_is_the_default_config(tmp_path: Path) -> None:
 
 def test_example_file_loads() -> None:
     config = load_rules(EXAMPLE)
-    assert [r.name for r in config.rules] == ["database", "node", "default"]
-    db, node, default = config.rules
+    assert [r.name for r in config.rules] == ["database", "node", "workload", "default"]
+    db, node, workload, default = config.rules
+    assert workload.match == [WORKLOAD_RULE.match[0]]
+    assert workload.group_by_exclude == WORKLOAD_RULE.group_by_exclude
     assert db.group_by == ["cluster", "service"]
     assert db.group_wait_ms == 10_000
     assert node.resolve_timeout_ms == 600_000
@@ -510,8 +531,8 @@ def test_defaults_apply_to_the_appended_default_rule(tmp_path: Path) -> None:
     config = load_rules(write(tmp_path, "defaults: {group_wait: 2s}\nrules:\n  - {name: a, match: [x=1]}\n"))
     assert [r.group_wait_ms for r in config.rules] == [2_000, 2_000]
     config = load_rules(write(tmp_path, "defaults: {group_wait: 3s}\n"))
-    assert config.rules[0].name == "default"
-    assert config.rules[0].group_wait_ms == 3_000
+    assert [r.name for r in config.rules] == ["workload", "default"]
+    assert [r.group_wait_ms for r in config.rules] == [3_000, 3_000]
 
 
 def test_python_construction_uses_milliseconds_or_duration_strings() -> None:
