@@ -341,14 +341,18 @@ class InhibitRule(_Config):
     def inhibits(self, source_labels: dict[str, str], target_labels: dict[str, str]) -> bool:
         """Whether a firing alert with ``source_labels`` inhibits one with ``target_labels``.
 
-        A label missing on both sides counts as equal (missing == ''). As in Alertmanager, when both
-        alerts match both sides (including an alert compared with itself), neither inhibits the
-        other: otherwise two such alerts would silence each other and nobody would be told.
+        Every ``equal`` label must be present, non-empty and the same on both alerts. Alertmanager
+        counts a label missing on both sides as equal; then one source without the label (a
+        PagerDuty ``NodeDown`` has no ``node``) mutes every target without it, a whole storm. As in
+        Alertmanager, when both alerts match both sides (including an alert compared with itself),
+        neither inhibits the other: otherwise two such alerts would silence each other and nobody
+        would be told.
         """
         if not all_match(self.target_match, target_labels) or not all_match(self.source_match, source_labels):
             return False
         for name in self.equal:
-            if source_labels.get(name, "") != target_labels.get(name, ""):
+            value = source_labels.get(name, "")
+            if not value or value != target_labels.get(name, ""):
                 return False
         two_sided = all_match(self.source_match, target_labels) and all_match(
             self.target_match, source_labels

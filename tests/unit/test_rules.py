@@ -407,8 +407,16 @@ def test_inhibition_basic() -> None:
     )
 
 
-def test_inhibition_equal_labels_missing_on_both_sides_count_as_equal() -> None:
-    assert NODE_DOWN.inhibits({"alertname": "NodeDown"}, {"alertname": "DiskFull"})
+def test_inhibition_equal_labels_must_be_present_on_both_sides() -> None:
+    """Unlike Alertmanager (missing == missing): a source without the label mutes nothing, or a
+    NodeDown sent without ``node`` (PagerDuty) would mute a whole storm."""
+    assert not NODE_DOWN.inhibits({"alertname": "NodeDown"}, {"alertname": "DiskFull"})
+    assert not NODE_DOWN.inhibits(
+        {"alertname": "NodeDown", "node": ""}, {"alertname": "DiskFull", "node": ""}
+    )
+    assert NODE_DOWN.inhibits(
+        {"alertname": "NodeDown", "node": "n1"}, {"alertname": "DiskFull", "node": "n1"}
+    )
     assert not NODE_DOWN.inhibits({"alertname": "NodeDown"}, {"alertname": "DiskFull", "node": "n1"})
     assert not NODE_DOWN.inhibits({"alertname": "NodeDown", "node": "n1"}, {"alertname": "DiskFull"})
 
