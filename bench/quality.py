@@ -15,6 +15,11 @@ incident it was merged into). docs/simulate.md ("Correlation quality") explains 
   that never opened, as the pods of a dead node are under a ``NodeDown`` inhibition. It neither
   splits its cause nor joins another; a cause whose every alert is absorbed is *missed* (nobody
   would be told).
+
+With a topology, the incident events also go through the linker's core
+(``stormwatch.streams.core.linking``): a group linked into another incident counts as part of it,
+like a merged one, and each cause's *root is named correctly* when every incident holding its
+alerts names the component the generator broke as its root cause.
 """
 
 from __future__ import annotations
@@ -24,17 +29,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stormwatch.schemas.incident import IncidentEvent, IncidentEventType
-from stormwatch.storms import NOISE, Storm
+from stormwatch.storms import NOISE, Cause, Storm
+from stormwatch.streams.core.linking import (
+    EventNotes,
+    LinkDecision,
+    Linked,
+    Linker,
+    Merged,
+    NoteBuffer,
+    RootCauseChanged,
+    Unlinked,
+)
 from stormwatch.streams.core.replay import Replay
 from stormwatch.streams.core.rules import RulesConfig
+from stormwatch.streams.core.topology import ComponentId, Topology
 
 __all__ = [
     "CauseScore",
+    "LinkRun",
     "QualityScore",
     "ReplayResult",
+    "expected_root",
+    "link_events",
     "membership",
     "replay_storm",
     "score",
+    "score_replay",
     "score_storm",
 ]
 
@@ -78,8 +98,11 @@ def replay_storm(storm: Storm, rules: RulesConfig, *, fmt: str = "prometheus") -
     return ReplayResult(events, len(replay.dead_letters), records, sim.summary.notifications)
 
 
-def membership(events: Iterable[IncidentEvent]) -> dict[str, set[str]]:
-    """Incident id -> the fingerprints its events name; merged incidents fold into their target."""
+def membership(
+    events: Iterable[IncidentEvent], primary_of: Mapping[str, str] | None = None
+) -> dict[str, set[str]]:
+    """Incident id -> the fingerprints its events name; merged incidents fold into their target,
+    and with ``primary_of`` (from the linker) linked ones into their primary."""
     members: dict[str, set[str]] = {}
     merged_into: dict[str, str] = {}
     for event in events:
@@ -95,7 +118,65 @@ def membership(events: Iterable[IncidentEvent]) -> dict[str, set[str]]:
             seen.add(root)
         if root != incident:
             members.setdefault(root, set()).update(members.pop(incident, set()))
+    for incident, primary in sorted((primary_of or {}).items()):
+        if primary != incident and incident in members:
+            members.setdefault(primary, set()).update(members.pop(incident))
     return members
+
+
+@dataclass(slots=True)
+class LinkRun:
+    """What the linker made of a replay's incident events: its decisions, and at the end which
+    primary each incident is part of and the root cause each primary names."""
+
+    notes: int
+    decisions: list[LinkDecision]
+    primary_of: dict[str, str]
+    roots: dict[str, ComponentId]
+
+    def count(self, kind: type) -> int:
+        return sum(1 for d in self.decisions if isinstance(d, kind))
+
+
+def link_events(events: Iterable[IncidentEvent], topology: Topology) -> LinkRun:
+    """Group notes from the events (``EventNotes``), put in order (``NoteBuffer``, one source as
+    one correlator partition), through a ``Linker``; decisions folded into membership and roots."""
+    source = "replay"
+    notes, linker, buffer = EventNotes(topology), Linker(topology), NoteBuffer([source])
+    decisions: list[LinkDecision] = []
+    count = 0
+    for event in events:
+        for note in notes.notes(event):
+            buffer.add(source, note)
+            count += 1
+        for note in buffer.release():
+            decisions.extend(linker.process(note))
+    for note in buffer.flush():
+        decisions.extend(linker.process(note))
+    primary_of: dict[str, str] = {}
+    roots: dict[str, ComponentId] = {}
+    for decision in decisions:
+        if isinstance(decision, Linked):
+            primary_of[decision.member] = decision.into
+        elif isinstance(decision, Merged):
+            primary_of.update(dict.fromkeys(decision.members, decision.into))
+            roots.pop(decision.merged, None)
+        elif isinstance(decision, Unlinked):
+            primary_of[decision.member] = decision.member
+        elif isinstance(decision, RootCauseChanged):
+            roots[decision.primary] = decision.root.component
+    return LinkRun(count, decisions, primary_of, roots)
+
+
+def expected_root(cause: Cause, topology: Topology) -> ComponentId:
+    """The component the generator broke, as the topology names it. A bad deploy's root is the
+    deployment; its alerts name it as the service of that name (whose pods it runs), so that is
+    the component a correct root cause names (tests/unit/test_topology.py agrees)."""
+    kind, name = cause.root.split("/", 1)
+    return ComponentId(topology.scope_of({"cluster": cause.cluster}), _ROOT_KINDS.get(kind, kind), name)
+
+
+_ROOT_KINDS = {"deployment": "service"}
 
 
 @dataclass(slots=True)
@@ -106,14 +187,20 @@ class CauseScore:
     alerts: int
     incidents: list[str] = field(default_factory=list)
     absorbed: int = 0
+    roots: list[str] | None = None  # with a topology: the root each of its incidents names
+    root_named: bool | None = None  # with a topology: every one names the generator's root
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "cause": self.cause,
             "alerts": self.alerts,
             "incidents": len(self.incidents),
             "absorbed": self.absorbed,
         }
+        if self.roots is not None:
+            out["roots"] = self.roots
+            out["root_named"] = self.root_named
+        return out
 
 
 @dataclass(slots=True)
@@ -133,6 +220,9 @@ class QualityScore:
     noise_merged: int
     unknown_alerts: int
     per_cause: list[CauseScore]
+    topology: str | None = None  # the topology linked with (its file name), None: not linked
+    roots_named: int | None = None  # causes whose root every incident of theirs names
+    links: LinkRun | None = None
 
     @property
     def incidents_per_cause(self) -> float:
@@ -153,6 +243,18 @@ class QualityScore:
             "absorbed_alerts": self.absorbed_alerts,
             "noise_merged": self.noise_merged,
             "unknown_alerts": self.unknown_alerts,
+            **(
+                {
+                    "topology": self.topology,
+                    "roots_named": self.roots_named,
+                    "notes": self.links.notes,
+                    "linked": self.links.count(Linked),
+                    "merged": self.links.count(Merged),
+                    "root_changes": self.links.count(RootCauseChanged),
+                }
+                if self.topology is not None and self.links is not None
+                else {}
+            ),
             "per_cause": [c.to_dict() for c in self.per_cause],
         }
 
@@ -212,10 +314,37 @@ def score(truth: Mapping[str, str], members: Mapping[str, set[str]], causes: Seq
     )
 
 
-def score_storm(
-    storm: Storm, rules: RulesConfig, *, fmt: str = "prometheus"
-) -> tuple[QualityScore, ReplayResult]:
-    """Replay ``storm`` with ``rules`` and score the incidents against its truth."""
-    result = replay_storm(storm, rules, fmt=fmt)
+def score_replay(
+    storm: Storm,
+    result: ReplayResult,
+    *,
+    fmt: str = "prometheus",
+    topology: Topology | None = None,
+    topology_name: str = "topology",
+) -> QualityScore:
+    """Score a replay of ``storm``; with ``topology`` (called ``topology_name``), after linking
+    its incidents. One replay serves both, since linking only reads the incident events."""
     truth = storm.truth_by_fingerprint(fmt)
-    return score(truth, membership(result.events), [c.id for c in storm.causes]), result
+    causes = [c.id for c in storm.causes]
+    if topology is None:
+        return score(truth, membership(result.events), causes)
+    links = link_events(result.events, topology)
+    scored = score(truth, membership(result.events, links.primary_of), causes)
+    scored.topology, scored.links = topology_name, links
+    by_id = {c.id: c for c in storm.causes}
+    for cause in scored.per_cause:
+        want = expected_root(by_id[cause.cause], topology)
+        named = [links.roots.get(incident) for incident in cause.incidents]
+        cause.roots = [topology.describe(r) if r is not None else "" for r in named]
+        cause.root_named = bool(named) and all(r == want for r in named)
+    scored.roots_named = sum(1 for c in scored.per_cause if c.root_named)
+    return scored
+
+
+def score_storm(
+    storm: Storm, rules: RulesConfig, *, fmt: str = "prometheus", topology: Topology | None = None
+) -> tuple[QualityScore, ReplayResult]:
+    """Replay ``storm`` with ``rules`` and score the incidents against its truth (linked first,
+    with ``topology``)."""
+    result = replay_storm(storm, rules, fmt=fmt)
+    return score_replay(storm, result, fmt=fmt, topology=topology), result

@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         k: f"soak.{k}.{suffix}"
         for k in (
             "raw", "dlq", "incidents", "commands", "mitigation_commands", "mitigation_results",
-            "correlator_input", "correlator_state", "silences", "agent_state", "approvals",
+            "correlator_input", "correlator_state", "silences", "agent_state", "approvals", "topology",
         )
     }  # fmt: skip
     config_data = {

@@ -332,7 +332,13 @@ class ConfigFormat(Generic[M]):
     def parse(self, text: str, source: str) -> YamlDocument:
         """Parse YAML text; syntax errors are reported with line and column (duplicate keys are
         kept in the document and reported by ``validate``, with every other problem)."""
-        loader = _Loader(text)
+        try:
+            loader = _Loader(text)
+        except yaml.reader.ReaderError as exc:  # checked before parsing: a control character
+            at = exc.position
+            column = at - (text.rfind("\n", 0, at) + 1) + 1
+            what = f"invalid YAML: {exc.reason} #x{exc.character:04x} (column {column})"
+            raise self.error(source, [("", what, text.count("\n", 0, at) + 1)]) from None
         try:
             root = loader.get_single_node()
             data = loader.construct_document(root) if root is not None else None

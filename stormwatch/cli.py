@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "stormwatch.commands.demo",
     "stormwatch.commands.bench",
     "stormwatch.commands.quality",
+    "stormwatch.commands.topology",
 ]
 
 Handler = Callable[[argparse.Namespace, Settings], int]

@@ -109,6 +109,10 @@ class TopicSettings(_Section):
     agent_state: str = Field(
         default="stormwatch.agent.state", description="Compacted: the agent's guard state"
     )
+    topology: str = Field(
+        default="stormwatch.topology",
+        description="Compacted: runtime topology changes (components and depends_on) from a CMDB/exporter",
+    )
     approvals: str = Field(default="mitigation.approvals", description="Operators' approve/deny decisions")
     partitions: int = Field(default=6, ge=1, description="Partitions of the partitioned topics")
     replication_factor: int = Field(default=1, ge=1, description="Replicas of every topic (3 in production)")
@@ -165,6 +169,9 @@ class IngestSettings(_Section):
 class CorrelatorSettings(_Section):
     rules_file: str | None = Field(
         default=None, description="YAML correlation rules; None = built-in default"
+    )
+    topology_file: str | None = Field(
+        default=None, description="YAML topology; None = no topology (groups are never linked)"
     )
     max_batch_records: int = Field(
         default=2_000, ge=1, description="Input records per poll (one transaction)"

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from stormwatch.commands.args import positive_int
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
 from stormwatch.kafka.client import read_topic
@@ -45,16 +46,6 @@ def validate_incident_id(text: str) -> IncidentId:
         raise UserError(str(exc)) from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def register(subparsers: Any) -> None:
     states = [s.value for s in IncidentState]
     p = subparsers.add_parser(
@@ -71,7 +62,7 @@ def register(subparsers: Any) -> None:
         help=f"only incidents in these states (repeatable; any of: {', '.join(states)})",
     )
     p.add_argument("--json", action="store_true", help="print a JSON array of incident summaries")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="show at most N incidents (the newest)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="show at most N incidents (the newest)")
     p.set_defaults(handler=run_incidents)
 
     t = subparsers.add_parser(

@@ -2,6 +2,8 @@
 
 No broker: the storm (stormwatch.storms) runs through the pure core offline, once per rules file,
 and the incidents are scored by stormwatch.bench.quality (docs/simulate.md, "Correlation quality").
+With a topology, each rules file is scored twice, as the correlator leaves the incidents and after
+the linker's core linked them (the table then shows both rows and whether roots are named).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import orjson
 
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.loaders import load_rules
+from stormwatch.loaders import load_rules, load_topology
 from stormwatch.output import dump_json
 from stormwatch.simulate import FORMATS, encode_line
 from stormwatch.storms import STORMS, Storm, build_storm
 from stormwatch.streams.core.rules import RulesConfig, RulesError
+from stormwatch.streams.core.topology import Topology, TopologyError
 
 if TYPE_CHECKING:
     from stormwatch.bench.quality import QualityScore, ReplayResult
@@ -42,6 +45,12 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help=f"correlation rules to score, repeatable; '{BUILTIN}' for the built-in rules (default: "
         f"{BUILTIN}, and correlator.rules_file when configured)",
+    )
+    p.add_argument(
+        "--topology",
+        metavar="FILE",
+        help="also score every rules file with its groups linked by this topology (default: "
+        "correlator.topology_file when configured)",
     )
     p.add_argument(
         "--format", dest="fmt", choices=FORMATS, default="prometheus", help="wire format (prometheus)"
@@ -69,17 +78,34 @@ def _rules(args: argparse.Namespace, settings: Settings) -> list[tuple[str, Rule
     return out
 
 
+def _topology(args: argparse.Namespace, settings: Settings) -> tuple[str, Topology] | None:
+    name = args.topology or settings.correlator.topology_file
+    if not name:
+        return None
+    try:
+        return name, Topology(load_topology(name))
+    except TopologyError as exc:
+        raise UserError(str(exc)) from None
+
+
 def run_quality(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: every `stormwatch` process registers this command, the workers need none of it.
-    from stormwatch.bench.quality import score_storm
+    from stormwatch.bench.quality import replay_storm, score_replay
 
     rules = _rules(args, settings)
+    topology = _topology(args, settings)
     storm = build_storm(args.storm, seed=args.seed)
     if args.out:
         _write_storm(storm, args.fmt, Path(args.out))
     if args.truth:
         _write_truth(storm, args.fmt, Path(args.truth))
-    results = [(name, *score_storm(storm, config, fmt=args.fmt)) for name, config in rules]
+    results: list[_Result] = []
+    for name, config in rules:
+        run = replay_storm(storm, config, fmt=args.fmt)
+        results.append((name, score_replay(storm, run, fmt=args.fmt), run))
+        if topology is not None:
+            linked = score_replay(storm, run, fmt=args.fmt, topology=topology[1], topology_name=topology[0])
+            results.append((name, linked, run))
     if args.json:
         print(dump_json(quality_dict(storm, args.fmt, results)))
         return 0
@@ -136,6 +162,10 @@ def _rules_name(name: str) -> str:
     return "built-in rules" if name == BUILTIN else f"`{name}`"
 
 
+def _column_name(name: str, s: QualityScore) -> str:
+    return _rules_name(name) + (f" + `{s.topology}`" if s.topology else "")
+
+
 def render_quality(storm: Storm, fmt: str, results: list[_Result]) -> str:
     """A headline and one Markdown table row per rules file (ready for docs)."""
     summary = storm.summary()
@@ -147,19 +177,34 @@ def render_quality(storm: Storm, fmt: str, results: list[_Result]) -> str:
     if results:
         run = results[0][2]
         head += f", {run.notifications:,} notifications in {run.records:,} records"
+    # With a topology: which one, and whether each cause's incident names its root (the columns
+    # are added only then, so the table without one stays as it always was).
+    linking = any(s.topology for _, s, _ in results)
     lines = [
         head,
         "",
-        f"| rules | incidents | for the {summary['root_causes']} causes | per cause | wrong merges | causes split "
-        "| causes missed | absorbed alerts | background |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| rules "
+        + ("| topology " if linking else "")
+        + f"| incidents | for the {summary['root_causes']} causes | per cause | wrong merges | causes split "
+        "| causes missed | absorbed alerts | background |" + (" root named |" if linking else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if linking else ""),
     ]
     for name, s, run in results:
         split = f"{s.causes_split} (+{s.extra_incidents} incidents)" if s.causes_split else "0"
-        lines.append(
-            f"| {_rules_name(name)} | {s.incidents} | {s.cause_incidents} | {s.incidents_per_cause:.2f} "
-            f"| {s.wrong_merges} | {split} | {s.causes_missed} | {s.absorbed_alerts} | {s.noise_incidents} |"
-        )
+        cells = [
+            _rules_name(name),
+            *([f"`{s.topology}`" if s.topology else "none"] if linking else []),
+            str(s.incidents),
+            str(s.cause_incidents),
+            f"{s.incidents_per_cause:.2f}",
+            str(s.wrong_merges),
+            split,
+            str(s.causes_missed),
+            str(s.absorbed_alerts),
+            str(s.noise_incidents),
+            *([f"{s.roots_named} of {s.causes}" if s.topology else "-"] if linking else []),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
         if run.dead_letters or s.unknown_alerts:
             lines.append(
                 f"<!-- {name}: {run.dead_letters} dead letters, {s.unknown_alerts} unknown alerts -->"
@@ -170,7 +215,7 @@ def render_quality(storm: Storm, fmt: str, results: list[_Result]) -> str:
 def render_causes(storm: Storm, results: list[_Result]) -> str:
     """Incidents per cause, one column per rules file; ``+N absorbed`` for alerts in no incident."""
     lines = [
-        "| cause | kind | alerts | " + " | ".join(_rules_name(name) for name, _, _ in results) + " |",
+        "| cause | kind | alerts | " + " | ".join(_column_name(name, s) for name, s, _ in results) + " |",
         "|---|---|---|" + "---|" * len(results),
     ]
     by_rules = [{c.cause: c for c in s.per_cause} for _, s, _ in results]
@@ -178,7 +223,11 @@ def render_causes(storm: Storm, results: list[_Result]) -> str:
         cells = []
         for scores in by_rules:
             c = scores[cause.id]
-            cells.append(f"{len(c.incidents)}" + (f" (+{c.absorbed} absorbed)" if c.absorbed else ""))
+            cell = f"{len(c.incidents)}" + (f" (+{c.absorbed} absorbed)" if c.absorbed else "")
+            if c.roots is not None:
+                named = ", ".join(sorted(set(c.roots))) or "none"
+                cell += ", root named" if c.root_named else f", root: {named}"
+            cells.append(cell)
         alerts = by_rules[0][cause.id].alerts if by_rules else 0
         lines.append(f"| {cause.id} | {cause.kind} | {alerts} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from typing import IO, Any, Literal
 import orjson
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException, Message, Producer
 
+from stormwatch.commands.args import positive_int
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
 from stormwatch.kafka.client import make_producer, require_topic
@@ -97,16 +98,6 @@ def _duration(text: str) -> int:
     return ms
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -154,7 +145,7 @@ def register(subparsers: Any) -> None:
         "publishes it to the raw topic with --to-kafka. A summary goes to stderr.",
     )
     p.add_argument("scenario", choices=SCENARIOS, metavar="SCENARIO", help=f"one of {', '.join(SCENARIOS)}")
-    p.add_argument("--size", type=_positive_int, default=100, help="distinct alerts (default: 100)")
+    p.add_argument("--size", type=positive_int, default=100, help="distinct alerts (default: 100)")
     p.add_argument("--seed", type=_int, default=1, help="random seed; the same seed gives the same storm")
     p.add_argument(
         "--format",
@@ -182,7 +173,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--batch",
-        type=_positive_int,
+        type=positive_int,
         help="most alerts per record (default: prometheus 256, native 256, pagerduty 1, "
         "cloudevents 1, alertmanager one notification group per webhook)",
     )

@@ -126,6 +126,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         "correlator_state": (t.partitions, compact()),
         "silences": (1, compact()),
         "agent_state": (t.partitions, compact()),
+        # Every reader needs the whole topology, in one order: one partition, like silences.
+        "topology": (1, compact()),
     }
     topics = t.names()
     if set(policy) != set(topics):

@@ -38,6 +38,7 @@ def test_every_topic_has_explicit_partitions_replication_and_retention() -> None
         "correlator_state",
         "silences",
         "agent_state",
+        "topology",
     }
     for spec in specs.values():
         assert spec.partitions >= 1 and spec.replication == 1
@@ -58,9 +59,9 @@ def test_incident_audit_topic_is_kept_forever() -> None:
 
 def test_state_topics_are_compacted_and_sized_like_their_input() -> None:
     specs = _specs(partitions=12, dlq_retention_ms=1234)
-    for role in ("correlator_state", "silences", "agent_state"):
+    for role in ("correlator_state", "silences", "agent_state", "topology"):
         assert specs[role].config["cleanup.policy"] == "compact"
-    assert specs["silences"].partitions == 1
+    assert specs["silences"].partitions == specs["topology"].partitions == 1
     assert specs["correlator_state"].partitions == specs["correlator_input"].partitions == 12
     assert specs["dlq"].config["retention.ms"] == "1234"
     # a raw record over ingest.max_record_bytes is dead-lettered whole, so raw takes a little more
@@ -137,7 +138,7 @@ def test_create_then_check_pass_on_fresh_topics(
 
     _eventually(lambda: check_topics(fresh_settings), set())
     assert _cli(fresh_settings, tmp_path, "topics", "check") == 0
-    assert "all 11 topics match" in capsys.readouterr().out
+    assert "all 12 topics match" in capsys.readouterr().out
 
     assert _cli(fresh_settings, tmp_path, "topics", "list", "--json") == 0
     rows = orjson.loads(capsys.readouterr().out)

@@ -10,11 +10,18 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stormwatch.bench.quality import QualityScore, ReplayResult, membership, score, score_storm
+from stormwatch.bench.quality import (
+    QualityScore,
+    ReplayResult,
+    membership,
+    score,
+    score_replay,
+    score_storm,
+)
 from stormwatch.commands import quality as command
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.loaders import load_rules
+from stormwatch.loaders import load_rules, load_topology
 from stormwatch.schemas.alert import AlertStatus
 from stormwatch.schemas.common import Severity
 from stormwatch.schemas.incident import (
@@ -27,9 +34,12 @@ from stormwatch.schemas.incident import (
 )
 from stormwatch.simulate import decode_line
 from stormwatch.storms import NOISE, Storm, build_storm
+from stormwatch.streams.core.linking import Merged, RootCauseChanged
+from stormwatch.streams.core.topology import Topology
 from tests.kit.paths import ROOT
 
 SHIPPED_RULES = ROOT / "deploy" / "correlation_rules.yaml"
+SHIPPED_TOPOLOGY = ROOT / "deploy" / "topology.yaml"
 
 # Two causes of two alerts and one of one, and a background alert.
 TRUTH = {"a1": "A", "a2": "A", "b1": "B", "b2": "B", "c1": "C", "n1": NOISE}
@@ -122,6 +132,8 @@ def test_membership_collects_every_event_and_folds_merged_incidents_into_their_t
         _event("inc-1", 3, IncidentEventType.ABSORBED, []),
     ]
     assert membership(events) == {"inc-1": {"a1", "a2", "x"}, "inc-3": {"b1"}}
+    # the linker's primaries fold like merges, after them
+    assert membership(events, {"inc-3": "inc-1", "inc-1": "inc-1"}) == {"inc-1": {"a1", "a2", "x", "b1"}}
 
 
 # ------------------------------------------------------------------------- the storm, for real
@@ -174,6 +186,57 @@ def test_correlation_never_gets_worse_than_recorded(
     assert s.cause_incidents <= ceiling
 
 
+# With the shipped topology, whatever the rules, what issue #12 asks for: one incident per root
+# cause, its root named, no wrong merge (docs/simulate.md records the table).
+LINKED_CAUSE_INCIDENTS = 20
+LINKED_ROOTS_NAMED = 20
+
+
+@pytest.fixture(scope="module")
+def topo() -> Topology:
+    return Topology(load_topology(SHIPPED_TOPOLOGY))
+
+
+@pytest.mark.parametrize("which", ["builtin", "shipped"])
+def test_linking_by_the_shipped_topology_gives_one_incident_per_cause(
+    which: str, storm: Storm, topo: Topology, request: pytest.FixtureRequest
+) -> None:
+    unlinked, run = request.getfixturevalue(which)
+    s = score_replay(storm, run, topology=topo, topology_name="deploy/topology.yaml")
+    assert (s.wrong_merges, s.causes_missed, s.causes_split) == (0, 0, 0)
+    assert s.cause_incidents <= LINKED_CAUSE_INCIDENTS and s.roots_named >= LINKED_ROOTS_NAMED
+    assert all(c.root_named and len(c.incidents) == 1 for c in s.per_cause)
+    # background alerts link to nothing, and linking hides no alert
+    assert s.noise_incidents == unlinked.noise_incidents == s.noise_alerts and s.noise_merged == 0
+    assert s.absorbed_alerts == unlinked.absorbed_alerts
+    doc = s.to_dict()
+    assert doc["topology"] == "deploy/topology.yaml" and doc["roots_named"] == s.roots_named
+    assert doc["per_cause"][0]["roots"] and "topology" not in unlinked.to_dict()
+    # without a topology nothing changes: the same score as before linking existed
+    assert score_replay(storm, run).to_dict() == unlinked.to_dict()
+
+
+def test_the_late_database_re_roots_its_cascade(
+    storm: Storm, topo: Topology, builtin: tuple[QualityScore, ReplayResult]
+) -> None:
+    """With the built-in rules every service's alert names are groups of their own, and the
+    late accounts-db's alerts open after its dependents': the root moves to the database, and the
+    sibling incident (profile, which shares only the database with accounts) is merged in."""
+    s = score_replay(storm, builtin[1], topology=topo)
+    assert s.links is not None
+    late = next(c for c in storm.causes if c.root_late)
+    rerooted = [
+        d
+        for d in s.links.decisions
+        if isinstance(d, RootCauseChanged)
+        and d.previous is not None
+        and d.root.component.name == "accounts-db"
+    ]
+    assert rerooted and rerooted[-1].previous is not None and rerooted[-1].previous.kind == "service"
+    assert s.links.count(Merged) >= 1
+    assert next(c for c in s.per_cause if c.cause == late.id).root_named
+
+
 def test_the_shipped_inhibition_absorbs_the_pods_of_a_dead_node(
     storm: Storm, shipped: tuple[QualityScore, ReplayResult]
 ) -> None:
@@ -202,6 +265,46 @@ def test_a_missing_or_broken_rules_file_is_one_user_error(tmp_path: Path) -> Non
     bad.write_text("rules: 3\n")
     with pytest.raises(UserError, match=r"bad\.yaml"):
         command.run_quality(_args("--rules", str(bad)), Settings())
+
+
+def test_a_missing_or_broken_topology_file_is_one_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"none\.yaml"):
+        command.run_quality(_args("--topology", str(tmp_path / "none.yaml")), Settings())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("link: {window: 5x}\n")
+    with pytest.raises(UserError, match=r"bad\.yaml:1: link\.window"):
+        command.run_quality(_args("--topology", str(bad)), Settings())
+
+
+def test_the_topology_is_the_option_or_the_configured_file() -> None:
+    assert command._topology(_args(), Settings()) is None
+    found = command._topology(_args(), Settings(correlator={"topology_file": str(SHIPPED_TOPOLOGY)}))
+    assert found is not None and found[0] == str(SHIPPED_TOPOLOGY)
+    given = command._topology(_args("--topology", str(SHIPPED_TOPOLOGY)), Settings())
+    assert given is not None and given[1].link.window_ms == 4 * 60_000
+
+
+def test_the_table_with_a_topology_has_both_rows_and_roots(
+    storm: Storm, topo: Topology, shipped: tuple[QualityScore, ReplayResult]
+) -> None:
+    linked = score_replay(storm, shipped[1], topology=topo, topology_name="deploy/topology.yaml")
+    results = [
+        ("deploy/correlation_rules.yaml", *shipped),
+        ("deploy/correlation_rules.yaml", linked, shipped[1]),
+    ]
+    rows = [
+        line
+        for line in command.render_quality(storm, "prometheus", results).splitlines()
+        if line.startswith("| ")
+    ]
+    assert rows[0].startswith("| rules | topology | incidents |") and rows[0].endswith("| root named |")
+    assert rows[1].startswith("| `deploy/correlation_rules.yaml` | none | ") and rows[1].endswith(" - |")
+    assert rows[2].startswith("| `deploy/correlation_rules.yaml` | `deploy/topology.yaml` | ")
+    assert rows[2].endswith(f"| {linked.roots_named} of 20 |")
+    causes = command.render_causes(storm, results).splitlines()
+    assert "+ `deploy/topology.yaml`" in causes[0] and all("root named" in line for line in causes[2:])
+    doc = command.quality_dict(storm, "prometheus", results)
+    assert [r.get("topology") for r in doc["results"]] == [None, "deploy/topology.yaml"]
 
 
 def test_the_default_rules_are_the_builtin_and_the_configured_file() -> None:
