@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import Field
 
 from stormwatch.schemas.common import Contract, Severity
+from stormwatch.schemas.incident import RootCauseInfo
 from stormwatch.schemas.silence import Silence
 
 
@@ -22,6 +23,13 @@ class OperatorAction(StrEnum):
     SILENCE_ADD = "silence_add"
     SILENCE_EXPIRE = "silence_expire"
     ABSORB = "absorb"  # internal: the correlator tells merge_into's owner what it absorbed
+    # Linking (issue #12): the linker's decisions (by "linker") or an operator's, each sent to the
+    # partition of the incident it changes, so that partition alone writes its audit events.
+    LINK = "link"  # incident_id becomes a member of link_into (a primary)
+    LINK_MEMBER = "link_member"  # on the primary incident_id: member joined
+    UNLINK = "unlink"  # incident_id is an incident of its own again
+    UNLINK_MEMBER = "unlink_member"  # on the primary incident_id: member left
+    ROOT_CAUSE = "root_cause"  # on the primary incident_id: the root cause is now root_cause
 
 
 class OperatorCommand(Contract):
@@ -42,6 +50,14 @@ class OperatorCommand(Contract):
     silence: Silence | None = None  # SILENCE_ADD
     silence_id: str | None = None  # SILENCE_EXPIRE
     details: dict[str, Any] = Field(default_factory=dict)  # ABSORB: source incident and fingerprints
+    link_into: str | None = None  # LINK: the primary
+    member: str | None = None  # LINK_MEMBER, UNLINK_MEMBER: the member incident
+    relation: str | None = None  # LINK, LINK_MEMBER: how they are related (upstream, shared_host ...)
+    # LINK, LINK_MEMBER: the path that relates them; ROOT_CAUSE: from the root down to the earliest
+    # components it explains. Component text ids, at most 5 paths (the linker's REASON_PATHS).
+    paths: list[list[str]] = Field(default_factory=list, max_length=5)
+    root_cause: RootCauseInfo | None = None  # ROOT_CAUSE
+    reason: str | None = None  # the linking actions: why, in words
 
 
 class CommandStatus(StrEnum):

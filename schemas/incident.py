@@ -39,6 +39,13 @@ class IncidentEventType(StrEnum):
     ABSORBED = "absorbed"  # another incident was merged into this one
     MITIGATION = "mitigation"  # a mitigation command changed status (details.command_id, details.status)
     REFUSED = "refused"  # an operator or agent request was refused; details.reason says why
+    # Linking (issue #12): written by the partition that owns the incident, on the linker's or an
+    # operator's command. The member gets LINKED/UNLINKED; the primary MEMBER_ADDED, UNLINKED
+    # (details.member) and ROOT_CAUSE_CHANGED.
+    LINKED = "linked"  # this incident is now a member of details.link_into (its primary)
+    MEMBER_ADDED = "member_added"  # details.member joined this primary's incident
+    UNLINKED = "unlinked"  # left details.linked_from; on a primary: details.member left it
+    ROOT_CAUSE_CHANGED = "root_cause_changed"  # details.root_cause, details.previous, details.paths
 
 
 class AlertChangeKind(StrEnum):
@@ -67,6 +74,19 @@ class AlertChange(Contract):
     rule: str | None = None  # the silence id, inhibition rule or policy behind the change
 
 
+class RootCauseInfo(Contract):
+    """The root cause of a linked incident as the linker named it: kept on the primary only."""
+
+    component: str = Field(description='Text id, as topology keys are written: {cluster="a"}database/orders')
+    kind: str
+    name: str
+    first_firing_at: datetime
+    decided_by: str = Field(
+        description="What chose it among the candidates (only_candidate, first_firing, "
+        "direct_dependents, id), or operator:NAME"
+    )
+
+
 class IncidentSnapshot(Contract):
     """The incident as it stands right after the event: lets notifiers act on one record."""
 
@@ -87,6 +107,10 @@ class IncidentSnapshot(Contract):
     reopen_count: int = 0
     deduplicated: int = 0  # re-sent notifications folded into this incident so far
     suppressed: int = 0  # silenced, inhibited or flapping notifications held back so far
+    # Linking (issue #12); the defaults are what an unlinked incident (and every older record) has.
+    linked_into: str | None = None  # the primary this incident is a member of
+    members: list[str] = Field(default_factory=list)  # on a primary: every member, in joining order
+    root_cause: RootCauseInfo | None = None  # on a primary: the root cause last decided
 
 
 class IncidentEvent(Contract):

@@ -36,6 +36,7 @@ from stormwatch.streams.core.projection import IncidentProjection, IntegrityIssu
 
 INCIDENT_ID_HELP = HELP  # for the INCIDENT_ID arguments here and in commands.operator
 MAX_WARNINGS = 20  # integrity issues printed one per line; the rest are counted
+MAX_MEMBERS_SHOWN = 10  # a timeline header lists this many members; --json has them all
 
 
 def validate_incident_id(text: str) -> IncidentId:
@@ -165,6 +166,9 @@ def run_incidents(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def render_incident_table(incidents: list[Incident], now: datetime, *, max_width: int | None = None) -> str:
+    """One row per incident. A ROOT CAUSE column appears only when some incident is linked
+    (issue #12), so tables without linking stay as they were."""
+    linking = any(i.linked_into or i.members or i.root_cause for i in incidents)
     rows = [
         (
             i.incident_id,
@@ -173,12 +177,31 @@ def render_incident_table(incidents: list[Incident], now: datetime, *, max_width
             f"{i.firing_count}/{i.alert_count}",
             human_time(i.opened_at, now),
             i.assignee,
+            *((_root_cell(i),) if linking else ()),
             i.title,
         )
         for i in incidents
     ]
-    headers = ("INCIDENT", "STATE", "SEVERITY", "FIRING/ALERTS", "OPENED (UTC)", "ASSIGNEE", "TITLE")
+    headers = (
+        "INCIDENT",
+        "STATE",
+        "SEVERITY",
+        "FIRING/ALERTS",
+        "OPENED (UTC)",
+        "ASSIGNEE",
+        *(("ROOT CAUSE",) if linking else ()),
+        "TITLE",
+    )
     return render_table(headers, rows, max_width=max_width)
+
+
+def _root_cell(incident: Incident) -> str:
+    """A member points at its primary; a primary names its root cause and how many it links."""
+    if incident.linked_into:
+        return f"-> {incident.linked_into}"
+    root = incident.root_cause
+    text = f"{root.kind}/{root.name}" if root is not None else "-"
+    return f"{text} (+{len(incident.members)} linked)" if incident.members else text
 
 
 def run_timeline(args: argparse.Namespace, settings: Settings) -> int:
@@ -215,6 +238,20 @@ def render_timeline(
     ]
     if incident.merged_into:
         header.append(f"  merged into {incident.merged_into}")
+    if incident.linked_into:
+        header.append(f"  linked into {incident.linked_into} (its primary)")
+    if incident.members:
+        shown = ", ".join(incident.members[:MAX_MEMBERS_SHOWN])
+        more = len(incident.members) - MAX_MEMBERS_SHOWN
+        header.append(
+            f"  members ({len(incident.members)}): {shown}" + (f" +{more} more" if more > 0 else "")
+        )
+    if incident.root_cause is not None:
+        root = incident.root_cause
+        header.append(
+            f"  root cause {clean(root.component)} ({clean(root.decided_by)}, "
+            f"first firing {human_time(root.first_firing_at, now)})"
+        )
     for note in incident.notes:
         header.append(f"  note: {clean(note)}")
     rows = [

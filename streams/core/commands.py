@@ -19,6 +19,7 @@ from stormwatch.streams.core.groups import GroupState, IncidentRuntime
 from stormwatch.streams.core.ids import gkhash_of_incident
 from stormwatch.streams.core.incidents import Incidents
 from stormwatch.streams.core.lifecycle import Action, transition
+from stormwatch.streams.core.links import LINK_ACTIONS, apply_link_command, link_actor
 from stormwatch.streams.core.silencing import Silences
 from stormwatch.streams.core.state import PartitionState
 
@@ -84,7 +85,12 @@ class Commands:
             return None
         inc.remember_command(cmd.command_id)
         self._state.touch_group(group)
-        actor = f"operator:{cmd.by}" if cmd.action is not OperatorAction.ABSORB else CORRELATOR
+        if cmd.action is OperatorAction.ABSORB:
+            actor = CORRELATOR
+        elif cmd.action in LINK_ACTIONS:
+            actor = link_actor(cmd)
+        else:
+            actor = f"operator:{cmd.by}"
         details: dict[str, Any] = {"command_id": cmd.command_id}
         if cmd.note:
             details["note"] = cmd.note
@@ -234,6 +240,15 @@ class Commands:
         c.details.update(c.cmd.details)
         self._record(c, IncidentEventType.ABSORBED, f"absorbed incident {c.cmd.details.get('from')}")
 
+    def _linking(self, c: IncidentCommand) -> None:
+        """The linker's decisions and an operator's link/split (streams.core.links)."""
+        outcome = apply_link_command(c.inc, c.cmd)
+        if isinstance(outcome, str):
+            self._refuse(c, outcome)
+            return
+        c.details.update(outcome.details)
+        self._record(c, outcome.etype, outcome.cause)
+
     def _not_applicable(self, c: IncidentCommand) -> None:
         self._refuse(c, f"{c.cmd.action.value} does not apply to an incident")
 
@@ -306,5 +321,6 @@ _INCIDENT_HANDLERS: dict[OperatorAction, Callable[[Commands, IncidentCommand], N
     OperatorAction.ANNOTATE: Commands._annotate,
     OperatorAction.SET_SEVERITY: Commands._set_severity,
     OperatorAction.ABSORB: Commands._absorb,
+    **dict.fromkeys(LINK_ACTIONS, Commands._linking),
 }
 """One handler per incident action; an action missing here is refused as not applying."""

@@ -19,6 +19,7 @@ from stormwatch.schemas.incident import (
     IncidentEventType,
     IncidentSnapshot,
     IncidentState,
+    RootCauseInfo,
 )
 from stormwatch.streams.core.groups import NO_CHANGES, AlertState, GroupState, IncidentRuntime
 from stormwatch.streams.core.ids import event_id_for
@@ -207,6 +208,9 @@ def _snapshot(group: GroupState, inc: IncidentRuntime, severity: str) -> Inciden
         reopen_count=inc.reopen_count,
         deduplicated=inc.deduplicated,
         suppressed=inc.suppressed,
+        linked_into=inc.linked_into,
+        members=list(inc.members),
+        root_cause=None if inc.root_cause is None else RootCauseInfo.model_validate(inc.root_cause),
     )
 
 

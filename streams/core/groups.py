@@ -295,6 +295,12 @@ class IncidentRuntime:
     pending_suppressed: int = 0
     last_emit_ms: int = 0
     seen_commands: list[str] = field(default_factory=list)
+    # Linking (issue #12): the primary it is a member of; on a primary its members and root cause
+    # (RootCauseInfo's JSON without schema_version). Written after seen_commands only when set,
+    # so an unlinked incident's record is what it was before linking existed.
+    linked_into: str | None = None
+    members: list[str] = field(default_factory=list)
+    root_cause: dict[str, Any] | None = None
 
     @property
     def active(self) -> bool:
@@ -306,6 +312,12 @@ class IncidentRuntime:
             del self.seen_commands[: len(self.seen_commands) - keep]
 
     def to_obj(self) -> list[Any]:
+        row = self._base_obj()
+        if self.linked_into is not None or self.members or self.root_cause is not None:
+            row += [self.linked_into, self.members, self.root_cause]
+        return row
+
+    def _base_obj(self) -> list[Any]:
         return [
             self.incident_id,
             self.state.value,

@@ -222,6 +222,9 @@ SUMMARY_KEYS = (
     "assignee",
     "reopen_count",
     "last_seq",
+    "linked_into",
+    "members",
+    "root_cause",
 )
 
 
@@ -247,4 +250,9 @@ def to_summary(incident: Incident) -> dict[str, Any]:
         "assignee": incident.assignee,
         "reopen_count": incident.reopen_count,
         "last_seq": incident.last_seq,
+        "linked_into": incident.linked_into,
+        "members": list(incident.members),
+        "root_cause": None
+        if incident.root_cause is None
+        else incident.root_cause.model_dump(mode="json", exclude={"schema_version"}),
     }

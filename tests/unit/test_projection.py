@@ -409,6 +409,9 @@ def test_summary_has_exactly_the_documented_keys() -> None:
         "assignee": None,
         "reopen_count": 0,
         "last_seq": 3,
+        "linked_into": None,
+        "members": [],
+        "root_cause": None,
     }
 
 
