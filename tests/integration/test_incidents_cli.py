@@ -201,6 +201,9 @@ def test_incidents_json_lists_summaries_newest_first(
         "assignee": None,
         "reopen_count": 0,
         "last_seq": 4,
+        "linked_into": None,
+        "members": [],
+        "root_cause": None,
     }
     assert f"{INC3} seq 3: gap: seq 2 missing" in err
     assert "ignored 1 duplicate event(s)" in err
