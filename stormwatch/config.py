@@ -113,6 +113,13 @@ class TopicSettings(_Section):
         default="stormwatch.topology",
         description="Compacted: runtime topology changes (components and depends_on) from a CMDB/exporter",
     )
+    linker_input: str = Field(
+        default="stormwatch.linker.input",
+        description="Internal: group notes from the correlator to the linker, keyed by topology scope",
+    )
+    linker_state: str = Field(
+        default="stormwatch.linker.state", description="Internal: the linker's compacted changelog"
+    )
     approvals: str = Field(default="mitigation.approvals", description="Operators' approve/deny decisions")
     partitions: int = Field(default=6, ge=1, description="Partitions of the partitioned topics")
     replication_factor: int = Field(default=1, ge=1, description="Replicas of every topic (3 in production)")

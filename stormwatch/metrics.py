@@ -32,6 +32,8 @@ _ENGINE_COUNTERS = {
     "alerts_applied": ("alerts_grouped", None),
     "commands_refused": ("commands_refused", None),
     "flapping_detected": ("flapping_detected", None),
+    "link_late_commands": ("link_commands_late", None),
+    "link_notes": ("link_notes", None),
 }
 
 
@@ -113,6 +115,28 @@ class PipelineMetrics:
             "Event time the oldest still-active incident opened at (no series while none is active)",
             ["partition"],
         )
+        # Linking (issue #12, docs/correlation-rules.md "Topology")
+        self.link_notes = Counter(
+            "stormwatch_link_notes_total", "Group notes the correlator wrote for the linker"
+        )
+        self.link_commands_late = Counter(
+            "stormwatch_link_commands_late_total",
+            "Linker decisions applied late (the linker was behind by more than link.max_wait)",
+        )
+        self.link_decisions = Counter(
+            "stormwatch_link_decisions_total",
+            "The linker's decisions: linked, merged, root_changed, unlinked, refused, by relation",
+            ["decision", "relation"],
+        )
+        self.linker_late_notes = Counter(
+            "stormwatch_linker_late_notes_total",
+            "Group notes that reached the linker after their time was decided",
+        )
+        self.root_causes = Counter(
+            "stormwatch_root_causes_total",
+            "Root causes named (root_cause_changed events on primaries), by component kind",
+            ["kind"],
+        )
         self._sources: set[str] = set()
 
     def _source_label(self, source: str) -> str:
@@ -151,6 +175,18 @@ class PipelineMetrics:
             self.incidents_resolved.labels(severity=severity, rule=rule).inc()
         elif event_type == "reopened":
             self.incidents_reopened.labels(severity=severity, rule=rule).inc()
+
+    def record_linker(self, totals: dict[str, int], before: dict[str, int]) -> None:
+        """The linker partitions' counters (``decision:KIND:RELATION``, ``late_notes``) since ``before``."""
+        for key, total in totals.items():
+            delta = total - before.get(key, 0)
+            if delta <= 0:
+                continue
+            if key.startswith("decision:"):
+                _, decision, relation = key.split(":", 2)
+                self.link_decisions.labels(decision=decision, relation=relation).inc(delta)
+            elif key == "late_notes":
+                self.linker_late_notes.inc(delta)
 
     def record_oldest_open(self, partition: int, opened_ms: int | None) -> None:
         """Age alerts need the oldest active incident per partition; None removes the series."""

@@ -17,7 +17,10 @@ from stormwatch.config import Settings
 from stormwatch.kafka.client import read_changelogs
 from stormwatch.kafka.txloop import BatchResult, Output, coordinates
 from stormwatch.metrics import PipelineMetrics
+from stormwatch.schemas.incident import IncidentEventType
 from stormwatch.streams.core.engine import EngineOutput, PartitionEngine
+from stormwatch.streams.core.linkgate import LinkSetup
+from stormwatch.streams.core.linkwire import encode_link_skip
 from stormwatch.streams.core.rules import RulesConfig
 
 log = logging.getLogger("stormwatch.correlator")
@@ -25,15 +28,21 @@ log = logging.getLogger("stormwatch.correlator")
 
 class CorrelatorStage:
     def __init__(
-        self, settings: Settings, rules: RulesConfig, metrics: PipelineMetrics | None = None
+        self,
+        settings: Settings,
+        rules: RulesConfig,
+        metrics: PipelineMetrics | None = None,
+        linking: LinkSetup | None = None,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
         self.rules = rules
+        self.linking = linking
         self.metrics = metrics
         self.engines: dict[int, PartitionEngine] = {}
         self._reported: dict[int, Counter[str]] = {}
         self.restore_seconds = 0.0  # the last assignment's restore
+        self._waiting: dict[int, tuple[float, tuple[tuple[int, int], ...]]] = {}  # since, marks
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = sorted(tp.partition for tp in partitions if tp.topic == self.topics.correlator_input)
@@ -44,7 +53,9 @@ class CorrelatorStage:
         read_s = time.monotonic() - started
         counts: Counter[str] = Counter()
         for partition in mine:
-            engine = PartitionEngine(self.rules, partition, source_topic=self.topics.correlator_input)
+            engine = PartitionEngine(
+                self.rules, partition, source_topic=self.topics.correlator_input, linking=self.linking
+            )
             engine.restore(states.pop(partition))  # popped: its raw records go as it is built
             self.engines[partition] = engine
             self._reported[partition] = Counter(engine.stats)
@@ -83,12 +94,39 @@ class CorrelatorStage:
         offsets: dict[tuple[str, int], int] = {}
         for partition in sorted(touched):
             engine = self.engines[partition]
+            self._give_up_waiting(partition, engine, outputs)
             out = engine.take_output()
             self._write(partition, out, outputs)
             if out.commit_offset is not None:
                 offsets[(self.topics.correlator_input, partition)] = out.commit_offset
             self._report(partition, engine)
         return BatchResult(outputs, offsets)
+
+    def _give_up_waiting(self, partition: int, engine: PartitionEngine, outputs: list[Output]) -> None:
+        """A linker that has not moved its marks for ``link.max_wait`` (wall time) while event time
+        waits for it is down or stuck: a skip record in this partition's own input lets time go
+        on without it (a record, so a replay makes the same decision at the same point)."""
+        links = engine.links
+        if links is None or not links.waiting or links.wanted is None:
+            self._waiting.pop(partition, None)
+            return
+        marks = tuple(sorted(links.marks.items()))
+        now = time.monotonic()
+        since = self._waiting.get(partition)
+        if since is None or since[1] != marks:
+            self._waiting[partition] = (now, marks)
+            return
+        if (now - since[0]) * 1000 < links.setup.max_wait_ms:
+            return
+        log.warning(
+            "partition %d: no linker mark for %.0fs; going on without the linker to %d "
+            "(its late decisions will apply when they come)",
+            partition,
+            now - since[0],
+            links.wanted,
+        )
+        outputs.append(Output(self.topics.correlator_input, encode_link_skip(links.wanted), None, partition))
+        self._waiting[partition] = (now, marks)
 
     def _write(self, partition: int, out: EngineOutput, outputs: list[Output]) -> None:
         t = self.topics
@@ -99,6 +137,8 @@ class CorrelatorStage:
                 self.metrics.record_event(
                     event.type.value, event.snapshot.severity.value, event.snapshot.rule
                 )
+                if event.type is IncidentEventType.ROOT_CAUSE_CHANGED and event.snapshot.root_cause:
+                    self.metrics.root_causes.labels(kind=event.snapshot.root_cause.kind).inc()
                 for change in event.alerts[:32]:
                     self.metrics.processing_latency.observe(max(now - change.at.timestamp(), 0.0))
         for dead in out.dead_letters:
@@ -110,6 +150,8 @@ class CorrelatorStage:
             outputs.append(Output(t.commands, value, key))
         for silence_id, silence in out.silences:
             outputs.append(Output(t.silences, silence, silence_id))
+        for link in out.links:
+            outputs.append(Output(t.linker_input, link.value, link.key, link.partition))
         for key, state in out.state.items():
             outputs.append(Output(t.correlator_state, state, key, partition))
         if self.metrics is not None:

@@ -1,4 +1,4 @@
-"""`stormwatch ingest` and `stormwatch correlate`: the two long-running pipeline workers."""
+"""`stormwatch ingest`, `stormwatch correlate` and `stormwatch link`: the pipeline's workers."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from stormwatch.config import Settings
 from stormwatch.errors import UserError
 from stormwatch.kafka.client import require_topic
 from stormwatch.kafka.txloop import Stage, TransactionalLoop
-from stormwatch.loaders import load_rules
+from stormwatch.loaders import load_rules, load_topology
 from stormwatch.metrics import PipelineMetrics, pipeline_metrics, serve_metrics
+from stormwatch.streams.core.linkgate import LinkSetup
 from stormwatch.streams.core.rules import RulesConfig, RulesError
+from stormwatch.streams.core.topology import Topology, TopologyConfig, TopologyError
 from stormwatch.streams.correlator import CorrelatorStage
 from stormwatch.streams.ingest import IngestStage
+from stormwatch.streams.linker import LinkerStage
 
 log = logging.getLogger("stormwatch.pipeline")
 
@@ -25,9 +28,20 @@ def register(sub: Any) -> None:
     for name, handler, text in (
         ("ingest", run_ingest, "Run the stateless ingest stage (raw alerts -> routed batches, DLQ, ticks)."),
         ("correlate", run_correlate, "Run the stateful correlator (dedup, grouping, incidents, audit log)."),
+        (
+            "link",
+            run_link,
+            "Run the linker: related label groups become one incident with a root cause "
+            "(needs correlator.topology_file).",
+        ),
     ):
         p: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--rules", help="Correlation rules YAML (default: correlator.rules_file or built-in)")
+        if name == "link":
+            p.add_argument("--topology", help="Topology YAML (default: correlator.topology_file)")
+        else:
+            p.add_argument(
+                "--rules", help="Correlation rules YAML (default: correlator.rules_file or built-in)"
+            )
         p.add_argument(
             "--instance-id",
             default=os.environ.get("STORMWATCH_INSTANCE_ID"),
@@ -65,10 +79,50 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_correlate(args: argparse.Namespace, settings: Settings) -> int:
     rules = _rules(args, settings)
+    topology = _topology(settings.correlator.topology_file)
     _metrics(args, settings)
-    _partitions(settings, settings.topics.correlator_input)
-    stage = CorrelatorStage(settings, rules, pipeline_metrics())
+    linking = link_setup(settings, topology) if topology is not None else None
+    if linking is None:
+        _partitions(settings, settings.topics.correlator_input)
+    stage = CorrelatorStage(settings, rules, pipeline_metrics(), linking)
     return _serve(args, "correlator", build_correlator_loop(settings, stage, _instance(args)))
+
+
+def run_link(args: argparse.Namespace, settings: Settings) -> int:
+    path = args.topology or settings.correlator.topology_file
+    if not path:
+        raise UserError(
+            "stormwatch link needs a topology: set correlator.topology_file (or "
+            "STORMWATCH_CORRELATOR__TOPOLOGY_FILE), or pass --topology FILE; the correlator must "
+            "have the same file"
+        )
+    topology = _topology(path)
+    assert topology is not None
+    _metrics(args, settings)
+    setup = link_setup(settings, topology)
+    _partitions(settings, settings.topics.topology)
+    stage = LinkerStage(
+        settings, topology, setup.correlator_partitions, setup.linker_partitions, pipeline_metrics()
+    )
+    return _serve(args, "linker", build_linker_loop(settings, stage, _instance(args)))
+
+
+def _topology(path: str | None) -> TopologyConfig | None:
+    if not path:
+        return None
+    try:
+        return load_topology(path)
+    except TopologyError as exc:
+        raise UserError(str(exc)) from None
+
+
+def link_setup(settings: Settings, config: TopologyConfig) -> LinkSetup:
+    """The correlator and the linker must agree on both partition counts: read from the topics."""
+    return LinkSetup(
+        Topology(config),
+        correlator_partitions=_partitions(settings, settings.topics.correlator_input),
+        linker_partitions=_partitions(settings, settings.topics.linker_input),
+    )
 
 
 def _metrics(args: argparse.Namespace, settings: Settings) -> None:
@@ -102,6 +156,18 @@ def build_correlator_loop(settings: Settings, stage: CorrelatorStage, instance: 
         stage,
         "correlator",
         [settings.topics.correlator_input],
+        settings.correlator.max_batch_records,
+        instance,
+        stage.metrics,
+    )
+
+
+def build_linker_loop(settings: Settings, stage: LinkerStage, instance: str) -> TransactionalLoop:
+    return _loop(
+        settings,
+        stage,
+        "linker",
+        [settings.topics.linker_input],
         settings.correlator.max_batch_records,
         instance,
         stage.metrics,

@@ -126,6 +126,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         "correlator_state": (t.partitions, compact()),
         "silences": (1, compact()),
         "agent_state": (t.partitions, compact()),
+        # The linker (docs/architecture.md, "Linking"): its state is restored per input partition.
+        "linker_input": (t.partitions, delete(t.raw_retention_ms)),
+        "linker_state": (t.partitions, compact()),
         # Every reader needs the whole topology, in one order: one partition, like silences.
         "topology": (1, compact()),
     }

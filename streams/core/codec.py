@@ -15,6 +15,7 @@ from stormwatch.schemas.silence import Silence
 from stormwatch.streams.core import wire
 from stormwatch.streams.core.groups import AlertState, GroupState
 from stormwatch.streams.core.inhibition import Inhibitions, Inhibitor
+from stormwatch.streams.core.linkgate import LinkGate
 from stormwatch.streams.core.reorder import ReorderBuffer, Watermarks
 from stormwatch.streams.core.silencing import Silences
 from stormwatch.streams.core.state import PartitionState
@@ -48,11 +49,14 @@ def encode_meta(
     processed: int,
     silences: Silences,
     inhibitions: Inhibitions,
+    links: LinkGate | None = None,
 ) -> bytes:
-    """The partition record."""
+    """The partition record (``link`` only with a topology: the record is unchanged without)."""
     bound = None if buffer.bound is None else [_plain(b) for b in buffer.bound]
+    extra = {"link": links.to_obj()} if links is not None else {}
     return orjson.dumps(
         {
+            **extra,
             "wm": watermarks.marks,
             "n": watermarks.expected_sources,
             "clock": buffer.clock,
@@ -74,9 +78,12 @@ def restore_meta(
     buffer: ReorderBuffer,
     silences: Silences,
     inhibitions: Inhibitions,
+    links: LinkGate | None = None,
 ) -> int:
     """Load the partition record into the given parts; returns the processed offset it holds."""
     obj = orjson.loads(data)
+    if links is not None:
+        links.restore(obj.get("link", {}))
     watermarks.marks = {str(k): int(v) for k, v in obj["wm"].items()}
     watermarks.expected_sources = int(obj.get("n", 1))
     buffer.clock = obj["clock"]

@@ -7,6 +7,7 @@ from keyword arguments, whoever decided it (correlator, operator, mitigation age
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +42,9 @@ class Emitter:
 
     def __init__(self, state: PartitionState) -> None:
         self._state = state
+        # Called with each event as it is written (the linking gate's group notes), so what it
+        # reads of the group is the state right at that event, whatever the transaction holds.
+        self.on_event: Callable[[GroupState, IncidentEvent], None] | None = None
 
     def transition(
         self,
@@ -120,6 +124,8 @@ class Emitter:
             snapshot=_snapshot(group, inc, severity),
         )
         self._state.out.events.append(event)
+        if self.on_event is not None:
+            self.on_event(group, event)
         self._state.dirty_groups.add(group.gkhash)
         self._state.stats["events_" + etype.value] += 1
 

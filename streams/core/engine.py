@@ -40,6 +40,8 @@ from stormwatch.streams.core.groups import GroupState
 from stormwatch.streams.core.ids import event_id_for, gkhash_of_incident, incident_id_for
 from stormwatch.streams.core.incidents import Incidents
 from stormwatch.streams.core.inhibition import Inhibitions
+from stormwatch.streams.core.linkgate import LinkGate, LinkSetup, PendingLink
+from stormwatch.streams.core.linkwire import LINK_COMMAND, LINK_MARK, LINK_SKIP
 from stormwatch.streams.core.muting import Mute
 from stormwatch.streams.core.reorder import Buffered, ReorderBuffer, Watermarks, WireRoute
 from stormwatch.streams.core.rules import LatePolicy, RulesConfig
@@ -62,7 +64,9 @@ __all__ = [
 class PartitionEngine:
     """Correlation state and decisions for one partition of the correlator input."""
 
-    def __init__(self, config: RulesConfig, partition: int, source_topic: str = "") -> None:
+    def __init__(
+        self, config: RulesConfig, partition: int, source_topic: str = "", linking: LinkSetup | None = None
+    ) -> None:
         self.config = config
         self.partition = partition
         self.source_topic = source_topic
@@ -85,6 +89,10 @@ class PartitionEngine:
             self.state, self.incidents, mutes, FlapDetector(config.flap), config.state_time_resolution_ms
         )
         self.commands = Commands(self.state, emitter, self.incidents, self.silences)
+        # With a topology: group notes to the linker, and its decisions applied at fixed times.
+        self.links = LinkGate(linking, partition, self.state.stats) if linking is not None else None
+        if self.links is not None:
+            emitter.on_event = self.links.note
 
     @property
     def groups(self) -> dict[str, GroupState]:
@@ -119,6 +127,17 @@ class PartitionEngine:
             self._rescheduled(self.commands.on_command(record["cmd"], value, offset, self.buffer.clock))
         elif kind == wire.RESULT:
             self._rescheduled(self.commands.on_result(record["res"], value, offset, self.buffer.clock))
+        elif kind == LINK_COMMAND and self.links is not None:
+            self._on_link_command(record, offset)
+        elif kind in (LINK_MARK, LINK_SKIP) and self.links is not None:
+            moved = (
+                self.links.mark(int(record["src"]), int(record["wm"]))
+                if kind == LINK_MARK
+                else self.links.skip(int(record["wm"]))
+            )
+            if moved:
+                self.state.meta_dirty = True
+                self._catch_up()
         else:
             self._dead_letter(
                 DeadLetterReason.UNKNOWN_FORMAT, f"correlator input kind {kind!r}", value, offset
@@ -154,21 +173,66 @@ class PartitionEngine:
         if not self.watermarks.update(marks, sources):
             return
         self.state.meta_dirty = True
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Advance event time as far as the watermarks (and, linking, the linker's marks) allow."""
         low = self.watermarks.low()
         if low is None:
             return  # time is the minimum over every raw partition: wait until each has spoken
         target = low - self.lateness
+        if self.links is not None:
+            if self.buffer.clock is None:
+                # Time starts just before the first thing to apply, so the first promise to the
+                # linker is true and the first advance already waits for its marks.
+                self.buffer.set_clock(min(self.buffer.earliest(default=target), target) - 1)
+                self.state.meta_dirty = True
+            allowed = self.links.gate(target)
+            if allowed is None:
+                return
+            target = allowed
         if self.buffer.clock is None or target > self.buffer.clock:
             self._advance(target)
+
+    def _on_link_command(self, record: dict[str, Any], offset: int) -> None:
+        """A linker decision: held until event time reaches its instant, or applied now if late."""
+        assert self.links is not None
+        payload = record["cmd"]
+        link = PendingLink(
+            int(record["at"]), str(payload.get("command_id", "")), orjson.dumps(payload), offset
+        )
+        clock = self.buffer.clock
+        if clock is not None and link.apply_at <= clock:
+            self.state.stats["link_late_commands"] += 1
+            self._apply_link(link, clock)
+            return
+        self.links.hold(link)
+        self.state.meta_dirty = True
+
+    def _apply_link(self, link: PendingLink, t: int) -> None:
+        self._rescheduled(self.commands.on_command(orjson.loads(link.command), link.command, link.offset, t))
 
     def _advance(self, target: int) -> None:
         """Apply buffered alerts and due timers in event-time order up to ``target``."""
         ready = self.buffer.due(target)
         released = 0
         end = len(ready)
+        links = self.links
         while True:
             next_alert = ready[released] if released < end else None
             due = self.schedule.next_due(target)
+            link = links.next_due(target) if links is not None else None
+            if (
+                link is not None
+                and (next_alert is None or link.apply_at < next_alert.key[0])
+                and (due is None or link.apply_at < due[0])
+            ):  # after the alerts and timers of its instant: decided about the past
+                assert links is not None
+                links.pop()
+                self.buffer.set_clock(link.apply_at)
+                self._apply_link(link, link.apply_at)
+                self.state.meta_dirty = True
+                continue
             if next_alert is None and due is None:
                 break
             if next_alert is not None and (due is None or next_alert.key[0] <= due[0]):
@@ -265,8 +329,12 @@ class PartitionEngine:
                 processed=self.processed,
                 silences=self.silences,
                 inhibitions=self.inhibitions,
+                links=self.links,
             )
         out.commit_offset = self.buffer.oldest_offset(default=self.processed + 1)
+        if self.links is not None:
+            self.links.promise(self.buffer.clock)
+            out.links = self.links.take()
         return state.start_transaction()
 
     def restore(self, items: dict[str, bytes]) -> None:
@@ -279,6 +347,7 @@ class PartitionEngine:
                 buffer=self.buffer,
                 silences=self.silences,
                 inhibitions=self.inhibitions,
+                links=self.links,
             )
         codec.restore_groups(items, self.state)
         settle_ms = self.config.flap.settle_ms

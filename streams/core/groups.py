@@ -301,6 +301,7 @@ class IncidentRuntime:
     linked_into: str | None = None
     members: list[str] = field(default_factory=list)
     root_cause: dict[str, Any] | None = None
+    scope: list[str] | None = None  # its topology scope, fixed when it opened (with a topology)
 
     @property
     def active(self) -> bool:
@@ -313,8 +314,11 @@ class IncidentRuntime:
 
     def to_obj(self) -> list[Any]:
         row = self._base_obj()
-        if self.linked_into is not None or self.members or self.root_cause is not None:
-            row += [self.linked_into, self.members, self.root_cause]
+        linking = [self.linked_into, self.members, self.root_cause, self.scope]
+        if self.scope is not None:
+            row += linking
+        elif self.linked_into is not None or self.members or self.root_cause is not None:
+            row += linking[:3]
         return row
 
     def _base_obj(self) -> list[Any]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -78,9 +78,9 @@ class GroupNote:
 
     ``t``: event time of the change (the correlator's clock); ``opened_ms``: when the group's
     incident opened (its id's ``opened_ms``), which the link window is measured on. ``failing``:
-    every component the group's alerts have said is failing so far (``failing_components``),
-    with its first firing; ``edges``: their implied edges. Both are cumulative, so a note can be
-    applied whatever the linker already knew. ``title`` and ``labels`` are for reasons only.
+    the components the alerts that fired in this change say are failing, with their firing times;
+    ``edges``: their implied edges. The linker adds them up per group (the log is exactly once,
+    so nothing is missed). ``title`` and ``labels`` are for reasons only.
     """
 
     t: int
@@ -528,8 +528,8 @@ class Linker:
             "groups": {
                 gid: {
                     "closed": g.closed,
-                    "edges": sorted(_edge_out(e) for e in g.edges),
-                    "firing": sorted([_component_out(c), first] for c, first in g.firing.items()),
+                    "edges": sorted(edge_out(e) for e in g.edges),
+                    "firing": sorted([component_out(c), first] for c, first in g.firing.items()),
                     "active_ms": g.active_ms,
                     "opened_ms": g.opened_ms,
                     "resolved": g.resolved,
@@ -542,7 +542,7 @@ class Linker:
                     "manual": i.manual,
                     "members": list(i.members),
                     "primary": i.primary,
-                    "root": None if i.root is None else _component_out(i.root),
+                    "root": None if i.root is None else component_out(i.root),
                 }
                 for _, i in sorted(self._incidents.items())
             ],
@@ -560,18 +560,47 @@ class Linker:
                 resolved=g["resolved"],
                 closed=g["closed"],
             )
-            group.firing = {_component_in(c): first for c, first in g["firing"]}
-            group.edges = {_edge_in(e) for e in g["edges"]}
+            group.firing = {component_in(c): first for c, first in g["firing"]}
+            group.edges = {edge_in(e) for e in g["edges"]}
             linker._groups[gid] = group
         for i in data["incidents"]:
             first = linker._groups[i["primary"]]
             incident = _Incident(
                 i["primary"], first.scope, first.opened_ms, list(i["members"]), manual=i["manual"]
             )
-            incident.root = None if i["root"] is None else _component_in(i["root"])
+            incident.root = None if i["root"] is None else component_in(i["root"])
             linker._rebuild(incident)
             linker._add(incident)
         return linker
+
+
+def note_to_wire(note: GroupNote) -> list[Any]:
+    return [
+        note.t,
+        note.incident_id,
+        list(note.scope),
+        note.kind.value,
+        note.opened_ms,
+        [[component_out(c), first] for c, first in note.failing],
+        [edge_out(e) for e in note.edges],
+        note.title,
+        [list(pair) for pair in note.labels],
+    ]
+
+
+def note_from_wire(row: list[Any]) -> GroupNote:
+    t, incident_id, scope, kind, opened_ms, failing, edges, title, labels = row
+    return GroupNote(
+        t=int(t),
+        incident_id=str(incident_id),
+        scope=tuple(scope),
+        kind=NoteKind(kind),
+        opened_ms=int(opened_ms),
+        failing=tuple((component_in(c), int(first)) for c, first in failing),
+        edges=tuple(edge_in(e) for e in edges),
+        title=str(title),
+        labels=tuple((str(k), str(v)) for k, v in labels),
+    )
 
 
 def _min_union(a: dict[ComponentId, int], b: Mapping[ComponentId, int]) -> dict[ComponentId, int]:
@@ -583,20 +612,20 @@ def _min_union(a: dict[ComponentId, int], b: Mapping[ComponentId, int]) -> dict[
     return out
 
 
-def _component_out(c: ComponentId) -> list[Any]:
+def component_out(c: ComponentId) -> list[Any]:
     return [list(c.scope), c.kind, c.name]
 
 
-def _component_in(data: list[Any]) -> ComponentId:
+def component_in(data: list[Any]) -> ComponentId:
     return ComponentId(tuple(data[0]), data[1], data[2])
 
 
-def _edge_out(e: Edge) -> list[Any]:
-    return [_component_out(e.dependent), _component_out(e.dependency), e.relation, e.mirrored]
+def edge_out(e: Edge) -> list[Any]:
+    return [component_out(e.dependent), component_out(e.dependency), e.relation, e.mirrored]
 
 
-def _edge_in(data: list[Any]) -> Edge:
-    return Edge(_component_in(data[0]), _component_in(data[1]), data[2], data[3])
+def edge_in(data: list[Any]) -> Edge:
+    return Edge(component_in(data[0]), component_in(data[1]), data[2], data[3])
 
 
 # ------------------------------------------------------------------------------------ reordering
@@ -675,6 +704,29 @@ class NoteBuffer:
             self.released_to = out[-1].t + 1
         return out
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data; ``from_dict`` gives a buffer that releases the same notes the same way."""
+        waiting = sorted(self._heap, key=lambda item: item[:4])
+        return {
+            "marks": dict(sorted(self._marks.items())),
+            "idle": sorted(self._idle),
+            "released_to": self.released_to,
+            "late": self.late,
+            "notes": [[source, note_to_wire(note)] for _, _, source, _, note in waiting],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NoteBuffer:
+        buffer = cls(data["marks"])
+        buffer._marks = {str(k): v for k, v in data["marks"].items()}
+        buffer._idle = set(data["idle"])
+        buffer.released_to = data["released_to"]
+        buffer.late = data["late"]
+        for source, row in data["notes"]:
+            heapq.heappush(buffer._heap, (row[0], row[1], source, buffer._seq, note_from_wire(row)))
+            buffer._seq += 1
+        return buffer
+
     def _check(self, source: str) -> None:
         if source not in self._marks:
             raise KeyError(f"unknown source {source!r}; sources: {', '.join(sorted(self._marks))}")
@@ -687,26 +739,70 @@ class NoteBuffer:
 class _Seen:
     scope: Scope
     opened_ms: int
-    title: str
-    labels: tuple[tuple[str, str], ...]
     alerts: dict[str, Mapping[str, str]] = field(default_factory=dict)
-    firing: dict[ComponentId, int] = field(default_factory=dict)
-    edges: set[Edge] = field(default_factory=set)
 
 
 _FIRES = (AlertChangeKind.JOINED, AlertChangeKind.REFIRED, AlertChangeKind.LATE)
 
 
+def scope_for(topology: Topology, event: IncidentEvent) -> Scope:
+    """The scope of a group, from the event that opened its incident: its group labels' when the
+    rule groups by every scope label, else its first alert's."""
+    group_labels = event.snapshot.group_labels
+    first = next((c.labels for c in event.alerts if c.labels is not None), None)
+    complete = all(label in group_labels for label in topology.scope_labels)
+    return topology.scope_of(group_labels if complete or first is None else first)
+
+
+def note_for_event(
+    topology: Topology,
+    event: IncidentEvent,
+    scope: Scope,
+    labels_of: Callable[[str], Mapping[str, str] | None],
+) -> GroupNote | None:
+    """The group note of one incident event, or None when it tells the linker nothing.
+
+    ``failing`` and ``edges`` are what the alerts that fire in this event name (the linker adds
+    them up): ``opened``, ``resolved`` and ``closed`` (or ``merged``, which ends the incident) give
+    their notes, a reopen or an alert firing a changed note. ``labels_of`` gives the labels of an
+    alert the event names without them (labels travel on ``joined`` changes only).
+    """
+    failing: dict[ComponentId, int] = {}
+    edges: set[Edge] = set()
+    for change in event.alerts:
+        if change.change not in _FIRES or change.status is not AlertStatus.FIRING:
+            continue
+        labels = change.labels if change.labels is not None else labels_of(change.fingerprint)
+        if labels is None:
+            continue
+        at = ms_from_dt(change.at)
+        for component in topology.failing_components(labels):
+            known = failing.get(component)
+            if known is None or at < known:
+                failing[component] = at
+        edges |= topology.implied_edges(labels)
+    kind = _NOTE_KINDS.get(event.type)
+    if kind is None:
+        if not failing:
+            return None
+        kind = NoteKind.CHANGED
+    return GroupNote(
+        t=ms_from_dt(event.at),
+        incident_id=event.incident_id,
+        scope=scope,
+        kind=kind,
+        opened_ms=ms_from_dt(event.snapshot.opened_at),
+        failing=tuple(sorted(failing.items())),
+        edges=tuple(sorted(edges)),
+        title=event.snapshot.title,
+        labels=tuple(sorted(event.snapshot.group_labels.items())),
+    )
+
+
 class EventNotes:
     """Group notes from incident events, for linking offline (``stormwatch quality --topology``)
-    and in tests: what the correlator will write alongside its events.
-
-    A group's failing components come from the labels of its alerts (known from their ``joined``
-    change) while they fire; ``opened`` gives an opened note, new failing components or a reopen a
-    changed note, ``resolved`` and ``closed`` (or ``merged``, which ends the incident) their notes.
-    The scope is the group's labels' when the rule groups by every scope label, else its first
-    alert's.
-    """
+    and in tests: the notes the correlator writes alongside its events (``note_for_event``), with
+    the labels of each alert remembered from its ``joined`` change."""
 
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
@@ -715,56 +811,16 @@ class EventNotes:
     def notes(self, event: IncidentEvent) -> list[GroupNote]:
         seen = self._seen.get(event.incident_id)
         if seen is None:
-            group_labels = event.snapshot.group_labels
-            first = next((c.labels for c in event.alerts if c.labels is not None), None)
-            scope_from = (
-                group_labels
-                if all(label in group_labels for label in self.topology.scope_labels) or first is None
-                else first
-            )
             seen = self._seen[event.incident_id] = _Seen(
-                self.topology.scope_of(scope_from),
-                ms_from_dt(event.snapshot.opened_at),
-                event.snapshot.title,
-                tuple(sorted(group_labels.items())),
+                scope_for(self.topology, event), ms_from_dt(event.snapshot.opened_at)
             )
-        grew = False
         for change in event.alerts:
             if change.labels is not None:
                 seen.alerts[change.fingerprint] = change.labels
-            labels = seen.alerts.get(change.fingerprint)
-            if labels is None or change.change not in _FIRES or change.status is not AlertStatus.FIRING:
-                continue
-            at = ms_from_dt(change.at)
-            for component in self.topology.failing_components(labels):
-                known = seen.firing.get(component)
-                if known is None or at < known:
-                    seen.firing[component] = at
-                    grew = True
-            for edge in self.topology.implied_edges(labels):
-                if edge not in seen.edges:
-                    seen.edges.add(edge)
-                    grew = True
-        kind = _NOTE_KINDS.get(event.type)
-        if kind is None:
-            kind = NoteKind.CHANGED if grew else None
-        if kind is None:
-            return []
-        if kind is NoteKind.CLOSED:
+        note = note_for_event(self.topology, event, seen.scope, seen.alerts.get)
+        if note is not None and note.kind is NoteKind.CLOSED:
             del self._seen[event.incident_id]
-        return [
-            GroupNote(
-                t=ms_from_dt(event.at),
-                incident_id=event.incident_id,
-                scope=seen.scope,
-                kind=kind,
-                opened_ms=seen.opened_ms,
-                failing=tuple(sorted(seen.firing.items())),
-                edges=tuple(sorted(seen.edges)),
-                title=seen.title,
-                labels=seen.labels,
-            )
-        ]
+        return [] if note is None else [note]
 
 
 _NOTE_KINDS = {

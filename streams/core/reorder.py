@@ -116,6 +116,10 @@ class ReorderBuffer:
         if self.clock is None or t > self.clock:
             self.clock = t
 
+    def earliest(self, default: int) -> int:
+        """The event time of the earliest waiting alert."""
+        return self._times[0] if self._times else default
+
     def oldest_offset(self, default: int) -> int:
         """The input offset of the oldest record with an alert still waiting (the commit point)."""
         # each waiting list is in log order: its first alert came from its oldest record

@@ -15,6 +15,7 @@ from stormwatch.schemas.common import utc_from_ms
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.schemas.incident import IncidentEvent
 from stormwatch.streams.core.groups import AlertState, GroupState
+from stormwatch.streams.core.linkgate import LinkOutput
 from stormwatch.streams.core.rules import CorrelationRule, RulesConfig
 
 __all__ = ["EngineOutput", "Observation", "PartitionState"]
@@ -41,6 +42,7 @@ class EngineOutput:
     state: dict[str, bytes | None] = field(default_factory=dict)
     observations: list[Observation] = field(default_factory=list)
     commit_offset: int | None = None  # next input offset to commit for this partition
+    links: list[LinkOutput] = field(default_factory=list)  # group notes and promises for the linker
 
 
 class PartitionState:

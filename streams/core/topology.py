@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -222,23 +223,36 @@ class LinkPolicy(_Model):
         "but two independent failures under one shared dependency would be merged",
     )
 
+    delay_ms: int = Field(
+        default=10_000,
+        gt=0,
+        description="A decision about a note at t is applied at t + delay: the linker's head start. "
+        "Keep it below group_wait, so a member is linked before it would notify",
+    )
+    max_wait_ms: int = Field(
+        default=30_000,
+        gt=0,
+        description="How long (wall time) the correlator holds event time for a linker that sends "
+        "no mark (down or stuck) before it goes on without it; its decisions then apply late (counted)",
+    )
+
     @model_validator(mode="before")
     @classmethod
-    def _written_window(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "window" in data:
+    def _written_durations(cls, data: Any) -> Any:
+        if isinstance(data, dict):
             data = dict(data)
-            raw = data.pop("window")
-            if "window_ms" in data:
-                data["window_ms"] = _Both()
-            else:
-                data["window_ms"] = _Written(raw)
+            for name in ("window", "delay", "max_wait"):
+                if name in data:
+                    raw = data.pop(name)
+                    data[f"{name}_ms"] = _Both() if f"{name}_ms" in data else _Written(raw)
         return data
 
-    @field_validator("window_ms", mode="before")
+    @field_validator("window_ms", "delay_ms", "max_wait_ms", mode="before")
     @classmethod
-    def _window_ms(cls, value: Any) -> Any:
+    def _durations_ms(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, _Both):
-            raise ValueError("give window (a duration) or window_ms (milliseconds), not both")
+            name = (info.field_name or "").removesuffix("_ms")
+            raise ValueError(f"give {name} (a duration) or {name}_ms (milliseconds), not both")
         return _to_ms(value)
 
 
@@ -425,16 +439,19 @@ def _component_problems(
             first[identity] = i
 
 
+_LINK_DURATIONS = frozenset({"window_ms", "delay_ms", "max_wait_ms"})
+
+
 def _yaml_key(model: type[BaseModel], field: str) -> str | None:
-    """``window_ms`` is written ``window``; the version field of the record and of a matcher is
-    not written in the file."""
-    if field == "window_ms":
-        return "window"
+    """``window_ms`` is written ``window`` (and so the other durations); the version field of the
+    record and of a matcher is not written in the file."""
+    if field in _LINK_DURATIONS:
+        return field.removesuffix("_ms")
     return None if field == "schema_version" else alias_or_name(model, field)
 
 
 def _explain(error: ErrorDetails, place: Place) -> str | None:
-    if place.field == "window_ms" and error["type"] == "greater_than":
+    if place.field in _LINK_DURATIONS and error["type"] == "greater_than":
         return f"must be longer than 0s; {DURATION_HELP}"
     return None
 

@@ -1,4 +1,4 @@
-"""A real pipeline: `stormwatch ingest` and `stormwatch correlate` processes against a real broker.
+"""A real pipeline: `stormwatch ingest`, `correlate` (and `link`) processes against a real broker.
 
 Each ``PipelineRun`` owns its own topics (named from the settings model, tests.kit.topics), so
 several runs can read the same raw topic and their results can be compared (uninterrupted vs.
@@ -94,8 +94,7 @@ class PipelineRun:
             "--config",
             str(self.config_path),
             stage,
-            "--rules",
-            str(self.rules_path),
+            *(["--rules", str(self.rules_path)] if stage != "link" else []),
             "--instance-id",
             instance,
             *extra_args,

@@ -92,7 +92,7 @@ def test_check_reports_every_error_with_its_line_and_exits_1(
         "depends_on",
         f"{bad}:6: link.window: invalid duration '5x': unknown unit 'x'; expected a duration like 30s, 5m, "
         "1h30m, 250ms or 2d (units y, w, d, h, m, s, ms, largest first; a plain number means seconds)",
-        f"{bad}:6: link.extra: unknown key 'extra'; allowed keys: common_upstream, max_hops, window",
+        f"{bad}:6: link.extra: unknown key 'extra'; allowed keys: common_upstream, delay, max_hops, max_wait, window",
     ]
 
 

@@ -1,0 +1,158 @@
+"""Linking (issue #12) through real worker processes and a real broker: a database cascade and a
+node failure become one incident each with their root cause named, unrelated failures stay apart,
+and SIGKILLs of the linker and the correlator mid-storm leave the audit log byte-identical."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from stormwatch.schemas.incident import IncidentEvent, IncidentSnapshot
+from tests.kit.pipeline import PipelineRun, canonical, check_audit_integrity, incidents_by_id
+from tests.kit.records import produce_records
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+TOPOLOGY = """
+scope_labels: [cluster]
+label_components:
+  - {label: service, kind: database, match: ['service=~".+-db"']}
+  - {label: service, kind: service}
+  - {label: node, kind: node}
+  - {label: pod, kind: pod}
+link: {window: 10m, delay: 5s, max_wait: 10m}
+components:
+  - {kind: database, name: orders-db}
+  - {kind: service, name: checkout, depends_on: [database/orders-db]}
+  - {kind: service, name: payments, depends_on: [database/orders-db]}
+  - {kind: service, name: search}
+"""
+
+SPAN_S = 40
+ROUNDS = 20
+
+
+def _cascade(t0: int) -> list[tuple[int, bytes]]:
+    """Four causes, re-sent every round (Prometheus push format), resolved at the end:
+    the orders database and the services on it (prod), node n1 and its pods (prod), the same
+    checkout errors in staging, and search latency (prod, related to nothing)."""
+    alerts: list[tuple[float, dict[str, str]]] = [(6.0, {"alertname": "PostgresDown", "service": "orders-db"})]
+    alerts += [(1.0, {"alertname": "HighErrorRate", "service": "checkout", "pod": f"checkout-{i}"}) for i in range(8)]
+    alerts += [(2.0, {"alertname": "HighErrorRate", "service": "payments", "pod": f"payments-{i}"}) for i in range(4)]
+    alerts += [(3.0, {"alertname": "NodeDown", "node": "n1"})]
+    alerts += [(3.5, {"alertname": "KubePodNotReady", "node": "n1", "pod": f"web-{i}", "service": "web"}) for i in range(10)]
+    alerts += [(1.5, {"alertname": "HighLatency", "service": "search"})]
+    prod = [(start, {**labels, "cluster": "prod"}) for start, labels in alerts]
+    staging = [(2.0, {"alertname": "HighErrorRate", "cluster": "staging", "service": "checkout", "pod": "c-1"})]
+    records = []
+    step = SPAN_S / ROUNDS
+    for r in range(ROUNDS + 1):
+        now = r * step
+        batch: list[dict[str, Any]] = []
+        for start, labels in prod + staging:
+            if start <= now:
+                item: dict[str, Any] = {"labels": labels, "annotations": {"summary": "cascade"}}
+                if r == ROUNDS:
+                    item["endsAt"] = _iso(t0 + int(now * 1000) - 1)
+                batch.append(item)
+        if batch:
+            records.append((t0 + int(now * 1000), orjson.dumps(batch)))
+    return records
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+def _run(bootstrap: str, workdir: Path, raw_topic: str | None = None) -> PipelineRun:
+    workdir.mkdir(parents=True, exist_ok=True)
+    topology = workdir / "topology.yaml"
+    topology.write_text(TOPOLOGY)
+    return PipelineRun(
+        bootstrap,
+        workdir,
+        raw_topic=raw_topic,
+        config_overrides={"correlator": {"topology_file": str(topology)}},
+    )
+
+
+def _opened(events: list[IncidentEvent]) -> int:
+    return sum(1 for e in events if e.type.value == "opened")
+
+
+def _all_closed(events: list[IncidentEvent]) -> bool:
+    opened = _opened(events)
+    return opened >= 7 and sum(1 for e in events if e.type.value == "closed") == opened
+
+
+def _last(events: list[IncidentEvent]) -> dict[str, IncidentSnapshot]:
+    return {iid: evs[-1].snapshot for iid, evs in incidents_by_id(events).items()}
+
+
+@pytest.fixture(scope="module")
+def linked_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PipelineRun, dict[str, list[bytes]]]]:
+    run = _run(kafka_bootstrap, tmp_path_factory.mktemp("linking"))
+    produce_records(kafka_bootstrap, run.settings.topics.raw, _cascade(int(time.time() * 1000) - 60_000))
+    for stage in ("ingest", "correlate", "link"):
+        run.start(stage, "w1")
+    try:
+        events = run.wait_until(_all_closed, timeout_s=180)
+    finally:
+        run.stop_all()
+    yield run, canonical(events)
+
+
+def test_each_cause_is_one_incident_with_its_root_cause(linked_run: tuple[PipelineRun, dict[str, list[bytes]]]) -> None:
+    run, _ = linked_run
+    events = run.events()
+    check_audit_integrity(events)
+    last = _last(events)
+    primaries = {iid: snap for iid, snap in last.items() if snap.linked_into is None}
+    roots = sorted(snap.root_cause.component for snap in primaries.values() if snap.root_cause)
+    assert roots == [
+        '{cluster="prod"}database/orders-db',
+        '{cluster="prod"}node/n1',
+        '{cluster="prod"}service/search',
+        '{cluster="staging"}service/checkout',
+    ]
+    by_root = {snap.root_cause.name: snap for snap in primaries.values() if snap.root_cause}
+
+    def names(root: str) -> list[str]:
+        snap = by_root[root]
+        return sorted(s.title.split(" (")[0] for s in [snap, *(last[m] for m in snap.members)])
+
+    assert names("orders-db") == ["HighErrorRate", "HighErrorRate", "PostgresDown"]  # checkout, payments
+    assert names("n1") == ["KubePodNotReady", "NodeDown"]
+    assert names("search") == ["HighLatency"] and names("checkout") == ["HighErrorRate"]
+    assert run.dead_letters() == []
+
+
+@pytest.mark.parametrize("stage", ["link", "correlate"])
+def test_sigkills_mid_storm_change_nothing(
+    linked_run: tuple[PipelineRun, dict[str, list[bytes]]], tmp_path: Path, stage: str
+) -> None:
+    base, reference = linked_run
+    run = _run(base.bootstrap, tmp_path, raw_topic=base.settings.topics.raw)
+    rnd = random.Random(21 if stage == "link" else 22)
+    try:
+        for name in ("ingest", "correlate", "link"):
+            run.start(name, "w1")
+        progress = []
+        for _ in range(3):
+            time.sleep(rnd.uniform(1.0, 2.5))
+            run.assert_alive()
+            run.kill(stage, "w1")
+            progress.append(len(run.events()))
+            run.start(stage, "w1")
+        events = run.wait_until(_all_closed, timeout_s=240)
+        assert progress[0] < sum(len(v) for v in reference.values()), progress
+    finally:
+        run.stop_all()
+    check_audit_integrity(events)
+    assert canonical(events) == reference
