@@ -1,5 +1,5 @@
-"""Prometheus metrics of the mitigation agent and the executors (one process-wide instance each,
-because prometheus-client registers metric names globally)."""
+"""Prometheus metrics of the mitigation agent, the executors and the notifier (one process-wide
+instance each, because prometheus-client registers metric names globally)."""
 
 from __future__ import annotations
 
@@ -44,5 +44,39 @@ class ExecutorMetrics:
         )
 
 
+_DELIVERY_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class NotifierMetrics:
+    """`stormwatch notify` (docs/notifications.md, "Metrics")."""
+
+    def __init__(self) -> None:
+        self.notifications = Counter(
+            "stormwatch_notifications_total",
+            "Delivery attempts by outcome: sent, failed (retried later), given_up (dead-lettered)",
+            ["receiver", "integration", "outcome"],
+        )
+        self.delivery_seconds = Histogram(
+            "stormwatch_notification_delivery_seconds",
+            "From the incident event a message shows to the receiver accepting it",
+            ["receiver", "integration"],
+            buckets=_DELIVERY_SECONDS,
+        )
+        self.send_seconds = Histogram(
+            "stormwatch_notification_send_seconds",
+            "How long one send to a receiver took (any outcome)",
+            ["receiver", "integration"],
+            buckets=_SECONDS,
+        )
+        self.queue_depth = Gauge(
+            "stormwatch_notification_queue_depth",
+            "Notifications waiting to be sent or retried (outbox items) on this worker",
+        )
+        self.skipped_records = Counter(
+            "stormwatch_notifier_skipped_records_total", "Incident events the notifier could not read"
+        )
+
+
 agent_metrics = process_wide(AgentMetrics)
+notifier_metrics = process_wide(NotifierMetrics)
 executor_metrics = process_wide(ExecutorMetrics)

@@ -149,10 +149,10 @@ def link_events(events: Iterable[IncidentEvent], topology: Topology) -> LinkRun:
         for note in notes.notes(event):
             buffer.add(source, note)
             count += 1
-        for note in buffer.release():
-            decisions.extend(linker.process(note))
-    for note in buffer.flush():
-        decisions.extend(linker.process(note))
+        for item in buffer.release():
+            decisions.extend(linker.process(item))
+    for item in buffer.flush():
+        decisions.extend(linker.process(item))
     primary_of: dict[str, str] = {}
     roots: dict[str, ComponentId] = {}
     for decision in decisions:

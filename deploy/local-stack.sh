@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
 # The whole stormwatch stack on this machine, for `make up` / `make down`:
-#   up      Kafka, topics, ingest, correlator, agent (dry run), executor, gateway, then a demo storm
-#   down    stop everything this script started
+#   up      Kafka, topics, ingest, correlator, linker, agent (dry run), executor, gateway, then a
+#           demo storm
+#   down    stop everything this script started (a Kafka that already ran before `up` is left running)
 #   status  what runs
 # With a running Docker engine it uses docker compose (docker-compose.yml); otherwise the local
 # JVM broker (deploy/kafka/local-kafka.sh) and the workers as background processes with their logs
 # and pid files in var/stack/. Every server listens on 127.0.0.1 only.
+#
+# The correlator and the linker share the topology deploy/topology.yaml (correlator.topology_file
+# in the generated config): related label groups become one incident with its root cause named.
+#
+# Environment: STORMWATCH_STACK_DIR (config, logs, pids; default var/stack), STORMWATCH_KAFKA_PORT
+# (broker port, default 9092; its controller takes the next port), STORMWATCH_STACK_KAFKA_DIR
+# (Kafka's data directory; default that of `make kafka-up`, var/kafka/single),
+# STORMWATCH_GATEWAY_PORT (default 9095), STORMWATCH_DEMO_ARGS (extra `stormwatch demo` arguments).
+# A second stack next to a running one, e.g.:
+#   STORMWATCH_STACK_DIR=var/stack2 STORMWATCH_STACK_KAFKA_DIR=var/kafka/stack2 \
+#   STORMWATCH_KAFKA_PORT=19092 STORMWATCH_GATEWAY_PORT=19095 bash deploy/local-stack.sh up
+# (the workers' metrics ports 9094, 9096-9099 stay the same: stop the other stack's workers first).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,13 +26,19 @@ STACK_DIR=${STORMWATCH_STACK_DIR:-var/stack}
 PY=${VENV:-.venv}/bin/python
 CONFIG=$STACK_DIR/stormwatch.yaml
 RULES=deploy/demo/correlation_rules.yaml
+TOPOLOGY=deploy/topology.yaml
 WORKFLOWS=deploy/incident_workflow_config.yaml
 KAFKA_PORT=${STORMWATCH_KAFKA_PORT:-9092}
+KAFKA_DIR=${STORMWATCH_STACK_KAFKA_DIR:-}
+# A broker this script did not start (already running at `up`, e.g. `make kafka-up`) is left
+# running by `down`: this file says so.
+KAFKA_KEPT=$STACK_DIR/kafka.kept
 GATEWAY_PORT=${STORMWATCH_GATEWAY_PORT:-9095}
 # name:metrics-port:subcommand and arguments
 WORKERS=(
     "ingest:9096:ingest --rules $RULES --instance-id local-ingest"
     "correlator:9097:correlate --rules $RULES --instance-id local-correlator"
+    "linker:9094:link --instance-id local-linker"
     "agent:9098:agent --workflows $WORKFLOWS --dry-run"
     "executor:9099:executor"
     "gateway:0:gateway --port $GATEWAY_PORT"
@@ -40,6 +59,7 @@ kafka:
   bootstrap_servers: 127.0.0.1:$KAFKA_PORT
 correlator:
   rules_file: $RULES
+  topology_file: $TOPOLOGY
 agent:
   workflows_file: $WORKFLOWS
 gateway:
@@ -79,9 +99,25 @@ check_workers() {
     done
 }
 
+kafka() {
+    local command=$1
+    shift
+    if [[ -n $KAFKA_DIR ]]; then set -- "$@" --data-dir "$KAFKA_DIR"; fi
+    bash deploy/kafka/local-kafka.sh "$command" --port "$KAFKA_PORT" "$@" </dev/null
+}
+
 up_local() {
     write_config
-    bash deploy/kafka/local-kafka.sh start --port "$KAFKA_PORT" </dev/null
+    if [[ ! -f $STACK_DIR/ingest.pid ]]; then
+        # A new stack: remember whether the broker was there before it.
+        if kafka status >/dev/null 2>&1; then
+            touch "$KAFKA_KEPT"
+            log "Kafka on 127.0.0.1:$KAFKA_PORT already runs; \`down\` will leave it running"
+        else
+            rm -f "$KAFKA_KEPT"
+        fi
+    fi
+    kafka start
     sw topics create
     local entry rest
     for entry in "${WORKERS[@]}"; do
@@ -95,8 +131,9 @@ up_local() {
 up_docker() {
     write_config
     log "Docker engine found: starting the stack with docker compose"
-    # the same demo timings and dry-run agent as the local mode
-    STORMWATCH_RULES_FILE=./deploy/demo/correlation_rules.yaml STORMWATCH_AGENT_DRY_RUN=true \
+    # the same demo timings, topology and dry-run agent as the local mode
+    STORMWATCH_RULES_FILE=./deploy/demo/correlation_rules.yaml STORMWATCH_TOPOLOGY_FILE=./$TOPOLOGY \
+        STORMWATCH_AGENT_DRY_RUN=true \
         docker compose up -d --build
 }
 
@@ -114,7 +151,12 @@ down_local() {
         fi
         rm -f "$pidfile"
     done
-    bash deploy/kafka/local-kafka.sh stop --port "$KAFKA_PORT" </dev/null || true
+    if [[ -f $KAFKA_KEPT ]]; then
+        log "Kafka on 127.0.0.1:$KAFKA_PORT ran before \`up\`: left running (make kafka-down stops it)"
+        rm -f "$KAFKA_KEPT"
+    else
+        kafka stop || true
+    fi
 }
 
 status_local() {
@@ -124,14 +166,15 @@ status_local() {
         pidfile=$STACK_DIR/$name.pid
         if alive "$pidfile"; then echo "$name: running (pid $(cat "$pidfile"))"; else echo "$name: stopped"; fi
     done
-    bash deploy/kafka/local-kafka.sh status --port "$KAFKA_PORT" </dev/null || true
+    kafka status || true
 }
 
 case ${1:-} in
     up)
         if docker_engine; then up_docker; else up_local; fi
         log "running the demo storm through the gateway"
-        sw demo --gateway "http://127.0.0.1:$GATEWAY_PORT"
+        # shellcheck disable=SC2086 # extra arguments, a word list by design
+        sw demo --gateway "http://127.0.0.1:$GATEWAY_PORT" ${STORMWATCH_DEMO_ARGS:-}
         ;;
     down)
         if docker_engine && [[ ! -f $STACK_DIR/ingest.pid ]]; then docker compose down; else down_local; fi

@@ -30,6 +30,17 @@ class OperatorAction(StrEnum):
     UNLINK = "unlink"  # incident_id is an incident of its own again
     UNLINK_MEMBER = "unlink_member"  # on the primary incident_id: member left
     ROOT_CAUSE = "root_cause"  # on the primary incident_id: the root cause is now root_cause
+    # An operator's request to the linker, forwarded by the incident's partition (which knows its
+    # scope); the linker's answer comes back as the commands above, or refused.
+    SPLIT = "split"  # take incident_id out of the linked incident it is a member of
+    JOIN = "join"  # link incident_id (with its members, if a primary) into link_into's incident
+    # The notifier (issue #13), by "notifier": one notification's outcome, recorded on the
+    # incident's audit log as notified / notify_failed (details: receiver, integration,
+    # notification_id, attempt, outcome delivered|given_up, latency_ms, reason).
+    NOTIFIED = "notified"
+    # Internal, by "correlator": what inhibition muted in one partition over a group_interval
+    # window, for the source's group (details.gkhash), recorded on its incident as `muted`.
+    MUTED = "muted"
 
 
 class OperatorCommand(Contract):
@@ -50,7 +61,7 @@ class OperatorCommand(Contract):
     silence: Silence | None = None  # SILENCE_ADD
     silence_id: str | None = None  # SILENCE_EXPIRE
     details: dict[str, Any] = Field(default_factory=dict)  # ABSORB: source incident and fingerprints
-    link_into: str | None = None  # LINK: the primary
+    link_into: str | None = None  # LINK: the primary; JOIN: any incident of the target
     member: str | None = None  # LINK_MEMBER, UNLINK_MEMBER: the member incident
     relation: str | None = None  # LINK, LINK_MEMBER: how they are related (upstream, shared_host ...)
     # LINK, LINK_MEMBER: the path that relates them; ROOT_CAUSE: from the root down to the earliest

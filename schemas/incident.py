@@ -46,6 +46,14 @@ class IncidentEventType(StrEnum):
     MEMBER_ADDED = "member_added"  # details.member joined this primary's incident
     UNLINKED = "unlinked"  # left details.linked_from; on a primary: details.member left it
     ROOT_CAUSE_CHANGED = "root_cause_changed"  # details.root_cause, details.previous, details.paths
+    # The notifier (issue #13), through an operator command by "notifier": a notification was
+    # delivered (details: receiver, integration, notification_id, attempt, latency_ms) or given up
+    # after its retry budget (details.reason). The incident's state is left as it is.
+    NOTIFIED = "notified"
+    # What this incident's alerts muted by inhibition in one group_interval window (details: rule,
+    # alerts, notifications, sample of label sets, window_start, window_end); snapshot.muted adds up.
+    MUTED = "muted"
+    NOTIFY_FAILED = "notify_failed"  # the notifier: a notification given up (see NOTIFIED above)
 
 
 class AlertChangeKind(StrEnum):
@@ -111,6 +119,7 @@ class IncidentSnapshot(Contract):
     linked_into: str | None = None  # the primary this incident is a member of
     members: list[str] = Field(default_factory=list)  # on a primary: every member, in joining order
     root_cause: RootCauseInfo | None = None  # on a primary: the root cause last decided
+    muted: int = 0  # alerts its alerts muted by inhibition, as its `muted` events reported them
 
 
 class IncidentEvent(Contract):

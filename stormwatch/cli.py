@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "stormwatch.commands.config",
     "stormwatch.commands.simulate",
     "stormwatch.commands.agent",
+    "stormwatch.commands.notify",
     "stormwatch.commands.demo",
     "stormwatch.commands.bench",
     "stormwatch.commands.quality",

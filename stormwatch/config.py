@@ -121,6 +121,15 @@ class TopicSettings(_Section):
         default="stormwatch.linker.state", description="Internal: the linker's compacted changelog"
     )
     approvals: str = Field(default="mitigation.approvals", description="Operators' approve/deny decisions")
+    notifications: str = Field(
+        default="notifications.log", description="The notifier's delivery log: sent, failed, given up"
+    )
+    notifications_dlq: str = Field(
+        default="notifications.dlq", description="Notifications given up after their retry budget"
+    )
+    notify_state: str = Field(
+        default="stormwatch.notify.state", description="Internal: the notifier's compacted changelog"
+    )
     partitions: int = Field(default=6, ge=1, description="Partitions of the partitioned topics")
     replication_factor: int = Field(default=1, ge=1, description="Replicas of every topic (3 in production)")
     min_insync_replicas: int = Field(default=1, ge=1, description="min.insync.replicas (2 with 3 replicas)")
@@ -253,6 +262,27 @@ class AgentSettings(_Section):
     max_batch_records: int = Field(default=500, ge=1, description="Input records per poll (one transaction)")
 
 
+class NotifySettings(_Section):
+    """The notifier (`stormwatch notify`, docs/notifications.md): incident events -> receivers."""
+
+    notify_file: str | None = Field(
+        default=None, description="The notifier file (routes, receivers); --notify-file overrides it"
+    )
+    external_url: str = Field(
+        default="", description="Link to stormwatch in messages (webhook externalURL, PagerDuty client_url)"
+    )
+    send_timeout_ms: int = Field(
+        default=10_000, ge=100, le=120_000, description="Longest wait for one receiver's answer to one send"
+    )
+    max_parallel: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Sends in flight at once, and per transaction: at most this many are sent twice after a crash",
+    )
+    max_batch_records: int = Field(default=500, ge=1, description="Input records per poll (one transaction)")
+
+
 _ENV_READ_BY_LOADER: ContextVar[bool] = ContextVar("_ENV_READ_BY_LOADER", default=False)
 """Set while load_settings validates: it has read the env vars itself, to name each in messages."""
 
@@ -265,6 +295,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     correlator: CorrelatorSettings = Field(default_factory=CorrelatorSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     log_level: str = Field(
         default="WARNING",

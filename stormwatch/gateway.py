@@ -5,6 +5,12 @@ the format forced by the endpoint) and written to the raw topic as one record wi
 ``stormwatch-format`` header. The answer is 2xx only after Kafka acknowledged the write (idempotent
 producer, acks=all); while Kafka is unreachable the gateway answers 503 with ``Retry-After``, so a
 sender keeps its alerts and retries. docs/gateway.md describes the endpoints and status codes.
+
+It also answers the read and silence half of Alertmanager's API v2 (GET /api/v2/alerts,
+/alerts/groups, /silences, /status; POST /silences, DELETE /silence/{id}) from a read model that
+follows the audit log, the correlator's state changelog and the silences topic
+(stormwatch.readmodel); silences are created and expired with the CLI's own commands
+(stormwatch.commands.silences). docs/alertmanager-api.md describes it.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ import hmac
 import ipaddress
 import logging
 import ssl
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import orjson
@@ -30,17 +39,27 @@ from aiohttp import web
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
+from stormwatch import __version__
+from stormwatch.commands.silences import new_silence, publish_silence_add, publish_silence_expire
 from stormwatch.config import GatewaySettings, Settings
+from stormwatch.console.web import Console
 from stormwatch.errors import UserError
 from stormwatch.kafka.client import make_producer, unreachable_error
+from stormwatch.loaders import load_rules
 from stormwatch.metrics import process_wide
+from stormwatch.readmodel import alertmanager as am
+from stormwatch.readmodel.follower import ReadModelFollower
+from stormwatch.readmodel.model import DEFAULT_RESOLVE_TIMEOUT_MS, ReadModel, SilenceView
 from stormwatch.schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
 from stormwatch.schemas.adapters.base import show
 from stormwatch.schemas.alert import InputFormat
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.schemas.fingerprint import canonical_labels
+from stormwatch.schemas.silence import Silence
 
 log = logging.getLogger("stormwatch.gateway")
+
+T = TypeVar("T")
 
 RETRY_AFTER_S = 5
 """Seconds a sender is asked to wait after a 503 (Kafka unreachable or too slow)."""
@@ -54,6 +73,13 @@ PAGERDUTY_SEVERITIES = ("critical", "error", "warning", "info")
 _READ_CHUNK = 64 * 1024
 _BOM = b"\xef\xbb\xbf"
 _REALM = 'Bearer realm="stormwatch"'
+
+SILENCE_APPLY_WAIT_S = 10.0
+"""POST /api/v2/silences and DELETE /api/v2/silence/{id} answer once the read model shows the
+change (the correlator applied the command), or after this long (the command is in Kafka anyway)."""
+
+API_ACTOR = "alertmanager-api"
+"""The operator name of a silence expired through DELETE /api/v2/silence/{id} (it carries none)."""
 _BUSY_TEXT = b"too many connections (gateway.max_connections)\n"
 # The answer to a connection over gateway.max_connections: written before the request is read.
 _BUSY = (
@@ -518,23 +544,50 @@ def _describe(dead: DeadLetter) -> str:
 class Gateway:
     """The aiohttp application: routes, auth, limits, validation and the write to Kafka."""
 
-    def __init__(self, settings: Settings, sink: KafkaSink, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sink: KafkaSink,
+        metrics: GatewayMetrics | None = None,
+        readmodel: ReadModelFollower | None = None,
+    ) -> None:
         self.settings = settings
         self.config: GatewaySettings = settings.gateway
         self.sink = sink
         self.metrics = metrics or gateway_metrics()
+        self.readmodel = readmodel
+        self.started_ms = int(time.time() * 1000)
         self.limits = ParseLimits.from_settings(settings.ingest)
         token = self.config.bearer_token
         self._token = token.encode() if token is not None else None
         self.connections = ConnectionGuard(
             self.config.max_connections, self.config.request_read_timeout_ms / 1000, self.metrics
         )
-        self._ingest_routes: set[str] = {e.name for e in ENDPOINTS}
+        # Routes with a request body: the read deadline runs until the body is read.
+        self._ingest_routes: set[str] = {e.name for e in ENDPOINTS} | {"am_silences_post"}
         self.app = web.Application(middlewares=[self._observe], client_max_size=self.config.max_body_bytes)
         for endpoint in ENDPOINTS:
             self.app.router.add_post(
                 endpoint.path, functools.partial(self._ingest, endpoint), name=endpoint.name
             )
+        # Alertmanager API v2, read side and silences (docs/alertmanager-api.md)
+        am_routes: list[tuple[str, str, str, Callable[[web.Request], Awaitable[web.Response]]]] = [
+            ("GET", "/api/v2/alerts", "am_alerts", self._am_alerts),
+            ("GET", "/api/v2/alerts/groups", "am_alert_groups", self._am_alert_groups),
+            ("GET", "/api/v2/silences", "am_silences", self._am_silences),
+            ("POST", "/api/v2/silences", "am_silences_post", self._am_post_silence),
+            ("GET", "/api/v2/silence/{silence_id}", "am_silence", self._am_silence),
+            ("DELETE", "/api/v2/silence/{silence_id}", "am_silence_delete", self._am_delete_silence),
+            ("GET", "/api/v2/status", "am_status", self._am_status),
+            ("GET", "/api/v2/receivers", "am_receivers", self._am_receivers),
+        ]
+        for method, path, name, handler in am_routes:
+            self.app.router.add_route(method, path, functools.partial(self._am_call, handler), name=name)
+        # The operator console (docs/console.md): pages on the same read model, auth and TLS
+        self.console: Console | None = None
+        if readmodel is not None:
+            self.console = Console(settings, readmodel)
+            self.console.register(self.app)
         self.app.router.add_get("/-/healthy", self._healthy, name="healthy")
         self.app.router.add_get("/-/ready", self._ready, name="ready")
         self.app.router.add_get("/metrics", self._metrics, name="metrics")
@@ -602,6 +655,198 @@ class Gateway:
             else:
                 log.info("%s: refused with %d: %s", endpoint.path, exc.status, exc.message)
             return web.json_response(exc.body, status=exc.status, headers=exc.headers, dumps=_dumps)
+
+    # -- Alertmanager API v2 on the read model (docs/alertmanager-api.md)
+
+    async def _am_call(
+        self, handler: Callable[[web.Request], Awaitable[web.Response]], request: web.Request
+    ) -> web.Response:
+        """Auth as for the alert endpoints; errors as Alertmanager answers them: a JSON string."""
+        try:
+            self._authorize(request)
+            return await handler(request)
+        except HttpError as exc:
+            return web.json_response(exc.body, status=exc.status, headers=exc.headers, dumps=_dumps)
+        except am.ApiError as exc:
+            if exc.status >= 500:
+                log.info("%s %s: %d %s", request.method, request.path, exc.status, exc.message)
+            headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+            return web.json_response(exc.message, status=exc.status, headers=headers, dumps=_dumps)
+
+    def _follower(self) -> ReadModelFollower:
+        """The read model, once it has caught up with Kafka; else 503 saying why."""
+        follower = self.readmodel
+        if follower is None:
+            raise am.ApiError(
+                503,
+                "the read API is off on this gateway (started with --no-read-api); restart it without "
+                "that flag to list alerts and silences",
+            )
+        if not follower.ready:
+            raise am.ApiError(503, f"the read model is not ready, retry in a few seconds: {follower.reason}")
+        return follower
+
+    async def _query(self, query: Callable[[ReadModel], T]) -> T:
+        """Run a query on the read model off the event loop (100k alerts take a while to filter)."""
+        follower = self._follower()
+        return await asyncio.get_running_loop().run_in_executor(None, follower.read, query)
+
+    async def _answer(self, query: Callable[[ReadModel], T], shape: Callable[[T], Any]) -> web.Response:
+        """Query the read model (under its lock), then shape and encode the answer (outside the
+        lock), both off the event loop: 100k alerts take a while to filter and to encode."""
+        follower = self._follower()
+
+        def run() -> bytes:
+            return orjson.dumps(shape(follower.read(query)))
+
+        body = await asyncio.get_running_loop().run_in_executor(None, run)
+        return web.Response(body=body, content_type="application/json")
+
+    async def _am_alerts(self, request: web.Request) -> web.Response:
+        query = am.alert_query(_params(request))
+        now_ms = _now_ms()
+        return await self._answer(
+            lambda m: m.alerts(query, now_ms), lambda page: [am.gettable_alert(a) for a in page.items]
+        )
+
+    async def _am_alert_groups(self, request: web.Request) -> web.Response:
+        params = _params(request)
+        query = am.alert_query(params)
+        muted = am.parse_bool(params, "muted")
+        now_ms = _now_ms()
+        return await self._answer(
+            lambda m: m.alert_groups(query, now_ms, muted=muted),
+            lambda groups: [am.alert_group_json(g) for g in groups],
+        )
+
+    async def _am_receivers(self, request: web.Request) -> web.Response:
+        names = await self._query(lambda m: m.receivers())
+        return _json([{"name": name} for name in names])
+
+    async def _am_silences(self, request: web.Request) -> web.Response:
+        matchers, states = am.silence_filter(_params(request))
+        now_ms = _now_ms()
+        views = await self._query(lambda m: m.silences(now_ms, matchers=matchers, states=states))
+        return _json([am.gettable_silence(v) for v in views])
+
+    async def _silence_view(self, silence_id: str) -> SilenceView | None:
+        now_ms = _now_ms()
+        return await self._query(lambda m: m.silence(silence_id, now_ms))
+
+    async def _am_silence(self, request: web.Request) -> web.Response:
+        silence_id = request.match_info["silence_id"]
+        view = await self._silence_view(silence_id)
+        if view is None:
+            raise am.ApiError(404, _not_found(silence_id))
+        return _json(am.gettable_silence(view))
+
+    async def _am_post_silence(self, request: web.Request) -> web.Response:
+        self._follower()  # before reading the body: refuse at once while not ready
+        media, charset = _media_type(request)
+        _check_charset(charset)
+        if media is not None and not _is_json_media(media):
+            raise am.ApiError(415, f"Content-Type {media} is not JSON; send the silence as application/json")
+        body = await self._read_body(request)
+        try:
+            doc = orjson.loads(body[len(_BOM) :] if body.startswith(_BOM) else body)
+        except orjson.JSONDecodeError as exc:
+            raise am.ApiError(
+                400, f"the body is not valid JSON ({exc}); send a postableSilence object"
+            ) from None
+        posted = am.posted_silence(doc)
+        now = datetime.now(UTC)
+        silence_id = str(uuid.uuid4())
+        starts = max(posted.starts_at, now)  # a start in the past means now, as in Alertmanager
+        if posted.silence_id is not None:
+            existing = await self._silence_view(posted.silence_id)
+            if existing is None:
+                raise am.ApiError(
+                    404, f"{_not_found(posted.silence_id)}; leave id out to create a new silence"
+                )
+            if existing.state != "expired":  # an expired one is not revived: a new one is made
+                silence_id = posted.silence_id
+                starts = posted.starts_at
+        try:
+            silence = new_silence(
+                silence_id=silence_id,
+                matchers=posted.matchers,
+                starts=starts,
+                ends=posted.ends_at,
+                created_by=posted.created_by,
+                comment=posted.comment,
+                now=now,
+            )
+        except UserError as exc:
+            raise am.ApiError(400, str(exc)) from None
+        await self._publish(publish_silence_add, self.settings, silence, now=now)
+        await self._await_silence(silence_id, lambda s: s is not None and am.same_silence(silence, s))
+        log.info("silence %s set by %s through the API", silence_id, silence.created_by)
+        return _json({"silenceID": silence_id})
+
+    async def _am_delete_silence(self, request: web.Request) -> web.Response:
+        silence_id = request.match_info["silence_id"]
+        view = await self._silence_view(silence_id)
+        if view is None:
+            raise am.ApiError(404, _not_found(silence_id))
+        if view.state != "expired":
+            now = datetime.now(UTC)
+            await self._publish(publish_silence_expire, self.settings, silence_id, by=API_ACTOR, now=now)
+            await self._await_silence(silence_id, lambda s: s is not None and s.expired_at is not None)
+            log.info("silence %s expired through the API", silence_id)
+        return web.Response(status=200)
+
+    async def _publish(self, publish: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """The CLI's own publish (blocking: a producer of its own), off the event loop."""
+        call = functools.partial(publish, *args, **kwargs)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, call)
+        except UserError as exc:  # Kafka unreachable, the commands topic missing
+            raise am.ApiError(503, f"the command could not be written to Kafka, retry later: {exc}") from None
+
+    async def _await_silence(self, silence_id: str, done: Callable[[Silence | None], bool]) -> bool:
+        """Wait until the read model shows the correlator applied the command (bounded)."""
+        deadline = time.monotonic() + SILENCE_APPLY_WAIT_S
+        while True:
+            view = await self._silence_view(silence_id)
+            if done(view.silence if view is not None else None):
+                return True
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "silence %s: the command is in Kafka but the correlator did not apply it within %gs "
+                    "(is `stormwatch correlate` running?)",
+                    silence_id,
+                    SILENCE_APPLY_WAIT_S,
+                )
+                return False
+            await asyncio.sleep(0.05)
+
+    async def _am_status(self, request: web.Request) -> web.Response:
+        follower = self.readmodel
+        read_model: dict[str, Any] = {"enabled": follower is not None}
+        if follower is not None:
+            read_model["ready"] = follower.ready
+            read_model["reason"] = follower.reason
+            read_model["catchUpSeconds"] = follower.catch_up_seconds
+            if follower.ready:
+                read_model.update(await self._query(lambda m: m.counts()))
+        status = "ready" if follower is not None and follower.ready else "settling"
+        body = {
+            "cluster": {"name": "stormwatch", "status": status, "peers": []},
+            "versionInfo": {
+                "version": __version__,
+                "revision": "",
+                "branch": "",
+                "buildUser": "",
+                "buildDate": "",
+                "goVersion": f"python{sys.version_info.major}.{sys.version_info.minor}",
+            },
+            "config": {
+                "original": _CONFIG_NOTE.format(rules=self.settings.correlator.rules_file or "built-in")
+            },
+            "uptime": am.am_time(self.started_ms),
+            "stormwatch": {"readModel": read_model},
+        }
+        return _json(body)
 
     def _authorize(self, request: web.Request) -> None:
         if self._token is None:
@@ -821,6 +1066,46 @@ def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
+def _json(body: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+def _params(request: web.Request) -> dict[str, list[str]]:
+    """Query parameters, each with all its values (``filter`` repeats)."""
+    params: dict[str, list[str]] = {}
+    for name, value in request.query.items():
+        params.setdefault(name, []).append(value)
+    return params
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _not_found(silence_id: str) -> str:
+    return f"silence {silence_id} not found; list the silences with GET /api/v2/silences or `stormwatch silence list --all`"
+
+
+_CONFIG_NOTE = (
+    "# stormwatch answers the Alertmanager API v2 from its read model (docs/alertmanager-api.md).\n"
+    "# It has no Alertmanager configuration: alerts are grouped by correlation rules ({rules}),\n"
+    "# and each rule is shown as a receiver.\n"
+)
+
+
+def rule_timeouts(settings: Settings) -> tuple[dict[str, int], int]:
+    """resolve_timeout per correlation rule (for the endsAt of an alert without one), and the
+    default; the built-in ones when the rules file cannot be read (the correlator says why)."""
+    try:
+        rules = load_rules(settings.correlator.rules_file)
+    except (UserError, OSError, ValueError) as exc:
+        log.warning(
+            "cannot read the correlation rules for the read API (%s); assuming 5m resolve_timeout", exc
+        )
+        return {}, DEFAULT_RESOLVE_TIMEOUT_MS
+    return {r.name: r.resolve_timeout_ms for r in rules.rules}, rules.defaults.resolve_timeout_ms
+
+
 # ---------------------------------------------------------------------------- connections
 
 
@@ -1036,12 +1321,19 @@ class GatewayServer:
     """Runs the gateway: the HTTP(S) listener, then the Kafka sink (requests get 503 until it is
     ready); on stop, requests in progress finish (their Kafka writes included) before the sink closes."""
 
-    def __init__(self, settings: Settings, sink: KafkaSink | None = None) -> None:
+    def __init__(self, settings: Settings, sink: KafkaSink | None = None, *, read_api: bool = True) -> None:
         check_exposure(settings.gateway)  # before anything connects to Kafka
         self.settings = settings
         self.config = settings.gateway
         self.sink = sink or KafkaSink(settings)
-        self.gateway = Gateway(settings, self.sink)
+        self.readmodel: ReadModelFollower | None = None
+        if read_api:
+            timeouts, default_timeout = rule_timeouts(settings)
+            self.readmodel = ReadModelFollower(
+                settings,
+                lambda: ReadModel(resolve_timeouts_ms=timeouts, default_resolve_timeout_ms=default_timeout),
+            )
+        self.gateway = Gateway(settings, self.sink, readmodel=self.readmodel)
         self._runner: web.AppRunner | None = None
         self.port: int = self.config.port
 
@@ -1083,6 +1375,8 @@ class GatewayServer:
                 "choose another address with --host/--port (gateway.host, gateway.port)"
             ) from None
         self.sink.start()
+        if self.readmodel is not None:
+            self.readmodel.start()
         self._runner = runner
         for address in runner.addresses:  # the bound socket tells the real port when port 0 was asked
             self.port = int(address[1])
@@ -1099,7 +1393,10 @@ class GatewayServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        await asyncio.get_running_loop().run_in_executor(None, self.sink.close, 10.0)
+        loop = asyncio.get_running_loop()
+        if self.readmodel is not None:
+            await loop.run_in_executor(None, self.readmodel.stop, 0.5)
+        await loop.run_in_executor(None, self.sink.close, 10.0)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Start, run until ``stop`` is set, then stop."""

@@ -95,6 +95,12 @@ class PipelineMetrics:
             ["severity", "rule"],
             buckets=_DURATION_BUCKETS,
         )
+        self.mtta_notified = Histogram(
+            "stormwatch_mtta_notified_seconds",
+            "Incident open to its first notification accepted by a receiver (a person told)",
+            ["severity", "rule"],
+            buckets=_DURATION_BUCKETS,
+        )
         self.processing_latency = Histogram(
             "stormwatch_processing_latency_seconds",
             "Wall time from an alert's event time to the incident event that reports it",

@@ -55,8 +55,16 @@ __all__ = [
 ]
 
 FORMATS: tuple[str, ...] = tuple(f.value for f in InputFormat)
-SCENARIOS = ("node-failure", "db-cascade", "flapping", "bad-deploy", "steady", "mixed")
-MIN_SIZE = {"node-failure": 1, "db-cascade": 2, "flapping": 2, "bad-deploy": 2, "steady": 1, "mixed": 9}
+SCENARIOS = ("node-failure", "db-cascade", "flapping", "bad-deploy", "steady", "mixed", "topology-cascade")
+MIN_SIZE = {
+    "node-failure": 1,
+    "db-cascade": 2,
+    "flapping": 2,
+    "bad-deploy": 2,
+    "steady": 1,
+    "mixed": 9,
+    "topology-cascade": 2,
+}
 
 # Alerts per record when --batch is not given. Prometheus pushes up to 256 alerts per request;
 # PagerDuty and CloudEvents senders usually send one event per request; None = a whole
@@ -336,35 +344,46 @@ def _services(rng: random.Random, count: int, exclude: tuple[str, ...] = ()) -> 
     return names
 
 
-def _node_failure(plan: _Plan, rng: random.Random, size: int, cluster: str) -> None:
-    """One node dies: NodeDown, then every pod on it goes NotReady; all recover near the end."""
-    u, d = plan.unit, plan.duration
-    node = (
+def _node_name(rng: random.Random, cluster: str) -> str:
+    """A node's name as EKS gives it, in ``cluster``'s region (three draws of ``rng``)."""
+    return (
         f"ip-10-{rng.randrange(256)}-{rng.randrange(256)}-{rng.randrange(1, 255)}"
         f".{_REGIONS[cluster]}.compute.internal"
     )
+
+
+_NODE_DOWN_EXPR = 'up{job="node-exporter"} == 0'
+
+
+def _node_down(
+    cluster: str, node: str, description: str | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """NodeDown's labels and annotations for ``node`` (its node-exporter stopped answering)."""
+    labels = {
+        "alertname": "NodeDown",
+        "cluster": cluster,
+        "instance": f"{node}:9100",
+        "job": "node-exporter",
+        "node": node,
+        "severity": "critical",
+    }
+    annotations = {"summary": f"Node {node} is unreachable"}
+    if description is not None:
+        annotations["description"] = description
+    annotations["runbook_url"] = "https://runbooks.example.com/node/NodeDown"
+    return labels, annotations
+
+
+def _node_failure(plan: _Plan, rng: random.Random, size: int, cluster: str) -> None:
+    """One node dies: NodeDown, then every pod on it goes NotReady; all recover near the end."""
+    u, d = plan.unit, plan.duration
+    node = _node_name(rng, cluster)
     t_fail = rng.uniform(0, 0.5 * u)
     t_back = 0.75 * d + rng.uniform(0, 0.05 * d)
     node_group = plan.group("node-exporter", rng.uniform(0, plan.eval))
-    plan.add(
-        node_group,
-        {
-            "alertname": "NodeDown",
-            "cluster": cluster,
-            "instance": f"{node}:9100",
-            "job": "node-exporter",
-            "node": node,
-            "severity": "critical",
-        },
-        {
-            "summary": f"Node {node} is unreachable",
-            "description": f"node-exporter on {node} has not answered scrapes; the kubelet stopped "
-            "posting status.",
-            "runbook_url": "https://runbooks.example.com/node/NodeDown",
-        },
-        [(t_fail, t_back)],
-        expr='up{job="node-exporter"} == 0',
-    )
+    why = f"node-exporter on {node} has not answered scrapes; the kubelet stopped posting status."
+    labels, annotations = _node_down(cluster, node, why)
+    plan.add(node_group, labels, annotations, [(t_fail, t_back)], expr=_NODE_DOWN_EXPR)
     remaining = size - 1
     if remaining == 0:
         return
@@ -426,8 +445,12 @@ def _node_failure(plan: _Plan, rng: random.Random, size: int, cluster: str) -> N
             remaining -= 1
 
 
-def _db_cascade(plan: _Plan, rng: random.Random, size: int, cluster: str) -> None:
-    """A database goes down; its dependents, then theirs, alert seconds later; recovery in reverse."""
+def _db_cascade(plan: _Plan, rng: random.Random, size: int, cluster: str, *, catalog: bool = False) -> None:
+    """A database goes down; its dependents, then theirs, alert seconds later; recovery in reverse.
+
+    The dependents are random services, each calling a random one of the level above; with
+    ``catalog`` they are the services that call the database within 3 hops in the service catalog
+    of ``stormwatch.storms`` (which deploy/topology.yaml describes), so a topology links them."""
     d, e, step = plan.duration, plan.eval, plan.step
     db = rng.choice(_DB_SERVICES)
     t_db = rng.uniform(0, 0.5 * plan.unit)
@@ -471,12 +494,16 @@ def _db_cascade(plan: _Plan, rng: random.Random, size: int, cluster: str) -> Non
                 )
             )
     remaining = size - len(roots)
-    count = min(24, max(1, math.ceil(remaining / 6)))
-    services = _services(rng, count)
-    depth_count = min(3, count)
-    levels: list[list[str]] = [[] for _ in range(depth_count)]
-    for i, service in enumerate(services):
-        levels[min(depth_count - 1, i * depth_count // count)].append(service)
+    if catalog:
+        levels = _catalog_levels(db, max(1, math.ceil(remaining / 2)))
+        services = [s for level in levels for s in level]
+    else:
+        count = min(24, max(1, math.ceil(remaining / 6)))
+        services = _services(rng, count)
+        depth_count = min(3, count)
+        levels = [[] for _ in range(depth_count)]
+        for i, service in enumerate(services):
+            levels[min(depth_count - 1, i * depth_count // count)].append(service)
     depends_on: dict[str, str] = {}
     onset: dict[str, float] = {}
     groups: dict[str, _RuleGroup] = {}
@@ -484,7 +511,7 @@ def _db_cascade(plan: _Plan, rng: random.Random, size: int, cluster: str) -> Non
     previous = [db]
     for level in levels:
         for service in level:
-            depends_on[service] = rng.choice(previous)
+            depends_on[service] = rng.choice(_callees(service, previous) if catalog else previous)
             onset[service] = max(previous_onsets) + rng.uniform(step, 2 * step)
             groups[service] = plan.group(f"{service}-slo", onset[service])
         previous_onsets = [onset[s] for s in level]
@@ -556,6 +583,32 @@ def _db_cascade(plan: _Plan, rng: random.Random, size: int, cluster: str) -> Non
                 expr=expr,
             )
             remaining -= 1
+
+
+def _catalog_levels(db: str, most: int) -> list[list[str]]:
+    """The services that call ``db`` within 3 hops in the storms' catalog, level by level, at most
+    ``most`` of them (the nearest first)."""
+    from stormwatch.storms import dependents  # storms builds on this module: imported when used
+
+    levels: list[list[str]] = []
+    for level in dependents(db, 3):
+        if most <= 0:
+            break
+        levels.append(level[:most])
+        most -= len(levels[-1])
+    return levels
+
+
+def _callees(service: str, candidates: list[str]) -> list[str]:
+    """The ones of ``candidates`` that ``service`` calls in the storms' catalog."""
+    from stormwatch.storms import TOPOLOGY
+
+    return [c for c in candidates if c in TOPOLOGY[service].depends_on]
+
+
+def _topology_cascade(plan: _Plan, rng: random.Random, size: int, cluster: str) -> None:
+    """db-cascade along the service catalog: what a topology file links into one incident."""
+    _db_cascade(plan, rng, size, cluster, catalog=True)
 
 
 def _flapping(plan: _Plan, rng: random.Random, size: int, cluster: str) -> None:
@@ -741,6 +794,7 @@ _BUILDERS: dict[str, Callable[[_Plan, random.Random, int, str], None]] = {
     "flapping": _flapping,
     "bad-deploy": _bad_deploy,
     "steady": _steady,
+    "topology-cascade": _topology_cascade,
 }
 # Share of --size each part of `mixed` gets; flapping stays small, as in real life.
 _MIXED_SHARES = (

@@ -30,7 +30,7 @@ from typing import Any
 
 from stormwatch.schemas.fingerprint import key_fingerprint, label_fingerprint
 from stormwatch.simulate import (
-    _REGIONS,
+    _NODE_DOWN_EXPR,
     _STEADY_KINDS,
     DEFAULT_EVAL_MS,
     FLAP_EVAL_MS,
@@ -40,6 +40,8 @@ from stormwatch.simulate import (
     Simulation,
     SimulationError,
     _ip,
+    _node_down,
+    _node_name,
     _Plan,
     _pod_name,
     _RuleGroup,
@@ -300,10 +302,17 @@ class _Builder:
         self.causes: list[Cause] = []
         self._groups: dict[tuple[str, str], _RuleGroup] = {}
         self._nodes: dict[str, set[str]] = {c: set() for c in CLUSTERS}
+        self._clusters: dict[str, str] = {}  # cause id -> its cluster
 
     def rng(self, what: str) -> random.Random:
         """A generator of its own per cause: adding a cause changes no other."""
         return random.Random(f"{self.seed}/storm-mix/{what}")
+
+    def begin(self, name: str, cluster: str) -> tuple[str, random.Random]:
+        """A new cause in ``cluster``: its id (``name@cluster``) and its own generator."""
+        cid = f"{name}@{cluster}"
+        self._clusters[cid] = cluster
+        return cid, self.rng(cid)
 
     def group(
         self, cluster: str, name: str, eval_ms: int = DEFAULT_EVAL_MS, phase_ms: float | None = None
@@ -320,10 +329,7 @@ class _Builder:
     def node(self, cluster: str, rng: random.Random) -> str:
         """A node of ``cluster`` no other cause uses (a shared node would relate two causes)."""
         while True:
-            name = (
-                f"ip-10-{rng.randrange(256)}-{rng.randrange(256)}-{rng.randrange(1, 255)}"
-                f".{_REGIONS[cluster]}.compute.internal"
-            )
+            name = _node_name(rng, cluster)
             if name not in self._nodes[cluster]:
                 self._nodes[cluster].add(name)
                 return name
@@ -340,12 +346,22 @@ class _Builder:
         self.plan.add(group, labels, annotations, episodes, expr=expr)
         self.truth.append(cause)
 
-    def cause(self, cause: Cause) -> None:
-        self.causes.append(cause)
+    def cause(self, cid: str, *, kind: str, root: str, root_alert: str, summary: str, **more: Any) -> None:
+        """Record the cause ``cid`` (from ``begin``): ``root`` is the component at fault as
+        ``KIND/NAME``, also the cause's only component unless ``more`` gives ``components``
+        (``more``: the other fields of ``Cause``)."""
+        more.setdefault("components", (root.partition("/")[2],))
+        cluster = self._clusters[cid]
+        self.causes.append(
+            Cause(
+                id=cid, kind=kind, cluster=cluster, root=root, root_alert=root_alert, summary=summary, **more
+            )
+        )
 
 
-def _cause_id(name: str, cluster: str) -> str:
-    return f"{name}@{cluster}"
+def _around(rng: random.Random, minute: float) -> float:
+    """A moment within 20 s after ``minute`` of the storm, in ms: when a failure starts or ends."""
+    return minute * _MIN + rng.uniform(0, 20_000)
 
 
 def _namespace(service: str) -> str:
@@ -360,29 +376,12 @@ def _node_failure(
 ) -> None:
     """NodeDown, then (after the node controller's grace period) every pod on the node: not ready,
     its container waiting, its scrape target down. Pods recover after the node is back."""
-    cid = _cause_id(name, cluster)
-    rng = b.rng(cid)
+    cid, rng = b.begin(name, cluster)
     node = b.node(cluster, rng)
-    t_fail = at_m * _MIN + rng.uniform(0, 20_000)
+    t_fail = _around(rng, at_m)
     t_back = back_m * _MIN + rng.uniform(0, 30_000)
-    b.add(
-        cid,
-        b.group(cluster, "node-exporter"),
-        {
-            "alertname": "NodeDown",
-            "cluster": cluster,
-            "instance": f"{node}:9100",
-            "job": "node-exporter",
-            "node": node,
-            "severity": "critical",
-        },
-        {
-            "summary": f"Node {node} is unreachable",
-            "runbook_url": "https://runbooks.example.com/node/NodeDown",
-        },
-        [(t_fail, t_back)],
-        'up{job="node-exporter"} == 0',
-    )
+    labels, annotations = _node_down(cluster, node)
+    b.add(cid, b.group(cluster, "node-exporter"), labels, annotations, [(t_fail, t_back)], _NODE_DOWN_EXPR)
     for service in services:
         namespace = _namespace(service)
         for _ in range(2):
@@ -427,16 +426,13 @@ def _node_failure(
                 f'up{{job="{service}",pod="{pod}"}} == 0',
             )
     b.cause(
-        Cause(
-            id=cid,
-            kind="node-failure",
-            cluster=cluster,
-            root=f"node/{node}",
-            root_alert="NodeDown",
-            summary=f"node {node} dies with {2 * len(services)} pods of {len(services)} services on it",
-            components=tuple(services),
-            nodes=(node,),
-        )
+        cid,
+        kind="node-failure",
+        root=f"node/{node}",
+        root_alert="NodeDown",
+        summary=f"node {node} dies with {2 * len(services)} pods of {len(services)} services on it",
+        components=tuple(services),
+        nodes=(node,),
     )
 
 
@@ -505,9 +501,8 @@ def _cascade(
     """A shared component fails: its own alerts first, then, level by level a few seconds apart,
     the services that call it (within ``hops``); recovery in reverse, the root last. With
     ``root_late`` the root's rule group evaluates 25 s after the failure, after the first level's."""
-    cid = _cause_id(name, cluster)
-    rng = b.rng(cid)
-    t_root = at_m * _MIN + rng.uniform(0, 20_000)
+    cid, rng = b.begin(name, cluster)
+    t_root = _around(rng, at_m)
     levels = dependents(root, hops)
     onset: dict[str, float] = {}
     previous = t_root
@@ -536,18 +531,15 @@ def _cascade(
                 services.append(service)
         reached.update(services)
     b.cause(
-        Cause(
-            id=cid,
-            kind=kind,
-            cluster=cluster,
-            root=f"{TOPOLOGY[root].kind}/{root}",
-            root_alert=roots[0][0]["alertname"],
-            summary=f"{root} fails; {len(services)} services that use it alert seconds later",
-            components=(root, *services),
-            dependents=tuple(services),
-            edges=tuple(edges),
-            root_late=root_late,
-        )
+        cid,
+        kind=kind,
+        root=f"{TOPOLOGY[root].kind}/{root}",
+        root_alert=roots[0][0]["alertname"],
+        summary=f"{root} fails; {len(services)} services that use it alert seconds later",
+        components=(root, *services),
+        dependents=tuple(services),
+        edges=tuple(edges),
+        root_late=root_late,
     )
 
 
@@ -728,13 +720,12 @@ def _bad_deploy(
 ) -> None:
     """A broken version rolled out over ``pods`` pods spread over ``nodes`` nodes: every new pod
     errors and crash-loops (its alerts carry its node), the rollout gets stuck, a rollback ends it."""
-    cid = _cause_id(f"{service}-deploy", cluster)
-    rng = b.rng(cid)
+    cid, rng = b.begin(f"{service}-deploy", cluster)
     namespace = _namespace(service)
     major, minor, patch = rng.randint(1, 4), rng.randint(0, 30), rng.randint(0, 9)
     version = f"v{major}.{minor}.{patch + 1}"
     hosts = [b.node(cluster, rng) for _ in range(nodes)]
-    t_deploy = at_m * _MIN + rng.uniform(0, 20_000)
+    t_deploy = _around(rng, at_m)
     t_rollback = rollback_m * _MIN
     base = {"cluster": cluster, "namespace": namespace, "service": service, "version": version}
     b.add(
@@ -780,24 +771,19 @@ def _bad_deploy(
             f'increase(kube_pod_container_status_restarts_total{{pod="{pod}"}}[10m]) > 0',
         )
     b.cause(
-        Cause(
-            id=cid,
-            kind="bad-deploy",
-            cluster=cluster,
-            root=f"deployment/{service}",
-            root_alert="KubeDeploymentRolloutStuck",
-            summary=f"{service} {version} errors and crash-loops on {pods} pods over {nodes} nodes",
-            components=(service,),
-            nodes=tuple(hosts),
-        )
+        cid,
+        kind="bad-deploy",
+        root=f"deployment/{service}",
+        root_alert="KubeDeploymentRolloutStuck",
+        summary=f"{service} {version} errors and crash-loops on {pods} pods over {nodes} nodes",
+        nodes=tuple(hosts),
     )
 
 
 def _dns_errors(b: _Builder, cluster: str, at_m: float, end_m: float) -> None:
     """CoreDNS failing: the same alert, service and namespace in every cluster where it happens."""
-    cid = _cause_id("dns-errors", cluster)
-    rng = b.rng(cid)
-    start = at_m * _MIN + rng.uniform(0, 20_000)
+    cid, rng = b.begin("dns-errors", cluster)
+    start = _around(rng, at_m)
     for _ in range(2):
         pod = _pod_name(rng, "coredns")
         b.add(
@@ -814,20 +800,16 @@ def _dns_errors(b: _Builder, cluster: str, at_m: float, end_m: float) -> None:
                 "severity": "critical",
             },
             {"summary": f"CoreDNS {pod} answers more than 3% of requests with SERVFAIL"},
-            [(start + rng.uniform(0, 10_000), end_m * _MIN + rng.uniform(0, 20_000))],
+            [(start + rng.uniform(0, 10_000), _around(rng, end_m))],
             'sum(rate(coredns_dns_responses_total{rcode="SERVFAIL"}[5m])) / '
             "sum(rate(coredns_dns_responses_total[5m])) > 0.03",
         )
     b.cause(
-        Cause(
-            id=cid,
-            kind="same-name-two-clusters",
-            cluster=cluster,
-            root="dns/kube-dns",
-            root_alert="CoreDNSErrorsHigh",
-            summary="CoreDNS fails, at the same time as in the other cluster: a cause of its own",
-            components=("kube-dns",),
-        )
+        cid,
+        kind="same-name-two-clusters",
+        root="dns/kube-dns",
+        root_alert="CoreDNSErrorsHigh",
+        summary="CoreDNS fails, at the same time as in the other cluster: a cause of its own",
     )
 
 
@@ -842,8 +824,7 @@ def _flapping(
 ) -> None:
     """One alert on a threshold, firing for 1-3 evaluations then resolved for 1-2, for most of
     the storm."""
-    cid = _cause_id(f"{service}-flapping", cluster)
-    rng = b.rng(cid)
+    cid, rng = b.begin(f"{service}-flapping", cluster)
     group = b.group(cluster, f"{service}-flap", every_ms)
     episodes: list[tuple[float, float]] = []
     t = float(group.align(span[0] * _MIN))
@@ -869,25 +850,20 @@ def _flapping(
         f'{alertname.lower()}{{service="{service}"}} > 0',
     )
     b.cause(
-        Cause(
-            id=cid,
-            kind="flapping",
-            cluster=cluster,
-            root=f"service/{service}",
-            root_alert=alertname,
-            summary=f"{alertname} of {service} flaps every few evaluations",
-            components=(service,),
-        )
+        cid,
+        kind="flapping",
+        root=f"service/{service}",
+        root_alert=alertname,
+        summary=f"{alertname} of {service} flaps every few evaluations",
     )
 
 
 def _resend_storm(b: _Builder, cluster: str, probes: int, at_m: float, end_m: float) -> None:
     """Blackbox probes of the CDN's edges fail, evaluated every 5 s: the same alerts re-sent
     thousands of times (what deduplication is for)."""
-    cid = _cause_id("cdn-probes", cluster)
-    rng = b.rng(cid)
+    cid, rng = b.begin("cdn-probes", cluster)
     group = b.group(cluster, "blackbox", FLAP_EVAL_MS)
-    start = at_m * _MIN + rng.uniform(0, 20_000)
+    start = _around(rng, at_m)
     pops = ("ams", "fra", "lhr", "cdg", "mad", "mxp", "arn", "waw", "dub", "vie", "zrh", "prg")
     for pop in pops[:probes]:
         b.add(
@@ -908,25 +884,19 @@ def _resend_storm(b: _Builder, cluster: str, probes: int, at_m: float, end_m: fl
             'probe_success{job="blackbox"} == 0',
         )
     b.cause(
-        Cause(
-            id=cid,
-            kind="resend-storm",
-            cluster=cluster,
-            root="external/cdn",
-            root_alert="ProbeFailed",
-            summary=f"{probes} CDN edge probes fail, re-sent every 5 s",
-            components=("cdn",),
-        )
+        cid,
+        kind="resend-storm",
+        root="external/cdn",
+        root_alert="ProbeFailed",
+        summary=f"{probes} CDN edge probes fail, re-sent every 5 s",
     )
 
 
 def _node_disk(b: _Builder, cluster: str, at_m: float, end_m: float) -> None:
     """A node's disk fills up: the warning, later the critical alert (two label sets)."""
-    cid = _cause_id("node-disk", cluster)
-    rng = b.rng(cid)
+    cid, rng = b.begin("node-disk", cluster)
     node = b.node(cluster, rng)
-    start = at_m * _MIN + rng.uniform(0, 20_000)
-    end = end_m * _MIN + rng.uniform(0, 20_000)
+    start, end = _around(rng, at_m), _around(rng, end_m)
     for severity, window in (("warning", (start, end)), ("critical", (start + 3 * _MIN, end - 2 * _MIN))):
         b.add(
             cid,
@@ -947,44 +917,34 @@ def _node_disk(b: _Builder, cluster: str, at_m: float, end_m: float) -> None:
             'node_filesystem_avail_bytes{job="node-exporter"} / node_filesystem_size_bytes < 0.05',
         )
     b.cause(
-        Cause(
-            id=cid,
-            kind="node-disk",
-            cluster=cluster,
-            root=f"node/{node}",
-            root_alert="NodeFilesystemAlmostOutOfSpace",
-            summary=f"the disk of {node} fills up",
-            components=(),
-            nodes=(node,),
-        )
+        cid,
+        kind="node-disk",
+        root=f"node/{node}",
+        root_alert="NodeFilesystemAlmostOutOfSpace",
+        summary=f"the disk of {node} fills up",
+        components=(),
+        nodes=(node,),
     )
 
 
 def _service_incident(b: _Builder, cluster: str, service: str, pods: int, at_m: float, end_m: float) -> None:
     """One service fails on its own (a third-party API it calls, say): error and latency alerts."""
-    cid = _cause_id(f"{service}-errors", cluster)
-    rng = b.rng(cid)
-    window = (at_m * _MIN + rng.uniform(0, 20_000), end_m * _MIN + rng.uniform(0, 20_000))
+    cid, rng = b.begin(f"{service}-errors", cluster)
+    window = (_around(rng, at_m), _around(rng, end_m))
     _service_errors(b, cid, cluster, service, pods, window, rng, ("error", "warning"), None)
     b.cause(
-        Cause(
-            id=cid,
-            kind="service-errors",
-            cluster=cluster,
-            root=f"service/{service}",
-            root_alert="HighErrorRate",
-            summary=f"{service} fails on {pods} pods",
-            components=(service,),
-        )
+        cid,
+        kind="service-errors",
+        root=f"service/{service}",
+        root_alert="HighErrorRate",
+        summary=f"{service} fails on {pods} pods",
     )
 
 
 def _search_cluster(b: _Builder, cluster: str, at_m: float, end_m: float) -> None:
     """The logging Elasticsearch goes red: cluster, shard and data-node alerts of one component."""
-    cid = _cause_id("logging-es-red", cluster)
-    rng = b.rng(cid)
-    start = at_m * _MIN + rng.uniform(0, 20_000)
-    end = end_m * _MIN + rng.uniform(0, 20_000)
+    cid, rng = b.begin("logging-es-red", cluster)
+    start, end = _around(rng, at_m), _around(rng, end_m)
     base = {
         "cluster": cluster,
         "job": "elasticsearch-exporter",
@@ -1011,22 +971,17 @@ def _search_cluster(b: _Builder, cluster: str, at_m: float, end_m: float) -> Non
             f"elasticsearch_{alertname.lower()} > 0",
         )
     b.cause(
-        Cause(
-            id=cid,
-            kind="datastore-degraded",
-            cluster=cluster,
-            root="database/logging-es",
-            root_alert="ElasticsearchClusterRed",
-            summary="the logging Elasticsearch cluster goes red",
-            components=("logging-es",),
-        )
+        cid,
+        kind="datastore-degraded",
+        root="database/logging-es",
+        root_alert="ElasticsearchClusterRed",
+        summary="the logging Elasticsearch cluster goes red",
     )
 
 
 def _memory_leak(b: _Builder, cluster: str, service: str, pods: int, at_m: float, end_m: float) -> None:
     """A leak: pods of one service are OOM-killed one after another."""
-    cid = _cause_id(f"{service}-oom", cluster)
-    rng = b.rng(cid)
+    cid, rng = b.begin(f"{service}-oom", cluster)
     namespace = _namespace(service)
     span = (end_m - at_m) * _MIN
     for i in range(pods):
@@ -1050,24 +1005,19 @@ def _memory_leak(b: _Builder, cluster: str, service: str, pods: int, at_m: float
             'kube_pod_container_status_last_terminated_reason{reason="OOMKilled"} == 1',
         )
     b.cause(
-        Cause(
-            id=cid,
-            kind="memory-leak",
-            cluster=cluster,
-            root=f"service/{service}",
-            root_alert="ContainerOOMKilled",
-            summary=f"{service} leaks memory: {pods} pods OOM-killed in turn",
-            components=(service,),
-        )
+        cid,
+        kind="memory-leak",
+        root=f"service/{service}",
+        root_alert="ContainerOOMKilled",
+        summary=f"{service} leaks memory: {pods} pods OOM-killed in turn",
     )
 
 
 def _job_failures(b: _Builder, cluster: str, service: str, runs: int, at_m: float, every_m: float) -> None:
     """A cron job fails every run: one KubeJobFailed per run (each its own ``job_name``)."""
-    cid = _cause_id(f"{service}-jobs", cluster)
-    rng = b.rng(cid)
+    cid, rng = b.begin(f"{service}-jobs", cluster)
     for i in range(runs):
-        start = (at_m + i * every_m) * _MIN + rng.uniform(0, 20_000)
+        start = _around(rng, at_m + i * every_m)
         job_name = f"{service}-nightly-{29_000_000 + i * 5}"
         b.add(
             cid,
@@ -1086,24 +1036,18 @@ def _job_failures(b: _Builder, cluster: str, service: str, runs: int, at_m: floa
             f'kube_job_failed{{job_name="{job_name}"}} > 0',
         )
     b.cause(
-        Cause(
-            id=cid,
-            kind="job-failures",
-            cluster=cluster,
-            root=f"service/{service}",
-            root_alert="KubeJobFailed",
-            summary=f"the {service} cron job fails {runs} runs in a row",
-            components=(service,),
-        )
+        cid,
+        kind="job-failures",
+        root=f"service/{service}",
+        root_alert="KubeJobFailed",
+        summary=f"the {service} cron job fails {runs} runs in a row",
     )
 
 
 def _control_plane(b: _Builder, cluster: str, at_m: float, end_m: float) -> None:
     """etcd's disks are slow; the API server it serves burns its error budget."""
-    cid = _cause_id("etcd-slow", cluster)
-    rng = b.rng(cid)
-    start = at_m * _MIN + rng.uniform(0, 20_000)
-    end = end_m * _MIN + rng.uniform(0, 20_000)
+    cid, rng = b.begin("etcd-slow", cluster)
+    start, end = _around(rng, at_m), _around(rng, end_m)
     for member in range(2):
         b.add(
             cid,
@@ -1140,17 +1084,14 @@ def _control_plane(b: _Builder, cluster: str, at_m: float, end_m: float) -> None
         "apiserver_request:burnrate1h > (14.40 * 0.01)",
     )
     b.cause(
-        Cause(
-            id=cid,
-            kind="control-plane",
-            cluster=cluster,
-            root="control-plane/etcd",
-            root_alert="etcdHighFsyncDurations",
-            summary="etcd fsyncs are slow; the API server fails requests",
-            components=("etcd", "kube-apiserver"),
-            dependents=("kube-apiserver",),
-            edges=(("kube-apiserver", "etcd"),),
-        )
+        cid,
+        kind="control-plane",
+        root="control-plane/etcd",
+        root_alert="etcdHighFsyncDurations",
+        summary="etcd fsyncs are slow; the API server fails requests",
+        components=("etcd", "kube-apiserver"),
+        dependents=("kube-apiserver",),
+        edges=(("kube-apiserver", "etcd"),),
     )
 
 

@@ -43,6 +43,7 @@ class CorrelatorStage:
         self._reported: dict[int, Counter[str]] = {}
         self.restore_seconds = 0.0  # the last assignment's restore
         self._waiting: dict[int, tuple[float, tuple[tuple[int, int], ...]]] = {}  # since, marks
+        self._given_up: dict[int, tuple[tuple[int, int], ...]] = {}  # the marks when it gave up
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = sorted(tp.partition for tp in partitions if tp.topic == self.topics.correlator_input)
@@ -74,6 +75,8 @@ class CorrelatorStage:
             if tp.topic == self.topics.correlator_input:
                 self.engines.pop(tp.partition, None)
                 self._reported.pop(tp.partition, None)
+                self._waiting.pop(tp.partition, None)
+                self._given_up.pop(tp.partition, None)
                 if self.metrics is not None:
                     self.metrics.open_incidents.labels(partition=str(tp.partition)).set(0)
                     self.metrics.record_oldest_open(tp.partition, None)
@@ -105,27 +108,36 @@ class CorrelatorStage:
     def _give_up_waiting(self, partition: int, engine: PartitionEngine, outputs: list[Output]) -> None:
         """A linker that has not moved its marks for ``link.max_wait`` (wall time) while event time
         waits for it is down or stuck: a skip record in this partition's own input lets time go
-        on without it (a record, so a replay makes the same decision at the same point)."""
+        on without it (a record, so a replay makes the same decision at the same point). Having
+        given up, it does not wait again until a mark moves: one stall of ``max_wait``, not one
+        per ``max_wait``, while the linker stays down."""
         links = engine.links
         if links is None or not links.waiting or links.wanted is None:
             self._waiting.pop(partition, None)
             return
         marks = tuple(sorted(links.marks.items()))
         now = time.monotonic()
+        given_up = self._given_up.get(partition)
+        if given_up is not None and given_up != marks:
+            del self._given_up[partition]  # the linker is back: wait for it again
+            given_up = None
         since = self._waiting.get(partition)
-        if since is None or since[1] != marks:
-            self._waiting[partition] = (now, marks)
-            return
-        if (now - since[0]) * 1000 < links.setup.max_wait_ms:
-            return
-        log.warning(
-            "partition %d: no linker mark for %.0fs; going on without the linker to %d "
-            "(its late decisions will apply when they come)",
-            partition,
-            now - since[0],
-            links.wanted,
-        )
-        outputs.append(Output(self.topics.correlator_input, encode_link_skip(links.wanted), None, partition))
+        if given_up is None:
+            if since is None or since[1] != marks:
+                self._waiting[partition] = (now, marks)
+                return
+            if (now - since[0]) * 1000 < links.setup.max_wait_ms:
+                return
+            log.warning(
+                "partition %d: no linker mark for %.0fs; going on without the linker "
+                "(its late decisions apply when they come) until its marks move again",
+                partition,
+                now - since[0],
+            )
+            self._given_up[partition] = marks
+        # Ahead of the wanted time, so the skip covers the next ticks too, not one tick each.
+        until = links.wanted + links.setup.max_wait_ms
+        outputs.append(Output(self.topics.correlator_input, encode_link_skip(until), None, partition))
         self._waiting[partition] = (now, marks)
 
     def _write(self, partition: int, out: EngineOutput, outputs: list[Output]) -> None:
@@ -150,6 +162,8 @@ class CorrelatorStage:
             outputs.append(Output(t.commands, value, key))
         for silence_id, silence in out.silences:
             outputs.append(Output(t.silences, silence, silence_id))
+        for key, value in out.cross:
+            outputs.append(Output(t.correlator_input, value, key))
         for link in out.links:
             outputs.append(Output(t.linker_input, link.value, link.key, link.partition))
         for key, state in out.state.items():
@@ -160,6 +174,9 @@ class CorrelatorStage:
                     self.metrics.mtta.labels(severity=obs.severity, rule=obs.rule).observe(obs.seconds)
                 elif obs.name == "mttr":
                     self.metrics.mttr.labels(severity=obs.severity, rule=obs.rule).observe(obs.seconds)
+                elif obs.name == "mtta_notified":
+                    labels = {"severity": obs.severity, "rule": obs.rule}
+                    self.metrics.mtta_notified.labels(**labels).observe(obs.seconds)
 
     def _report(self, partition: int, engine: PartitionEngine) -> None:
         if self.metrics is None:

@@ -27,6 +27,7 @@ __all__ = [
     "AM_ZERO_TIME",
     "PAGERDUTY_SUMMARY_LIMIT",
     "PayloadAlert",
+    "alert_order",
     "event_action",
     "fold_alerts",
     "incident_active",
@@ -93,6 +94,11 @@ def fold_alerts(known: Mapping[str, PayloadAlert], event: IncidentEvent) -> dict
     return alerts
 
 
+def alert_order(alert: PayloadAlert) -> tuple[bool, datetime, str]:
+    """The webhook payload's order: firing alerts first, then by start and fingerprint."""
+    return (alert.status is not AlertStatus.FIRING, alert.starts_at, alert.fingerprint)
+
+
 def _common(maps: Sequence[Mapping[str, str]]) -> dict[str, str]:
     """The pairs every map has (Alertmanager's ``commonLabels``/``commonAnnotations``)."""
     if not maps:
@@ -128,16 +134,16 @@ def webhook_payload(
     so ``max_alerts`` (0: all) cuts resolved ones before firing ones; ``truncatedAlerts`` counts
     what was cut, as in Alertmanager. ``groupKey`` is the correlator's group key.
     """
-    ordered = sorted(
-        alerts,
-        key=lambda a: (a.status is not AlertStatus.FIRING, a.starts_at, a.fingerprint),
-    )
+    ordered = sorted(alerts, key=alert_order)
     shown = ordered[:max_alerts] if max_alerts > 0 else ordered
     snapshot = event.snapshot
+    # The notifier keeps a bounded number of an incident's alerts (notify_outbox.STATE_ALERTS_MAX):
+    # what it did not keep is counted from the incident's own alert count.
+    known = max(len(ordered), snapshot.alert_count)
     return {
         "version": "4",
         "groupKey": snapshot.group_key,
-        "truncatedAlerts": len(ordered) - len(shown),
+        "truncatedAlerts": known - len(shown),
         "status": "firing" if incident_active(event) else "resolved",
         "receiver": receiver,
         "groupLabels": dict(snapshot.group_labels),

@@ -18,6 +18,9 @@ Per incident and receiver:
 - once acknowledged, only ``resolved`` (and the ``acknowledged`` event itself) notifies, unless
   the route says ``after_ack: all``; a reopen starts over;
 - ``repeat_interval`` re-sends while the incident is active and unacknowledged;
+- an incident linked into another (``snapshot.linked_into``, a member) is routed nowhere: people
+  hear of the primary, whose ``member_added`` is an update; a member's waiting message is
+  dropped, and only its end reaches a receiver that was told it opened;
 - a muted route (time intervals) holds its message and looks again a ``group_interval`` later
   (at least a minute), as Alertmanager's next flush would.
 
@@ -49,6 +52,7 @@ __all__ = [
     "Outcome",
     "ReceiverState",
     "classify",
+    "is_notification_outcome",
     "notification_id",
 ]
 
@@ -60,6 +64,27 @@ _ACTIVE = frozenset({IncidentState.OPEN, IncidentState.ACKNOWLEDGED, IncidentSta
 _AFTER_ACK = frozenset({NotifyOn.RESOLVED, NotifyOn.ACKNOWLEDGED})
 _STARTS = frozenset({NotifyOn.OPENED, NotifyOn.REOPENED})
 _STATE_VERSION = 1
+_LINK_EVENTS = frozenset(
+    {
+        IncidentEventType.LINKED,
+        IncidentEventType.MEMBER_ADDED,
+        IncidentEventType.UNLINKED,
+        IncidentEventType.ROOT_CAUSE_CHANGED,
+    }
+)
+
+
+_NOTIFY_ON_VALUES = frozenset(n.value for n in NotifyOn)
+_OUTCOME_EVENTS = frozenset({IncidentEventType.NOTIFIED, IncidentEventType.NOTIFY_FAILED})
+
+
+def is_notification_outcome(event: IncidentEvent) -> bool:
+    """An event the notifier itself caused: a notification's outcome (``notified``,
+    ``notify_failed``) or the refusal of one. Never a trigger: no notification about a
+    notification. The stage skips these before the policy sees them."""
+    if event.type in _OUTCOME_EVENTS:
+        return True
+    return event.type is IncidentEventType.REFUSED and event.details.get("action") == "notified"
 
 
 def notification_id(incident_id: str, seq: int, receiver: str, repeat: int = 0) -> str:
@@ -86,7 +111,13 @@ def classify(event: IncidentEvent, previous_severity: Severity | None) -> Notify
         return NotifyOn.SEVERITY_RAISED if new.rank < previous_severity.rank else NotifyOn.SEVERITY_LOWERED
     if kind in (IncidentEventType.CLOSED, IncidentEventType.MERGED) and event.from_state in _ACTIVE:
         return NotifyOn.RESOLVED
-    return NotifyOn(kind.value)
+    if kind in _LINK_EVENTS:
+        return NotifyOn.UPDATED  # the incident's make-up changed: a member joined or left, a root cause
+    if kind.value in _NOTIFY_ON_VALUES:
+        return NotifyOn(kind.value)
+    # An event type with no NotifyOn of its own (``muted``: what the incident's alerts muted by
+    # inhibition, and any type added later) changes no state a receiver is told of: ``updated``.
+    return NotifyOn.UPDATED
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,8 +323,8 @@ class NotifyPolicy:
         """Apply the incident's next event; deliveries to make now, and when to call on_due."""
         if event.incident_id != state.incident_id:
             raise ValueError(f"event of {event.incident_id} given to the state of {state.incident_id}")
-        if event.seq <= state.last_seq:
-            return Outcome(next_due_ms=state.next_due_ms)  # a redelivery: decided already
+        if event.seq <= state.last_seq or is_notification_outcome(event):
+            return Outcome(next_due_ms=state.next_due_ms)  # a redelivery, or the notifier's own echo
         at = ms_from_dt(event.at)
         snapshot = event.snapshot
         fresh = state.last_seq == 0
@@ -303,9 +334,16 @@ class NotifyPolicy:
         state.active = snapshot.state in _ACTIVE
         state.closed = snapshot.state is IncidentState.CLOSED
         state.acked = _acknowledged(state, event, fresh)
-        routed = {
-            n.receiver: n for n in route(self.config, route_labels(snapshot)) if self._deliverable(n.receiver)
-        }
+        member = snapshot.linked_into
+        routed = (
+            {}
+            if member is not None  # a member is told through its primary: routed nowhere itself
+            else {
+                n.receiver: n
+                for n in route(self.config, route_labels(snapshot))
+                if self._deliverable(n.receiver)
+            }
+        )
         for gone in [n for n in state.receivers if not self._deliverable(n)]:
             del state.receivers[gone]  # removed from the file since
         step = _Step()
@@ -317,6 +355,8 @@ class NotifyPolicy:
                 rs = state.receivers[name] = ReceiverState.of(node)
             elif node is not None:
                 rs.adopt(node)
+            if member is not None:
+                _quieten(name, rs, member, event.seq, step)
             self._apply(state, name, rs, node is not None, trigger, event.seq, at, step)
         return step.outcome(state)
 
@@ -430,6 +470,16 @@ class NotifyPolicy:
         rs.told = state.active
         repeats = rs.repeat_interval_ms > 0 and state.active and not state.acked
         rs.repeat_due_ms = at + max(rs.repeat_interval_ms, rs.group_interval_ms) if repeats else None
+
+
+def _quieten(name: str, rs: ReceiverState, primary: str, seq: int, step: _Step) -> None:
+    """A member (linked into ``primary``) sends nothing of its own: a waiting message is dropped
+    and repeats stop. Only its end still reaches a receiver that was told it opened (the end
+    follows the receiver); unlinked again, it routes as any incident."""
+    if rs.pending_seq is not None:
+        step.held.append(Held(name, rs.pending_seq, f"dropped: linked into {primary}", None))
+        rs.drop_pending()
+    rs.repeat_due_ms = None
 
 
 def _acknowledged(state: IncidentNotifyState, event: IncidentEvent, fresh: bool) -> bool:

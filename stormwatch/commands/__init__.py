@@ -7,6 +7,7 @@ __all__ = [
     "demo",
     "gateway",
     "incidents",
+    "notify",
     "operator",
     "pipeline",
     "schemas",

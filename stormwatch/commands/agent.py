@@ -20,6 +20,7 @@ from typing import Any
 from stormwatch import schemas as contracts
 from stormwatch.agents.core.approvals import COMMAND_ID_HELP, ApprovalDecision, Decision, is_command_id
 from stormwatch.agents.core.workflow import WorkflowConfig, WorkflowError, render_workflow_schema
+from stormwatch.commands.checking import check_files
 from stormwatch.commands.operator import operator_name
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
@@ -203,17 +204,12 @@ def _metrics(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def run_validate(args: argparse.Namespace, settings: Settings) -> int:
-    failed = 0
-    for path in args.files:
-        try:
-            config = _load_workflows(path)
-        except WorkflowError as exc:
-            failed += 1
-            print(str(exc), file=sys.stderr)
-            continue
-        names = ", ".join(w.name for w in config.workflows) or "none"
-        print(f"{path}: OK, {len(config.workflows)} workflow(s): {names}")
-    return 1 if failed else 0
+    return check_files(args.files, _load_workflows, WorkflowError, _workflows_summary)
+
+
+def _workflows_summary(path: str, config: WorkflowConfig) -> str:
+    names = ", ".join(w.name for w in config.workflows) or "none"
+    return f"{path}: OK, {len(config.workflows)} workflow(s): {names}"
 
 
 def run_schema(args: argparse.Namespace, settings: Settings) -> int:

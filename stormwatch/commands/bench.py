@@ -14,12 +14,18 @@ from stormwatch.config import Settings
 from stormwatch.errors import UserError
 
 WORKLOADS = ("storm-batched", "storm-single", "steady", "high-cardinality", "flapping")
+OFFLINE_WORKLOADS = ("linking",)  # pure core, no broker (bench/linking.py)
+NOTIFY_WORKLOADS = ("notify", "notify-outage")  # the notifier (bench/notify.py, bench/notify_outage.py)
 
 
 def register(sub: Any) -> None:
     text = "Run a benchmark workload against a real broker and print a table (or JSON)."
     p: argparse.ArgumentParser = sub.add_parser("bench", help=text, description=text)
-    p.add_argument("workload", choices=WORKLOADS, help="Named workload (see bench/README.md)")
+    p.add_argument(
+        "workload",
+        choices=WORKLOADS + OFFLINE_WORKLOADS + NOTIFY_WORKLOADS,
+        help="Named workload (see bench/README.md)",
+    )
     p.add_argument("--json", action="store_true", help="Print the full result as JSON instead of the table")
     p.add_argument(
         "--size",
@@ -46,6 +52,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--workdir", help="Directory for configs and worker logs (default: a temporary one)")
     p.add_argument("--output", metavar="FILE", help="Also write the JSON result to FILE")
+    p.add_argument(
+        "--topology",
+        help="linking: topology YAML (default: correlator.topology_file, else deploy/topology.yaml)",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="linking: storm-mix seeds 1..N (default 3)")
+    p.add_argument("--repeat", type=int, default=5, help="linking: runs of each measurement, median (5)")
+    p.add_argument("--incidents", type=int, help="notify: backlog incidents (3000); notify-outage: 20")
+    p.add_argument("--outage", type=float, default=300.0, help="notify-outage: seconds the receiver is down")
     p.set_defaults(handler=run_bench)
 
 
@@ -58,6 +72,10 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     rules = Path(args.rules) if args.rules else None
     if rules is not None and not rules.is_file():
         raise UserError(f"rules file {rules} not found")
+    if args.workload == "linking":
+        return run_linking_bench(args, settings, rules)
+    if args.workload in NOTIFY_WORKLOADS:
+        return run_notify_bench(args, settings)
     for name in ("size", "rate", "seconds", "partitions", "timeout"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
@@ -94,4 +112,79 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(encoded.decode() + "\n")
     else:
         print(render(result))
+    return 0
+
+
+def run_linking_bench(args: argparse.Namespace, settings: Settings, rules: Path | None) -> int:
+    """`stormwatch bench linking`: the linker's cost per group note, offline (bench/linking.py)."""
+    from stormwatch.bench.linking import render, run_linking
+    from stormwatch.loaders import load_rules, load_topology
+    from stormwatch.streams.core.rules import RulesError
+    from stormwatch.streams.core.topology import TopologyError
+
+    for name in ("seeds", "repeat", "partitions"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
+    topology = args.topology or settings.correlator.topology_file
+    if not topology:
+        shipped = Path(__file__).resolve().parents[2] / "deploy" / "topology.yaml"
+        if not shipped.is_file():
+            raise UserError("bench linking needs a topology: --topology FILE or correlator.topology_file")
+        topology = str(shipped)
+    try:
+        config = load_topology(topology)
+        rules_config = load_rules(str(rules) if rules is not None else None)
+    except (TopologyError, RulesError) as exc:
+        raise UserError(str(exc)) from None
+    result = run_linking(
+        rules_config,
+        config,
+        seeds=range(1, args.seeds + 1),
+        partitions=args.partitions,
+        repeat=args.repeat,
+        topology_name=args.topology or topology,
+    )
+    encoded = orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    if args.output:
+        Path(args.output).write_bytes(encoded + b"\n")
+    if args.json:
+        sys.stdout.write(encoded.decode() + "\n")
+    else:
+        print(render(result))
+    return 0
+
+
+def run_notify_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """`stormwatch bench notify|notify-outage`: the notifier against a loopback webhook receiver
+    (bench/notify.py, bench/notify_outage.py, with their default live phase); ``--partitions``
+    is the incident topic's."""
+    from stormwatch.bench import notify, notify_outage
+
+    say = None if args.json else (lambda line: print(f"... {line}", file=sys.stderr, flush=True))
+    bootstrap = settings.kafka.bootstrap_servers
+    workdir = Path(args.workdir) if args.workdir else None
+    if args.workload == "notify":
+        result = notify.run_notify_bench(
+            bootstrap,
+            incidents=args.incidents or 3000,
+            partitions=args.partitions,
+            workdir=workdir,
+            keep_topics=args.keep_topics,
+            log=say,
+        )
+        text = notify.render(result)
+    else:
+        result = notify_outage.run_outage(
+            bootstrap,
+            outage_s=args.outage,
+            incidents=args.incidents or 20,
+            partitions=args.partitions,
+            workdir=workdir,
+            log=say,
+        )
+        text = notify_outage.render(result)
+    encoded = orjson.dumps(result, option=orjson.OPT_INDENT_2)
+    if args.output:
+        Path(args.output).write_bytes(encoded + b"\n")
+    print(encoded.decode() if args.json else text)
     return 0

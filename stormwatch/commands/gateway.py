@@ -22,7 +22,9 @@ READY_WARNING_S = 5.0
 _DESCRIPTION = (
     "Serve the alert endpoints (Prometheus/Alertmanager API v2, Alertmanager webhook, PagerDuty "
     "Events v2, CloudEvents, native JSON) and write every accepted request to the raw topic. "
-    "Answers 2xx only once Kafka acknowledged the write, 503 with Retry-After while it cannot."
+    "Answers 2xx only once Kafka acknowledged the write, 503 with Retry-After while it cannot. "
+    "Also serves Alertmanager's read and silence API from a read model of the incident, state and "
+    "silences topics, so amtool, karma and Grafana can list alerts and manage silences."
 )
 
 
@@ -48,6 +50,13 @@ def register(sub: Any) -> None:
         help="Listen on a non-loopback address without a bearer token (gateway.insecure_no_auth): "
         "anyone who reaches it can post alerts. Without a token and without this flag, only "
         "127.0.0.1, ::1 or localhost are allowed",
+    )
+    p.add_argument(
+        "--no-read-api",
+        action="store_true",
+        help="Serve only the alert endpoints: no Alertmanager read API (GET /api/v2/alerts, "
+        "/api/v2/alerts/groups, /api/v2/silences, /api/v2/status; POST/DELETE silences), and no "
+        "read model following the incident, state and silences topics (docs/alertmanager-api.md)",
     )
     p.add_argument("--max-seconds", type=float, help="Stop after this many seconds (demos, tests)")
     p.set_defaults(handler=run_gateway)
@@ -89,10 +98,10 @@ def gateway_settings(args: argparse.Namespace, settings: Settings) -> Settings:
 
 def run_gateway(args: argparse.Namespace, settings: Settings) -> int:
     settings = gateway_settings(args, settings)
-    return asyncio.run(_serve(settings, args.max_seconds))
+    return asyncio.run(_serve(settings, args.max_seconds, read_api=not args.no_read_api))
 
 
-async def _serve(settings: Settings, max_seconds: float | None) -> int:
+async def _serve(settings: Settings, max_seconds: float | None, *, read_api: bool = True) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     life = Lifecycle("gateway", stop.set, settings.shutdown_timeout_ms / 1000)  # start/stop lines, bound
@@ -101,13 +110,15 @@ async def _serve(settings: Settings, max_seconds: float | None) -> int:
     if max_seconds is not None:
         loop.call_later(max_seconds, stop.set)
 
-    server = GatewayServer(settings)
+    server = GatewayServer(settings, read_api=read_api)
     await server.start()
     life.started(
         url=server.url, topic=settings.topics.raw, bootstrap_servers=settings.kafka.bootstrap_servers
     )
     try:
         paths = ", ".join(e.path for e in ENDPOINTS)
+        if read_api:
+            paths += "; Alertmanager API v2 (alerts, alerts/groups, silences, status) from the read model"
         if settings.gateway.bearer_token:
             auth = "bearer token required"
         elif settings.gateway.insecure_no_auth:

@@ -30,7 +30,7 @@ from stormwatch.output import (
     warn,
 )
 from stormwatch.schemas.common import SCHEMA_VERSION
-from stormwatch.schemas.incident import Incident, IncidentEvent, IncidentState
+from stormwatch.schemas.incident import Incident, IncidentEvent, IncidentEventType, IncidentState
 from stormwatch.schemas.incident_id import HELP, IncidentId, InvalidIncidentId
 from stormwatch.streams.core.projection import IncidentProjection, IntegrityIssue, to_summary
 
@@ -174,7 +174,7 @@ def render_incident_table(incidents: list[Incident], now: datetime, *, max_width
             i.incident_id,
             i.state.value if i.merged_into is None else f"{i.state.value} (merged)",
             i.severity.value,
-            f"{i.firing_count}/{i.alert_count}",
+            f"{i.firing_count}/{i.alert_count}" + (f" (+{i.muted} muted)" if i.muted else ""),
             human_time(i.opened_at, now),
             i.assignee,
             *((_root_cell(i),) if linking else ()),
@@ -246,6 +246,10 @@ def render_timeline(
         header.append(
             f"  members ({len(incident.members)}): {shown}" + (f" +{more} more" if more > 0 else "")
         )
+    if incident.muted:
+        header.append(
+            f"  muted {incident.muted} alert(s) of other groups by inhibition (see its muted events)"
+        )
     if incident.root_cause is not None:
         root = incident.root_cause
         header.append(
@@ -283,11 +287,19 @@ def _alert_summary(event: IncidentEvent) -> str:
     return ", ".join(f"{kind} {n}" for kind, n in counts.items()) or "-"
 
 
+# A notification's outcome (issue #13) shows what a reader of the timeline needs, not its ids.
+_NOTIFY_SHOWN = ("receiver", "integration", "attempt", "latency_ms", "delivery_latency_ms")
+_NOTIFY_EVENTS = (IncidentEventType.NOTIFIED, IncidentEventType.NOTIFY_FAILED)
+
+
 def _cause(event: IncidentEvent) -> str:
     """The event's cause, plus its scalar details (note, merged_into, command_id ...) as key=value."""
+    details = event.details
+    if event.type in _NOTIFY_EVENTS:
+        details = {k: details[k] for k in _NOTIFY_SHOWN if k in details}  # the cause has the reason
     extras = [
         f"{k}={v}"
-        for k, v in event.details.items()
+        for k, v in details.items()
         if isinstance(v, str | int | float | bool) and v not in ("", None)
     ]
     text = event.cause if not event.rule else f"{event.cause} (rule {event.rule})"

@@ -1,4 +1,4 @@
-"""Operator commands: ack, resolve, assign, annotate, severity, merge.
+"""Operator commands: ack, resolve, assign, annotate, severity, merge, split, join.
 
 Each publishes one ``OperatorCommand`` to the commands topic and waits for the broker's ack;
 the correlator applies it and records the outcome (or a refusal) in the audit log. The command
@@ -60,7 +60,8 @@ def outcome_in_audit_event(value: bytes, command_id: str) -> Outcome | None:
         event = IncidentEvent.from_bytes(value)
     except ValidationError:
         return None
-    if event.details.get("command_id") != command_id:
+    # A split or join is answered by the linker's commands, which name it as their request.
+    if command_id not in (event.details.get("command_id"), event.details.get("request")):
         return None
     if event.type is IncidentEventType.REFUSED:
         return Outcome(True, str(event.details.get("reason") or event.cause or "refused"))
@@ -232,6 +233,22 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.set_defaults(handler=run_operator, action=OperatorAction.MERGE)
 
+    p = incident_parser(
+        "split", "take an incident out of the linked incident it is a member of (never linked back by itself)"
+    )
+    _common(p)
+    p.set_defaults(handler=run_operator, action=OperatorAction.SPLIT)
+
+    p = incident_parser("join", "link an incident (with its members) into another one's linked incident")
+    p.add_argument(
+        "--into",
+        required=True,
+        metavar="OTHER",
+        help="an incident of the linked incident to join (same scope)",
+    )
+    _common(p)
+    p.set_defaults(handler=run_operator, action=OperatorAction.JOIN)
+
 
 def build_command(args: argparse.Namespace, *, now: datetime | None = None) -> OperatorCommand:
     """The OperatorCommand the parsed arguments ask for (validated, not yet sent)."""
@@ -250,11 +267,13 @@ def build_command(args: argparse.Namespace, *, now: datetime | None = None) -> O
             raise UserError("NOTE must not be empty")
     elif action is OperatorAction.SET_SEVERITY:
         fields["severity"] = Severity(args.level)
-    elif action is OperatorAction.MERGE:
+    elif action in (OperatorAction.MERGE, OperatorAction.JOIN):
         target = validate_incident_id(args.into)
         if target == incident_id:
-            raise UserError(f"cannot merge {incident_id} into itself; --into must name another incident")
-        fields["merge_into"] = target
+            raise UserError(
+                f"cannot {action.value} {incident_id} into itself; --into must name another incident"
+            )
+        fields["merge_into" if action is OperatorAction.MERGE else "link_into"] = target
     return OperatorCommand(
         command_id=command_id(args.command_id),
         action=action,

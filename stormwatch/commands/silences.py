@@ -20,7 +20,9 @@ from stormwatch.config import Settings
 from stormwatch.errors import UserError
 from stormwatch.kafka.client import read_topic
 from stormwatch.output import ProgressLine, dump_json, human_time, render_table, terminal_width, warn
+from stormwatch.readmodel.model import silence_state as state_at_ms
 from stormwatch.schemas.commands import OperatorAction, OperatorCommand
+from stormwatch.schemas.common import ms_from_dt
 from stormwatch.schemas.durations import DURATION_HELP, parse_duration
 from stormwatch.schemas.matchers import Matcher
 from stormwatch.schemas.silence import Silence
@@ -61,13 +63,10 @@ def parse_matchers(texts: list[str]) -> list[Matcher]:
 def silence_state(silence: Silence, now: datetime) -> str:
     """active, pending (starts later) or expired (ended, or expired early by an operator).
 
-    Whether it is active is the Silence's own answer, the one the correlator mutes alerts by.
+    Whether it is active is the Silence's own answer, the one the correlator mutes alerts by;
+    the read model (and so the Alertmanager API) answers with the same function.
     """
-    if silence.is_active(now):
-        return "active"
-    if now < silence.starts_at and silence.is_active(silence.starts_at):
-        return "pending"  # not started yet, and still going to (not expired early)
-    return "expired"
+    return state_at_ms(silence, ms_from_dt(now))
 
 
 def register(subparsers: Any) -> None:
@@ -138,36 +137,95 @@ def build_silence(args: argparse.Namespace, now: datetime) -> Silence:
         ends = starts + timedelta(milliseconds=ms)
     else:
         ends = parse_time(args.until, "--until")
+    check_silence_times(starts, ends, now)
+    comment = args.comment.strip()
+    if not comment:
+        raise UserError("--comment must say why the alerts are silenced")
+    return new_silence(
+        silence_id=_silence_id(args.silence_id),
+        matchers=matchers,
+        starts=starts,
+        ends=ends,
+        created_by=operator_name(args.by),
+        comment=comment,
+        now=now,
+    )
+
+
+def check_silence_times(starts: datetime, ends: datetime, now: datetime) -> None:
+    """A silence must end after it starts, and after ``now``."""
     if ends <= starts:
         raise UserError(f"the silence would end ({ends.isoformat()}) before it starts ({starts.isoformat()})")
     if ends <= now:
         raise UserError(
             f"the silence would already be over (it ends {ends.isoformat()}, now is {now.isoformat()})"
         )
-    comment = args.comment.strip()
-    if not comment:
-        raise UserError("--comment must say why the alerts are silenced")
+
+
+def new_silence(
+    *,
+    silence_id: str,
+    matchers: list[Matcher],
+    starts: datetime,
+    ends: datetime,
+    created_by: str,
+    comment: str,
+    now: datetime,
+) -> Silence:
+    """A Silence checked as `silence add` and the gateway's POST /api/v2/silences both check it:
+    matchers that do not match every alert, an end after the start and after ``now``."""
+    if all(m.matches({}) for m in matchers):
+        raise UserError(
+            "these matchers match every alert (each one also matches a missing label); "
+            'add one that needs a label value, e.g. alertname="HighLatency"'
+        )
+    check_silence_times(starts, ends, now)
     return Silence(
-        silence_id=_silence_id(args.silence_id),
+        silence_id=silence_id,
         matchers=matchers,
         starts_at=starts,
         ends_at=ends,
-        created_by=operator_name(args.by),
+        created_by=created_by,
         comment=comment,
     )
 
 
-def run_add(args: argparse.Namespace, settings: Settings) -> int:
-    now = datetime.now(UTC)
-    silence = build_silence(args, now)
+def publish_silence_add(
+    settings: Settings, silence: Silence, *, now: datetime, command_id_: str | None = None
+) -> OperatorCommand:
+    """Send the SILENCE_ADD command the correlator applies (and writes to the silences topic);
+    the one path `silence add` and the gateway's POST /api/v2/silences take."""
     command = OperatorCommand(
-        command_id=command_id(args.command_id),
+        command_id=command_id(command_id_),
         action=OperatorAction.SILENCE_ADD,
         by=silence.created_by,
         at=now,
         silence=silence,
     )
     publish_command(settings, command, silence.silence_id)
+    return command
+
+
+def publish_silence_expire(
+    settings: Settings, silence_id: str, *, by: str, now: datetime, command_id_: str | None = None
+) -> OperatorCommand:
+    """Send the SILENCE_EXPIRE command; the one path `silence expire` and the gateway's
+    DELETE /api/v2/silence/{id} take."""
+    command = OperatorCommand(
+        command_id=command_id(command_id_),
+        action=OperatorAction.SILENCE_EXPIRE,
+        by=by,
+        at=now,
+        silence_id=silence_id,
+    )
+    publish_command(settings, command, silence_id)
+    return command
+
+
+def run_add(args: argparse.Namespace, settings: Settings) -> int:
+    now = datetime.now(UTC)
+    silence = build_silence(args, now)
+    publish_silence_add(settings, silence, now=now, command_id_=args.command_id)
     print(silence.silence_id)
     return 0
 
@@ -176,14 +234,9 @@ def run_expire(args: argparse.Namespace, settings: Settings) -> int:
     silence_id = args.silence_id.strip()
     if not silence_id:
         raise UserError("SILENCE_ID must not be empty; find it with `stormwatch silence list`")
-    command = OperatorCommand(
-        command_id=command_id(args.command_id),
-        action=OperatorAction.SILENCE_EXPIRE,
-        by=operator_name(args.by),
-        at=datetime.now(UTC),
-        silence_id=silence_id,
+    command = publish_silence_expire(
+        settings, silence_id, by=operator_name(args.by), now=datetime.now(UTC), command_id_=args.command_id
     )
-    publish_command(settings, command, silence_id)
     print(command.command_id)
     return 0
 

@@ -28,6 +28,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stormwatch.commands.args import positive_int
+from stormwatch.commands.checking import check_files
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
 from stormwatch.kafka.client import make_producer, read_topic, require_topic
@@ -177,16 +178,7 @@ def _load_file(path: str) -> TopologyConfig:
 
 
 def run_check(args: argparse.Namespace, settings: Settings) -> int:
-    failed = 0
-    for path in args.files:
-        try:
-            config = load_topology(path)
-        except TopologyError as exc:
-            failed += 1
-            print(str(exc), file=sys.stderr)
-            continue
-        print(render_summary(path, config))
-    return 1 if failed else 0
+    return check_files(args.files, load_topology, TopologyError, render_summary)
 
 
 def render_summary(path: str, config: TopologyConfig) -> str:

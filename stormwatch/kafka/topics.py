@@ -131,6 +131,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         "linker_state": (t.partitions, compact()),
         # Every reader needs the whole topology, in one order: one partition, like silences.
         "topology": (1, compact()),
+        # The notifier (docs/notifications.md): its state is restored per incidents partition.
+        "notifications": (t.partitions, delete(COMMAND_RETENTION_MS)),
+        "notifications_dlq": (t.partitions, delete(t.dlq_retention_ms)),
+        "notify_state": (t.partitions, compact()),
     }
     topics = t.names()
     if set(policy) != set(topics):

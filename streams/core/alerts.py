@@ -6,14 +6,14 @@ nothing for a re-send and leaves incident decisions to streams.core.incidents.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from stormwatch.schemas.incident import AlertChangeKind
 from stormwatch.streams.core import wire
 from stormwatch.streams.core.flapping import FlapDetector
 from stormwatch.streams.core.groups import AlertState, GroupState, round_up
 from stormwatch.streams.core.incidents import Incidents
-from stormwatch.streams.core.muting import Mute, Suppression
+from stormwatch.streams.core.muting import Mute, Suppression, SuppressionKind
 from stormwatch.streams.core.rules import CorrelationRule
 from stormwatch.streams.core.state import PartitionState
 from stormwatch.streams.core.timers import EXPIRE, SETTLE
@@ -37,6 +37,8 @@ class AlertIntake:
         self._mutes = tuple(mutes)
         self._flap = flap
         self._resolution = resolution_ms
+        # Told of each inhibited notification (labels, t, whether its alert is newly muted).
+        self.on_inhibited: Callable[[dict[str, str], int, bool], None] | None = None
 
     def apply(self, group: GroupState, note: wire.AlertNote, t: int) -> bool:
         """Apply one notification; True when the group's next timer may have moved earlier.
@@ -52,6 +54,9 @@ class AlertIntake:
         for mute in self._mutes:
             suppression = mute.muted(note.labels, t)
             if suppression is not None:
+                if suppression.kind is SuppressionKind.INHIBIT and self.on_inhibited is not None:
+                    newly = note.firing and (alert is None or alert.suppressed != suppression)
+                    self.on_inhibited(note.labels, t, newly)
                 break
         seen = round_up(t, self._resolution)
         ends = round_up(note.ends_ms, self._resolution) if note.firing and note.ends_ms is not None else None

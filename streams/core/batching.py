@@ -61,7 +61,7 @@ class AlertBatcher:
         broadcasts: list[bytes] = []
         for rule in self._inhibit_rules:
             if all(m.matches(labels) for m in rule.source_match):
-                broadcasts.append(wire.encode_inhibitor(rule.name, note))
+                broadcasts.append(wire.encode_inhibitor(rule.name, note, route.gkhash))
         return broadcasts
 
     def drain(self) -> Iterator[tuple[str, bytes]]:

@@ -16,9 +16,11 @@ from stormwatch.streams.core import wire
 from stormwatch.streams.core.groups import AlertState, GroupState
 from stormwatch.streams.core.inhibition import Inhibitions, Inhibitor
 from stormwatch.streams.core.linkgate import LinkGate
+from stormwatch.streams.core.mutetally import MuteTally
 from stormwatch.streams.core.reorder import ReorderBuffer, Watermarks
 from stormwatch.streams.core.silencing import Silences
 from stormwatch.streams.core.state import PartitionState
+from stormwatch.streams.core.timed import TimedCommands
 
 __all__ = ["PARTITION_KEY", "changed_records", "encode_meta", "restore_groups", "restore_meta"]
 
@@ -50,10 +52,17 @@ def encode_meta(
     silences: Silences,
     inhibitions: Inhibitions,
     links: LinkGate | None = None,
+    timed: TimedCommands | None = None,
+    muted: MuteTally | None = None,
 ) -> bytes:
-    """The partition record (``link`` only with a topology: the record is unchanged without)."""
+    """The partition record (``link`` only with a topology, ``timed`` only while a command
+    waits: the record is as before without them)."""
     bound = None if buffer.bound is None else [_plain(b) for b in buffer.bound]
-    extra = {"link": links.to_obj()} if links is not None else {}
+    extra: dict[str, Any] = {"link": links.to_obj()} if links is not None else {}
+    if timed is not None and len(timed):
+        extra["timed"] = timed.to_obj()
+    if muted is not None and len(muted):
+        extra["muted"] = muted.to_obj()
     return orjson.dumps(
         {
             **extra,
@@ -64,7 +73,10 @@ def encode_meta(
             "processed": processed,
             "silences": {k: s.model_dump(mode="json") for k, s in silences.by_id.items()},
             "inh": {
-                rule: {fp: [i.labels, i.firing, i.expiry_ms] for fp, i in sources.items()}
+                rule: {
+                    fp: [i.labels, i.firing, i.expiry_ms, *([i.gkhash] if i.gkhash else [])]
+                    for fp, i in sources.items()
+                }
                 for rule, sources in inhibitions.sources.items()
             },
         }
@@ -79,11 +91,17 @@ def restore_meta(
     silences: Silences,
     inhibitions: Inhibitions,
     links: LinkGate | None = None,
+    timed: TimedCommands | None = None,
+    muted: MuteTally | None = None,
 ) -> int:
     """Load the partition record into the given parts; returns the processed offset it holds."""
     obj = orjson.loads(data)
     if links is not None:
         links.restore(obj.get("link", {}))
+    if timed is not None:
+        timed.restore(TimedCommands.rows_in(obj))
+    if muted is not None:
+        muted.restore(MuteTally.rows_in(obj))
     watermarks.marks = {str(k): int(v) for k, v in obj["wm"].items()}
     watermarks.expected_sources = int(obj.get("n", 1))
     buffer.clock = obj["clock"]
@@ -92,8 +110,7 @@ def restore_meta(
         buffer.bound = (*raw_bound[:4], raw_bound[4].encode(), raw_bound[5])
     silences.replace_all({k: Silence.model_validate(v) for k, v in obj["silences"].items()})
     inhibitions.sources = {
-        rule: {fp: Inhibitor(v[0], v[1], v[2]) for fp, v in sources.items()}
-        for rule, sources in obj["inh"].items()
+        rule: {fp: Inhibitor(*v) for fp, v in sources.items()} for rule, sources in obj["inh"].items()
     }
     processed: int = obj["processed"]
     return processed

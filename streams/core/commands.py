@@ -19,7 +19,7 @@ from stormwatch.streams.core.groups import GroupState, IncidentRuntime
 from stormwatch.streams.core.ids import gkhash_of_incident
 from stormwatch.streams.core.incidents import Incidents
 from stormwatch.streams.core.lifecycle import Action, transition
-from stormwatch.streams.core.links import LINK_ACTIONS, apply_link_command, link_actor
+from stormwatch.streams.core.links import LINK_ACTIONS, LINKER, apply_link_command, link_actor
 from stormwatch.streams.core.silencing import Silences
 from stormwatch.streams.core.state import PartitionState
 
@@ -41,7 +41,28 @@ class IncidentCommand:
 # Handled whatever the incident's state: the lifecycle table refuses what a closed incident
 # cannot do, and a closed incident can still be annotated. Anything else needs it not closed.
 _ANY_STATE = frozenset(
-    {OperatorAction.ACKNOWLEDGE, OperatorAction.RESOLVE, OperatorAction.MERGE, OperatorAction.ANNOTATE}
+    {
+        OperatorAction.ACKNOWLEDGE,
+        OperatorAction.RESOLVE,
+        OperatorAction.MERGE,
+        OperatorAction.ANNOTATE,
+        OperatorAction.NOTIFIED,  # a resolved notification can land after the incident closed
+    }
+)
+
+# What a NOTIFIED command's details may carry onto its audit event (the notifier's fields).
+_NOTIFY_FIELDS = (
+    "receiver",
+    "integration",
+    "notification_id",
+    "attempt",
+    "outcome",
+    "latency_ms",
+    "delivery_latency_ms",
+    "trigger",
+    "seq",
+    "reason",
+    "first",
 )
 
 
@@ -55,6 +76,8 @@ class Commands:
         self._emitter = emitter
         self._incidents = incidents
         self._silences = silences
+        # Hands an operator's split/join to the linker; a string is why it cannot (linking only).
+        self.forward: Callable[[IncidentCommand], str | None] | None = None
 
     def on_command(self, payload: Any, raw: bytes, offset: int, clock: int | None) -> GroupState | None:
         """Apply one operator command; returns the group whose timers may have changed."""
@@ -70,6 +93,11 @@ class Commands:
             partition_wide(self, cmd, raw, offset, clock)
             return None
         group, inc = self._incident_for(cmd.incident_id or "")
+        if (group is None or inc is None) and cmd.action is OperatorAction.NOTIFIED:
+            # A notification about an incident closed and collected since: its outcome stays in
+            # the notification log; there is no audit log left to write it on.
+            self._state.stats["notified_unknown_incident"] += 1
+            return None
         if group is None or inc is None:
             self._dead_letter(
                 DeadLetterReason.UNKNOWN_INCIDENT,
@@ -89,6 +117,8 @@ class Commands:
             actor = CORRELATOR
         elif cmd.action in LINK_ACTIONS:
             actor = link_actor(cmd)
+        elif cmd.action is OperatorAction.NOTIFIED:
+            actor = cmd.by  # "notifier"
         else:
             actor = f"operator:{cmd.by}"
         details: dict[str, Any] = {"command_id": cmd.command_id}
@@ -165,6 +195,31 @@ class Commands:
             if self._state.partition == 0:
                 self._state.out.silences.append((silence.silence_id, silence.to_bytes()))
 
+    def _muted(self, cmd: OperatorCommand, raw: bytes, offset: int, clock: int | None) -> None:
+        """What another partition's inhibition muted for a group of this one (streams.core.mutetally):
+        a ``muted`` event on the group's incident, in any state (a closed NodeDown incident's log
+        still says what it muted), its count added to the incident's."""
+        del raw, offset
+        details = dict(cmd.details)
+        group = self._state.groups.get(str(details.pop("gkhash", "")))
+        inc = group.incident if group is not None else None
+        if group is None or inc is None:
+            self._state.stats["muted_unrecorded"] += 1  # the source's group never opened an incident
+            return
+        if cmd.command_id in inc.seen_commands:
+            return
+        inc.remember_command(cmd.command_id)
+        inc.muted += int(details.get("alerts", 0))
+        self._state.touch_group(group)
+        t = clock if clock is not None else ms_from_dt(cmd.at)
+        cause = (
+            f"muted {details.get('alerts', 0)} alert(s), {details.get('notifications', 0)} notification(s) "
+            f"by inhibit rule {details.get('rule')}"
+        )
+        self._emitter.emit(
+            group, IncidentEventType.MUTED, t=t, actor=CORRELATOR, cause=cause, details=details
+        )
+
     # ------------------------------------------------------------------ incident commands
 
     def _acknowledge(self, c: IncidentCommand) -> None:
@@ -225,6 +280,29 @@ class Commands:
             return
         self._record(c, IncidentEventType.ANNOTATED, f"note by {c.cmd.by}")
 
+    def _notified(self, c: IncidentCommand) -> None:
+        """A notification's outcome (the notifier, issue #13): ``notified`` when a receiver accepted
+        it, ``notify_failed`` when it was given up. The state is left as it is; the first delivery
+        of an incident is its ``mtta_notified``: from opened to the moment a person was told."""
+        sent = c.cmd.details
+        receiver = sent.get("receiver")
+        if not isinstance(receiver, str) or not receiver:
+            self._refuse(c, "notified needs details.receiver")
+            return
+        c.details.update({k: sent[k] for k in _NOTIFY_FIELDS if k in sent})
+        integration = sent.get("integration") or "?"
+        if sent.get("outcome", "delivered") != "delivered":
+            self._state.stats["notifications_failed"] += 1
+            reason = sent.get("reason") or "given up"
+            cause = f"notification to {receiver} ({integration}) given up: {reason}"
+            self._record(c, IncidentEventType.NOTIFY_FAILED, cause)
+            return
+        self._state.stats["notifications_delivered"] += 1
+        if sent.get("first") is True:
+            self._emitter.observe("mtta_notified", ms_from_dt(c.cmd.at) - c.inc.opened_ms, c.group)
+        cause = f"notified {receiver} ({integration}), attempt {sent.get('attempt', 1)}"
+        self._record(c, IncidentEventType.NOTIFIED, cause)
+
     def _set_severity(self, c: IncidentCommand) -> None:
         if c.cmd.severity is None:
             self._refuse(c, "set_severity needs a severity")
@@ -249,6 +327,28 @@ class Commands:
         c.details.update(outcome.details)
         self._record(c, outcome.etype, outcome.cause)
 
+    def _request(self, c: IncidentCommand) -> None:
+        """An operator's split or join goes to the linker (it alone knows the linked incidents);
+        the linker's refusal comes back as the same action by ``linker``, recorded here."""
+        if c.cmd.by == LINKER:
+            self._refuse(c, c.cmd.reason or "refused by the linker")
+            return
+        if self.forward is None:
+            self._refuse(
+                c,
+                "linking is off: this correlator has no topology (set correlator.topology_file and run "
+                "`stormwatch link`)",
+            )
+            return
+        if c.cmd.action is OperatorAction.JOIN:
+            target = c.cmd.link_into or ""
+            if gkhash_of_incident(target) is None or target == c.inc.incident_id:
+                self._refuse(c, f"join needs --into naming another incident, not {target!r}")
+                return
+        problem = self.forward(c)
+        if problem is not None:
+            self._refuse(c, problem)
+
     def _not_applicable(self, c: IncidentCommand) -> None:
         self._refuse(c, f"{c.cmd.action.value} does not apply to an incident")
 
@@ -268,6 +368,8 @@ class Commands:
     def _refuse(self, c: IncidentCommand, reason: str) -> None:
         self._state.stats["commands_refused"] += 1
         details = {"command_id": c.cmd.command_id, "action": c.cmd.action.value, "reason": reason}
+        if c.cmd.details.get("request"):
+            details["request"] = c.cmd.details["request"]
         self._emitter.emit(
             c.group, IncidentEventType.REFUSED, t=c.t, actor=c.actor, cause=reason, details=details
         )
@@ -310,6 +412,7 @@ _PARTITION_HANDLERS: dict[
 ] = {
     OperatorAction.SILENCE_ADD: Commands._silence_add,
     OperatorAction.SILENCE_EXPIRE: Commands._silence_expire,
+    OperatorAction.MUTED: Commands._muted,
 }
 """Commands about the whole partition (every partition applies them), not one incident."""
 
@@ -322,5 +425,8 @@ _INCIDENT_HANDLERS: dict[OperatorAction, Callable[[Commands, IncidentCommand], N
     OperatorAction.SET_SEVERITY: Commands._set_severity,
     OperatorAction.ABSORB: Commands._absorb,
     **dict.fromkeys(LINK_ACTIONS, Commands._linking),
+    OperatorAction.SPLIT: Commands._request,
+    OperatorAction.JOIN: Commands._request,
+    OperatorAction.NOTIFIED: Commands._notified,
 }
 """One handler per incident action; an action missing here is refused as not applying."""

@@ -146,7 +146,8 @@ class Emitter:
         return changes
 
     def observe(self, name: str, elapsed_ms: int, group: GroupState) -> None:
-        """A measurement (MTTA, MTTR, open delay) labelled with the incident's severity and rule."""
+        """A measurement (``mtta``, ``mttr``, ``mtta_notified``: opened to the first notification
+        delivered) labelled with the incident's severity and rule."""
         self._state.out.observations.append(
             Observation(name, max(elapsed_ms, 0) / 1000.0, incident_severity(group), group.rule)
         )
@@ -217,6 +218,7 @@ def _snapshot(group: GroupState, inc: IncidentRuntime, severity: str) -> Inciden
         linked_into=inc.linked_into,
         members=list(inc.members),
         root_cause=None if inc.root_cause is None else RootCauseInfo.model_validate(inc.root_cause),
+        muted=inc.muted,
     )
 
 

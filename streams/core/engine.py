@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from stormwatch.schemas.commands import OperatorAction, OperatorCommand
+from stormwatch.schemas.common import utc_from_ms
 from stormwatch.schemas.dlq import DeadLetterReason
 from stormwatch.streams.core import codec, wire
 from stormwatch.streams.core.alerts import AlertIntake
@@ -40,13 +42,15 @@ from stormwatch.streams.core.groups import GroupState
 from stormwatch.streams.core.ids import event_id_for, gkhash_of_incident, incident_id_for
 from stormwatch.streams.core.incidents import Incidents
 from stormwatch.streams.core.inhibition import Inhibitions
-from stormwatch.streams.core.linkgate import LinkGate, LinkSetup, PendingLink
-from stormwatch.streams.core.linkwire import LINK_COMMAND, LINK_MARK, LINK_SKIP
+from stormwatch.streams.core.linkgate import LinkGate, LinkSetup
+from stormwatch.streams.core.linkwire import LINK_COMMAND, LINK_MARK, LINK_SKIP, encode_link_command
+from stormwatch.streams.core.mutetally import MuteTally
 from stormwatch.streams.core.muting import Mute
 from stormwatch.streams.core.reorder import Buffered, ReorderBuffer, Watermarks, WireRoute
 from stormwatch.streams.core.rules import LatePolicy, RulesConfig
 from stormwatch.streams.core.silencing import Silences
 from stormwatch.streams.core.state import EngineOutput, Observation, PartitionState
+from stormwatch.streams.core.timed import TimedCommand, TimedCommands
 from stormwatch.streams.core.timers import GroupSchedule, group_due, rebuild_alert_timers
 
 __all__ = [
@@ -89,10 +93,16 @@ class PartitionEngine:
             self.state, self.incidents, mutes, FlapDetector(config.flap), config.state_time_resolution_ms
         )
         self.commands = Commands(self.state, emitter, self.incidents, self.silences)
+        self.timed = TimedCommands()
+        self.muted = MuteTally(self.state.default_rule.group_interval_ms)
+        if config.inhibit_rules:
+            self.alerts.on_inhibited = self._count_muted
         # With a topology: group notes to the linker, and its decisions applied at fixed times.
         self.links = LinkGate(linking, partition, self.state.stats) if linking is not None else None
         if self.links is not None:
-            emitter.on_event = self.links.note
+            links = self.links
+            emitter.on_event = links.note
+            self.commands.forward = lambda c: links.request(c.inc, c.cmd, c.t)
 
     @property
     def groups(self) -> dict[str, GroupState]:
@@ -127,8 +137,8 @@ class PartitionEngine:
             self._rescheduled(self.commands.on_command(record["cmd"], value, offset, self.buffer.clock))
         elif kind == wire.RESULT:
             self._rescheduled(self.commands.on_result(record["res"], value, offset, self.buffer.clock))
-        elif kind == LINK_COMMAND and self.links is not None:
-            self._on_link_command(record, offset)
+        elif kind == LINK_COMMAND:
+            self._on_timed_command(record, offset)
         elif kind in (LINK_MARK, LINK_SKIP) and self.links is not None:
             moved = (
                 self.links.mark(int(record["src"]), int(record["wm"]))
@@ -194,43 +204,44 @@ class PartitionEngine:
         if self.buffer.clock is None or target > self.buffer.clock:
             self._advance(target)
 
-    def _on_link_command(self, record: dict[str, Any], offset: int) -> None:
-        """A linker decision: held until event time reaches its instant, or applied now if late."""
-        assert self.links is not None
+    def _on_timed_command(self, record: dict[str, Any], offset: int) -> None:
+        """A linker decision or a muted summary: held until event time reaches its instant, or
+        applied now if that has passed (late)."""
         payload = record["cmd"]
-        link = PendingLink(
+        command = TimedCommand(
             int(record["at"]), str(payload.get("command_id", "")), orjson.dumps(payload), offset
         )
         clock = self.buffer.clock
-        if clock is not None and link.apply_at <= clock:
-            self.state.stats["link_late_commands"] += 1
-            self._apply_link(link, clock)
+        if clock is not None and command.apply_at <= clock:
+            self.state.stats["link_late_commands" if payload.get("by") != CORRELATOR else "muted_late"] += 1
+            self._apply_timed(command, clock)
             return
-        self.links.hold(link)
+        self.timed.hold(command)
         self.state.meta_dirty = True
 
-    def _apply_link(self, link: PendingLink, t: int) -> None:
-        self._rescheduled(self.commands.on_command(orjson.loads(link.command), link.command, link.offset, t))
+    def _apply_timed(self, command: TimedCommand, t: int) -> None:
+        self._rescheduled(
+            self.commands.on_command(orjson.loads(command.command), command.command, command.offset, t)
+        )
 
     def _advance(self, target: int) -> None:
         """Apply buffered alerts and due timers in event-time order up to ``target``."""
         ready = self.buffer.due(target)
         released = 0
         end = len(ready)
-        links = self.links
+        timed = self.timed
         while True:
             next_alert = ready[released] if released < end else None
             due = self.schedule.next_due(target)
-            link = links.next_due(target) if links is not None else None
+            command = timed.next_due(target)
             if (
-                link is not None
-                and (next_alert is None or link.apply_at < next_alert.key[0])
-                and (due is None or link.apply_at < due[0])
-            ):  # after the alerts and timers of its instant: decided about the past
-                assert links is not None
-                links.pop()
-                self.buffer.set_clock(link.apply_at)
-                self._apply_link(link, link.apply_at)
+                command is not None
+                and (next_alert is None or command.apply_at < next_alert.key[0])
+                and (due is None or command.apply_at < due[0])
+            ):  # after the alerts and timers of its instant: it was decided about the past
+                timed.pop()
+                self.buffer.set_clock(command.apply_at)
+                self._apply_timed(command, command.apply_at)
                 self.state.meta_dirty = True
                 continue
             if next_alert is None and due is None:
@@ -248,6 +259,39 @@ class PartitionEngine:
                     self._reschedule(group)
         self.buffer.set_clock(target)
         self.state.meta_dirty = True
+        if self.muted.windows:
+            self._send_muted(target)
+
+    # ------------------------------------------------------------------ muted alerts
+
+    def _count_muted(self, labels: dict[str, str], t: int, newly: bool) -> None:
+        last = self.inhibitions.last
+        if last is not None:
+            rule, inhibitor = last
+            self.muted.count(inhibitor.gkhash, rule, labels, t, newly)
+            self.state.meta_dirty = True
+
+    def _send_muted(self, clock: int) -> None:
+        """Each muted window that ended, to the partition of its source's group: applied there one
+        interval after the window's end (streams.core.mutetally)."""
+        interval = self.muted.interval_ms
+        for source, start, end, window in self.muted.due(clock):
+            command = OperatorCommand(
+                command_id=f"muted:{self.partition}:{source}:{start}",
+                action=OperatorAction.MUTED,
+                by=CORRELATOR,
+                at=utc_from_ms(end),
+                details={
+                    "gkhash": source,
+                    "rule": window.rule,
+                    "alerts": window.alerts,
+                    "notifications": window.notifications,
+                    "sample": window.sample,
+                    "window_start": utc_from_ms(start).isoformat(),
+                    "window_end": utc_from_ms(end).isoformat(),
+                },
+            )
+            self.state.out.cross.append((source, encode_link_command(end + interval, command.to_bytes())))
 
     # ------------------------------------------------------------------ alerts
 
@@ -259,7 +303,7 @@ class PartitionEngine:
         note = item.note
         t = max(note.event_ms, self._now(note.event_ms)) if late else note.event_ms
         if item.kind == "i":
-            self.inhibitions.apply(str(item.inhibit_rule), note, t)
+            self.inhibitions.apply(str(item.inhibit_rule), note, t, item.route[0] if item.route else "")
             self.state.meta_dirty = True
             return
         if item.kind == "k":
@@ -330,6 +374,8 @@ class PartitionEngine:
                 silences=self.silences,
                 inhibitions=self.inhibitions,
                 links=self.links,
+                timed=self.timed,
+                muted=self.muted,
             )
         out.commit_offset = self.buffer.oldest_offset(default=self.processed + 1)
         if self.links is not None:
@@ -348,6 +394,8 @@ class PartitionEngine:
                 silences=self.silences,
                 inhibitions=self.inhibitions,
                 links=self.links,
+                timed=self.timed,
+                muted=self.muted,
             )
         codec.restore_groups(items, self.state)
         settle_ms = self.config.flap.settle_ms
@@ -372,8 +420,9 @@ class PartitionEngine:
 
 def _notifications(record: dict[str, Any]) -> list[tuple[wire.AlertNote, WireRoute | None, str | None]]:
     """The notifications of an alerts, inhibitor or key-only record, with their route or rule."""
-    if record["t"] == wire.INHIBITOR:
-        return [(wire.AlertNote.from_wire(record["al"]), None, str(record["rule"]))]
+    if record["t"] == wire.INHIBITOR:  # its route only names the source's group (``h``)
+        source: WireRoute = (str(record.get("h", "")), "", "", {})
+        return [(wire.AlertNote.from_wire(record["al"]), source, str(record["rule"]))]
     if record["t"] == wire.BY_KEY:
         return [(wire.AlertNote.from_wire(record["al"]), None, None)]
     route = (str(record["h"]), str(record["gk"]), str(record["r"]), dict(record["gl"]))

@@ -274,6 +274,10 @@ class AlertState:
         return alert
 
 
+_TAIL_DEFAULTS: tuple[Any, ...] = (None, [], None, None, 0)
+"""The fields after ``seen_commands``, as an incident has them before linking or muting."""
+
+
 @dataclass(slots=True)
 class IncidentRuntime:
     incident_id: str
@@ -302,6 +306,7 @@ class IncidentRuntime:
     members: list[str] = field(default_factory=list)
     root_cause: dict[str, Any] | None = None
     scope: list[str] | None = None  # its topology scope, fixed when it opened (with a topology)
+    muted: int = 0  # alerts its alerts muted (streams.core.mutetally)
 
     @property
     def active(self) -> bool:
@@ -314,12 +319,10 @@ class IncidentRuntime:
 
     def to_obj(self) -> list[Any]:
         row = self._base_obj()
-        linking = [self.linked_into, self.members, self.root_cause, self.scope]
-        if self.scope is not None:
-            row += linking
-        elif self.linked_into is not None or self.members or self.root_cause is not None:
-            row += linking[:3]
-        return row
+        tail = [self.linked_into, self.members, self.root_cause, self.scope, self.muted]
+        while tail and tail[-1] == _TAIL_DEFAULTS[len(tail) - 1]:
+            tail.pop()  # an incident that never used them has the record it had before them
+        return row + tail
 
     def _base_obj(self) -> list[Any]:
         return [

@@ -19,6 +19,7 @@ class Inhibitor:
     labels: dict[str, str]
     firing: bool
     expiry_ms: int
+    gkhash: str = ""  # the source alert's group: where what it mutes is reported
 
 
 class Inhibitions:
@@ -31,6 +32,7 @@ class Inhibitions:
         self._resolve_timeout_ms = resolve_timeout_ms  # how long a source with no endsAt lasts
         self._resolution_ms = resolution_ms
         self._reasons = {rule.name: Suppression.of(SuppressionKind.INHIBIT, rule.name) for rule in rules}
+        self.last: tuple[str, Inhibitor] | None = None  # the rule and source of the last mute
 
     def muted(self, labels: dict[str, str], t: int) -> Suppression | None:
         for rule in self.rules:
@@ -39,14 +41,17 @@ class Inhibitions:
                 continue
             for inhibitor in sources.values():
                 if inhibitor.firing and inhibitor.expiry_ms > t and rule.inhibits(inhibitor.labels, labels):
+                    self.last = (rule.name, inhibitor)
                     return self._reasons[rule.name]
         return None
 
-    def apply(self, rule_name: str, note: wire.AlertNote, t: int) -> None:
+    def apply(self, rule_name: str, note: wire.AlertNote, t: int, gkhash: str = "") -> None:
         """A notification of a source alert of ``rule_name``: firing adds or renews it, resolved drops it."""
         sources = self.sources.setdefault(rule_name, {})
         if note.firing:
             expiry = note.ends_ms if note.ends_ms is not None else t + self._resolve_timeout_ms
-            sources[note.fingerprint] = Inhibitor(note.labels, True, round_up(expiry, self._resolution_ms))
+            sources[note.fingerprint] = Inhibitor(
+                note.labels, True, round_up(expiry, self._resolution_ms), gkhash
+            )
         else:
             sources.pop(note.fingerprint, None)

@@ -3,7 +3,7 @@
 A correlator partition with a topology writes one group note per incident event that tells the
 linker something (``note_for_event``), keyed by scope, and promises each linker partition how far
 its notes are complete (its clock). The linker's decisions come back as commands to apply at
-``note time + link.delay``; ``LinkGate`` holds them until event time reaches that instant and
+``note time + link.delay`` (held in streams.core.timed until event time reaches it); ``LinkGate``
 holds event time back until every linker partition has decided what could be due by then
 (``gate``). So the audit log is a function of the input alone, like the correlator's own events:
 the linker's speed and restarts decide when a command is applied in wall time, never at which
@@ -13,23 +13,25 @@ without it; its later commands apply when they arrive (``late``, counted).
 
 from __future__ import annotations
 
-import heapq
 import zlib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from stormwatch.schemas.commands import OperatorAction, OperatorCommand
 from stormwatch.schemas.incident import IncidentEvent
 from stormwatch.streams.core import linkwire
-from stormwatch.streams.core.groups import GroupState
-from stormwatch.streams.core.linking import GroupNote, note_for_event, scope_for
+from stormwatch.streams.core.groups import GroupState, IncidentRuntime
+from stormwatch.streams.core.linking import GroupNote, LinkCommand, SplitCommand, note_for_event, scope_for
 from stormwatch.streams.core.topology import Topology
 
-__all__ = ["LinkGate", "LinkOutput", "LinkSetup", "PendingLink", "linker_partition_of"]
+__all__ = ["LinkGate", "LinkOutput", "LinkSetup", "linker_partition_of"]
 
-PROMISE_STEP_MS = 1_000
-"""Promises move in whole steps, so an idle pipeline sends one per second, not one per tick."""
+PROMISE_STEPS_PER_DELAY = 4
+"""Promises move in steps of a quarter of ``link.delay`` (2.5 s by default), so an idle pipeline
+sends a few a second per pair of partitions, not one per tick; event time still advances three
+quarters of the delay per round trip through the linker."""
 
 
 def linker_partition_of(scope: tuple[str, ...], partitions: int) -> int:
@@ -64,24 +66,14 @@ class LinkOutput:
     value: bytes
 
 
-@dataclass(order=True, frozen=True, slots=True)
-class PendingLink:
-    """A linker command waiting for event time ``apply_at``; equal times apply in id order."""
-
-    apply_at: int
-    command_id: str
-    command: bytes  # the OperatorCommand JSON
-    offset: int  # of its input record, for a dead letter
-
-
 class LinkGate:
-    """Notes and promises out, pending linker commands and the linker partitions' marks in."""
+    """Notes, requests and promises out; the linker partitions' marks in (the decisions
+    themselves wait in the engine's ``TimedCommands``)."""
 
     def __init__(self, setup: LinkSetup, partition: int, stats: Counter[str]) -> None:
         self.setup = setup
         self.partition = partition
         self.marks: dict[int, int] = {}  # linker partition -> it decided every note before this
-        self.pending: list[PendingLink] = []  # a heap
         self.promised: int | None = None  # the last promise sent (not persisted: resent after a restart)
         self.skip_to: int | None = None  # a skip record's: time may go this far without the linker
         self.wanted: int | None = None  # the last target asked of ``gate`` and what it allowed
@@ -114,11 +106,27 @@ class LinkGate:
         self.out.append(LinkOutput(partition, linkwire.scope_key(note.scope), value))
         self.stats["link_notes"] += 1
 
+    def request(self, inc: IncidentRuntime, cmd: OperatorCommand, t: int) -> str | None:
+        """Forward an operator's split or join to the linker partition of the incident's scope;
+        a string says why it cannot be."""
+        if inc.scope is None:
+            return "the incident has no topology scope (it opened before linking was enabled)"
+        scope = tuple(inc.scope)
+        request: SplitCommand | LinkCommand
+        if cmd.action is OperatorAction.SPLIT:
+            request = SplitCommand(t, inc.incident_id, cmd.by, cmd.command_id)
+        else:
+            request = LinkCommand(t, inc.incident_id, cmd.link_into or "", cmd.by, cmd.command_id)
+        partition = linker_partition_of(scope, self.setup.linker_partitions)
+        value = linkwire.encode_request(self.partition, self.setup.correlator_partitions, request)
+        self.out.append(LinkOutput(partition, linkwire.scope_key(scope), value))
+        return None
+
     def promise(self, clock: int | None) -> None:
         """Tell every linker partition that no note earlier than ``clock`` will come (in steps)."""
         if clock is None:
             return
-        step = min(PROMISE_STEP_MS, max(self.setup.delay_ms // 4, 1))
+        step = max(self.setup.delay_ms // PROMISE_STEPS_PER_DELAY, 1)
         mark = clock - clock % step
         if self.promised is not None and mark <= self.promised:
             return
@@ -164,31 +172,14 @@ class LinkGate:
         """Event time is held back by the linker right now."""
         return self.wanted is not None and (self.allowed is None or self.allowed < self.wanted)
 
-    def hold(self, link: PendingLink) -> None:
-        heapq.heappush(self.pending, link)
-
-    def next_due(self, target: int) -> PendingLink | None:
-        """The earliest pending command due at or before ``target``, left in place."""
-        return self.pending[0] if self.pending and self.pending[0].apply_at <= target else None
-
-    def pop(self) -> PendingLink:
-        return heapq.heappop(self.pending)
-
     # ------------------------------------------------------------------ state
 
     def to_obj(self) -> dict[str, Any]:
         return {
             "marks": {str(k): v for k, v in sorted(self.marks.items())},
             "skip_to": self.skip_to,
-            "pending": [
-                [p.apply_at, p.command_id, p.command.decode(), p.offset] for p in sorted(self.pending)
-            ],
         }
 
     def restore(self, obj: Mapping[str, Any]) -> None:
         self.marks = {int(k): int(v) for k, v in obj.get("marks", {}).items()}
         self.skip_to = obj.get("skip_to")
-        self.pending = [
-            PendingLink(int(a), str(c), str(cmd).encode(), int(o)) for a, c, cmd, o in obj.get("pending", [])
-        ]
-        heapq.heapify(self.pending)

@@ -51,6 +51,7 @@ __all__ = [
     "LinkDecision",
     "Linked",
     "Linker",
+    "LinkerInput",
     "Merged",
     "NoteBuffer",
     "NoteKind",
@@ -102,6 +103,7 @@ class SplitCommand:
     t: int
     incident_id: str
     by: str = "operator"
+    command_id: str = ""  # the operator's request, which the commands it gives name
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,7 @@ class LinkCommand:
     incident_id: str
     into: str
     by: str = "operator"
+    command_id: str = ""
 
 
 # ------------------------------------------------------------------------------------- decisions
@@ -178,6 +181,10 @@ class Refused:
 
 
 LinkDecision = Linked | Merged | RootCauseChanged | Unlinked | Refused
+
+LinkerInput = GroupNote | SplitCommand | LinkCommand
+"""What the linker takes, in one event-time order: the correlator's notes and the operators'
+requests it forwards."""
 
 
 def trim_root(root: RootCause) -> RootCause:
@@ -603,6 +610,25 @@ def note_from_wire(row: list[Any]) -> GroupNote:
     )
 
 
+def input_to_wire(item: LinkerInput) -> list[Any]:
+    """A note as ``note_to_wire``; an operator's request as a list that starts with its kind."""
+    if isinstance(item, GroupNote):
+        return note_to_wire(item)
+    if isinstance(item, SplitCommand):
+        return ["split", item.t, item.incident_id, item.by, item.command_id]
+    return ["link", item.t, item.incident_id, item.into, item.by, item.command_id]
+
+
+def input_from_wire(row: list[Any]) -> LinkerInput:
+    if row[0] == "split":
+        _, t, incident_id, by, command_id = row
+        return SplitCommand(int(t), str(incident_id), str(by), str(command_id))
+    if row[0] == "link":
+        _, t, incident_id, into, by, command_id = row
+        return LinkCommand(int(t), str(incident_id), str(into), str(by), str(command_id))
+    return note_from_wire(row)
+
+
 def _min_union(a: dict[ComponentId, int], b: Mapping[ComponentId, int]) -> dict[ComponentId, int]:
     out = dict(a)
     for component, first in b.items():
@@ -648,7 +674,7 @@ class NoteBuffer:
         if not self._marks:
             raise ValueError("a note buffer needs at least one source")
         self._idle: set[str] = set()
-        self._heap: list[tuple[int, str, str, int, GroupNote]] = []
+        self._heap: list[tuple[int, str, str, int, LinkerInput]] = []
         self._seq = 0
         self.released_to: int | None = None  # every note before this has been released
         self.late = 0
@@ -656,7 +682,7 @@ class NoteBuffer:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def add(self, source: str, note: GroupNote) -> None:
+    def add(self, source: str, note: LinkerInput) -> None:
         self._check(source)
         if self.released_to is not None and note.t < self.released_to:
             self.late += 1
@@ -684,11 +710,11 @@ class NoteBuffer:
             return None
         return min((mark for mark in marks if mark is not None), default=None)
 
-    def release(self) -> list[GroupNote]:
+    def release(self) -> list[LinkerInput]:
         if len(self._idle) == len(self._marks):
             return self.flush()  # every source quiet: nothing earlier can come but late
         bounds = [x for x in (self.low(), self.released_to) if x is not None]
-        out: list[GroupNote] = []
+        out: list[LinkerInput] = []
         if not bounds:
             return out
         bound = max(bounds)
@@ -697,7 +723,7 @@ class NoteBuffer:
         self.released_to = bound
         return out
 
-    def flush(self) -> list[GroupNote]:
+    def flush(self) -> list[LinkerInput]:
         """Everything still waiting, in order (the end of the input)."""
         out = [heapq.heappop(self._heap)[-1] for _ in range(len(self._heap))]
         if out and (self.released_to is None or out[-1].t + 1 > self.released_to):
@@ -712,7 +738,7 @@ class NoteBuffer:
             "idle": sorted(self._idle),
             "released_to": self.released_to,
             "late": self.late,
-            "notes": [[source, note_to_wire(note)] for _, _, source, _, note in waiting],
+            "notes": [[source, input_to_wire(note)] for _, _, source, _, note in waiting],
         }
 
     @classmethod
@@ -723,7 +749,8 @@ class NoteBuffer:
         buffer.released_to = data["released_to"]
         buffer.late = data["late"]
         for source, row in data["notes"]:
-            heapq.heappush(buffer._heap, (row[0], row[1], source, buffer._seq, note_from_wire(row)))
+            item = input_from_wire(row)
+            heapq.heappush(buffer._heap, (item.t, item.incident_id, source, buffer._seq, item))
             buffer._seq += 1
         return buffer
 

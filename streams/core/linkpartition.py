@@ -33,11 +33,14 @@ from stormwatch.streams.core.linking import (
     LinkDecision,
     Linked,
     Linker,
+    LinkerInput,
     Merged,
     NoteBuffer,
     Refused,
     RootCauseChanged,
+    SplitCommand,
     Unlinked,
+    input_from_wire,
 )
 from stormwatch.streams.core.links import LINKER
 from stormwatch.streams.core.topology import (
@@ -110,9 +113,9 @@ class LinkerPartition:
             record = orjson.loads(value)
             kind = record["t"]
             source = str(record["src"])
-            if kind == linkwire.NOTE:
+            if kind in (linkwire.NOTE, linkwire.REQUEST):
                 late_before = self.buffer.late
-                self.buffer.add(source, linkwire.decode_note(record["note"]))
+                self.buffer.add(source, input_from_wire(record["note"]))
                 self.stats["notes"] += 1
                 self.stats["late_notes"] += self.buffer.late - late_before
             elif kind == linkwire.PROMISE:
@@ -143,12 +146,13 @@ class LinkerPartition:
                 self.log.refused += 1
             self.applied += 1
 
-    def _decide(self, note: GroupNote) -> None:
-        apply_at = note.t + self.topology.link.delay_ms
-        for decision in self.linker.process(note):
+    def _decide(self, item: LinkerInput) -> None:
+        apply_at = item.t + self.topology.link.delay_ms
+        request = None if isinstance(item, GroupNote) else item.command_id
+        for decision in self.linker.process(item):
             self.stats["decisions"] += 1
             self.stats[_stat_key(decision)] = self.stats.get(_stat_key(decision), 0) + 1
-            for command in commands_for(decision, self.topology, apply_at):
+            for command in commands_for(decision, self.topology, apply_at, request):
                 self.decisions += 1
                 command.command_id = f"link-{self.partition}-{self.decisions}"
                 target = command.incident_id or ""
@@ -235,13 +239,25 @@ def _stat_key(decision: LinkDecision) -> str:
     return f"decision:{_DECISION_NAMES.get(type(decision), 'refused')}:{why}"
 
 
-def commands_for(decision: LinkDecision, topology: Topology, apply_at: int) -> list[OperatorCommand]:
-    """The commands that carry one decision to each incident it changes (ids left to the caller)."""
+def commands_for(
+    decision: LinkDecision, topology: Topology, apply_at: int, request: str | None = None
+) -> list[OperatorCommand]:
+    """The commands that carry one decision to each incident it changes (ids left to the caller).
+    ``request``: the operator's command that asked for it, named in each (``details.request``),
+    so the operator's CLI finds the outcome; the operator is their ``by``."""
     at = utc_from_ms(apply_at)
+    by = getattr(decision, "by", BY_TOPOLOGY)
+    details = {"request": request} if request else {}
 
     def command(action: OperatorAction, incident_id: str, **fields: Any) -> OperatorCommand:
         return OperatorCommand(
-            command_id="", action=action, incident_id=incident_id, by=LINKER, at=at, **fields
+            command_id="",
+            action=action,
+            incident_id=incident_id,
+            by=LINKER if by == BY_TOPOLOGY else by,
+            at=at,
+            details=details,
+            **fields,
         )
 
     if isinstance(decision, Linked):
@@ -272,7 +288,19 @@ def commands_for(decision: LinkDecision, topology: Topology, apply_at: int) -> l
             ),
         ]
     assert isinstance(decision, Refused)
-    return []
+    asked = decision.command
+    action = OperatorAction.SPLIT if isinstance(asked, SplitCommand) else OperatorAction.JOIN
+    return [
+        OperatorCommand(
+            command_id="",
+            action=action,
+            incident_id=asked.incident_id,
+            by=LINKER,
+            at=at,
+            reason=decision.reason,
+            details=details,
+        )
+    ]
 
 
 def _relation_fields(relation: Relation | None, topology: Topology) -> dict[str, Any]:

@@ -129,6 +129,8 @@ def _relation(cmd: OperatorCommand, **details: Any) -> dict[str, Any]:
 def _reason(cmd: OperatorCommand, **details: Any) -> dict[str, Any]:
     if cmd.reason:
         details["reason"] = cmd.reason
+    if cmd.details.get("request"):
+        details["request"] = cmd.details["request"]  # the operator's split/join it answers
     return details
 
 

@@ -3,6 +3,8 @@
 On ``stormwatch.linker.input`` (written by the correlator, keyed by topology scope):
 
 - ``note``: one group note (``GroupNote``) of correlator partition ``src``;
+- ``op``: an operator's ``split`` or ``join`` request (``SplitCommand``/``LinkCommand``), forwarded
+  by the partition of its incident at its clock, keyed by the incident's scope; ordered with notes;
 - ``adv``: correlator partition ``src`` will write no note earlier than ``wm`` (its clock), sent
   to every linker partition whenever it moves, so each linker partition knows how far the notes
   of every correlator partition are complete (``n``: how many correlator partitions there are).
@@ -30,7 +32,14 @@ from typing import Any
 
 import orjson
 
-from stormwatch.streams.core.linking import GroupNote, note_from_wire, note_to_wire
+from stormwatch.streams.core.linking import (
+    GroupNote,
+    LinkCommand,
+    SplitCommand,
+    input_to_wire,
+    note_from_wire,
+    note_to_wire,
+)
 
 __all__ = [
     "LINK_COMMAND",
@@ -38,12 +47,14 @@ __all__ = [
     "LINK_SKIP",
     "NOTE",
     "PROMISE",
+    "REQUEST",
     "decode_note",
     "encode_link_command",
     "encode_link_mark",
     "encode_link_skip",
     "encode_note",
     "encode_promise",
+    "encode_request",
     "scope_key",
 ]
 
@@ -52,6 +63,7 @@ PROMISE = "adv"
 LINK_COMMAND = "lcmd"
 LINK_MARK = "lmark"
 LINK_SKIP = "lskip"
+REQUEST = "op"
 
 
 def scope_key(scope: tuple[str, ...]) -> str:
@@ -68,6 +80,10 @@ def encode_note(source: int, sources: int, note: GroupNote) -> bytes:
             "note": note_to_wire(note),
         }
     )
+
+
+def encode_request(source: int, sources: int, request: SplitCommand | LinkCommand) -> bytes:
+    return orjson.dumps({"t": REQUEST, "src": source, "n": sources, "note": input_to_wire(request)})
 
 
 def decode_note(row: list[Any]) -> GroupNote:

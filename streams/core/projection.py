@@ -225,6 +225,7 @@ SUMMARY_KEYS = (
     "linked_into",
     "members",
     "root_cause",
+    "muted",
 )
 
 
@@ -255,4 +256,5 @@ def to_summary(incident: Incident) -> dict[str, Any]:
         "root_cause": None
         if incident.root_cause is None
         else incident.root_cause.model_dump(mode="json", exclude={"schema_version"}),
+        "muted": incident.muted,
     }

@@ -43,6 +43,7 @@ class EngineOutput:
     observations: list[Observation] = field(default_factory=list)
     commit_offset: int | None = None  # next input offset to commit for this partition
     links: list[LinkOutput] = field(default_factory=list)  # group notes and promises for the linker
+    cross: list[tuple[str, bytes]] = field(default_factory=list)  # (gkhash, timed command) for another group
 
 
 class PartitionState:

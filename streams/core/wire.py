@@ -245,8 +245,9 @@ def encode_by_key(note: AlertNote) -> bytes:
     return orjson.dumps({"t": BY_KEY, "al": note.to_wire()})
 
 
-def encode_inhibitor(rule: str, note: AlertNote) -> bytes:
-    return orjson.dumps({"t": INHIBITOR, "rule": rule, "al": note.to_wire()})
+def encode_inhibitor(rule: str, note: AlertNote, gkhash: str = "") -> bytes:
+    """``gkhash``: the source alert's own group, where what it mutes is reported."""
+    return orjson.dumps({"t": INHIBITOR, "rule": rule, "al": note.to_wire(), "h": gkhash})
 
 
 def decode(value: bytes) -> dict[str, Any]:

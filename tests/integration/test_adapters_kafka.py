@@ -29,15 +29,20 @@ pytestmark = pytest.mark.kafka
 
 BASE_MS = 1714557600000  # 2024-05-01T10:00:00Z; record i gets BASE_MS + i seconds
 
+# The records' CreateTime (BASE_MS) is years old, so under the broker's default retention (7 days)
+# its next retention check (log.retention.check.interval.ms, a minute on the test brokers) deletes
+# them; when that check falls between producing and consuming, the consumer finds the log start
+# offset past the records and reads none. The test's topics keep records for as long as they exist.
+KEEP_FOREVER = {"retention.ms": "-1"}
+
 
 @pytest.fixture
 def topics(bootstrap: str) -> Iterator[tuple[str, str]]:
     suffix = uuid.uuid4().hex[:12]
     raw, dlq = f"test.adapters.raw.{suffix}", f"test.adapters.dlq.{suffix}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics(
-        [NewTopic(raw, 1, 1), NewTopic(dlq, 1, 1)], operation_timeout=15
-    ).values():
+    new_topics = [NewTopic(name, 1, 1, config=KEEP_FOREVER) for name in (raw, dlq)]
+    for future in admin.create_topics(new_topics, operation_timeout=15).values():
         future.result(timeout=30)
     try:
         yield raw, dlq

@@ -14,6 +14,7 @@ import orjson
 import pytest
 import yaml
 
+from stormwatch.agents.agent import read_agent_state
 from stormwatch.agents.core.approvals import Decision
 from stormwatch.agents.executor import RESTARTED_REASON
 from stormwatch.config import Settings
@@ -65,17 +66,42 @@ class AgentWorkers:
     def check_alive(self) -> None:
         self.workers.check_alive()
 
+    def assigned(self, *names: str) -> bool:
+        return all(self.workers.assigned(name) for name in names)
+
     def stop(self) -> None:
         self.workers.stop()
 
 
-def step_script(tmp_path: Path, pause_s: float) -> tuple[str, Path]:
-    """Appends "INCIDENT STEP" to a file, then takes ``pause_s`` (the action's duration)."""
-    out = tmp_path / "executed.log"
-    script = tmp_path / "step.sh"
-    script.write_text(f'#!/bin/sh\necho "$1 $2" >> {out}\nsleep {pause_s}\n')
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return str(script), out
+class Steps:
+    """The exec steps' program: appends "INCIDENT STEP" to ``executed``, then runs until its step's
+    gate is open. Gates are open unless the test closes them, so a test holds every run of a step
+    in the middle of the action for as long as it needs (a kill lands there whatever the timing)."""
+
+    def __init__(self, tmp_path: Path, *, closed: tuple[str, ...] = ()) -> None:
+        self.executed = tmp_path / "executed.log"
+        self.gates = tmp_path / "gates"
+        self.gates.mkdir()
+        for step in closed:
+            (self.gates / step).touch()
+        script = tmp_path / "step.sh"
+        script.write_text(
+            f'#!/bin/sh\necho "$1 $2" >> {self.executed}\n'
+            f'while [ -e "{self.gates}/$2" ]; do sleep 0.05; done\n'
+        )
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+        self.script = str(script)
+
+    def open(self, *steps: str) -> None:
+        """Let the running and later runs of ``steps`` finish (every step if none is named)."""
+        for gate in [self.gates / s for s in steps] if steps else list(self.gates.iterdir()):
+            gate.unlink(missing_ok=True)
+
+    def lines(self) -> list[str]:
+        return lines(self.executed)
+
+    def started(self, step: str) -> list[str]:
+        return [line for line in self.lines() if line.endswith(f" {step}")]
 
 
 def workflow_file(tmp_path: Path, script: str, on_failure: str = "abort") -> Path:
@@ -100,32 +126,61 @@ def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def unfinished(settings: Settings) -> set[str]:
+    """Ids of the committed commands that have no final result from an executor yet."""
+    final = {CommandStatus.SUCCEEDED, CommandStatus.FAILED}
+    done = {r.command_id for r in results(settings) if r.status in final and r.actor.startswith("executor:")}
+    return {c.command_id for c in commands(settings)} - done
+
+
 def test_sigkill_of_the_agent_mid_workflow_runs_no_step_twice(settings: Settings, tmp_path: Path) -> None:
-    script, executed = step_script(tmp_path, 0.3)
-    flows = workflow_file(tmp_path, script)
-    workers = AgentWorkers(settings, tmp_path, script)
+    """The agent is killed twice with commands in flight: while step1 runs (its results arrive while
+    the agent is down) and while step2 runs (restarted at once). The steps' gates, not their
+    durations, hold the workflows there, so the kills cannot miss the middle of the workflows."""
+    steps = Steps(tmp_path, closed=("step1", "step2"))
+    flows = workflow_file(tmp_path, steps.script)
+    workers = AgentWorkers(settings, tmp_path, steps.script)
     ids = [incident_id() for _ in range(4)]
     expected = {f"{i} step{n}" for i in ids for n in (1, 2, 3)}
+
+    def settled() -> bool:
+        """Every workflow run ended in the agent's committed state, and every command it sent (in
+        the same transactions) has its executor's final result: nothing else will run."""
+        state = read_agent_state(settings)
+        ended = all(i in state.incidents and not state.incidents[i].runs for i in ids)
+        return ended and not unfinished(settings)
+
     try:
         workers.start("executor", "executor", "--instance-id", "e1")
         workers.start("agent", "agent", "--workflows", str(flows))
         publish_events(
             settings, [incident_event(i, 1, IncidentEventType.OPENED, labels={"svc": "a"}) for i in ids]
         )
-        for kills in (2, 6):  # kill once early in the workflows, once in their middle
-            wait_for(
-                f"{kills} executed steps", lambda kills=kills: len(lines(executed)) >= kills, timeout_s=40
-            )
-            workers.check_alive()
-            assert len(lines(executed)) < len(expected), "the workflows finished before the kill"
-            workers.kill("agent")
-            workers.start("agent", "agent", "--workflows", str(flows))
-        wait_for("every step of every workflow", lambda: set(lines(executed)) >= expected, timeout_s=45)
-        time.sleep(2)  # anything run twice would show up by now
-        workers.check_alive()
+        wait_for("a step1 to run", lambda: steps.started("step1"), timeout_s=60, alive=workers.check_alive)
+        assert steps.lines() == steps.started("step1")  # held there: no step1 has finished
+        workers.kill("agent")
+        steps.open("step1")
+        # the agent is down, so the committed commands are all there will be until it restarts
+        wait_for(
+            "the step1 results", lambda: not unfinished(settings), timeout_s=60, alive=workers.check_alive
+        )
+        workers.start("agent", "agent", "--workflows", str(flows))
+        wait_for("a step2 to run", lambda: steps.started("step2"), timeout_s=60, alive=workers.check_alive)
+        assert steps.started("step3") == []  # held there: no step2 has finished
+        workers.kill("agent")
+        workers.start("agent", "agent", "--workflows", str(flows))
+        steps.open("step2")
+        wait_for(
+            "every step of every workflow",
+            lambda: set(steps.lines()) >= expected,
+            60,
+            alive=workers.check_alive,
+        )
+        wait_for("the workflows to end", settled, timeout_s=60, alive=workers.check_alive)
     finally:
+        steps.open()  # a failed test leaves no step program waiting
         workers.stop()
-    assert Counter(lines(executed)) == Counter(expected)  # each step exactly once
+    assert Counter(steps.lines()) == Counter(expected)  # each step exactly once
     sent = commands(settings)
     assert len(sent) == len(expected) == len({c.command_id for c in sent})
     seen = Counter((r.command_id, r.status) for r in results(settings))
@@ -136,22 +191,24 @@ def test_sigkill_of_the_agent_mid_workflow_runs_no_step_twice(settings: Settings
 def test_sigkill_of_the_executor_mid_action_is_reported_and_not_rerun(
     settings: Settings, tmp_path: Path
 ) -> None:
-    script, executed = step_script(tmp_path, 6)
-    flows = workflow_file(tmp_path, script, on_failure="continue")
-    workers = AgentWorkers(settings, tmp_path, script)
+    steps = Steps(tmp_path, closed=("step1",))  # step1 runs until the executor is killed
+    flows = workflow_file(tmp_path, steps.script, on_failure="continue")
+    workers = AgentWorkers(settings, tmp_path, steps.script)
     iid = incident_id()
     try:
         workers.start("agent", "agent", "--workflows", str(flows))
         workers.start("executor", "executor", "--instance-id", "e1")
         publish_events(settings, [incident_event(iid, 1, IncidentEventType.OPENED, labels={"svc": "a"})])
-        wait_for("step1 to start", lambda: lines(executed) == [f"{iid} step1"], timeout_s=40)
+        wait_for("step1 to start", lambda: steps.lines() == [f"{iid} step1"], timeout_s=40)
         workers.kill("executor")
+        steps.open("step1")  # the killed executor's step program ends; nobody hears of it
         workers.start("executor", "executor", "--instance-id", "e1")
-        wait_for("step2 to start", lambda: f"{iid} step2" in lines(executed), timeout_s=45)
+        wait_for("step2 to start", lambda: f"{iid} step2" in steps.lines(), timeout_s=45)
         workers.check_alive()
     finally:
+        steps.open()
         workers.stop()
-    assert lines(executed).count(f"{iid} step1") == 1
+    assert steps.lines().count(f"{iid} step1") == 1
     step1 = [r for r in results(settings) if r.step == "step1"]
     assert [r.status for r in step1] == [CommandStatus.REQUESTED, CommandStatus.STARTED, CommandStatus.FAILED]
     assert step1[-1].reason == RESTARTED_REASON and step1[-1].retryable is False
@@ -215,20 +272,15 @@ workflows:
 
 def test_the_audit_log_shows_every_automated_action(settings: Settings, tmp_path: Path) -> None:
     """The whole loop: raw alert -> incident -> agent -> approval -> executor -> results -> incident events."""
-    script, executed = step_script(tmp_path, 0)
+    steps = Steps(tmp_path)
     flows = tmp_path / "workflows.yaml"
-    flows.write_text(AUDITED.replace("SCRIPT", script))
+    flows.write_text(AUDITED.replace("SCRIPT", steps.script))
     rules = tmp_path / "rules.yaml"
     rules.write_text(TEST_RULES)
-    workers = AgentWorkers(settings, tmp_path, script)
+    workers = AgentWorkers(settings, tmp_path, steps.script)
     alert = [
         {"labels": {"alertname": "CrashLoop", "service": "cart"}, "annotations": {"summary": "cart loops"}}
     ]
-    produce_records(
-        settings.kafka.bootstrap_servers,
-        settings.topics.raw,
-        [(int(time.time() * 1000), orjson.dumps(alert))],
-    )
 
     def events() -> list[IncidentEvent]:
         return [
@@ -244,6 +296,15 @@ def test_the_audit_log_shows_every_automated_action(settings: Settings, tmp_path
         workers.start("correlate", "correlate", "--rules", str(rules), "--instance-id", "c1")
         workers.start("agent", "agent", "--workflows", str(flows))
         workers.start("executor", "executor", "--instance-id", "e1")
+        # The alert is stamped when it is produced and resolves resolve_timeout (20 s) later: sent
+        # before the workers run, a slow start (a loaded machine) could leave the agent nothing open.
+        ready = ("ingest", "correlate", "agent", "executor")
+        wait_for("every worker's partitions", lambda: workers.assigned(*ready), 60, alive=workers.check_alive)
+        produce_records(
+            settings.kafka.bootstrap_servers,
+            settings.topics.raw,
+            [(int(time.time() * 1000), orjson.dumps(alert))],
+        )
         asked = wait_for("the approval request in the audit log", lambda: mitigation("awaiting_approval"), 50)
         workers.check_alive()
         command_id = asked[0].details["command_id"]
@@ -271,5 +332,5 @@ def test_the_audit_log_shows_every_automated_action(settings: Settings, tmp_path
     assert (
         approved.details["command_id"] == command_id and approved.details["reason"] == "cart is down anyway"
     )
-    assert lines(executed) == [f"{timeline[0].incident_id} restart"]
+    assert steps.lines() == [f"{timeline[0].incident_id} restart"]
     assert len(by_status(results(settings), CommandStatus.SUCCEEDED)) == 2

@@ -203,6 +203,7 @@ def test_incidents_json_lists_summaries_newest_first(
         "last_seq": 4,
         "linked_into": None,
         "members": [],
+        "muted": 0,
         "root_cause": None,
     }
     assert f"{INC3} seq 3: gap: seq 2 missing" in err

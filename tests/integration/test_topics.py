@@ -39,6 +39,11 @@ def test_every_topic_has_explicit_partitions_replication_and_retention() -> None
         "silences",
         "agent_state",
         "topology",
+        "linker_input",
+        "linker_state",
+        "notifications",
+        "notifications_dlq",
+        "notify_state",
     }
     for spec in specs.values():
         assert spec.partitions >= 1 and spec.replication == 1
@@ -59,8 +64,10 @@ def test_incident_audit_topic_is_kept_forever() -> None:
 
 def test_state_topics_are_compacted_and_sized_like_their_input() -> None:
     specs = _specs(partitions=12, dlq_retention_ms=1234)
-    for role in ("correlator_state", "silences", "agent_state", "topology"):
+    for role in ("correlator_state", "silences", "agent_state", "topology", "notify_state", "linker_state"):
         assert specs[role].config["cleanup.policy"] == "compact"
+    assert specs["linker_state"].partitions == specs["linker_input"].partitions == 12
+    assert specs["notify_state"].partitions == specs["incidents"].partitions == 12
     assert specs["silences"].partitions == specs["topology"].partitions == 1
     assert specs["correlator_state"].partitions == specs["correlator_input"].partitions == 12
     assert specs["dlq"].config["retention.ms"] == "1234"
@@ -138,7 +145,7 @@ def test_create_then_check_pass_on_fresh_topics(
 
     _eventually(lambda: check_topics(fresh_settings), set())
     assert _cli(fresh_settings, tmp_path, "topics", "check") == 0
-    assert "all 12 topics match" in capsys.readouterr().out
+    assert f"all {len(names)} topics match" in capsys.readouterr().out
 
     assert _cli(fresh_settings, tmp_path, "topics", "list", "--json") == 0
     rows = orjson.loads(capsys.readouterr().out)

@@ -20,7 +20,8 @@ from stormwatch.config import Settings
 from stormwatch.kafka.client import read_topic
 from stormwatch.schemas.commands import CommandResult, CommandStatus, MitigationCommand
 from stormwatch.schemas.common import Severity
-from stormwatch.schemas.incident import IncidentEvent, IncidentEventType, IncidentSnapshot, IncidentState
+from stormwatch.schemas.incident import IncidentEvent, IncidentEventType, IncidentState
+from tests.kit.events import build_event
 
 
 def incident_id() -> str:
@@ -38,28 +39,18 @@ def incident_event(
     severity: Severity = Severity.CRITICAL,
     title: str = "Checkout is crash-looping",
 ) -> IncidentEvent:
-    now = datetime.now(UTC)
-    return IncidentEvent(
-        event_id=uuid.uuid4().hex,
-        incident_id=iid,
-        seq=seq,
-        type=etype,
-        from_state=None,
+    return build_event(
+        iid,
+        seq,
+        etype,
         to_state=state,
-        at=now,
-        actor="correlator",
-        cause="test",
-        snapshot=IncidentSnapshot(
-            state=state,
-            severity=severity,
-            title=title,
-            group_key="test:{}",
-            group_labels=labels,
-            rule="test",
-            alert_count=1,
-            firing_count=1,
-            opened_at=now,
-        ),
+        at=datetime.now(UTC),
+        event_id=uuid.uuid4().hex,
+        severity=severity,
+        title=title,
+        group_key="test:{}",
+        group_labels=labels,
+        rule="test",
     )
 
 

@@ -80,7 +80,7 @@ class Driver:
             buckets.setdefault(route.gkhash, (route, []))[1].append(n)
             for rule in self.rules.inhibit_rules:
                 if all(m.matches(n.labels) for m in rule.source_match):
-                    self.write(wire.encode_inhibitor(rule.name, n))
+                    self.write(wire.encode_inhibitor(rule.name, n, route.gkhash))
         for gkhash, (route, group_notes) in buckets.items():
             self.write(
                 wire.encode_alert_batch(
@@ -114,6 +114,8 @@ class Driver:
     def commit(self) -> EngineOutput:
         out = self.engine.take_output()
         self.outputs.append(out)
+        for _gkhash, value in out.cross:  # one partition: what it sends another group comes back
+            self.write(value)
         self.events.extend(out.events)
         for key, value in out.state.items():
             if value is None:

@@ -14,10 +14,13 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from stormwatch.schemas.commands import OperatorAction, OperatorCommand
+from stormwatch.schemas.common import utc_from_ms
 from stormwatch.schemas.incident import IncidentEvent
 from stormwatch.schemas.topology import TopologyUpdate
 from stormwatch.streams.core import wire
 from stormwatch.streams.core.engine import PartitionEngine
+from stormwatch.streams.core.ids import gkhash_of_incident
 from stormwatch.streams.core.linkgate import LinkSetup
 from stormwatch.streams.core.linkpartition import LinkerPartition, TopologyLog
 from stormwatch.streams.core.routing import Router
@@ -25,6 +28,22 @@ from stormwatch.streams.core.rules import RulesConfig
 from stormwatch.streams.core.topology import Topology, TopologyConfig
 
 SOURCE = "alerts.raw/0"
+
+CASCADE_TOPOLOGY = """
+scope_labels: [cluster]
+label_components:
+  - {label: service, kind: database, match: ['service=~".+-db"']}
+  - {label: service, kind: service}
+  - {label: node, kind: node}
+  - {label: pod, kind: pod}
+link: {window: 10m, delay: 5s, max_wait: 10m}
+components:
+  - {kind: database, name: orders-db}
+  - {kind: service, name: checkout, depends_on: [database/orders-db]}
+  - {kind: service, name: payments, depends_on: [database/orders-db]}
+  - {kind: service, name: search}
+"""
+"""A database two services use, and a service of its own: the topology of the cascade tests."""
 
 
 def partition_of_key(key: str, partitions: int) -> int:
@@ -78,6 +97,22 @@ class LinkLoop:
     def tick(self, at: int) -> None:
         for part in self.c_parts:
             part.log.append(wire.encode_tick(SOURCE, at, 1))
+
+    def command(self, action: OperatorAction, incident_id: str, command_id: str, **fields: Any) -> None:
+        """An operator's command, to the partition of its incident (as ingest routes it)."""
+        cmd = OperatorCommand(
+            command_id=command_id,
+            action=action,
+            incident_id=incident_id,
+            by="alice",
+            at=utc_from_ms(0),
+            **fields,
+        )
+        gkhash = gkhash_of_incident(incident_id)
+        assert gkhash is not None
+        self.c_parts[partition_of_key(gkhash, self.correlators)].log.append(
+            wire.encode_command(cmd.to_bytes())
+        )
 
     def topology_change(self, at: int, update: TopologyUpdate) -> None:
         self.topology_log.add(at, update)
@@ -179,4 +214,4 @@ def _keep(state: dict[str, bytes], changes: dict[str, bytes | None]) -> None:
             state[key] = value
 
 
-__all__ = ["LinkLoop", "partition_of_key"]
+__all__ = ["CASCADE_TOPOLOGY", "LinkLoop", "partition_of_key"]

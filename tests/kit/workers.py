@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -44,6 +46,15 @@ class Workers:
         proc = self.procs.pop(name)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+
+    def assigned(self, name: str) -> bool:
+        """The worker has logged (JSON logs) that its consumer got its partitions: from then on it
+        reads what is produced. A restarted worker's log still holds the line of its last run."""
+        for line in self.logs[name].read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError, AttributeError):  # not a JSON object: a traceback...
+                if json.loads(line).get("msg") == "partitions assigned":
+                    return True
+        return False
 
     def check_alive(self) -> None:
         """AssertionError with its exit status and log when a worker has exited."""

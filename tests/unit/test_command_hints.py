@@ -79,3 +79,50 @@ def _opened() -> demo.IncidentEvent:
     d.commit()
     event = d.of_type("opened")[0]
     return event.model_copy(update={"incident_id": "inc-9f86d081884c7d65-1796269688419"})
+
+
+def test_the_demo_names_the_root_cause_of_linked_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a topology, the demo shows one incident per cause: its member groups and root cause."""
+    from stormwatch.schemas.incident import RootCauseInfo
+
+    out = io.StringIO()
+    monkeypatch.setattr(demo.sys, "stdout", out)
+    monkeypatch.setattr(demo, "command_prefix", lambda config: f".venv/bin/stormwatch --config {config}")
+    opened = _opened()
+    primary_id, member_ids = "inc-0000000000000001-1796269688419", ["inc-0000000000000002-1796269688419"]
+    member_ids.append("inc-0000000000000003-1796269688419")
+    root = RootCauseInfo(
+        component='{cluster="prod-eu-1"}database/catalog-db',
+        kind="database",
+        name="catalog-db",
+        first_firing_at=opened.snapshot.opened_at,
+        decided_by="only_candidate",
+    )
+    primary = opened.model_copy(
+        update={
+            "incident_id": primary_id,
+            "seq": 3,
+            "snapshot": opened.snapshot.model_copy(update={"members": member_ids, "root_cause": root}),
+        }
+    )
+    members = [
+        opened.model_copy(
+            update={
+                "incident_id": m,
+                "snapshot": opened.snapshot.model_copy(update={"linked_into": primary_id, "alert_count": 20}),
+            }
+        )
+        for m in member_ids
+    ]
+    args = argparse.Namespace(config="var/stack/stormwatch.yaml")
+    demo._summarize(args, Settings(), "http://127.0.0.1:9095", Counter({200: 1}), 410, [primary, *members])
+    text = out.getvalue()
+    assert "incidents:        1 (3 label groups, 2 of them linked" in text
+    assert "410 alerts per incident after linking" in text
+    line = next(line for line in text.splitlines() if line.startswith(f"  {primary_id} "))
+    assert (
+        '— root cause {cluster="prod-eu-1"}database/catalog-db (only_candidate) — 1 + 2 linked groups' in line
+    )
+    assert line.endswith(f", {opened.snapshot.alert_count + 40} alerts")
+    assert f"timeline {primary_id} " in text
+    assert member_ids[0] not in text  # members are counted in their primary's row, not listed

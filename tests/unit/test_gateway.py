@@ -403,7 +403,8 @@ def test_healthy_and_metrics(gateway: Callable[..., Harness]) -> None:
 def test_unknown_path_and_method(gateway: Callable[..., Harness]) -> None:
     gw = gateway()
     assert gw.request("POST", "/api/v3/alerts").status == 404
-    assert gw.request("GET", "/api/v2/alerts").status == 405
+    assert gw.request("PUT", "/api/v2/alerts").status == 405  # GET is the read API (503: no read model)
+    assert gw.request("GET", "/api/v1/alerts").status == 405
     assert metric("stormwatch_gateway_requests_total", endpoint="unmatched", status="404") >= 1
 
 

@@ -7,31 +7,18 @@ import random
 
 import pytest
 
+from stormwatch.schemas.commands import OperatorAction
 from stormwatch.schemas.incident import IncidentEventType
 from stormwatch.schemas.topology import TopologyComponent, TopologyUpdate
 from stormwatch.streams.core.rules import parse_rules
 from stormwatch.streams.core.topology import parse_topology
 from tests.kit.engine import at, note
+from tests.kit.linkloop import CASCADE_TOPOLOGY as TOPOLOGY
 from tests.kit.linkloop import LinkLoop
 
 RULES = """
 defaults: {group_wait: 10s, group_interval: 1m, resolve_timeout: 5m, reopen_window: 10m, close_after: 15m}
 allowed_lateness: 1s
-"""
-
-TOPOLOGY = """
-scope_labels: [cluster]
-label_components:
-  - {label: service, kind: database, match: ['service=~".+-db"']}
-  - {label: service, kind: service}
-  - {label: node, kind: node}
-  - {label: pod, kind: pod}
-link: {window: 10m, delay: 5s, max_wait: 10m}
-components:
-  - {kind: database, name: orders-db}
-  - {kind: service, name: checkout, depends_on: [database/orders-db]}
-  - {kind: service, name: payments, depends_on: [database/orders-db]}
-  - {kind: service, name: search}
 """
 
 
@@ -148,3 +135,93 @@ def test_a_topology_change_counts_from_its_time_in_every_schedule() -> None:
         assert last[ids["HighLatency (cluster=prod, service=search)"]].linked_into is not None
         logs.append(loop.audit_log())
     assert logs[0] == logs[1] == logs[2]
+
+
+def operated(commands: list[tuple[OperatorAction, str, str, dict[str, str]]], seed: int | None) -> LinkLoop:
+    """The cascade to its first minute, then operators' commands (titles name the incidents),
+    then the rest of the time."""
+    loop = LinkLoop(parse_rules(RULES), parse_topology(TOPOLOGY), 2, 2)
+    cascade_alerts_only(loop)
+    for second in range(0, 60, 5):
+        loop.tick(at(second))
+    loop.run(random.Random(seed) if seed is not None else None)
+    ids = by_title(loop)
+    for action, title, command_id, fields in commands:
+        loop.command(action, ids[title], command_id, **{k: ids.get(v, v) for k, v in fields.items()})
+    for second in range(60, 3 * 3600, 5):
+        loop.tick(at(second))
+    loop.run(random.Random(seed) if seed is not None else None)
+    return loop
+
+
+def cascade_alerts_only(loop: LinkLoop) -> None:
+    loop.alerts([alert("HighErrorRate", 0, service="checkout", pod=f"checkout-{i}") for i in range(3)])
+    loop.alerts([alert("HighErrorRate", 4, service="payments", pod="payments-1")])
+    loop.alerts([alert("HighErrorRate", 2, cluster="staging", service="checkout", pod="checkout-1")])
+    loop.alerts([alert("HighLatency", 3, service="search")])
+    loop.alerts([alert("PostgresDown", 20, service="orders-db")])
+
+
+CHECKOUT = "HighErrorRate (cluster=prod, service=checkout)"
+PAYMENTS = "HighErrorRate (cluster=prod, service=payments)"
+SEARCH = "HighLatency (cluster=prod, service=search)"
+STAGING = "HighErrorRate (cluster=staging, service=checkout)"
+
+
+def test_an_operator_splits_a_group_out_and_joins_another_in() -> None:
+    loop = operated(
+        [
+            (OperatorAction.SPLIT, PAYMENTS, "op-split", {}),
+            (OperatorAction.JOIN, SEARCH, "op-join", {"link_into": CHECKOUT}),
+        ],
+        None,
+    )
+    ids = by_title(loop)
+    last = {e.incident_id: e.snapshot for e in loop.events}
+    assert last[ids[PAYMENTS]].linked_into is None, "split out, and not linked back by the topology"
+    assert last[ids[SEARCH]].linked_into == ids[CHECKOUT]
+    assert ids[PAYMENTS] not in last[ids[CHECKOUT]].members and ids[SEARCH] in last[ids[CHECKOUT]].members
+    answered: dict[str, list[tuple[str, str]]] = {}
+    for e in loop.events:
+        if e.details.get("request"):
+            answered.setdefault(e.details["request"], []).append((e.type.value, e.actor))
+    assert sorted(answered["op-split"]) == [("unlinked", "operator:alice")] * 2  # the member and the primary
+    assert sorted(answered["op-join"]) == [("linked", "operator:alice"), ("member_added", "operator:alice")]
+    for seed in (3, 4):
+        assert (
+            operated(
+                [
+                    (OperatorAction.SPLIT, PAYMENTS, "op-split", {}),
+                    (OperatorAction.JOIN, SEARCH, "op-join", {"link_into": CHECKOUT}),
+                ],
+                seed,
+            ).audit_log()
+            == loop.audit_log()
+        )
+
+
+def test_what_the_linker_cannot_do_is_refused_with_the_reason() -> None:
+    loop = operated(
+        [
+            (OperatorAction.JOIN, STAGING, "op-across", {"link_into": CHECKOUT}),
+            (OperatorAction.SPLIT, SEARCH, "op-alone", {}),
+        ],
+        None,
+    )
+    refused = {e.details.get("request"): e for e in loop.events if e.type is IncidentEventType.REFUSED}
+    assert "different scopes" in refused["op-across"].details["reason"]
+    assert "not linked" in refused["op-alone"].details["reason"]
+
+
+def test_without_a_topology_split_is_refused_at_once() -> None:
+    from tests.kit.engine import Driver, config
+
+    d = Driver(config(RULES))
+    d.alerts([alert("HighLatency", 0, service="search")])  # type: ignore[list-item]
+    d.tick(at(30))
+    d.commit()
+    (opened,) = d.of_type("opened")
+    d.command(OperatorAction.SPLIT, opened.incident_id, command_id="op-1")
+    d.commit()
+    (refused,) = d.of_type("refused")
+    assert "linking is off" in refused.details["reason"]

@@ -638,6 +638,8 @@ def test_event_notes_follow_a_group_through_its_incident(topo: Topology) -> None
     assert changed.kind is NoteKind.CHANGED and dict(changed.failing)[cid("pod", "orders-2")] == t0 + 45_000
     gone = _change("f1", AlertChangeKind.RESOLVED, t0 + 60_000)
     (resolved,) = notes.notes(_event("inc-o", 4, IncidentEventType.RESOLVED, t0 + 60_000, gone))
-    assert resolved.kind is NoteKind.RESOLVED and resolved.failing == (), "a note names what fired in its event"
+    assert resolved.kind is NoteKind.RESOLVED and resolved.failing == (), (
+        "a note names what fired in its event"
+    )
     (closed,) = notes.notes(_event("inc-o", 5, IncidentEventType.CLOSED, t0 + 90_000))
     assert closed.kind is NoteKind.CLOSED

@@ -216,7 +216,7 @@ def test_projection_json_and_tables_show_members_and_root_cause() -> None:
     assert p is not None and m is not None
     assert (p.members, p.root_cause, m.linked_into) == ([member], ROOT, primary)
     summary = to_summary(p)
-    assert list(summary)[-3:] == ["linked_into", "members", "root_cause"]
+    assert list(summary)[-4:] == ["linked_into", "members", "root_cause", "muted"]
     assert summary["members"] == [member] and summary["root_cause"]["component"] == DB
     assert "schema_version" not in summary["root_cause"]
     assert to_summary(m)["linked_into"] == primary and to_summary(m)["root_cause"] is None

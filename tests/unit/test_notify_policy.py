@@ -476,3 +476,56 @@ def test_the_policy_never_sends_one_notification_id_twice(
             replayed.append(policy.on_due(again, item))
     assert [d for o in replayed for d in o.deliveries] == [d for o in outcomes for d in o.deliveries]
     assert again == state
+
+
+def _linked(inc: Incident, kind: E, at_ms: int, into: str | None) -> IncidentEvent:
+    event = inc.event(kind, at_ms)
+    return event.model_copy(update={"snapshot": event.snapshot.model_copy(update={"linked_into": into})})
+
+
+def _one_webhook(route: str, extra: str = "") -> NotifierConfig:
+    return config(
+        f"""
+        route: {route}
+        receivers: [{{name: team, webhook_configs: [{{url: "http://127.0.0.1:9000/hook"}}]}}]
+        {extra}
+        """
+    )
+
+
+def test_a_member_linked_before_its_first_message_is_due_notifies_nobody() -> None:
+    # a muted route: the opened message waits; linking drops it, and nothing comes after
+    policy = NotifyPolicy(
+        _one_webhook(
+            "{receiver: team, routes: [{receiver: team, mute_time_intervals: [always]}]}",
+            "time_intervals: [{name: always, time_intervals: [{}]}]",
+        )
+    )
+    state, inc = IncidentNotifyState(INC), Incident()
+    held = policy.on_event(state, _linked(inc, E.OPENED, T0, None))
+    assert held.deliveries == () and state.receivers["team"].pending_seq == 1
+    linked = policy.on_event(state, _linked(inc, E.LINKED, T0 + MIN, "inc-primary"))
+    assert linked.deliveries == () and state.receivers["team"].pending_seq is None
+    assert any("linked into inc-primary" in h.reason for h in linked.held)
+    assert policy.on_due(state, T0 + 60 * MIN).deliveries == ()
+    assert policy.on_event(state, _linked(inc, E.RESOLVED, T0 + 61 * MIN, "inc-primary")).deliveries == ()
+
+
+def test_a_member_already_told_it_opened_hears_only_its_end() -> None:
+    policy = NotifyPolicy(_one_webhook("{receiver: team, group_interval: 0s, repeat_interval: 1h}"))
+    state, inc = IncidentNotifyState(INC), Incident()
+    assert sent(policy.on_event(state, _linked(inc, E.OPENED, T0, None))) == [("team", 1, "opened", 0)]
+    assert sent(policy.on_event(state, _linked(inc, E.LINKED, T0 + MIN, "inc-primary"))) == []
+    assert state.receivers["team"].repeat_due_ms is None  # no reminders about a member
+    assert sent(policy.on_event(state, _linked(inc, E.RESOLVED, T0 + 2 * MIN, "inc-primary"))) == [
+        ("team", 3, "resolved", 0)
+    ]
+
+
+def test_a_primary_hears_of_a_member_joining_as_an_update() -> None:
+    policy = NotifyPolicy(
+        _one_webhook("{receiver: team, group_interval: 0s, notify_on: [opened, updated, resolved]}")
+    )
+    state, inc = IncidentNotifyState(INC), Incident()
+    policy.on_event(state, inc.event(E.OPENED, T0))
+    assert sent(policy.on_event(state, inc.event(E.MEMBER_ADDED, T0 + MIN))) == [("team", 2, "updated", 0)]

@@ -36,7 +36,14 @@ COMPOSE = ROOT / "docker-compose.yml"
 K8S = ROOT / "deploy" / "kubernetes"
 
 # The /metrics port of each process, everywhere it is configured.
-METRICS_PORTS = {"gateway": 9095, "ingest": 9096, "correlator": 9097, "agent": 9098, "executor": 9099}
+METRICS_PORTS = {
+    "gateway": 9095,
+    "ingest": 9096,
+    "correlator": 9097,
+    "linker": 9094,
+    "agent": 9098,
+    "executor": 9099,
+}
 STORMWATCH_JOBS = {f"stormwatch-{name}" for name in METRICS_PORTS}
 PROMETHEUS_LABELS = {"job", "instance"}  # added by the scrape
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}
@@ -132,6 +139,12 @@ def test_registered_series_cover_the_issue_list() -> None:
         "stormwatch_transaction_seconds_bucket": {"stage", "le"},
         "stormwatch_gateway_requests_total": {"endpoint", "status"},
         "stormwatch_gateway_kafka_ready": set(),
+        # linking (issue #12)
+        "stormwatch_link_notes_total": set(),
+        "stormwatch_link_commands_late_total": set(),
+        "stormwatch_link_decisions_total": {"decision", "relation"},
+        "stormwatch_linker_late_notes_total": set(),
+        "stormwatch_root_causes_total": {"kind"},
     }
     for name, labels in expected.items():
         assert name in KNOWN, name
@@ -170,9 +183,12 @@ def test_pipeline_rules_cover_the_pipeline() -> None:
         "stormwatch_gateway_requests_total",
         "stormwatch_transaction_seconds_bucket",
         "stormwatch_oldest_open_incident_timestamp_seconds",
+        'stormwatch_consumer_lag{topic="stormwatch.linker.input"}',
+        "stormwatch_link_commands_late_total",
         "up{",
     ):
         assert needed in exprs, needed
+    assert 'topic="' + Settings().topics.linker_input + '"' in exprs, "the linker lag alert names its topic"
     for name, rule in rules.items():
         assert name.startswith("Stormwatch"), name
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
@@ -473,6 +489,63 @@ ALERT_TESTS: list[dict[str, Any]] = [
             },
         ],
     },
+    {
+        # Linking (issue #12): the linker behind on its input topic; the correlator applying late.
+        "interval": "1m",
+        "input_series": [
+            {
+                "series": 'stormwatch_consumer_lag{job="stormwatch-linker",instance="l",topic="stormwatch.linker.input",partition="0"}',
+                "values": "0 0 2000x20",
+            },
+            {
+                # the same lag on the correlator's input is StormwatchConsumerLagHigh's business
+                "series": 'stormwatch_consumer_lag{job="stormwatch-correlator",instance="c",topic="stormwatch.correlator.input",partition="0"}',
+                "values": "2000x22",
+            },
+            {
+                "series": 'stormwatch_link_commands_late_total{job="stormwatch-correlator",instance="c"}',
+                "values": "0 0 0 0 0 0 0 0 0 0 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3",
+            },
+            {"series": 'up{job="stormwatch-linker",instance="l:9094"}', "values": "1x30"},
+            {"series": 'up{job="stormwatch-ingest",instance="i:9096"}', "values": "1x30"},
+            {"series": 'up{job="stormwatch-correlator",instance="c:9097"}', "values": "1x30"},
+            {"series": 'up{job="stormwatch-gateway",instance="g:9095"}', "values": "1x30"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "5m", "alertname": "StormwatchLinkerLagHigh", "exp_alerts": []},  # pending
+            {
+                "eval_time": "8m",
+                "alertname": "StormwatchLinkerLagHigh",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "warning",
+                            "component": "stormwatch",
+                            "job": "stormwatch-linker",
+                            "topic": "stormwatch.linker.input",
+                        }
+                    }
+                ],
+            },
+            {"eval_time": "12m", "alertname": "StormwatchLinkCommandsLate", "exp_alerts": []},  # pending
+            {
+                "eval_time": "16m",
+                "alertname": "StormwatchLinkCommandsLate",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "warning",
+                            "component": "stormwatch",
+                            "job": "stormwatch-correlator",
+                        }
+                    }
+                ],
+            },
+            # no longer increasing: 10 minutes after the last late command it stops
+            {"eval_time": "30m", "alertname": "StormwatchLinkCommandsLate", "exp_alerts": []},
+            {"eval_time": "16m", "alertname": "StormwatchStageDown", "exp_alerts": []},
+        ],
+    },
 ]
 
 
@@ -588,6 +661,12 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
         "stormwatch_transaction_seconds_bucket",
         "stormwatch_gateway_requests_total",
         mitigation,
+        # linking (issue #12): root causes, decisions, suppression after linking, lateness
+        "stormwatch_root_causes_total",
+        "stormwatch_link_decisions_total",
+        'stormwatch_incident_events_total{type="linked"}',
+        "stormwatch_link_commands_late_total",
+        "stormwatch_linker_late_notes_total",
     ):
         assert needed in exprs, needed
 
@@ -671,6 +750,7 @@ def test_compose_has_the_full_stack() -> None:
         "topics",
         "ingest",
         "correlator",
+        "linker",
         "agent",
         "executor",
         "gateway",
@@ -706,6 +786,7 @@ def test_compose_commands_are_real_cli_invocations() -> None:
         "topics": "topics",
         "ingest": "ingest",
         "correlator": "correlate",
+        "linker": "link",
         "agent": "agent",
         "executor": "executor",
         "gateway": "gateway",
@@ -721,13 +802,19 @@ def test_compose_commands_are_real_cli_invocations() -> None:
             assert service["depends_on"] == {"topics": {"condition": "service_completed_successfully"}}
             assert service["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
         port = METRICS_PORTS.get(name)
-        if name in {"ingest", "correlator", "agent", "executor"}:
+        if name in {"ingest", "correlator", "linker", "agent", "executor"}:
             assert args.metrics_port == port, name
             assert f"127.0.0.1:{port}/metrics" in " ".join(service["healthcheck"]["test"])
     agent = parser.parse_args([str(a) for a in services["agent"]["command"]])
     assert agent.workflows == "/etc/stormwatch/incident_workflow_config.yaml"
     gateway = parser.parse_args([str(a) for a in services["gateway"]["command"]])
     assert (gateway.host, gateway.port) == ("0.0.0.0", 9095)
+    # The correlator and the linker read the same topology file, mounted from deploy/topology.yaml.
+    topology = services["correlator"]["environment"]["STORMWATCH_CORRELATOR__TOPOLOGY_FILE"]
+    assert services["linker"]["environment"]["STORMWATCH_CORRELATOR__TOPOLOGY_FILE"] == topology
+    assert parser.parse_args([str(a) for a in services["linker"]["command"]]).topology == topology
+    for name in ("correlator", "linker"):
+        assert dict(_bind_mounts(services[name]))[topology] == ROOT / "deploy" / "topology.yaml"
     assert services["gateway"]["ports"] == ["127.0.0.1:9095:9095"]
     assert services["prometheus"]["ports"] == ["127.0.0.1:9090:9090"]
     assert services["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
@@ -812,6 +899,7 @@ def test_kubernetes_workloads() -> None:
         "stormwatch-gateway": ("Deployment", "gateway"),
         "stormwatch-ingest": ("StatefulSet", "ingest"),
         "stormwatch-correlator": ("StatefulSet", "correlate"),
+        "stormwatch-linker": ("StatefulSet", "link"),
         "stormwatch-agent": ("Deployment", "agent"),
         "stormwatch-executor": ("Deployment", "executor"),
     }
@@ -869,8 +957,21 @@ def test_kubernetes_configmaps_match_the_deploy_files() -> None:
     settings = Settings.model_validate(config)
     assert settings.correlator.rules_file == "/etc/stormwatch/rules/correlation_rules.yaml"
     assert settings.agent.workflows_file == "/etc/stormwatch/workflows/incident_workflow_config.yaml"
+    assert settings.correlator.topology_file == "/etc/stormwatch/topology/topology.yaml"
+    # the correlator and the linker mount the topology where the config says
+    found = workloads()
+    for name in ("stormwatch-correlator", "stormwatch-linker"):
+        pod = found[name]["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        (container,) = pod["containers"]
+        mounts = {
+            m["mountPath"]: volumes[m["name"]].get("configMap", {}).get("name")
+            for m in container["volumeMounts"]
+        }
+        assert mounts["/etc/stormwatch/topology"] == "stormwatch-topology", name
     for configmap, key, source in (
         ("stormwatch-rules", "correlation_rules.yaml", "deploy/correlation_rules.yaml"),
+        ("stormwatch-topology", "topology.yaml", "deploy/topology.yaml"),
         ("stormwatch-workflows", "incident_workflow_config.yaml", "deploy/incident_workflow_config.yaml"),
     ):
         embedded = yaml.safe_load(configmaps[configmap]["data"][key])

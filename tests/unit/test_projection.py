@@ -16,14 +16,21 @@ from stormwatch.schemas.incident import (
     AlertChangeKind,
     IncidentEvent,
     IncidentEventType,
-    IncidentSnapshot,
     IncidentState,
 )
 from stormwatch.streams.core.projection import SUMMARY_KEYS, IncidentProjection, IssueKind, to_summary
+from tests.kit.events import build_event
 
 T0 = datetime(2025, 1, 31, 12, 0, 0, tzinfo=UTC)
 INC = "inc-0123456789abcdef-1"
 OTHER = "inc-fedcba9876543210-1"
+# the snapshot of ``event`` unless a test says otherwise: HighLatency on api, opened at T0
+API_SNAPSHOT: dict[str, Any] = {
+    "title": "HighLatency on api",
+    "group_key": '{service="api"}',
+    "group_labels": {"service": "api"},
+    "opened_at": T0,
+}
 
 
 def at(minutes: float) -> datetime:
@@ -66,31 +73,19 @@ def event(
     **snap: Any,
 ) -> IncidentEvent:
     """An event whose snapshot is the incident right after it; ``snap`` overrides snapshot fields."""
-    snapshot: dict[str, Any] = {
-        "state": to_state,
-        "severity": Severity.CRITICAL,
-        "title": "HighLatency on api",
-        "group_key": '{service="api"}',
-        "group_labels": {"service": "api"},
-        "rule": "default",
-        "alert_count": 1,
-        "firing_count": 1,
-        "opened_at": T0,
-    }
-    snapshot.update(snap)
-    return IncidentEvent(
-        event_id=event_id or xxhash.xxh3_128_hexdigest(f"{incident_id}:{seq}".encode()),
-        incident_id=incident_id,
-        seq=seq,
-        type=etype,
-        from_state=from_state,
-        to_state=to_state,
+    return build_event(
+        incident_id,
+        seq,
+        etype,
+        from_state,
+        to_state,
         at=at(seq if minutes is None else minutes),
+        event_id=event_id or xxhash.xxh3_128_hexdigest(f"{incident_id}:{seq}".encode()),
         actor=actor,
         cause=f"{etype.value} for the test",
         alerts=alerts or [],
-        details=details or {},
-        snapshot=IncidentSnapshot(**snapshot),
+        details=details,
+        **{**API_SNAPSHOT, **snap},
     )
 
 
@@ -411,6 +406,7 @@ def test_summary_has_exactly_the_documented_keys() -> None:
         "last_seq": 3,
         "linked_into": None,
         "members": [],
+        "muted": 0,
         "root_cause": None,
     }
 

@@ -29,13 +29,12 @@ from stormwatch.schemas.incident import (
     AlertChangeKind,
     IncidentEvent,
     IncidentEventType,
-    IncidentSnapshot,
-    IncidentState,
 )
 from stormwatch.simulate import decode_line
 from stormwatch.storms import NOISE, Storm, build_storm
 from stormwatch.streams.core.linking import Merged, RootCauseChanged
 from stormwatch.streams.core.topology import Topology
+from tests.kit.events import build_event
 from tests.kit.paths import ROOT
 
 SHIPPED_RULES = ROOT / "deploy" / "correlation_rules.yaml"
@@ -87,38 +86,27 @@ def _event(
     incident: str, seq: int, etype: IncidentEventType, fingerprints: list[str], **details: str
 ) -> IncidentEvent:
     at = datetime(2025, 1, 1, tzinfo=UTC)
-    return IncidentEvent(
-        event_id=f"{incident}-{seq}",
-        incident_id=incident,
-        seq=seq,
-        type=etype,
-        from_state=None,
-        to_state=IncidentState.OPEN,
-        at=at,
-        actor="correlator",
-        cause="test",
-        alerts=[
-            AlertChange(
-                fingerprint=f,
-                change=AlertChangeKind.JOINED,
-                status=AlertStatus.FIRING,
-                severity=Severity.WARNING,
-                at=at,
-            )
-            for f in fingerprints
-        ],
-        details=dict(details),
-        snapshot=IncidentSnapshot(
-            state=IncidentState.OPEN,
+    alerts = [
+        AlertChange(
+            fingerprint=f,
+            change=AlertChangeKind.JOINED,
+            status=AlertStatus.FIRING,
             severity=Severity.WARNING,
-            title="t",
-            group_key="g",
-            group_labels={},
-            rule="default",
-            alert_count=len(fingerprints),
-            firing_count=len(fingerprints),
-            opened_at=at,
-        ),
+            at=at,
+        )
+        for f in fingerprints
+    ]
+    count = len(fingerprints)
+    return build_event(
+        incident,
+        seq,
+        etype,
+        at=at,
+        alerts=alerts,
+        details=dict(details),
+        severity=Severity.WARNING,
+        alert_count=count,
+        firing_count=count,
     )
 
 

@@ -608,3 +608,28 @@ def _ms(text: str) -> int:
     from datetime import datetime
 
     return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+# ---------------------------------------------------------------------------- topology-cascade
+
+
+@pytest.mark.parametrize("seed", [1, 2, 7])
+def test_topology_cascade_follows_the_service_catalog(seed: int) -> None:
+    """What `make up`'s demo sends: a database outage whose dependents are the services that call
+    it within 3 hops in the catalog deploy/topology.yaml describes, each calling the level above."""
+    from stormwatch.storms import TOPOLOGY, dependents
+
+    sim = generate("topology-cascade", size=300, seed=seed, **SMALL)
+    (db,) = {a.labels["service"] for a in sim.alerts if a.name == "PostgresqlDown"}
+    levels = [set(level) for level in dependents(db, 3)]
+    services = {a.labels["service"] for a in sim.alerts} - {db}
+    assert services == set().union(*levels)
+    for alert in sim.alerts:
+        found = re.search(r"Calls from (\S+) to (\S+) time out", alert.annotations.get("description", ""))
+        if found:
+            assert found.group(2) in TOPOLOGY[found.group(1)].depends_on
+    # fewer alerts, fewer services: the nearest first, each with at least one alert
+    small = {a.labels["service"] for a in generate("topology-cascade", size=6, seed=seed, **SMALL).alerts}
+    small -= {db}
+    assert len(small) == 3 and small <= levels[0] | levels[1]
+    assert levels[0] <= small or small <= levels[0]

@@ -181,7 +181,11 @@ def test_every_mistake_is_reported_in_one_pass_with_file_line_and_path(tmp_path:
         (17, "components[4].depends_on[1]", "service/checkout is listed twice"),
         (19, "link.max_hops", "must be at most 6; got the number 7"),
         (20, "link.window", "invalid duration '5x': unknown unit 'x'"),
-        (21, "link.extra", "unknown key 'extra'; allowed keys: common_upstream, delay, max_hops, max_wait, window"),
+        (
+            21,
+            "link.extra",
+            "unknown key 'extra'; allowed keys: common_upstream, delay, max_hops, max_wait, window",
+        ),
     ]
     assert [(line, path) for line, path, _ in got] == [(line, path) for line, path, _ in expected], got
     for (_, path, message), (_, _, want) in zip(got, expected, strict=True):

@@ -24,10 +24,11 @@ from stormwatch.commands.topology import (
 )
 from stormwatch.loaders import load_topology
 from stormwatch.schemas.common import Severity
-from stormwatch.schemas.incident import IncidentEvent, IncidentEventType, IncidentSnapshot, IncidentState
+from stormwatch.schemas.incident import IncidentEvent
 from stormwatch.schemas.topology import TopologyComponent, TopologyUpdate
 from stormwatch.streams.core.cooccurrence import suggestion_topology
 from stormwatch.streams.core.topology import Topology, TopologyError, parse_topology
+from tests.kit.events import build_event
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "deploy" / "topology.yaml"
@@ -236,27 +237,8 @@ T0 = datetime(2025, 1, 31, tzinfo=UTC)
 
 def _opened(iid: str, at_s: int, **labels: str) -> IncidentEvent:
     at = T0 + timedelta(seconds=at_s)
-    return IncidentEvent(
-        event_id=iid,
-        incident_id=iid,
-        seq=1,
-        type=IncidentEventType.OPENED,
-        from_state=None,
-        to_state=IncidentState.OPEN,
-        at=at,
-        actor="correlator",
-        cause="test",
-        snapshot=IncidentSnapshot(
-            state=IncidentState.OPEN,
-            severity=Severity.ERROR,
-            title="t",
-            group_key=iid,
-            group_labels=labels,
-            rule="r",
-            alert_count=1,
-            firing_count=1,
-            opened_at=at,
-        ),
+    return build_event(
+        iid, at=at, event_id=iid, severity=Severity.ERROR, group_key=iid, group_labels=labels, rule="r"
     )
 
 
