@@ -1,4 +1,5 @@
-"""Benchmarks and long-running checks: ``stormwatch bench`` and ``python -m stormwatch.bench.soak``.
+"""Benchmarks and long-running checks: ``stormwatch bench``, ``python -m stormwatch.bench.soak``
+and ``python -m stormwatch.bench.readmodel``.
 
 Entry-point layer (docs/architecture.md): it starts pipelines of its own and measures them; the
 workloads, the results format and the procedure are in bench/README.md and docs/performance.md.
@@ -7,9 +8,13 @@ workloads, the results format and the procedure are in bench/README.md and docs/
 __all__ = [
     "alertmanager",
     "floor",
+    "linking",
+    "notify",
+    "notify_outage",
     "pipeline",
     "procstat",
     "quality",
+    "readmodel",
     "results",
     "runner",
     "soak",

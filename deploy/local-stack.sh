@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole stormwatch stack on this machine, for `make up` / `make down`:
-#   up      Kafka, topics, ingest, correlator, linker, agent (dry run), executor, gateway, then a
-#           demo storm
+#   up      Kafka, topics, ingest, correlator, linker, agent (dry run), executor, gateway, the
+#           notifier with a demo webhook receiver, then a demo storm
 #   down    stop everything this script started (a Kafka that already ran before `up` is left running)
 #   status  what runs
 # With a running Docker engine it uses docker compose (docker-compose.yml); otherwise the local
@@ -10,15 +10,22 @@
 #
 # The correlator and the linker share the topology deploy/topology.yaml (correlator.topology_file
 # in the generated config): related label groups become one incident with its root cause named.
+# The notifier (`stormwatch notify`, notify.notify_file deploy/notify.yaml) sends the incidents to
+# the demo webhook receiver (`stormwatch demo-receiver`, 127.0.0.1:9102), which appends each
+# notification to $STACK_DIR/notifications.jsonl; the demo summary shows one.
 #
 # Environment: STORMWATCH_STACK_DIR (config, logs, pids; default var/stack), STORMWATCH_KAFKA_PORT
 # (broker port, default 9092; its controller takes the next port), STORMWATCH_STACK_KAFKA_DIR
 # (Kafka's data directory; default that of `make kafka-up`, var/kafka/single),
-# STORMWATCH_GATEWAY_PORT (default 9095), STORMWATCH_DEMO_ARGS (extra `stormwatch demo` arguments).
+# STORMWATCH_GATEWAY_PORT (default 9095), STORMWATCH_DEMO_RECEIVER_PORT (the demo webhook receiver,
+# default 9102), NOTIFY_WEBHOOK_URL (where deploy/notify.yaml's webhook sends; default the demo
+# receiver), STORMWATCH_DEMO_ARGS (extra `stormwatch demo` arguments).
 # A second stack next to a running one, e.g.:
 #   STORMWATCH_STACK_DIR=var/stack2 STORMWATCH_STACK_KAFKA_DIR=var/kafka/stack2 \
-#   STORMWATCH_KAFKA_PORT=19092 STORMWATCH_GATEWAY_PORT=19095 bash deploy/local-stack.sh up
-# (the workers' metrics ports 9094, 9096-9099 stay the same: stop the other stack's workers first).
+#   STORMWATCH_KAFKA_PORT=19092 STORMWATCH_GATEWAY_PORT=19095 STORMWATCH_DEMO_RECEIVER_PORT=19102 \
+#   bash deploy/local-stack.sh up
+# (the workers' metrics ports 9094, 9096-9099 and 9101 stay the same: stop the other stack's
+# workers first).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -34,6 +41,11 @@ KAFKA_DIR=${STORMWATCH_STACK_KAFKA_DIR:-}
 # running by `down`: this file says so.
 KAFKA_KEPT=$STACK_DIR/kafka.kept
 GATEWAY_PORT=${STORMWATCH_GATEWAY_PORT:-9095}
+NOTIFY_FILE=deploy/notify.yaml
+RECEIVER_PORT=${STORMWATCH_DEMO_RECEIVER_PORT:-9102}
+NOTIFICATIONS=$STACK_DIR/notifications.jsonl
+# deploy/notify.yaml reads its webhook URL from this variable (the notifier inherits it).
+export NOTIFY_WEBHOOK_URL=${NOTIFY_WEBHOOK_URL:-http://127.0.0.1:$RECEIVER_PORT/alerts}
 # name:metrics-port:subcommand and arguments
 WORKERS=(
     "ingest:9096:ingest --rules $RULES --instance-id local-ingest"
@@ -42,6 +54,8 @@ WORKERS=(
     "agent:9098:agent --workflows $WORKFLOWS --dry-run"
     "executor:9099:executor"
     "gateway:0:gateway --port $GATEWAY_PORT"
+    "receiver:0:demo-receiver --port $RECEIVER_PORT --out $NOTIFICATIONS"
+    "notifier:9101:notify --instance-id local-notifier"
 )
 
 log() { echo "[stack] $*" >&2; }
@@ -65,6 +79,9 @@ agent:
 gateway:
   host: 127.0.0.1
   port: $GATEWAY_PORT
+notify:
+  notify_file: $NOTIFY_FILE
+  external_url: http://127.0.0.1:$GATEWAY_PORT
 YAML
 }
 
@@ -171,10 +188,16 @@ status_local() {
 
 case ${1:-} in
     up)
-        if docker_engine; then up_docker; else up_local; fi
+        demo_args=()
+        if docker_engine; then
+            up_docker
+        else
+            up_local
+            demo_args=(--notifications-file "$NOTIFICATIONS")
+        fi
         log "running the demo storm through the gateway"
         # shellcheck disable=SC2086 # extra arguments, a word list by design
-        sw demo --gateway "http://127.0.0.1:$GATEWAY_PORT" ${STORMWATCH_DEMO_ARGS:-}
+        sw demo --gateway "http://127.0.0.1:$GATEWAY_PORT" "${demo_args[@]}" ${STORMWATCH_DEMO_ARGS:-}
         ;;
     down)
         if docker_engine && [[ ! -f $STACK_DIR/ingest.pid ]]; then docker compose down; else down_local; fi

@@ -586,8 +586,9 @@ class Gateway:
         # The operator console (docs/console.md): pages on the same read model, auth and TLS
         self.console: Console | None = None
         if readmodel is not None:
-            self.console = Console(settings, readmodel)
+            self.console = Console(settings, readmodel, body_read=self.connections.request_read)
             self.console.register(self.app)
+            self._ingest_routes |= Console.BODY_ROUTES
         self.app.router.add_get("/-/healthy", self._healthy, name="healthy")
         self.app.router.add_get("/-/ready", self._ready, name="ready")
         self.app.router.add_get("/metrics", self._metrics, name="metrics")

@@ -4,12 +4,19 @@
 (as Prometheus would send it), dedup and grouping, incidents out, and how much noise was removed.
 With a topology (correlator.topology_file, and `stormwatch link` running, as `make up` has them),
 the default storm is a database outage spreading through the services that use it: its label
-groups are linked into one incident, and the summary names its root cause.
+groups are linked into one incident, and the summary names its root cause. With
+`stormwatch notify` running (`make up` starts it with deploy/notify.yaml), the summary counts the
+notifications of the storm's incidents (topics.notifications) and shows one that the demo receiver
+(`stormwatch demo-receiver`, stormwatch/demoreceiver.py) got.
+
+`stormwatch demo-receiver` is that receiver: a webhook endpoint on 127.0.0.1 that appends each
+notification to a file (`make up`: var/stack/notifications.jsonl).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import urllib.error
@@ -19,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from stormwatch.config import Settings
+from stormwatch.demoreceiver import read_received
 from stormwatch.errors import UserError
 from stormwatch.kafka.client import read_topic
 from stormwatch.output import clean, command_prefix, render_table
@@ -57,7 +65,34 @@ def register(sub: Any) -> None:
     p.add_argument("--eval-interval", default="3s", help="how often the simulated Prometheus re-sends (3s)")
     p.add_argument("--settle", default="15s", help="how long to wait for the last incident events (15s)")
     p.add_argument("--token", default=None, help="gateway bearer token, if the gateway requires one")
+    p.add_argument(
+        "--notifications-file",
+        metavar="FILE",
+        default=None,
+        help="what `stormwatch demo-receiver --out FILE` writes: the summary shows a notification from it",
+    )
     p.set_defaults(handler=run_demo)
+
+    text = "A webhook receiver for the demo: append each notification it gets to a file (JSON lines)."
+    r: argparse.ArgumentParser = sub.add_parser("demo-receiver", help=text, description=text)
+    r.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    r.add_argument("--port", type=int, default=9102, help="port (default: 9102; 0: any free port)")
+    r.add_argument(
+        "--out",
+        metavar="FILE",
+        default="var/stack/notifications.jsonl",
+        help="append each notification here (default: var/stack/notifications.jsonl)",
+    )
+    r.set_defaults(handler=run_receiver)
+
+
+def run_receiver(args: argparse.Namespace, settings: Settings) -> int:
+    from stormwatch.demoreceiver import serve
+
+    try:
+        return serve(args.host, args.port, Path(args.out))
+    except OSError as exc:
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
 
 
 def _post(url: str, body: bytes, token: str | None) -> int:
@@ -138,7 +173,9 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"waiting {settle_s:g}s for the last incident events ...", file=sys.stderr)
     time.sleep(settle_s)
     events = [e for e in _events(settings) if e.event_id not in before]
-    _summarize(args, settings, base, statuses, sent_alerts, events)
+    incidents = {e.incident_id for e in events}
+    notified = _notifications(settings, incidents)
+    _summarize(args, settings, base, statuses, sent_alerts, events, notified)
     return 0 if events and set(statuses) <= {200, 202} else 1
 
 
@@ -148,6 +185,23 @@ def _events(settings: Settings) -> list[IncidentEvent]:
     ]
 
 
+def _notifications(settings: Settings, incidents: set[str]) -> list[dict[str, Any]] | None:
+    """The delivery records (docs/notifications.md, "Topics") about this storm's incidents, or
+    None when there is no notifications topic (no `stormwatch notify` to tell about)."""
+    records = []
+    try:
+        for m in read_topic(settings, settings.topics.notifications, timeout_s=5.0):
+            try:
+                record = json.loads(m.value() or b"")
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("incident_id") in incidents:
+                records.append(record)
+    except UserError:
+        return None
+    return records
+
+
 def _summarize(
     args: argparse.Namespace,
     settings: Settings,
@@ -155,6 +209,7 @@ def _summarize(
     statuses: Counter[int],
     sent_alerts: int,
     events: list[IncidentEvent],
+    notifications: list[dict[str, Any]] | None = None,
 ) -> None:
     latest: dict[str, IncidentEvent] = {}
     for event in events:
@@ -163,7 +218,11 @@ def _summarize(
     # Only the incidents of this storm: an earlier run's may still be closing meanwhile.
     opened = {e.incident_id for e in events if e.type is IncidentEventType.OPENED}
     latest = {i: e for i, e in latest.items() if i in opened} or latest
-    ratio = sent_alerts / len(events) if events else 0.0
+    # The notifier's own outcomes (`notified`, `notify_failed`) are on the audit log too, but they
+    # are not what the storm became: the ratio leaves them out.
+    notifier_events = {IncidentEventType.NOTIFIED, IncidentEventType.NOTIFY_FAILED}
+    storm_events = sum(1 for e in events if e.type not in notifier_events)
+    ratio = sent_alerts / storm_events if storm_events else 0.0
     # Linking (issue #12): a member group points at its primary; the primary lists its members.
     primaries = sorted(
         (e for e in latest.values() if e.snapshot.linked_into is None), key=lambda e: e.snapshot.opened_at
@@ -183,6 +242,8 @@ def _summarize(
         out.write(f"incidents:        {len(latest)}\n")
     out.write(f"incident events:  {len(events)} (by type: {dict(Counter(e.type.value for e in events))})\n")
     out.write(f"storm suppression: {ratio:.0f} alerts per incident event")
+    if storm_events != len(events):
+        out.write(" (not counting the notifier's)")
     if linked:
         out.write(f", {sent_alerts / max(1, len(primaries)):.0f} alerts per incident after linking")
     out.write("\n\n")
@@ -204,6 +265,12 @@ def _summarize(
     if roots:
         out.write("\nroot causes (the linker: related label groups are one incident):\n")
         out.writelines(f"  {line}\n" for line in roots)
+    if notifications is not None:
+        shown = [e.incident_id for e in primaries]
+        members = {i for i, e in latest.items() if e.snapshot.linked_into is not None}
+        _summarize_notifications(
+            out, notifications, getattr(args, "notifications_file", None), shown, members
+        )
     sw = command_prefix(args.config)
     linking = [e for e in primaries if e.snapshot.members or e.snapshot.root_cause is not None]
     example = linking[0].incident_id if linking else rows[0][0] if rows else "INCIDENT_ID"
@@ -212,9 +279,15 @@ def _summarize(
         (f"{sw} timeline {example}", "every decision, with the rule that made it"),
         (f"{sw} ack {example}", "acknowledge as $USER (--by NAME otherwise), and see the outcome"),
         (f"{base}/metrics", "gateway metrics"),
-        ("http://127.0.0.1:9096/metrics", "ingest; 9097 correlator, 9094 linker, 9098 agent, 9099 executor"),
+        (
+            "http://127.0.0.1:9096/metrics",
+            "ingest; 9097 correlator, 9094 linker, 9098 agent, 9099 executor, 9101 notifier",
+        ),
         ("make down", "stop everything"),
     ]
+    received = getattr(args, "notifications_file", None)
+    if notifications is not None and received:
+        hints.insert(-1, (f"tail -n 1 {received}", "the last notification the demo webhook got"))
     width = max(len(command) for command, _ in hints)
     out.write("\nwhere to look next (run from " + str(Path.cwd()) + "):\n")
     out.writelines(f"  {command:<{width}}  # {why}\n" for command, why in hints)
@@ -240,3 +313,66 @@ def _root_causes(latest: dict[str, IncidentEvent], primaries: list[IncidentEvent
             f"1 + {len(snap.members)} linked groups, {_alerts(event, latest)} alerts"
         )
     return lines
+
+
+def _summarize_notifications(
+    out: Any,
+    records: list[dict[str, Any]],
+    received_file: str | None,
+    shown: list[str],
+    members: set[str] | None = None,
+) -> None:
+    """How many notifications of this storm went out, to whom, and one the demo receiver got
+    (about the first incident of ``shown`` that has one). ``members``: label groups linked into
+    another incident; a message about one went out before it was linked."""
+    sent = [r for r in records if r.get("outcome") == "sent"]
+    by_receiver = Counter(f"{r.get('receiver')} ({r.get('integration')})" for r in sent)
+    others = Counter(str(r.get("outcome")) for r in records if r.get("outcome") != "sent")
+    out.write(f"\nnotifications:    {len(sent)} delivered")
+    if len(by_receiver) == 1:
+        out.write(f" to {clean(next(iter(by_receiver)))}")
+    elif by_receiver:
+        out.write(" (" + ", ".join(f"{n} to {clean(name)}" for name, n in sorted(by_receiver.items())) + ")")
+    if received_file:
+        out.write(f", see {received_file}")
+    if others:
+        out.write(f"; other attempts: {', '.join(f'{n} {k}' for k, n in sorted(others.items()))}")
+    out.write("\n")
+    early = sum(1 for r in sent if r.get("incident_id") in (members or set()))
+    if early:
+        out.write(
+            f"                  {early} of them about label groups that opened before the linker linked "
+            "them into their root cause's incident\n"
+        )
+    if not received_file:
+        return
+    ids = {r.get("notification_id") for r in sent}
+    received = [e for e in read_received(Path(received_file)) if e.get("notification_id") in ids]
+    rank = {incident: i for i, incident in enumerate(shown)}
+    received.sort(key=lambda e: rank.get(str(e.get("incident_id")), len(rank)))
+    if received:
+        out.writelines(f"  {line}\n" for line in _show_received(received[0]))
+
+
+def _show_received(entry: dict[str, Any]) -> list[str]:
+    """One notification as the demo receiver got it, in a few lines (the payload is Alertmanager's)."""
+    payload = entry.get("payload")
+    payload = payload if isinstance(payload, dict) else {}
+    alerts = payload.get("alerts")
+    alerts = alerts if isinstance(alerts, list) else []
+    labels = payload.get("groupLabels")
+    labels = labels if isinstance(labels, dict) else {}
+    first = alerts[0] if alerts and isinstance(alerts[0], dict) else {}
+    lines = [
+        f"e.g. about {entry.get('incident_id')}, received {entry.get('received_at')} "
+        f"(POST {entry.get('path')}, X-Stormwatch-Notification-Id {entry.get('notification_id')}):",
+        f"  status {payload.get('status')}, receiver {payload.get('receiver')}, {len(alerts)} alert(s)"
+        + (f" (+{payload['truncatedAlerts']} truncated)" if payload.get("truncatedAlerts") else ""),
+        "  groupLabels " + ", ".join(f"{k}={v}" for k, v in labels.items()),
+    ]
+    if first:
+        alert_labels = first.get("labels")
+        alert_labels = alert_labels if isinstance(alert_labels, dict) else {}
+        shown = ", ".join(f"{k}={v}" for k, v in alert_labels.items())
+        lines.append(f"  alerts[0] {first.get('status')} since {first.get('startsAt')}: {shown}")
+    return [clean(line)[:240] for line in lines]

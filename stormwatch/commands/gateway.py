@@ -24,7 +24,8 @@ _DESCRIPTION = (
     "Events v2, CloudEvents, native JSON) and write every accepted request to the raw topic. "
     "Answers 2xx only once Kafka acknowledged the write, 503 with Retry-After while it cannot. "
     "Also serves Alertmanager's read and silence API from a read model of the incident, state and "
-    "silences topics, so amtool, karma and Grafana can list alerts and manage silences."
+    "silences topics, so amtool, karma and Grafana can list alerts and manage silences, and the "
+    "operator console, a web UI under /console on the same read model, token and TLS (docs/console.md)."
 )
 
 
@@ -55,8 +56,9 @@ def register(sub: Any) -> None:
         "--no-read-api",
         action="store_true",
         help="Serve only the alert endpoints: no Alertmanager read API (GET /api/v2/alerts, "
-        "/api/v2/alerts/groups, /api/v2/silences, /api/v2/status; POST/DELETE silences), and no "
-        "read model following the incident, state and silences topics (docs/alertmanager-api.md)",
+        "/api/v2/alerts/groups, /api/v2/silences, /api/v2/status; POST/DELETE silences), no "
+        "operator console (/console), and no read model following the incident, state and "
+        "silences topics (docs/alertmanager-api.md)",
     )
     p.add_argument("--max-seconds", type=float, help="Stop after this many seconds (demos, tests)")
     p.set_defaults(handler=run_gateway)
@@ -119,6 +121,7 @@ async def _serve(settings: Settings, max_seconds: float | None, *, read_api: boo
         paths = ", ".join(e.path for e in ENDPOINTS)
         if read_api:
             paths += "; Alertmanager API v2 (alerts, alerts/groups, silences, status) from the read model"
+            paths += f"; operator console at {server.url}/console/"
         if settings.gateway.bearer_token:
             auth = "bearer token required"
         elif settings.gateway.insecure_no_auth:

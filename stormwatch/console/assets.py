@@ -56,6 +56,7 @@ dl.annotations dd { margin: 0 0 .2em; word-break: break-word; }
 .login, .silence-form { display: flex; flex-direction: column; gap: .6em; max-width: 36em; background: #fff;
   padding: 1em; border: 1px solid var(--line); }
 .silence-form textarea, .silence-form input, .login input { width: 100%; font: inherit; padding: .3em; }
+.buttons { display: flex; gap: .6em; }
 .live { position: fixed; right: 1em; bottom: .6em; color: var(--muted); font-size: .85em; }
 button { font: inherit; padding: .25em .8em; cursor: pointer; }
 """

@@ -464,8 +464,8 @@ def silences_page(
         f'<textarea name="matchers" rows="3" required>{esc(form.matchers)}</textarea></label>'
         f'<label>Duration <input type="text" name="duration" value="{esc(form.duration)}" required></label>'
         f'<label>Comment <input type="text" name="comment" value="{esc(form.comment)}" required></label>'
-        '<button type="submit" formaction="/console/silences/preview" '
-        'id="preview-button">Preview</button> <button type="submit" id="create-button">Create silence</button>'
+        '<div class="buttons"><button type="submit" formaction="/console/silences/preview" '
+        'id="preview-button">Preview</button> <button type="submit" id="create-button">Create silence</button></div>'
         f'</form><div id="preview">{preview}</div>'
     )
     body = f"<h1>Silences</h1><h2>New silence</h2>{create}<h2>All silences</h2>{table}"

@@ -45,7 +45,7 @@ from stormwatch.schemas.durations import DURATION_HELP, parse_duration
 from stormwatch.schemas.incident import IncidentEvent, IncidentState
 from stormwatch.streams.core.projection import IncidentProjection
 
-__all__ = ["COOKIE", "Console", "Session", "SessionStore", "incident_marks", "read_timeline"]
+__all__ = ["COOKIE", "Console", "LoginThrottle", "Session", "SessionStore", "incident_marks", "read_timeline"]
 
 log = logging.getLogger("stormwatch.console")
 
@@ -58,6 +58,8 @@ EVENT_POLL_S = 0.5
 KEEPALIVE_S = 15.0
 APPLY_WAIT_S = 5.0
 PREVIEW_LIMIT = 100
+LOGIN_FAILURES = 10  # wrong tokens from one address ...
+LOGIN_WINDOW_S = 300.0  # ... in this long, and its sign-ins are refused (429) for the rest of it
 _ACTIONS = {
     "ack": OperatorAction.ACKNOWLEDGE,
     "resolve": OperatorAction.RESOLVE,
@@ -83,6 +85,34 @@ class Session:
     user: str
     csrf: str
     expires: float  # time.monotonic()
+
+
+class LoginThrottle:
+    """At most ``limit`` wrong tokens per client address in ``window_s``; then 429 until the window
+    has passed (guessing a token through the form is as slow as through the API is not: bounded)."""
+
+    def __init__(self, limit: int = LOGIN_FAILURES, window_s: float = LOGIN_WINDOW_S) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+
+    def _recent(self, client: str, now: float) -> list[float]:
+        times = [t for t in self._failures.get(client, []) if now - t < self.window_s]
+        if times:
+            self._failures[client] = times
+        else:
+            self._failures.pop(client, None)
+        return times
+
+    def blocked(self, client: str) -> bool:
+        return len(self._recent(client, time.monotonic())) >= self.limit
+
+    def failed(self, client: str) -> None:
+        now = time.monotonic()
+        self._failures[client] = [*self._recent(client, now), now]
+        self._failures.move_to_end(client)
+        while len(self._failures) > MAX_SESSIONS:
+            self._failures.popitem(last=False)
 
 
 class SessionStore:
@@ -179,6 +209,7 @@ class Console:
         follower: ReadModelFollower | None,
         *,
         timeline: Callable[[Settings, str], list[IncidentEvent]] = read_timeline,
+        body_read: Callable[[web.Request], None] | None = None,
     ) -> None:
         self.settings = settings
         self.follower = follower
@@ -186,13 +217,33 @@ class Console:
         self._token = token.encode() if token is not None else None
         self.secure_cookie = bool(settings.gateway.tls_cert_file)
         self.sessions = SessionStore()
+        self.throttle = LoginThrottle()
         self._timeline = timeline
+        self._body_read = body_read  # the gateway's read deadline ends once a form is read
         self._timelines: OrderedDict[str, list[IncidentEvent]] = OrderedDict()
         self._closing = asyncio.Event()
         # The CLI's own publishing functions; tests replace them.
         self.publish_command = operator_commands.publish_command
         self.publish_silence_add = silence_commands.publish_silence_add
         self.publish_silence_expire = silence_commands.publish_silence_expire
+
+    BODY_ROUTES = frozenset(
+        {
+            "console_login",
+            "console_logout",
+            "console_action",
+            "console_silence_create",
+            "console_silence_preview",
+            "console_silence_expire",
+        }
+    )
+    """The routes with a form body: the gateway's request read deadline runs until it is read."""
+
+    async def _form(self, request: web.Request) -> Any:
+        form = await request.post()
+        if self._body_read is not None:
+            self._body_read(request)
+        return form
 
     def register(self, app: web.Application) -> None:
         r = app.router
@@ -234,7 +285,7 @@ class Console:
     async def _need_csrf(self, request: web.Request) -> tuple[Session, Any]:
         """The session and the form of a state-changing request whose CSRF token is right."""
         session = self._need_session(request)
-        form = await request.post()
+        form = await self._form(request)
         if not csrf_ok(session, form.get("csrf")):
             log.warning(
                 "console: %s %s refused: bad CSRF token (user %s)", request.method, request.path, session.user
@@ -264,15 +315,27 @@ class Console:
         )
 
     async def _login(self, request: web.Request) -> web.Response:
-        form = await request.post()
+        form = await self._form(request)
         next_path = _safe_next(form.get("next"))
         name = form.get("name")
         name = name.strip() if isinstance(name, str) else ""
         if self._token is not None:
+            client = request.remote or "?"
+            if self.throttle.blocked(client):
+                log.warning("console: sign-in from %s refused: too many wrong tokens", client)
+                return _page(
+                    render.login_page(
+                        error="too many wrong tokens from your address; wait a few minutes",
+                        need_token=True,
+                        next_path=next_path,
+                    ),
+                    status=429,
+                )
             token = form.get("token")
             presented = token.strip().encode("utf-8", "surrogateescape") if isinstance(token, str) else b""
             if not hmac.compare_digest(presented, self._token):
-                log.warning("console: sign-in refused (wrong token) from %s", request.remote)
+                self.throttle.failed(client)
+                log.warning("console: sign-in refused (wrong token) from %s", client)
                 return _page(
                     render.login_page(error="wrong token", need_token=True, next_path=next_path), status=401
                 )

@@ -352,7 +352,9 @@ def test_retry_backoff_doubles_up_to_max_with_jitter_in_the_upper_half() -> None
 
 
 def test_a_document_that_is_not_a_mapping_is_refused() -> None:
-    with pytest.raises(NotifierConfigError, match="expected a mapping with keys: after_ack, notify_on"):
+    with pytest.raises(
+        NotifierConfigError, match="expected a mapping with keys: after_ack, link_wait, notify_on"
+    ):
         parse("- route\n")
 
 
@@ -367,3 +369,11 @@ def test_the_example_in_docs_notifications_md_loads() -> None:
         "team-webhook",
     ]
     assert config.receivers["oncall-pagerduty"].rate_limit is not None
+
+
+def test_link_wait_is_a_duration_left_to_the_stage_when_unset() -> None:
+    assert parse(MINIMAL).link_wait_ms is None  # the stage derives it from the topology
+    assert parse("link_wait: 20s\n" + textwrap.dedent(MINIMAL)).link_wait_ms == 20_000
+    assert parse("link_wait: 0s\n" + textwrap.dedent(MINIMAL)).link_wait_ms == 0
+    ((line, path, message),) = problems("link_wait: soon\n" + textwrap.dedent(MINIMAL))
+    assert (line, path) == (1, "link_wait")

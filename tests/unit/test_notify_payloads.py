@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from stormwatch.agents.core.notify_config import PagerDutyConfig
+from stormwatch.agents.core.notify_config import PagerDutyConfig, notification_context
 from stormwatch.agents.core.notify_payloads import (
     PAGERDUTY_SUMMARY_LIMIT,
     event_action,
@@ -22,6 +22,7 @@ from stormwatch.schemas.incident import (
     IncidentEvent,
     IncidentEventType,
     IncidentSnapshot,
+    RootCauseInfo,
 )
 from stormwatch.schemas.incident import IncidentState as S
 
@@ -107,3 +108,25 @@ def test_a_long_or_multi_line_title_stays_one_pagerduty_summary() -> None:
     assert body["dedup_key"] == "i" and body["payload"]["summary"].startswith("a b")
     assert len(body["payload"]["summary"]) == PAGERDUTY_SUMMARY_LIMIT
     assert body["payload"]["severity"] == "warning"
+
+
+def test_a_primarys_message_names_its_members_and_root_cause() -> None:
+    config = PagerDutyConfig.model_validate({"routing_key_env": "K"})
+    plain = event(S.OPEN)
+    assert "members" not in pagerduty_event(plain, config, routing_key="k")["payload"]["custom_details"]
+    root = RootCauseInfo(
+        component='{cluster="a"}database/orders-db',
+        kind="database",
+        name="orders-db",
+        first_firing_at=utc_from_ms(0),
+        decided_by="first_firing",
+    )
+    snapshot = plain.snapshot.model_copy(update={"members": ["m-1", "m-2"], "root_cause": root})
+    primary = plain.model_copy(update={"snapshot": snapshot})
+    details = pagerduty_event(primary, config, routing_key="k")["payload"]["custom_details"]
+    assert details["members"] == ["m-1", "m-2"]
+    assert details["root_cause"] == {"component": root.component, "kind": "database", "name": "orders-db"}
+    context = notification_context(primary)["incident"]
+    assert context["members"] == "m-1, m-2" and context["member_count"] == "2"
+    assert context["root_cause"] == root.component and context["linked_into"] is None
+    assert notification_context(plain)["incident"]["members"] is None

@@ -34,6 +34,8 @@ GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "stormwatch.json"
 COMPOSE = ROOT / "docker-compose.yml"
 K8S = ROOT / "deploy" / "kubernetes"
+NOTIFY_FILE = ROOT / "deploy" / "notify.yaml"
+NOTIFY_URL_ENV = "NOTIFY_WEBHOOK_URL"  # deploy/notify.yaml's webhook reads its URL from it
 
 # The /metrics port of each process, everywhere it is configured.
 METRICS_PORTS = {
@@ -43,6 +45,7 @@ METRICS_PORTS = {
     "linker": 9094,
     "agent": 9098,
     "executor": 9099,
+    "notifier": 9101,
 }
 STORMWATCH_JOBS = {f"stormwatch-{name}" for name in METRICS_PORTS}
 PROMETHEUS_LABELS = {"job", "instance"}  # added by the scrape
@@ -58,7 +61,7 @@ def _metric_holders() -> list[Any]:
         from stormwatch.agents import metrics as agent_metrics_module
     except ImportError:  # the agent package is optional for this check
         return holders
-    for factory in ("agent_metrics", "executor_metrics", "mitigation_metrics"):
+    for factory in ("agent_metrics", "executor_metrics", "mitigation_metrics", "notifier_metrics"):
         make = getattr(agent_metrics_module, factory, None)
         if callable(make):
             holders.append(make())
@@ -145,6 +148,13 @@ def test_registered_series_cover_the_issue_list() -> None:
         "stormwatch_link_decisions_total": {"decision", "relation"},
         "stormwatch_linker_late_notes_total": set(),
         "stormwatch_root_causes_total": {"kind"},
+        # notifications (issue #13)
+        "stormwatch_notifications_total": {"receiver", "integration", "outcome"},
+        "stormwatch_notification_delivery_seconds_bucket": {"receiver", "integration", "le"},
+        "stormwatch_notification_send_seconds_bucket": {"receiver", "integration", "le"},
+        "stormwatch_notification_queue_depth": set(),
+        "stormwatch_notifier_skipped_records_total": set(),
+        "stormwatch_mtta_notified_seconds_bucket": {"severity", "rule", "le"},
     }
     for name, labels in expected.items():
         assert name in KNOWN, name
@@ -185,6 +195,9 @@ def test_pipeline_rules_cover_the_pipeline() -> None:
         "stormwatch_oldest_open_incident_timestamp_seconds",
         'stormwatch_consumer_lag{topic="stormwatch.linker.input"}',
         "stormwatch_link_commands_late_total",
+        'stormwatch_notifications_total{outcome=~"failed|given_up"}',
+        'stormwatch_notifications_total{outcome="given_up"}',
+        'stormwatch_consumer_lag{job="stormwatch-notifier"}',
         "up{",
     ):
         assert needed in exprs, needed
@@ -546,6 +559,102 @@ ALERT_TESTS: list[dict[str, Any]] = [
             {"eval_time": "16m", "alertname": "StormwatchStageDown", "exp_alerts": []},
         ],
     },
+    {
+        # Notifications (issue #13): one receiver down (every attempt fails, some are given up), one
+        # healthy with a rare retry; the notifier behind on the incident log; a notifier down.
+        "interval": "1m",
+        "input_series": [
+            *[
+                {
+                    "series": f'stormwatch_notifications_total{{job="stormwatch-notifier",instance="n",receiver="{receiver}",integration="{integration}",outcome="{outcome}"}}',
+                    "values": values,
+                }
+                for receiver, integration, outcome, values in (
+                    ("oncall", "pagerduty", "sent", "0 10 20x30"),
+                    ("oncall", "pagerduty", "failed", "0 0 0+10x30"),
+                    ("oncall", "pagerduty", "given_up", "0x10 1x25"),
+                    ("team", "webhook", "sent", "0+10x32"),
+                    ("team", "webhook", "failed", "0+1x32"),
+                )
+            ],
+            {
+                "series": 'stormwatch_consumer_lag{job="stormwatch-notifier",instance="n",topic="incidents.events",partition="0"}',
+                "values": "0 0 800x30",
+            },
+            {
+                # the agent reads the same topic: its lag is StormwatchConsumerLagHigh's business
+                "series": 'stormwatch_consumer_lag{job="stormwatch-agent",instance="a",topic="incidents.events",partition="0"}',
+                "values": "5000x32",
+            },
+            {"series": 'up{job="stormwatch-notifier",instance="n:9101"}', "values": "1 1 0x30"},
+            {"series": 'up{job="stormwatch-ingest",instance="i:9096"}', "values": "1x32"},
+            {"series": 'up{job="stormwatch-correlator",instance="c:9097"}', "values": "1x32"},
+            {"series": 'up{job="stormwatch-gateway",instance="g:9095"}', "values": "1x32"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "10m", "alertname": "StormwatchReceiverFailing", "exp_alerts": []},  # pending
+            {
+                "eval_time": "20m",
+                "alertname": "StormwatchReceiverFailing",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "critical",
+                            "component": "stormwatch",
+                            "job": "stormwatch-notifier",
+                            "receiver": "oncall",
+                            "integration": "pagerduty",
+                        }
+                    }
+                ],
+            },
+            {"eval_time": "5m", "alertname": "StormwatchNotificationsGivenUp", "exp_alerts": []},
+            {
+                "eval_time": "12m",
+                "alertname": "StormwatchNotificationsGivenUp",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "warning",
+                            "component": "stormwatch",
+                            "job": "stormwatch-notifier",
+                            "receiver": "oncall",
+                            "integration": "pagerduty",
+                        }
+                    }
+                ],
+            },
+            {"eval_time": "30m", "alertname": "StormwatchNotificationsGivenUp", "exp_alerts": []},
+            {"eval_time": "5m", "alertname": "StormwatchNotifierLagHigh", "exp_alerts": []},  # pending
+            {
+                "eval_time": "8m",
+                "alertname": "StormwatchNotifierLagHigh",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "warning",
+                            "component": "stormwatch",
+                            "job": "stormwatch-notifier",
+                            "topic": "incidents.events",
+                        }
+                    }
+                ],
+            },
+            {
+                "eval_time": "8m",
+                "alertname": "StormwatchStageDown",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "critical",
+                            "component": "stormwatch",
+                            "job": "stormwatch-notifier",
+                        }
+                    }
+                ],
+            },
+        ],
+    },
 ]
 
 
@@ -754,6 +863,8 @@ def test_compose_has_the_full_stack() -> None:
         "agent",
         "executor",
         "gateway",
+        "notifier",
+        "notify-receiver",
         "prometheus",
         "grafana",
     }
@@ -790,6 +901,8 @@ def test_compose_commands_are_real_cli_invocations() -> None:
         "agent": "agent",
         "executor": "executor",
         "gateway": "gateway",
+        "notifier": "notify",
+        "notify-receiver": "demo-receiver",
     }
     for name, command in stages.items():
         service = services[name]
@@ -802,7 +915,7 @@ def test_compose_commands_are_real_cli_invocations() -> None:
             assert service["depends_on"] == {"topics": {"condition": "service_completed_successfully"}}
             assert service["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
         port = METRICS_PORTS.get(name)
-        if name in {"ingest", "correlator", "linker", "agent", "executor"}:
+        if name in {"ingest", "correlator", "linker", "agent", "executor", "notifier"}:
             assert args.metrics_port == port, name
             assert f"127.0.0.1:{port}/metrics" in " ".join(service["healthcheck"]["test"])
     agent = parser.parse_args([str(a) for a in services["agent"]["command"]])
@@ -815,6 +928,16 @@ def test_compose_commands_are_real_cli_invocations() -> None:
     assert parser.parse_args([str(a) for a in services["linker"]["command"]]).topology == topology
     for name in ("correlator", "linker"):
         assert dict(_bind_mounts(services[name]))[topology] == ROOT / "deploy" / "topology.yaml"
+    # The notifier sends deploy/notify.yaml's webhook to the demo receiver unless told otherwise.
+    notifier = parser.parse_args([str(a) for a in services["notifier"]["command"]])
+    assert dict(_bind_mounts(services["notifier"]))[notifier.notify_file] == ROOT / "deploy" / "notify.yaml"
+    receiver = parser.parse_args([str(a) for a in services["notify-receiver"]["command"]])
+    assert (receiver.host, receiver.port) == ("0.0.0.0", 9102)
+    assert (
+        _expand(services["notifier"]["environment"][NOTIFY_URL_ENV]) == "http://notify-receiver:9102/alerts"
+    )
+    assert "ports" not in services["notify-receiver"]
+    assert "127.0.0.1:9102/-/ready" in " ".join(services["notify-receiver"]["healthcheck"]["test"])
     assert services["gateway"]["ports"] == ["127.0.0.1:9095:9095"]
     assert services["prometheus"]["ports"] == ["127.0.0.1:9090:9090"]
     assert services["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
@@ -900,6 +1023,7 @@ def test_kubernetes_workloads() -> None:
         "stormwatch-ingest": ("StatefulSet", "ingest"),
         "stormwatch-correlator": ("StatefulSet", "correlate"),
         "stormwatch-linker": ("StatefulSet", "link"),
+        "stormwatch-notifier": ("StatefulSet", "notify"),
         "stormwatch-agent": ("Deployment", "agent"),
         "stormwatch-executor": ("Deployment", "executor"),
     }
@@ -969,9 +1093,23 @@ def test_kubernetes_configmaps_match_the_deploy_files() -> None:
             for m in container["volumeMounts"]
         }
         assert mounts["/etc/stormwatch/topology"] == "stormwatch-topology", name
+    # the notifier mounts its file where the config says, and its receivers' Secret
+    assert settings.notify.notify_file == "/etc/stormwatch/notify/notify.yaml"
+    pod = found["stormwatch-notifier"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (container,) = pod["containers"]
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+    assert mounts["/etc/stormwatch/notify"]["configMap"]["name"] == "stormwatch-notify"
+    assert mounts["/etc/stormwatch/notify-secrets"]["secret"]["secretName"] == "stormwatch-notify"
+    env = {e["name"]: e for e in container["env"]}
+    assert env[NOTIFY_URL_ENV]["valueFrom"]["secretKeyRef"] == {
+        "name": "stormwatch-notify",
+        "key": "webhook-url",
+    }
     for configmap, key, source in (
         ("stormwatch-rules", "correlation_rules.yaml", "deploy/correlation_rules.yaml"),
         ("stormwatch-topology", "topology.yaml", "deploy/topology.yaml"),
+        ("stormwatch-notify", "notify.yaml", "deploy/notify.yaml"),
         ("stormwatch-workflows", "incident_workflow_config.yaml", "deploy/incident_workflow_config.yaml"),
     ):
         embedded = yaml.safe_load(configmaps[configmap]["data"][key])
@@ -1000,3 +1138,21 @@ def test_kubectl_kustomize_builds() -> None:
 def test_rules_and_dashboard_agree_on_job_names() -> None:
     exprs = " ".join(t["expr"] for p in panels(dashboard()) for t in p.get("targets", []))
     assert set(re.findall(r'job=~?"([^"]+)"', exprs)) <= {"stormwatch-.+"} | STORMWATCH_JOBS
+
+
+# ------------------------------------------------------------------------------------- the notifier file
+
+
+def test_the_shipped_notifier_file_loads_and_reads_its_webhook_url_from_the_environment() -> None:
+    """deploy/notify.yaml is what make up, compose and Kubernetes run: it must load as the stage
+    loads it, and its webhook URL must come from the variable all three set."""
+    from stormwatch.commands.notify import load_notifier_file
+
+    config = load_notifier_file(str(NOTIFY_FILE))
+    assert config.receivers, "at least one receiver"
+    doc = yaml.safe_load(NOTIFY_FILE.read_text())
+    urls = [w for r in doc["receivers"] for w in r.get("webhook_configs", [])]
+    assert urls and all(w.get("url_env") == NOTIFY_URL_ENV for w in urls)
+    stack = (ROOT / "deploy" / "local-stack.sh").read_text()
+    assert f"export {NOTIFY_URL_ENV}=" in stack
+    assert "notify_file: $NOTIFY_FILE" in stack and "NOTIFY_FILE=deploy/notify.yaml" in stack
