@@ -14,7 +14,8 @@ PYTHON ?=
 .PHONY: help up down stack-status venv test test-tools lint constraints kafka-up kafka-down kafka-status kafka-cluster-up kafka-cluster-down kafka-cluster-status
 
 help:
-	@echo "make up                  Kafka + the whole pipeline on 127.0.0.1, then a demo storm through it"
+	@echo "make up                  Kafka + the whole pipeline on 127.0.0.1 (ingest, correlator, linker, agent, executor, gateway,"
+	@echo "                         the notifier sending to a demo webhook receiver), then a demo storm through it"
 	@echo "make down                stop everything make up started"
 	@echo "make venv                create or update $(VENV) (Python >= 3.11) from constraints.txt"
 	@echo "make test                the whole test suite; starts a local Kafka when KAFKA_BOOTSTRAP_SERVERS is unset"
@@ -55,7 +56,8 @@ test: venv test-tools
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 # Tools some tests run besides Python: amtool (Debian's prometheus-alertmanager package) for the
-# Alertmanager API v2 test. Installed when missing and apt-get can (as root, as CI runs); else that
+# Alertmanager API v2 test, and Debian's chromium with its chromedriver for the console's browser
+# tests (docs/console.md). Installed when missing and apt-get can (as root, as CI runs); else that
 # test is skipped and says why. The package's init script is kept from starting an Alertmanager.
 test-tools:
 	@if ! command -v amtool >/dev/null 2>&1; then \
@@ -70,6 +72,15 @@ test-tools:
 			if [[ $$added == 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi; \
 		else \
 			echo "make test: amtool not found (apt-get install prometheus-alertmanager); the amtool test will be skipped"; \
+		fi; \
+	fi
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		if [[ $$(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core >/dev/null \
+				|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core >/dev/null; } \
+				|| echo "make test: chromium could not be installed; the console's browser tests will be skipped"; \
+		else \
+			echo "make test: chromium/chromedriver not found (apt-get install chromium chromium-driver); the console's browser tests will be skipped"; \
 		fi; \
 	fi
 

@@ -22,9 +22,15 @@ transaction's outputs are produced. So:
   (webhook header ``X-Stormwatch-Notification-Id``, email ``Message-ID``; PagerDuty's
   ``dedup_key`` is the incident id, so PagerDuty itself absorbs it).
 
-Timers (coalesced messages, repeats) use the wall clock and fire only for partitions read to
-their end, so a backlog is read before a timer decides; retries are outbox items whose next
-attempt is due.
+Timers (coalesced messages, repeats, first messages held for the linker) use the wall clock and
+fire only for partitions read to their end, so a backlog is read before a timer decides (a
+``linked`` event already written is read before the held message of its member would go out);
+retries are outbox items whose next attempt is due.
+
+With a topology (``correlator.topology_file``) the linker may make a new incident a member
+``link.delay`` after it opened; the notifier holds each incident's first message for
+``link_wait`` (the notifier file's, else ``link.delay`` + ``LINK_WAIT_MARGIN_MS``), see
+``link_wait_ms``.
 """
 
 from __future__ import annotations
@@ -51,16 +57,23 @@ from stormwatch.agents.core.notify_outbox import (
     audit_command,
     delivery_log_record,
 )
-from stormwatch.agents.core.notify_policy import NotifyPolicy, Outcome, is_notification_outcome
+from stormwatch.agents.core.notify_policy import (
+    NotifyPolicy,
+    Outcome,
+    default_link_wait_ms,
+    is_notification_outcome,
+)
 from stormwatch.agents.core.notify_ratelimit import TokenBucket
 from stormwatch.agents.metrics import NotifierMetrics
 from stormwatch.agents.receivers import DeliveryPayload, Integration, SendResult, WebhookReceiver
 from stormwatch.config import Settings
+from stormwatch.errors import UserError
 from stormwatch.kafka.client import read_changelogs
 from stormwatch.kafka.txloop import BatchResult, Output, TransactionalLoop, coordinates
+from stormwatch.loaders import load_topology
 from stormwatch.schemas.incident import IncidentEvent
 
-__all__ = ["NotifierStage", "build_notifier_loop", "wall_clock_ms"]
+__all__ = ["NotifierStage", "build_notifier_loop", "link_wait_ms", "wall_clock_ms"]
 
 log = logging.getLogger("stormwatch.notify")
 
@@ -68,6 +81,25 @@ log = logging.getLogger("stormwatch.notify")
 def wall_clock_ms() -> int:
     """The notifier's clock, passed to the pure core as ``now_ms``."""
     return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def link_wait_ms(settings: Settings, config: NotifierConfig) -> int:
+    """How long an incident's first message waits for the linker: the notifier file's
+    ``link_wait``; unset, the topology's ``link.delay`` + ``LINK_WAIT_MARGIN_MS`` when the
+    settings name a topology file (the linker runs with the correlator's topology), else 0."""
+    if config.link_wait_ms is not None:
+        return config.link_wait_ms
+    path = settings.correlator.topology_file
+    if not path:
+        return default_link_wait_ms(None)
+    try:
+        delay_ms = load_topology(path).link.delay_ms
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"correlator.topology_file: {exc} (the notifier reads link.delay from it; "
+            "link_wait in the notifier file overrides it)"
+        ) from None
+    return default_link_wait_ms(delay_ms)
 
 
 @dataclass(slots=True)
@@ -92,7 +124,7 @@ class NotifierStage:
         self.settings = settings
         self.topics = settings.topics
         self.config = config
-        self.policy = NotifyPolicy(config)
+        self.policy = NotifyPolicy(config, link_wait_ms(settings, config))
         self.integrations = {name: list(found) for name, found in integrations.items()}
         self.infos = {
             name: [IntegrationInfo(i.kind, i.send_resolved) for i in found]

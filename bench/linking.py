@@ -10,11 +10,12 @@ busy machine):
    (``stormwatch.bench.quality.replay_storm``) gives the incident events; ``EventNotes`` turns
    them into the group notes the correlator writes. They are encoded as the linker input records
    (``linkwire``: a note to the partition of its scope, keyed by scope; promises of every
-   correlator partition, in 1 s steps, to every linker partition), one batch per step of event
-   time, as a live correlator writes them. Each batch goes through ``LinkerPartition`` as the
-   stage runs it: decode, ``NoteBuffer``, ``Linker``, commands encoded, marks, then the changed
-   state records (``take_output``). Reported: CPU µs per group note and per decision, the pure
-   ``Linker.process`` part alone, and the restore of the final state.
+   correlator partition to every linker partition, in the stage's steps of a quarter of
+   ``link.delay``), one batch per step of event time, as a live correlator writes them. Each
+   batch goes through ``LinkerPartition`` as the stage runs it: decode, ``NoteBuffer``,
+   ``Linker``, commands encoded, marks, then the changed state records (``take_output``).
+   Reported: CPU µs per group note and per decision, the pure ``Linker.process`` part alone, the
+   share of the state records, and the restore of the final state.
 2. **The correlator's side** (``correlator_overhead``). The same storm through the engine twice:
    without a topology, and with one (``LinkSetup``: a note per incident event that tells the linker
    something, promises, the gate on event time, linking commands applied at note time +
@@ -48,14 +49,12 @@ from stormwatch.storms import Storm, build_storm
 from stormwatch.streams.core import linkwire
 from stormwatch.streams.core.engine import PartitionEngine
 from stormwatch.streams.core.ids import gkhash_of_incident
-from stormwatch.streams.core.linkgate import LinkSetup, linker_partition_of
+from stormwatch.streams.core.linkgate import PROMISE_STEPS_PER_DELAY, LinkSetup, linker_partition_of
 from stormwatch.streams.core.linking import EventNotes, GroupNote, Linker, NoteBuffer
 from stormwatch.streams.core.linkpartition import LinkerPartition, TopologyLog
 from stormwatch.streams.core.replay import SOURCE, Replay
 from stormwatch.streams.core.rules import RulesConfig
 from stormwatch.streams.core.topology import Topology, TopologyConfig
-
-PROMISE_STEP_MS = 1_000  # how far a synthetic promise moves (the stage steps by link.delay / 4)
 
 __all__ = [
     "CorrelatorRun",
@@ -118,6 +117,7 @@ def linker_input(
     """The records the correlator partitions would write for these events: each note to the
     linker partition of its scope, and each time event time moves by a promise step, a promise
     of every correlator partition to every linker partition; a batch ends after each promise."""
+    promise_step = max(topology.link.delay_ms // PROMISE_STEPS_PER_DELAY, 1)  # as LinkGate.promise
     notes_of = EventNotes(topology)
     notes: list[GroupNote] = [n for event in events for n in notes_of.notes(event)]
     notes.sort(key=lambda n: n.t)  # stable: each source's notes stay in their order
@@ -139,7 +139,7 @@ def linker_input(
 
     last: int | None = None
     for note in notes:
-        step = note.t - note.t % PROMISE_STEP_MS
+        step = note.t - note.t % promise_step
         if last is None or step > last:
             promise(step)
             last = step
@@ -147,7 +147,7 @@ def linker_input(
         partition = linker_partition_of(note.scope, linkers)
         current[partition].append(linkwire.encode_note(source, correlators, note))
     if last is not None:
-        promise(last + 2 * PROMISE_STEP_MS)  # past the last note: everything is released
+        promise(last + 2 * promise_step)  # past the last note: everything is released
     return LinkerInput(batches, len(notes), promises, correlators, linkers)
 
 
@@ -170,7 +170,7 @@ class LinkerRun:
     state_bytes: int
     final_state_records: int
     peak_state_records: int  # the most state records one partition held after a batch
-    take_output_s: float  # of ``cpu_s``: the state records (the whole state encoded, then compared)
+    take_output_s: float  # of ``cpu_s``: the state records (those the batch touched, encoded and compared)
     decisions_by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -610,7 +610,7 @@ def render(result: dict[str, Any]) -> str:
         f"| of which Linker.process, µs per note | {lk['decide_us_per_note']} |",
         f"| CPU µs per input record | {lk['us_per_record']} |",
         f"| state records written (bytes) | {lk['state_records_written']:,} ({lk['state_bytes_written']:,}) |",
-        f"| of the CPU: state records (whole state encoded per batch), µs per batch "
+        f"| of the CPU: state records (what the batch touched), µs per batch "
         f"| {lk['state_share']:.0%}, {lk['state_us_per_transaction']} (peak {lk['peak_state_records']} records) |",
         f"| restore of the final state | {lk['restore_ms']} ms |",
         "",

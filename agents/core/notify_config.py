@@ -610,6 +610,13 @@ class NotifierFile(_Model):
     route: RouteModel
     receivers: list[ReceiverModel] = Field(min_length=1)
     time_intervals: list[NamedTimeIntervalModel] = Field(default_factory=list)
+    link_wait_ms: Duration | None = Field(
+        default=None,
+        alias="link_wait",
+        ge=0,
+        description="Hold an incident's first message this long after it opened, so the linker can "
+        "make it a member first; unset: the topology's link.delay + 5s with a topology, else 0",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -655,6 +662,7 @@ class NotifierConfig:
     route: RouteNode
     receivers: Mapping[str, Receiver]
     time_intervals: Mapping[str, TimeIntervalSet]
+    link_wait_ms: int | None = None  # None: the stage decides from the topology (notify_policy)
 
 
 def _compile_route(model: RouteModel, parent: RouteNode | None, path: str, file: NotifierFile) -> RouteNode:
@@ -711,6 +719,7 @@ def _compile(model: NotifierFile, source: str) -> NotifierConfig:
         route=_compile_route(model.route, None, "route", model),
         receivers=receivers,
         time_intervals=intervals,
+        link_wait_ms=model.link_wait_ms,
     )
 
 
@@ -735,6 +744,11 @@ def notification_context(event: IncidentEvent) -> Context:
             "acknowledged_at": rfc3339(s.acknowledged_at),
             "assignee": s.assignee,
             "reopen_count": str(s.reopen_count),
+            # linking (issue #12): a primary's members and root cause; a member's primary
+            "members": ", ".join(s.members) if s.members else None,
+            "member_count": str(len(s.members)),
+            "root_cause": s.root_cause.component if s.root_cause else None,
+            "linked_into": s.linked_into,
         },
         "event": {
             "type": event.type.value,
@@ -862,7 +876,9 @@ def _route_problems(
 # --------------------------------------------------------------------------------------------------
 # Loading
 
-_DURATION_FIELDS = frozenset({"group_interval_ms", "repeat_interval_ms", "initial_ms", "max_ms", "budget_ms"})
+_DURATION_FIELDS = frozenset(
+    {"group_interval_ms", "repeat_interval_ms", "initial_ms", "max_ms", "budget_ms", "link_wait_ms"}
+)
 
 
 def _explain(error: ErrorDetails, place: Place) -> str | None:

@@ -209,6 +209,12 @@ def pagerduty_event(
             "labels": dict(snapshot.group_labels),
         },
     }
+    details = body["payload"]["custom_details"]
+    if snapshot.members:  # a primary (issue #12): it speaks for the groups linked into it
+        details["members"] = list(snapshot.members)
+    if snapshot.root_cause is not None:
+        rc = snapshot.root_cause
+        details["root_cause"] = {"component": rc.component, "kind": rc.kind, "name": rc.name}
     body["client"] = "stormwatch"
     if client_url:
         body["client_url"] = client_url

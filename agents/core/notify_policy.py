@@ -20,7 +20,13 @@ Per incident and receiver:
 - ``repeat_interval`` re-sends while the incident is active and unacknowledged;
 - an incident linked into another (``snapshot.linked_into``, a member) is routed nowhere: people
   hear of the primary, whose ``member_added`` is an update; a member's waiting message is
-  dropped, and only its end reaches a receiver that was told it opened;
+  dropped, and only its end reaches a receiver that was told it opened (a waiting ``resolved``
+  is kept, whatever the member's later events);
+- with linking on (``link_wait_ms`` > 0), a receiver's first message about an incident waits
+  until ``link_wait`` after the incident opened (event time, like ``group_interval``): linked
+  meanwhile, the member never pages; the linker's first word about it (``root_cause_changed``,
+  ``member_added``: it is a primary) sends it at once. Resolved within the wait, nobody is told
+  (it never paged: Alertmanager's group_wait does the same);
 - a muted route (time intervals) holds its message and looks again a ``group_interval`` later
   (at least a minute), as Alertmanager's next flush would.
 
@@ -44,6 +50,7 @@ from stormwatch.schemas.common import Severity, ms_from_dt
 from stormwatch.schemas.incident import IncidentEvent, IncidentEventType, IncidentState
 
 __all__ = [
+    "LINK_WAIT_MARGIN_MS",
     "MUTE_RECHECK_MS",
     "Delivery",
     "Held",
@@ -52,6 +59,7 @@ __all__ = [
     "Outcome",
     "ReceiverState",
     "classify",
+    "default_link_wait_ms",
     "is_notification_outcome",
     "notification_id",
 ]
@@ -72,6 +80,21 @@ _LINK_EVENTS = frozenset(
         IncidentEventType.ROOT_CAUSE_CHANGED,
     }
 )
+
+
+_LINK_DECIDED = frozenset({IncidentEventType.MEMBER_ADDED, IncidentEventType.ROOT_CAUSE_CHANGED})
+"""Events of a primary: the linker has decided about the incident, a held first message goes."""
+
+LINK_WAIT_MARGIN_MS = 5_000
+"""Added to the topology's ``link.delay`` for the default ``link_wait``: the ``linked`` event
+comes exactly ``delay`` after ``opened`` in event time, and the margin covers the pipeline
+writing it later than the notifier's clock passes that time."""
+
+
+def default_link_wait_ms(link_delay_ms: int | None) -> int:
+    """``link_wait`` when the notifier file sets none: ``link.delay`` plus a margin with a
+    topology (linking on), 0 without one (nothing is ever linked: nothing to wait for)."""
+    return 0 if link_delay_ms is None else link_delay_ms + LINK_WAIT_MARGIN_MS
 
 
 _NOTIFY_ON_VALUES = frozenset(n.value for n in NotifyOn)
@@ -311,8 +334,12 @@ class NotifyPolicy:
     """The decisions for one notifier file; stateless itself, it works on the state passed in
     (and changes it in place)."""
 
-    def __init__(self, config: NotifierConfig) -> None:
+    def __init__(self, config: NotifierConfig, link_wait_ms: int | None = None) -> None:
+        """``link_wait_ms``: how long a first message waits for the linker (None: the file's
+        ``link_wait``, else 0; the stage passes the default it derives from the topology)."""
         self.config = config
+        wait = link_wait_ms if link_wait_ms is not None else config.link_wait_ms
+        self.link_wait_ms = max(wait or 0, 0)
 
     def _deliverable(self, receiver: str) -> bool:
         """A receiver with no integration drops what it gets (Alertmanager's null receiver)."""
@@ -335,6 +362,14 @@ class NotifyPolicy:
         state.closed = snapshot.state is IncidentState.CLOSED
         state.acked = _acknowledged(state, event, fresh)
         member = snapshot.linked_into
+        # A first message waits for the linker until hold_until, unless this event is the
+        # linker's word about the incident (it is a primary, or stands alone): then it goes now.
+        hold_until = (
+            ms_from_dt(snapshot.opened_at) + self.link_wait_ms
+            if self.link_wait_ms > 0 and event.type not in _LINK_DECIDED
+            else None
+        )
+        released = event.type in _LINK_DECIDED
         routed = (
             {}
             if member is not None  # a member is told through its primary: routed nowhere itself
@@ -356,8 +391,8 @@ class NotifyPolicy:
             elif node is not None:
                 rs.adopt(node)
             if member is not None:
-                _quieten(name, rs, member, event.seq, step)
-            self._apply(state, name, rs, node is not None, trigger, event.seq, at, step)
+                _quieten(name, rs, member, ended=not state.active, step=step)
+            self._apply(state, name, rs, node is not None, trigger, event.seq, at, step, hold_until, released)
         return step.outcome(state)
 
     def on_due(self, state: IncidentNotifyState, now_ms: int) -> Outcome:
@@ -401,6 +436,8 @@ class NotifyPolicy:
         seq: int,
         at: int,
         step: _Step,
+        hold_until: int | None = None,
+        released: bool = False,
     ) -> None:
         if not state.active or state.acked:
             rs.repeat_due_ms = None
@@ -418,17 +455,30 @@ class NotifyPolicy:
                 step.held.append(Held(name, rs.pending_seq, "dropped: resolved before it was told", None))
                 rs.drop_pending()
             return
+        first_waiting = (
+            rs.pending_seq is not None and not rs.told and state.active and rs.pending_trigger in _STARTS
+        )
+        if first_waiting and released and rs.sent_ms is None:
+            assert rs.pending_trigger is not None
+            trigger = rs.pending_trigger  # the first message, held for the linker: it goes now
         if trigger not in rs.notify_on:
             return
         if quiet_after_ack and trigger not in _AFTER_ACK:
             step.held.append(Held(name, seq, "acknowledged: after_ack is resolve_only", None))
             return
-        if rs.pending_seq is not None and not rs.told and state.active and rs.pending_trigger in _STARTS:
+        if first_waiting:
+            assert rs.pending_trigger is not None
             trigger = rs.pending_trigger  # still the receiver's first message about it
+        holding = hold_until is not None and rs.sent_ms is None and trigger in _STARTS and at < hold_until
         reason = self._muted(rs, at)
         if reason is not None:
-            self._wait(rs, seq, trigger, at + max(rs.group_interval_ms, MUTE_RECHECK_MS))
+            due = at + max(rs.group_interval_ms, MUTE_RECHECK_MS)
+            self._wait(rs, seq, trigger, max(due, hold_until) if holding and hold_until else due)
             step.held.append(Held(name, seq, reason, rs.pending_due_ms))
+        elif holding:
+            assert hold_until is not None
+            self._wait(rs, seq, trigger, hold_until)
+            step.held.append(Held(name, seq, "waiting for the linker: link_wait", hold_until))
         elif rs.sent_ms is None or at >= rs.sent_ms + rs.group_interval_ms:
             self._send(state, name, rs, seq, trigger, at, step)
         else:
@@ -472,11 +522,13 @@ class NotifyPolicy:
         rs.repeat_due_ms = at + max(rs.repeat_interval_ms, rs.group_interval_ms) if repeats else None
 
 
-def _quieten(name: str, rs: ReceiverState, primary: str, seq: int, step: _Step) -> None:
+def _quieten(name: str, rs: ReceiverState, primary: str, *, ended: bool, step: _Step) -> None:
     """A member (linked into ``primary``) sends nothing of its own: a waiting message is dropped
     and repeats stop. Only its end still reaches a receiver that was told it opened (the end
-    follows the receiver); unlinked again, it routes as any incident."""
-    if rs.pending_seq is not None:
+    follows the receiver): a ``resolved`` waiting out the group_interval is kept while the member
+    stays ended, whatever comes next (``closed``, ``updated``, ``muted``); unlinked again, it
+    routes as any incident."""
+    if rs.pending_seq is not None and not (ended and rs.pending_trigger is NotifyOn.RESOLVED):
         step.held.append(Held(name, rs.pending_seq, f"dropped: linked into {primary}", None))
         rs.drop_pending()
     rs.repeat_due_ms = None

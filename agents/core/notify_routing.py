@@ -30,16 +30,18 @@ RESERVED_LABELS = ("severity", "rule", "state", "root_cause")
 def route_labels(snapshot: IncidentSnapshot) -> dict[str, str]:
     """The label set routes match: group labels, then the incident's reserved fields.
 
-    ``root_cause`` is read if the snapshot carries it (a correlator that names one); absent, the
-    label is absent, so ``root_cause=""`` matches and ``root_cause=~".+"`` does not.
+    ``root_cause`` is the root cause the linker named, as ``kind/name`` (``database/orders-db``,
+    ``node/ip-10-1-2-3``: the component without its scope, which the group labels carry); absent,
+    the label is absent, so ``root_cause=""`` matches and ``root_cause=~".+"`` does not. A member
+    of a linked incident has none: its primary is the one notified.
     """
     labels = dict(snapshot.group_labels)
     labels["severity"] = snapshot.severity.value
     labels["rule"] = snapshot.rule
     labels["state"] = snapshot.state.value
-    root_cause = getattr(snapshot, "root_cause", None)
+    root_cause = snapshot.root_cause
     if root_cause is not None:
-        labels["root_cause"] = str(root_cause)
+        labels["root_cause"] = f"{root_cause.kind}/{root_cause.name}"
     else:
         labels.pop("root_cause", None)
     return labels

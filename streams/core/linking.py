@@ -282,6 +282,8 @@ class Linker:
         self._incidents: dict[str, _Incident] = {}  # by primary
         self._home: dict[str, str] = {}  # group -> primary of its linked incident
         self._scopes: dict[Scope, set[str]] = {}  # scope -> primaries
+        self._touched_groups: set[str] = set()
+        self._touched_incidents: set[str] = set()
 
     # ---------------------------------------------------------------------------------- reading
 
@@ -304,11 +306,17 @@ class Linker:
     # ---------------------------------------------------------------------------------- input
 
     def process(self, item: GroupNote | SplitCommand | LinkCommand) -> list[LinkDecision]:
+        before = self._home.get(item.incident_id)
+        if before is not None:  # every member's group goes if the incident ends
+            self._touched_groups.update(self._incidents[before].members)
         if isinstance(item, GroupNote):
-            return self._note(item)
-        if isinstance(item, SplitCommand):
-            return self._split(item)
-        return self._link(item)
+            out = self._note(item)
+        elif isinstance(item, SplitCommand):
+            out = self._split(item)
+        else:
+            out = self._link(item)
+        self._touch(item, before, out)
+        return out
 
     def _note(self, note: GroupNote) -> list[LinkDecision]:
         group = self._groups.get(note.incident_id)
@@ -532,28 +540,45 @@ class Linker:
     def to_dict(self) -> dict[str, Any]:
         """Plain, sorted data: equal states give equal dicts (and equal JSON with sorted keys)."""
         return {
-            "groups": {
-                gid: {
-                    "closed": g.closed,
-                    "edges": sorted(edge_out(e) for e in g.edges),
-                    "firing": sorted([component_out(c), first] for c, first in g.firing.items()),
-                    "active_ms": g.active_ms,
-                    "opened_ms": g.opened_ms,
-                    "resolved": g.resolved,
-                    "scope": list(g.scope),
-                }
-                for gid, g in sorted(self._groups.items())
-            },
-            "incidents": [
-                {
-                    "manual": i.manual,
-                    "members": list(i.members),
-                    "primary": i.primary,
-                    "root": None if i.root is None else component_out(i.root),
-                }
-                for _, i in sorted(self._incidents.items())
-            ],
+            "groups": {gid: _group_out(g) for gid, g in sorted(self._groups.items())},
+            "incidents": [_incident_out(i) for _, i in sorted(self._incidents.items())],
         }
+
+    def group_record(self, incident_id: str) -> dict[str, Any] | None:
+        """One group as ``to_dict`` has it; None when the linker no longer knows it."""
+        group = self._groups.get(incident_id)
+        return None if group is None else _group_out(group)
+
+    def incident_record(self, primary: str) -> dict[str, Any] | None:
+        """One linked incident as ``to_dict`` has it; None when there is none with that primary."""
+        incident = self._incidents.get(primary)
+        return None if incident is None else _incident_out(incident)
+
+    def take_touched(self) -> tuple[set[str], set[str]]:
+        """The groups and the primaries whose records may have changed since the last call (a
+        superset): what a changelog writes instead of the whole state every time."""
+        touched = self._touched_groups, self._touched_incidents
+        self._touched_groups, self._touched_incidents = set(), set()
+        return touched
+
+    def _touch(
+        self, item: GroupNote | SplitCommand | LinkCommand, before: str | None, out: list[LinkDecision]
+    ) -> None:
+        ids = {item.incident_id, *(p for p in (before, self._home.get(item.incident_id)) if p is not None)}
+        if isinstance(item, LinkCommand):
+            ids.add(item.into)
+            ids.update(p for p in (self._home.get(item.into),) if p is not None)
+        for decision in out:
+            if isinstance(decision, Linked):
+                ids.update((decision.member, decision.into))
+            elif isinstance(decision, Merged):
+                ids.update((decision.merged, decision.into, *decision.members))
+            elif isinstance(decision, RootCauseChanged):
+                ids.add(decision.primary)
+            elif isinstance(decision, Unlinked):
+                ids.update((decision.member, decision.from_primary))
+        self._touched_incidents |= ids
+        self._touched_groups |= ids
 
     @classmethod
     def from_dict(cls, topology: Topology, data: Mapping[str, Any]) -> Linker:
@@ -627,6 +652,27 @@ def input_from_wire(row: list[Any]) -> LinkerInput:
         _, t, incident_id, into, by, command_id = row
         return LinkCommand(int(t), str(incident_id), str(into), str(by), str(command_id))
     return note_from_wire(row)
+
+
+def _group_out(g: _Group) -> dict[str, Any]:
+    return {
+        "closed": g.closed,
+        "edges": sorted(edge_out(e) for e in g.edges),
+        "firing": sorted([component_out(c), first] for c, first in g.firing.items()),
+        "active_ms": g.active_ms,
+        "opened_ms": g.opened_ms,
+        "resolved": g.resolved,
+        "scope": list(g.scope),
+    }
+
+
+def _incident_out(i: _Incident) -> dict[str, Any]:
+    return {
+        "manual": i.manual,
+        "members": list(i.members),
+        "primary": i.primary,
+        "root": None if i.root is None else component_out(i.root),
+    }
 
 
 def _min_union(a: dict[ComponentId, int], b: Mapping[ComponentId, int]) -> dict[ComponentId, int]:

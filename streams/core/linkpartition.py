@@ -163,14 +163,25 @@ class LinkerPartition:
     # ------------------------------------------------------------------ state
 
     def take_output(self) -> LinkerOutput:
+        """This transaction's records; state records only for what the batch touched (writing
+        the whole state each time cost three quarters of the linker's CPU)."""
         out = self.out
-        records = self.state_records()
-        for key, value in records.items():
-            if self._written.get(key) != value:
+        prefix = f"{self.partition}/"
+        groups, incidents = self.linker.take_touched()
+        changed: dict[str, dict[str, Any] | None] = {}
+        changed.update({prefix + "g/" + gid: self.linker.group_record(gid) for gid in groups})
+        changed.update({prefix + "i/" + p: self.linker.incident_record(p) for p in incidents})
+        for key, record in sorted(changed.items()):
+            value = None if record is None else orjson.dumps(record)
+            if self._written.get(key) != value and (value is not None or key in self._written):
                 out.state[key] = value
-        for key in self._written.keys() - records.keys():
-            out.state[key] = None
-        self._written = records
+                if value is None:
+                    del self._written[key]
+                else:
+                    self._written[key] = value
+        meta = self._meta_record()
+        if self._written.get(prefix + "meta") != meta:
+            out.state[prefix + "meta"] = self._written[prefix + "meta"] = meta
         self.out = LinkerOutput()
         return out
 
@@ -180,7 +191,11 @@ class LinkerPartition:
         linker = self.linker.to_dict()
         records = {prefix + "g/" + gid: orjson.dumps(g) for gid, g in linker["groups"].items()}
         records.update({prefix + "i/" + i["primary"]: orjson.dumps(i) for i in linker["incidents"]})
-        records[prefix + "meta"] = orjson.dumps(
+        records[prefix + "meta"] = self._meta_record()
+        return records
+
+    def _meta_record(self) -> bytes:
+        return orjson.dumps(
             {
                 "processed": self.processed,
                 "decisions": self.decisions,
@@ -188,7 +203,6 @@ class LinkerPartition:
                 "buffer": self.buffer.to_dict(),
             }
         )
-        return records
 
     def restore(self, items: dict[str, bytes]) -> None:
         prefix = f"{self.partition}/"

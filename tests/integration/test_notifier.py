@@ -155,3 +155,40 @@ def test_sigkill_mid_run_loses_nothing_and_resends_nothing_recorded_as_sent(
     assert sum(n - 1 for n in doubled.values()) <= settings.notify.max_parallel
     sent = Counter(r["notification_id"] for r in final_log if r["outcome"] == "sent")
     assert set(sent) == expected and max(sent.values()) == 1  # each recorded as sent exactly once
+
+
+def test_with_link_wait_only_the_primary_pages_and_a_linked_member_still_hears_its_end(
+    settings: Settings,
+) -> None:
+    # issue #13 with linking (#12), through the broker: a member linked within link_wait never
+    # pages, the primary does once; a group told it opened (the wait ended before it was linked),
+    # then linked, resolved within the group_interval and closed hears its "resolved" (the close
+    # is read before the timer that sends the waiting end).
+    with recording_webhook() as (url, hook):
+        text = "link_wait: 2s\n" + webhook_notifier_file(url, group_interval="5s")
+        stage = in_process_stage(settings, text)
+        assert stage.policy.link_wait_ms == 2_000
+        now = int(time.time() * 1000)
+        primary = IncidentWriter("inc-primary", service="orders-db")
+        member = IncidentWriter("inc-member", service="checkout")
+        told = IncidentWriter("inc-told", service="cart")
+        events = [primary.event(E.OPENED, now), member.event(E.OPENED, now + 100), told.event(E.OPENED, now)]
+        member.linked_into = told.linked_into = "inc-primary"
+        events.append(member.event(E.LINKED, now + 1_100, link_into="inc-primary"))
+        publish(settings, events)
+        with running(build_notifier_loop(settings, stage, "one")):
+            wait_for("the opened messages", lambda: len(hook.ids()) >= 2, timeout_s=40)
+            later = int(time.time() * 1000)
+            publish(
+                settings,
+                [
+                    told.event(E.LINKED, later, link_into="inc-primary"),
+                    told.event(E.RESOLVED, later + 1_000),
+                    told.event(E.CLOSED, later + 1_500),
+                ],
+            )
+            wait_for("the end of inc-told", lambda: len(hook.ids()) >= 3, timeout_s=40)
+            time.sleep(2)  # room for the member's message, if one were (wrongly) coming
+        stage.close()
+    got = [(b.incident_id, b.body["status"]) for b in hook.bodies()]
+    assert sorted(got) == [("inc-primary", "firing"), ("inc-told", "firing"), ("inc-told", "resolved")]

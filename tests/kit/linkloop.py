@@ -157,6 +157,8 @@ class LinkLoop:
         for p, value in out.marks:
             self.c_parts[p].log.append(value)
         _keep(part.state, out.state)
+        # the records written for what each batch touched add up to the whole state
+        assert part.state == linker.state_records(), "incremental state records drifted from the state"
         part.committed = end
 
     def crash(self, kind: str, partition: int) -> None:

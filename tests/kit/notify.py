@@ -44,9 +44,12 @@ class IncidentWriter:
     seq: int = 0
     state: IncidentState | None = None
     linked_into: str | None = None
+    opened_ms: int | None = None  # the snapshot's opened_at: the time of its first event
 
     def event(self, kind: IncidentEventType, at_ms: int, **details: Any) -> IncidentEvent:
         before = self.state
+        if self.opened_ms is None or kind is IncidentEventType.OPENED:
+            self.opened_ms = at_ms
         after = _STATES.get(kind, before or IncidentState.OPEN)
         self.seq += 1
         self.state = after
@@ -84,7 +87,7 @@ class IncidentWriter:
                 rule="by-service",
                 alert_count=1,
                 firing_count=1 if after is IncidentState.OPEN else 0,
-                opened_at=utc_from_ms(at_ms),
+                opened_at=utc_from_ms(self.opened_ms),
                 linked_into=self.linked_into,
             ),
         )

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
 
 from stormwatch.agents.core.notify_config import parse_notifier_config
-from stormwatch.agents.notifier import NotifierStage
+from stormwatch.agents.core.notify_policy import LINK_WAIT_MARGIN_MS
+from stormwatch.agents.notifier import NotifierStage, link_wait_ms
 from stormwatch.agents.receivers import integrations_for
 from stormwatch.config import Settings, load_settings
 from stormwatch.kafka.txloop import BatchResult
@@ -273,3 +275,66 @@ def test_each_final_outcome_is_a_notified_command_and_the_echo_notifies_nobody(
     after = feed(stage, echo, offset=2)
     assert len(received.bodies()) == 2 and log_records(stage, after) == []
     assert after.offsets == {(stage.topics.incidents, 0): 3}
+
+
+def test_a_linked_member_told_it_opened_gets_its_resolve_after_the_group_interval(
+    hook: tuple[str, RecordingReceiver],
+) -> None:
+    # The demo's sequence: opened 08:33:03 and notified, linked :13, resolved :27 within the 1m
+    # group_interval, closed 08:35:27, read in the batch whose timer is due: "resolved" goes out.
+    url, received = hook
+    clock = Clock()
+    stage = stage_for(webhook_notifier_file(url, group_interval="1m"), clock)
+    inc = IncidentWriter("inc-1")
+    clock.now = T0 + 3_000
+    feed(stage, inc.event(E.OPENED, clock.now))
+    assert [b.body["status"] for b in received.bodies()] == ["firing"]
+    inc.linked_into = "inc-primary"
+    clock.now = T0 + 13_000
+    feed(stage, inc.event(E.LINKED, clock.now, link_into="inc-primary"), offset=1)
+    clock.now = T0 + 27_000
+    feed(stage, inc.event(E.RESOLVED, clock.now), offset=2)
+    assert len(received.bodies()) == 1 and stage.records[0]["inc-1"].state.next_due_ms == T0 + 63_000
+    clock.now = T0 + 147_000
+    closed = feed(stage, inc.event(E.CLOSED, clock.now), offset=3)
+    assert [b.body["status"] for b in received.bodies()] == ["firing", "resolved"]
+    assert [e["trigger"] for e in log_records(stage, closed)] == ["resolved"]
+    tombstones = [o for o in closed.outputs if o.topic == stage.topics.notify_state]
+    assert [(o.key, o.value) for o in tombstones] == [("inc-1", None)]
+
+
+def test_with_a_topology_a_member_linked_at_opening_never_pages_and_its_primary_does_once(
+    hook: tuple[str, RecordingReceiver], tmp_path: Path
+) -> None:
+    url, received = hook
+    topology = tmp_path / "topology.yaml"
+    topology.write_text("link: {delay: 8s}\n", encoding="utf-8")
+    config = parse_notifier_config(textwrap.dedent(webhook_notifier_file(url, group_interval="1m")))
+    integrations = {name: integrations_for(r) for name, r in config.receivers.items()}
+    clock = Clock()
+    with_topology = load_settings(
+        notify={"send_timeout_ms": 2000}, correlator={"topology_file": str(topology)}
+    )
+    assert link_wait_ms(with_topology, config) == 8_000 + LINK_WAIT_MARGIN_MS
+    assert link_wait_ms(settings(), config) == 0
+    stage = NotifierStage(with_topology, config, integrations, clock=clock, jitter=lambda: 0.0)
+    stage.restore(0, {})
+    primary, member, alone = (
+        IncidentWriter("inc-p"),
+        IncidentWriter("inc-m", service="db"),
+        IncidentWriter("inc-a"),
+    )
+    feed(stage, primary.event(E.OPENED, T0), member.event(E.OPENED, T0 + 1_000), alone.event(E.OPENED, T0))
+    assert received.bodies() == [] and stage.policy.link_wait_ms == 13_000
+    clock.now = T0 + 8_000  # the linker's decisions, link.delay after each opening
+    feed(stage, primary.event(E.ROOT_CAUSE_CHANGED, T0 + 8_000), offset=3)
+    assert [b.incident_id for b in received.bodies()] == ["inc-p"]  # not held longer than needed
+    member.linked_into = "inc-p"
+    feed(stage, member.event(E.LINKED, T0 + 9_000, link_into="inc-p"), offset=4)
+    clock.now = T0 + 20_000
+    assert stage.idle_work_due()
+    stage.handle([], set())  # the wait ends: the group the linker said nothing of goes
+    assert sorted(b.incident_id for b in received.bodies()) == ["inc-a", "inc-p"]
+    clock.now = T0 + 10 * 60_000
+    stage.handle([], set())
+    assert sorted(b.incident_id for b in received.bodies()) == ["inc-a", "inc-p"]  # the member: never

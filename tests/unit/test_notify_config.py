@@ -376,4 +376,4 @@ def test_link_wait_is_a_duration_left_to_the_stage_when_unset() -> None:
     assert parse("link_wait: 20s\n" + textwrap.dedent(MINIMAL)).link_wait_ms == 20_000
     assert parse("link_wait: 0s\n" + textwrap.dedent(MINIMAL)).link_wait_ms == 0
     ((line, path, message),) = problems("link_wait: soon\n" + textwrap.dedent(MINIMAL))
-    assert (line, path) == (1, "link_wait")
+    assert (line, path) == (1, "link_wait") and "invalid duration 'soon'" in message

@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 
 from stormwatch.agents.core.notify_config import NotifierConfig, NotifyOn, parse_notifier_config
 from stormwatch.agents.core.notify_policy import (
+    LINK_WAIT_MARGIN_MS,
     Delivery,
     IncidentNotifyState,
     NotifyPolicy,
     Outcome,
     classify,
+    default_link_wait_ms,
     notification_id,
 )
 from stormwatch.schemas.common import Severity, utc_from_ms
@@ -529,3 +531,108 @@ def test_a_primary_hears_of_a_member_joining_as_an_update() -> None:
     state, inc = IncidentNotifyState(INC), Incident()
     policy.on_event(state, inc.event(E.OPENED, T0))
     assert sent(policy.on_event(state, inc.event(E.MEMBER_ADDED, T0 + MIN))) == [("team", 2, "updated", 0)]
+
+
+def test_a_linked_member_told_it_opened_hears_its_resolve_that_waited_out_the_group_interval() -> None:
+    # The demo's sequence: opened 08:33:03 (notified at once), linked :13, resolved :27 within the
+    # 1m group_interval: the resolve waits until 08:34:03; the member's close (08:35:27) is read
+    # before the timer runs (the stage reads its input first). The waiting end must survive it.
+    sec = 1_000
+    t = T0 + 33 * MIN + 3 * sec
+    policy = NotifyPolicy(_one_webhook("{receiver: team, group_interval: 1m}"))
+    state, inc = IncidentNotifyState(INC), Incident()
+    assert sent(policy.on_event(state, _linked(inc, E.OPENED, t, None))) == [("team", 1, "opened", 0)]
+    assert sent(policy.on_event(state, _linked(inc, E.NOTIFIED, t + 2 * sec, None))) == []  # its echo
+    assert sent(policy.on_event(state, _linked(inc, E.LINKED, t + 10 * sec, "inc-primary"))) == []
+    waiting = policy.on_event(state, _linked(inc, E.RESOLVED, t + 24 * sec, "inc-primary"))
+    assert waiting.deliveries == () and waiting.next_due_ms == t + MIN
+    closed = policy.on_event(state, _linked(inc, E.CLOSED, t + 2 * MIN + 24 * sec, "inc-primary"))
+    assert closed.deliveries == () and closed.held == () and closed.next_due_ms == t + MIN
+    assert not state.finished  # the record stays until its end is sent
+    assert sent(policy.on_due(state, t + 2 * MIN + 25 * sec)) == [("team", 4, "resolved", 0)]
+    assert state.finished
+
+
+def test_a_linked_members_waiting_resolve_survives_later_events_but_not_a_reopen() -> None:
+    policy = NotifyPolicy(_one_webhook("{receiver: team, group_interval: 5m, notify_on: [opened, resolved]}"))
+    state, inc = IncidentNotifyState(INC), Incident()
+    policy.on_event(state, _linked(inc, E.OPENED, T0, None))
+    policy.on_event(state, _linked(inc, E.LINKED, T0 + MIN, "inc-primary"))
+    policy.on_event(state, _linked(inc, E.RESOLVED, T0 + 2 * MIN, "inc-primary"))
+    assert sent(policy.on_event(state, _linked(inc, E.MUTED, T0 + 3 * MIN, "inc-primary"))) == []
+    assert state.receivers["team"].pending_trigger is NotifyOn.RESOLVED
+    # reopened while still a member: the waiting "resolved" would be wrong now; the primary speaks
+    reopened = policy.on_event(state, _linked(inc, E.REOPENED, T0 + 4 * MIN, "inc-primary"))
+    assert reopened.deliveries == () and state.receivers["team"].pending_seq is None
+    assert policy.on_due(state, T0 + 10 * MIN).deliveries == ()
+    # it ends again: the receiver, told it opened, hears that
+    assert sent(policy.on_event(state, _linked(inc, E.RESOLVED, T0 + 11 * MIN, "inc-primary"))) == [
+        ("team", 6, "resolved", 0)
+    ]
+
+
+def _waiting_policy(link_wait: str = "15s", notify_on: str = "") -> NotifyPolicy:
+    return NotifyPolicy(
+        _one_webhook(f"{{receiver: team, group_interval: 1m{notify_on}}}", f"link_wait: {link_wait}")
+    )
+
+
+def test_link_wait_is_read_from_the_file_and_defaults_from_the_topology() -> None:
+    assert _waiting_policy("15s").link_wait_ms == 15_000
+    assert NotifyPolicy(_one_webhook("{receiver: team}")).link_wait_ms == 0
+    assert NotifyPolicy(_one_webhook("{receiver: team}"), link_wait_ms=7_000).link_wait_ms == 7_000
+    assert default_link_wait_ms(10_000) == 10_000 + LINK_WAIT_MARGIN_MS
+    assert default_link_wait_ms(None) == 0
+
+
+def test_with_link_wait_a_group_linked_at_opening_never_pages() -> None:
+    policy = _waiting_policy()
+    state, inc = IncidentNotifyState(INC), Incident()
+    held = policy.on_event(state, _linked(inc, E.OPENED, T0, None))
+    assert held.deliveries == () and held.next_due_ms == T0 + 15_000
+    assert [h.reason for h in held.held] == ["waiting for the linker: link_wait"]
+    linked = policy.on_event(state, _linked(inc, E.LINKED, T0 + 10_000, "inc-primary"))
+    assert linked.deliveries == () and linked.next_due_ms is None
+    assert policy.on_due(state, T0 + 15_000).deliveries == ()
+    assert policy.on_event(state, _linked(inc, E.RESOLVED, T0 + MIN, "inc-primary")).deliveries == ()
+
+
+def test_with_link_wait_a_primary_goes_as_soon_as_the_linker_speaks_of_it() -> None:
+    for kind in (E.ROOT_CAUSE_CHANGED, E.MEMBER_ADDED):
+        policy = _waiting_policy()  # notify_on without "updated": the link event still releases it
+        state, inc = IncidentNotifyState(INC), Incident()
+        assert policy.on_event(state, inc.event(E.OPENED, T0)).deliveries == ()
+        out = policy.on_event(state, inc.event(kind, T0 + 10_000))
+        assert sent(out) == [("team", 2, "opened", 0)] and out.deliveries[0].at_ms == T0 + 10_000
+        assert state.receivers["team"].pending_seq is None
+
+
+def test_with_link_wait_a_group_the_linker_says_nothing_of_goes_when_the_wait_ends() -> None:
+    policy = _waiting_policy()
+    state, inc = IncidentNotifyState(INC), Incident()
+    policy.on_event(state, inc.event(E.OPENED, T0))
+    assert policy.on_due(state, T0 + 14_999).deliveries == ()
+    assert sent(policy.on_due(state, T0 + 15_000)) == [("team", 1, "opened", 0)]
+    # later first messages (another receiver, a reopen) wait for nothing: the wait is since opening
+    assert sent(policy.on_event(state, inc.event(E.RESOLVED, T0 + 2 * MIN))) == [("team", 2, "resolved", 0)]
+    assert sent(policy.on_event(state, inc.event(E.REOPENED, T0 + 4 * MIN))) == [("team", 3, "reopened", 0)]
+
+
+def test_with_link_wait_an_incident_that_opens_and_resolves_within_it_notifies_nobody() -> None:
+    policy = _waiting_policy()
+    state, inc = IncidentNotifyState(INC), Incident()
+    policy.on_event(state, inc.event(E.OPENED, T0))
+    resolved = policy.on_event(state, inc.event(E.RESOLVED, T0 + 5_000))
+    assert resolved.deliveries == () and resolved.next_due_ms is None
+    assert [h.reason for h in resolved.held] == ["dropped: resolved before it was told"]
+    assert policy.on_event(state, inc.event(E.CLOSED, T0 + 6_000)).deliveries == ()
+    assert state.finished
+
+
+def test_with_link_wait_updates_during_the_wait_keep_it_the_first_message() -> None:
+    policy = _waiting_policy(notify_on=", notify_on: [opened, updated, resolved]")
+    state, inc = IncidentNotifyState(INC), Incident()
+    policy.on_event(state, inc.event(E.OPENED, T0))
+    updated = policy.on_event(state, inc.event(E.UPDATED, T0 + 5_000))
+    assert updated.deliveries == () and updated.next_due_ms == T0 + 15_000
+    assert sent(policy.on_due(state, T0 + 15_000)) == [("team", 2, "opened", 0)]

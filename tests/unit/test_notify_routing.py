@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from stormwatch.agents.core.notify_config import NotifierConfig, NotifyOn, parse_notifier_config
 from stormwatch.agents.core.notify_routing import matching_routes, muted_by, route, route_labels
 from stormwatch.schemas.common import Severity, ms_from_dt
-from stormwatch.schemas.incident import IncidentSnapshot, IncidentState
+from stormwatch.schemas.incident import IncidentSnapshot, IncidentState, RootCauseInfo
 
 TREE = """
 route:
@@ -141,6 +141,14 @@ def test_the_incident_s_own_fields_win_over_group_labels_of_the_same_name() -> N
 
 def test_root_cause_is_a_label_only_when_the_incident_has_one(tree: NotifierConfig) -> None:
     assert "root_cause" not in route_labels(_snapshot(group_labels={"root_cause": "spoofed"}))
+    root = RootCauseInfo(
+        component='{cluster="prod"}database/orders-db',
+        kind="database",
+        name="orders-db",
+        first_firing_at=datetime(2027, 1, 1, tzinfo=UTC),
+        decided_by="first_firing",
+    )
+    assert route_labels(_snapshot(root_cause=root))["root_cause"] == "database/orders-db"
     assert [n.receiver for n in route(tree, {"root_cause": ""})] == ["default"]
     assert [n.receiver for n in route(tree, {"root_cause": "database/orders-db"})] == ["rca"]
 
