@@ -20,6 +20,7 @@ from typing import Any
 from stormwatch import schemas as contracts
 from stormwatch.agents.core.approvals import COMMAND_ID_HELP, ApprovalDecision, Decision, is_command_id
 from stormwatch.agents.core.workflow import WorkflowConfig, WorkflowError, render_workflow_schema
+from stormwatch.commands.args import worker_options
 from stormwatch.commands.checking import check_files
 from stormwatch.commands.operator import operator_name
 from stormwatch.config import Settings
@@ -59,13 +60,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--max-parallel", type=int, help="actions run at the same time (default: agent.max_parallel)"
     )
-    p.add_argument(
-        "--instance-id",
-        default=os.environ.get("STORMWATCH_INSTANCE_ID"),
-        help="stable id of this replica (default: $STORMWATCH_INSTANCE_ID or host-pid)",
-    )
-    p.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT (0: off)")
-    p.add_argument("--max-seconds", type=float, help="stop after this many seconds (demos, tests)")
+    worker_options(p)
     p.set_defaults(handler=run_executor)
 
     p = sub.add_parser("workflows", help="check workflow files, print their JSON Schema")

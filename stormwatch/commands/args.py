@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-__all__ = ["positive_int"]
+__all__ = ["positive_int", "worker_options"]
+
+
+def worker_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every long-running worker (ingest, correlate, link, executor, notify)."""
+    parser.add_argument(
+        "--instance-id",
+        default=os.environ.get("STORMWATCH_INSTANCE_ID"),
+        help="Stable id of this worker replica; a restarted replica with the same id fences its "
+        "predecessor's open transaction at once (default: $STORMWATCH_INSTANCE_ID or host-pid)",
+    )
+    parser.add_argument("--metrics-port", type=int, help="Serve /metrics on 127.0.0.1:PORT (0: off)")
+    parser.add_argument("--max-seconds", type=float, help="Stop after this many seconds (benchmarks, demos)")
 
 
 def positive_int(text: str) -> int:

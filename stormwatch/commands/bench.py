@@ -105,14 +105,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
             result = runner.run(args.workload, options)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    encoded = orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
-    if args.output:
-        Path(args.output).write_bytes(encoded + b"\n")
-    if args.json:
-        sys.stdout.write(encoded.decode() + "\n")
-    else:
-        print(render(result))
-    return 0
+    return _report(args, result, render(result))
 
 
 def run_linking_bench(args: argparse.Namespace, settings: Settings, rules: Path | None) -> int:
@@ -144,14 +137,7 @@ def run_linking_bench(args: argparse.Namespace, settings: Settings, rules: Path 
         repeat=args.repeat,
         topology_name=args.topology or topology,
     )
-    encoded = orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
-    if args.output:
-        Path(args.output).write_bytes(encoded + b"\n")
-    if args.json:
-        sys.stdout.write(encoded.decode() + "\n")
-    else:
-        print(render(result))
-    return 0
+    return _report(args, result, render(result))
 
 
 def run_notify_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -183,7 +169,12 @@ def run_notify_bench(args: argparse.Namespace, settings: Settings) -> int:
             log=say,
         )
         text = notify_outage.render(result)
-    encoded = orjson.dumps(result, option=orjson.OPT_INDENT_2)
+    return _report(args, result, text)
+
+
+def _report(args: argparse.Namespace, result: dict[str, Any], text: str) -> int:
+    """``--output FILE`` gets the JSON result; stdout the JSON with ``--json``, else ``text``."""
+    encoded = orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     if args.output:
         Path(args.output).write_bytes(encoded + b"\n")
     print(encoded.decode() if args.json else text)

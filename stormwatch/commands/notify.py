@@ -24,6 +24,7 @@ from stormwatch.agents.core.notify_config import (
     RouteNode,
     parse_notifier_config,
 )
+from stormwatch.commands.args import worker_options
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
 
@@ -36,13 +37,7 @@ def register(sub: Any) -> None:
     # --config here too, so `stormwatch notify --config FILE` works as well as before the command
     p.add_argument("--config", default=argparse.SUPPRESS, help="YAML configuration file (as before `notify`)")
     p.add_argument("--notify-file", metavar="FILE", help="the notifier file (default: notify.notify_file)")
-    p.add_argument(
-        "--instance-id",
-        default=os.environ.get("STORMWATCH_INSTANCE_ID"),
-        help="stable id of this replica (default: $STORMWATCH_INSTANCE_ID or host-pid)",
-    )
-    p.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT (0: off)")
-    p.add_argument("--max-seconds", type=float, help="stop after this many seconds (demos, tests)")
+    worker_options(p)
     p.set_defaults(handler=run_notify)
     actions = p.add_subparsers(dest="notify_command", metavar="ACTION")
 

@@ -8,6 +8,7 @@ import os
 import socket
 from typing import Any
 
+from stormwatch.commands.args import worker_options
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
 from stormwatch.kafka.client import require_topic
@@ -42,14 +43,7 @@ def register(sub: Any) -> None:
             p.add_argument(
                 "--rules", help="Correlation rules YAML (default: correlator.rules_file or built-in)"
             )
-        p.add_argument(
-            "--instance-id",
-            default=os.environ.get("STORMWATCH_INSTANCE_ID"),
-            help="Stable id of this worker replica; a restarted replica with the same id fences its "
-            "predecessor's open transaction at once (default: $STORMWATCH_INSTANCE_ID or host-pid)",
-        )
-        p.add_argument("--metrics-port", type=int, help="Serve /metrics on 127.0.0.1:PORT (0: off)")
-        p.add_argument("--max-seconds", type=float, help="Stop after this many seconds (benchmarks, demos)")
+        worker_options(p)
         p.set_defaults(handler=handler)
 
 

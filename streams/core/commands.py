@@ -414,7 +414,8 @@ _PARTITION_HANDLERS: dict[
     OperatorAction.SILENCE_EXPIRE: Commands._silence_expire,
     OperatorAction.MUTED: Commands._muted,
 }
-"""Commands about the whole partition (every partition applies them), not one incident."""
+"""Commands about the partition, not one incident: silences (every partition applies them) and
+muted summaries (for a group of this partition, found by gkhash: no incident id is known)."""
 
 _INCIDENT_HANDLERS: dict[OperatorAction, Callable[[Commands, IncidentCommand], None]] = {
     OperatorAction.ACKNOWLEDGE: Commands._acknowledge,
