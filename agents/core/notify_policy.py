@@ -364,8 +364,11 @@ class NotifyPolicy:
         member = snapshot.linked_into
         # A first message waits for the linker until hold_until, unless this event is the
         # linker's word about the incident (it is a primary, or stands alone): then it goes now.
+        # Measured from the `opened` event, which is what the linker's note carries (its time is
+        # the first alert's plus group_wait): from ``opened_at`` a group_wait would eat the wait.
+        opened_ms = at if event.type is IncidentEventType.OPENED else ms_from_dt(snapshot.opened_at)
         hold_until = (
-            ms_from_dt(snapshot.opened_at) + self.link_wait_ms
+            opened_ms + self.link_wait_ms
             if self.link_wait_ms > 0 and event.type not in _LINK_DECIDED
             else None
         )
