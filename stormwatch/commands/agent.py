@@ -262,9 +262,7 @@ def run_decision(args: argparse.Namespace, settings: Settings) -> int:
         at=datetime.now(UTC),
         note=note.strip() if note else None,
     )
-    overrides: dict[str, Any] = {"linger.ms": 0, "message.timeout.ms": int(PUBLISH_TIMEOUT_S * 1000)}
-    producer = make_producer(settings, **overrides)
-    produce_sync(producer, topic, command_id, record.to_bytes(), timeout_s=PUBLISH_TIMEOUT_S + 1)
+    publish_decision(settings, record)
     rec, run, p = pending[command_id]
     verb = "approved" if decision is Decision.APPROVE else "denied"
     target = f" on {p.target}" if p.target else ""
@@ -272,6 +270,20 @@ def run_decision(args: argparse.Namespace, settings: Settings) -> int:
         f"{verb} {command_id} ({run.workflow}/{p.step}: {p.action}{target}, {rec.view.incident_id}) by {by}"
     )
     return 0
+
+
+def publish_decision(settings: Settings, record: ApprovalDecision) -> None:
+    """Send an operator's answer to the approvals topic, keyed by the command, and wait until Kafka
+    has it (the agent reads it; the console sends the same record)."""
+    overrides: dict[str, Any] = {"linger.ms": 0, "message.timeout.ms": int(PUBLISH_TIMEOUT_S * 1000)}
+    producer = make_producer(settings, **overrides)
+    produce_sync(
+        producer,
+        settings.topics.approvals,
+        record.command_id,
+        record.to_bytes(),
+        timeout_s=PUBLISH_TIMEOUT_S + 1,
+    )
 
 
 def run_approvals(args: argparse.Namespace, settings: Settings) -> int:

@@ -2,7 +2,7 @@
 
 The script is small on purpose. It follows /console/events (server-sent events, sent when the read
 model's incidents change) and then re-fetches the page it shows, swapping in the parts that
-change (list rows, timeline, facts, alerts) from HTML the server rendered and escaped; it sends
+change (list rows, timeline, facts, steps, alerts, approvals, overview tiles) from HTML the server rendered and escaped; it sends
 the action and silence forms with fetch so the page stays where it is. Without it, every form
 still works as a plain POST followed by a redirect.
 """
@@ -59,6 +59,16 @@ dl.annotations dd { margin: 0 0 .2em; word-break: break-word; }
 .buttons { display: flex; gap: .6em; }
 .live { position: fixed; right: 1em; bottom: .6em; color: var(--muted); font-size: .85em; }
 button { font: inherit; padding: .25em .8em; cursor: pointer; }
+.step { display: inline-block; padding: 0 .45em; border-radius: 3px; font-size: .88em; background: #eceff2; }
+.step.awaiting_approval { background: #fff1c7; } .step.succeeded, .step.approved { background: #e1f4e4; }
+.step.failed, .step.denied, .step.refused, .step.expired { background: #fde2e1; }
+.step.started, .step.requested { background: #e3ecff; }
+td.decide form { display: flex; gap: .3em; margin-bottom: .25em; }
+.tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(15em, 1fr)); gap: .8em; }
+.tile { background: #fff; border: 1px solid var(--line); padding: .7em 1em; }
+.tile-label { color: var(--muted); font-size: .9em; }
+.tile-value { font-size: 1.6em; font-variant-numeric: tabular-nums; }
+.hint { color: var(--muted); }
 """
 
 JS = r"""
@@ -68,7 +78,9 @@ JS = r"""
   const live = document.getElementById("live");
   const say = (text) => { if (live) live.textContent = text; };
   // Parts of a page that a live update replaces with the server's freshly rendered (escaped) HTML.
-  const PARTS = ["incident-rows", "timeline-rows", "facts", "incident-alerts", "silences"];
+  const PARTS = [
+    "incident-rows", "timeline-rows", "facts", "incident-alerts", "silences", "steps", "approvals-list", "overview",
+  ];
   let refreshing = false;
   let again = false;
 
@@ -82,7 +94,8 @@ JS = r"""
       for (const id of PARTS) {
         const fresh = doc.getElementById(id);
         const here = document.getElementById(id);
-        if (fresh && here) here.replaceWith(document.importNode(fresh, true));
+        // A part the operator is typing in (a note for an approval) is left alone until the next update.
+        if (fresh && here && !here.contains(document.activeElement)) here.replaceWith(document.importNode(fresh, true));
       }
       say("updated " + new Date().toLocaleTimeString());
     } finally {
@@ -91,7 +104,7 @@ JS = r"""
     }
   }
 
-  if (page === "incidents" || page === "incident" || page === "silences") {
+  if (["incidents", "incident", "silences", "approvals", "overview"].includes(page)) {
     const events = new EventSource("/console/events");
     events.addEventListener("change", (ev) => {
       const data = JSON.parse(ev.data);

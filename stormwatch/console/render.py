@@ -14,7 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from stormwatch.readmodel.mitigations import MitigationView
 from stormwatch.readmodel.model import AlertView, Page, SilenceView
+from stormwatch.readmodel.overview import WINDOWS, Overview
 from stormwatch.schemas.common import Severity, ms_from_dt
 from stormwatch.schemas.incident import Incident, IncidentEvent, IncidentState
 
@@ -23,6 +25,7 @@ __all__ = [
     "IncidentMarks",
     "ListQuery",
     "alerts_table",
+    "approvals_page",
     "esc",
     "human_age",
     "incident_page",
@@ -30,14 +33,16 @@ __all__ = [
     "incidents_rows",
     "login_page",
     "message_page",
+    "overview_page",
     "preview_fragment",
     "silences_page",
+    "steps_table",
     "timeline_rows",
 ]
 
 PREFIX = "/console"
 
-ACTIONS = ("ack", "resolve", "assign", "annotate", "severity")
+ACTIONS = ("ack", "resolve", "assign", "annotate", "severity", "merge", "split", "join")
 """The incident actions the console offers, named as the CLI's commands are."""
 
 
@@ -91,7 +96,8 @@ def _layout(title: str, body: str, *, user: str | None, csrf: str | None, page: 
     nav = ""
     if user is not None and csrf is not None:
         nav = (
-            '<nav><a href="/console/">Incidents</a> <a href="/console/silences">Silences</a>'
+            '<nav><a href="/console/">Incidents</a> <a href="/console/approvals">Approvals</a> '
+            '<a href="/console/silences">Silences</a> <a href="/console/overview">Overview</a>'
             f'<span class="who">signed in as <b>{esc(user)}</b></span>'
             '<form method="post" action="/console/logout" class="inline">'
             f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
@@ -307,6 +313,9 @@ def alerts_table(alerts: Sequence[AlertView], now_ms: int, *, table_id: str = "a
     )
 
 
+_INTO = '<input type="text" name="into" placeholder="other incident id" required maxlength="64">'
+
+
 def _action_form(incident_id: str, action: str, label: str, csrf: str, field: str = "") -> str:
     return (
         f'<form method="post" action="/console/incidents/{esc(incident_id)}/{action}" '
@@ -314,6 +323,76 @@ def _action_form(incident_id: str, action: str, label: str, csrf: str, field: st
         f'<input type="hidden" name="csrf" value="{esc(csrf)}">{field}'
         f'<button type="submit" name="do" value="{action}">{label}</button></form>'
     )
+
+
+def _decision_forms(view: MitigationView, csrf: str, back: str) -> str:
+    """Approve (with an optional note) and deny (with a reason) of one awaiting step."""
+    cid = esc(view.command_id)
+    hidden = f'<input type="hidden" name="csrf" value="{esc(csrf)}"><input type="hidden" name="next" value="{esc(back)}">'
+    return (
+        f'<form method="post" action="/console/approvals/{cid}/approve" class="decision" '
+        f'data-decision="approve" data-command="{cid}">{hidden}'
+        '<input type="text" name="note" placeholder="note (optional)" maxlength="2000">'
+        '<button type="submit">Approve</button></form>'
+        f'<form method="post" action="/console/approvals/{cid}/deny" class="decision" '
+        f'data-decision="deny" data-command="{cid}">{hidden}'
+        '<input type="text" name="reason" placeholder="reason" required maxlength="2000">'
+        '<button type="submit">Deny</button></form>'
+    )
+
+
+def steps_table(
+    steps: Sequence[MitigationView],
+    now_ms: int,
+    *,
+    csrf: str,
+    back: str,
+    titles: Mapping[str, str] | None = None,
+    table_id: str = "steps",
+) -> str:
+    """Mitigation steps with their status; the ones awaiting approval carry approve / deny forms.
+
+    With ``titles`` (the approvals page) each row also names its incident and that incident's title.
+    """
+    if not steps:
+        empty = "No step is awaiting approval." if titles is not None else "No mitigation steps."
+        return f'<p class="empty" id="{esc(table_id)}">{empty}</p>'
+    rows = []
+    for v in steps:
+        waiting = v.awaiting(now_ms)
+        status = v.status.value
+        if v.status.value == "awaiting_approval" and not waiting:
+            status = "awaiting_approval (expired)"
+        when = (
+            f"expires in {human_age(v.expires_ms - now_ms)}"
+            if waiting and v.expires_ms is not None
+            else esc(v.reason or "")
+        )
+        incident = ""
+        if titles is not None:
+            iid = esc(v.incident_id)
+            incident = (
+                f'<td><a href="/console/incidents/{iid}">{iid}</a> {esc(titles.get(v.incident_id, ""))}</td>'
+            )
+        rows.append(
+            f'<tr data-command="{esc(v.command_id)}" data-status="{esc(v.status.value)}">'
+            f"<td><code>{esc(v.command_id)}</code></td>{incident}"
+            f"<td>{esc(v.workflow)}/{esc(v.step)}</td><td>{esc(v.action)}</td>"
+            f"<td>{esc(v.target or '-')}</td>"
+            f'<td><span class="step {esc(v.status.value)}">{esc(status)}</span></td>'
+            f"<td>{esc(v.actor)}</td><td>{esc(_when_ms(v.updated_ms))}</td><td>{when}</td>"
+            f'<td class="decide">{_decision_forms(v, csrf, back) if waiting else ""}</td></tr>'
+        )
+    head = "<th>Incident</th>" if titles is not None else ""
+    return (
+        f'<table class="steps" id="{esc(table_id)}"><thead><tr><th>Command</th>{head}'
+        "<th>Workflow/step</th><th>Action</th><th>Target</th><th>Status</th><th>By</th><th>At</th>"
+        f"<th></th><th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _when_ms(ms: int) -> str:
+    return _when(datetime.fromtimestamp(ms / 1000, UTC))
 
 
 def incident_page(
@@ -324,6 +403,7 @@ def incident_page(
     *,
     user: str,
     csrf: str,
+    steps: Sequence[MitigationView] = (),
 ) -> str:
     iid = incident.incident_id
     facts = [
@@ -380,6 +460,9 @@ def incident_page(
             '<input type="text" name="note" placeholder="note" required maxlength="2000">',
         )
         + _action_form(iid, "severity", "Set severity", csrf, f'<select name="level">{severities}</select>')
+        + _action_form(iid, "merge", "Merge into", csrf, _INTO)
+        + _action_form(iid, "join", "Link into", csrf, _INTO)
+        + (_action_form(iid, "split", "Split out", csrf) if incident.linked_into else "")
         + '<p class="status" id="action-status" role="status"></p></div>'
     )
     timeline = (
@@ -390,10 +473,83 @@ def incident_page(
     body = (
         f'<h1 data-incident="{esc(iid)}" data-seq="{incident.last_seq}">{esc(iid)}: {esc(incident.title)}</h1>'
         f'<dl class="facts" id="facts">{dl}</dl>{actions}'
+        f"<h2>Mitigation steps</h2>{steps_table(steps, now_ms, csrf=csrf, back=f'/console/incidents/{iid}')}"
         f"<h2>Timeline</h2>{timeline}<h2>Alerts</h2>"
         f'<div id="incident-alerts">{alerts_table(alerts, now_ms)}</div>'
     )
     return _layout(f"{iid} {incident.title}", body, user=user, csrf=csrf, page="incident")
+
+
+# ---------------------------------------------------------------------------- approvals and overview
+
+
+def approvals_page(
+    steps: Sequence[MitigationView], titles: Mapping[str, str], now_ms: int, *, user: str, csrf: str
+) -> str:
+    """Every mitigation step waiting for an operator, the soonest to expire first."""
+    table = steps_table(
+        steps, now_ms, csrf=csrf, back="/console/approvals", titles=titles, table_id="approvals"
+    )
+    body = (
+        f'<h1>Pending approvals</h1><p class="hint">{len(steps)} step(s) wait for an answer. An answer '
+        "is recorded with your name; a step nobody answers expires and is not run.</p>"
+        f'<div id="approvals-list">{table}</div>'
+    )
+    return _layout("Pending approvals", body, user=user, csrf=csrf, page="approvals")
+
+
+def _duration(ms: float | None) -> str:
+    return "-" if ms is None else human_age(int(ms))
+
+
+def _mean_median(mean: float | None, p50: float | None) -> str:
+    return "-" if mean is None else f"{_duration(mean)}; {_duration(p50)}"
+
+
+def overview_page(view: Overview, window: str, *, user: str, csrf: str) -> str:
+    """Storm suppression at a glance over the incidents opened in the chosen window."""
+    choices = "".join(
+        f'<option value="{esc(name)}"{" selected" if name == window else ""}>last {esc(name)}</option>'
+        for name in WINDOWS
+    )
+    picker = (
+        '<form method="get" action="/console/overview" class="filters" id="window-form">'
+        f'<label>Window <select name="window">{choices}</select></label>'
+        '<button type="submit">Show</button></form>'
+    )
+    ratio = "-" if view.ratio is None else f"{view.ratio:,.1f} : 1"
+    tiles = [
+        ("notifications", "Alert notifications in", f"{view.notifications:,}"),
+        ("distinct", "Distinct alerts", f"{view.distinct_alerts:,}"),
+        ("incidents", "Incidents opened", f"{view.incidents:,}"),
+        ("after-linking", "After merging and linking", f"{view.after_linking:,}"),
+        ("ratio", "Suppression (notifications per incident)", ratio),
+        ("open", "Still open", f"{view.open_now:,}"),
+        (
+            "mtta",
+            f"MTTA (mean; median) of {view.acknowledged}",
+            _mean_median(view.mtta_ms, view.mtta_p50_ms),
+        ),
+        (
+            "mttr",
+            f"MTTR (mean; median) of {view.resolved}",
+            _mean_median(view.mttr_ms, view.mttr_p50_ms),
+        ),
+    ]
+    cards = "".join(
+        f'<div class="tile" data-tile="{key}"><div class="tile-label">{esc(label)}</div>'
+        f'<div class="tile-value">{esc(value)}</div></div>'
+        for key, label, value in tiles
+    )
+    body = (
+        f"<h1>Storm suppression</h1>{picker}"
+        f'<p class="hint">Incidents opened from {esc(_when_ms(view.since_ms))} to '
+        f"{esc(_when_ms(view.until_ms))}, from the audit log. Notifications count each distinct alert "
+        "once plus every re-send folded and every notification held back (silenced, inhibited, "
+        "flapping).</p>"
+        f'<div class="tiles" id="overview">{cards}</div>'
+    )
+    return _layout("Overview", body, user=user, csrf=csrf, page="overview")
 
 
 # ---------------------------------------------------------------------------- silences

@@ -30,6 +30,8 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from stormwatch.agents.core.approvals import ApprovalDecision, Decision, is_command_id
+from stormwatch.commands import agent as agent_commands
 from stormwatch.commands import operator as operator_commands
 from stormwatch.commands import silences as silence_commands
 from stormwatch.commands.incidents import validate_incident_id
@@ -39,7 +41,9 @@ from stormwatch.console.assets import CSS, JS
 from stormwatch.errors import UserError
 from stormwatch.kafka.client import read_topic
 from stormwatch.readmodel.follower import ReadModelFollower
+from stormwatch.readmodel.mitigations import MitigationView
 from stormwatch.readmodel.model import AlertQuery, AlertView, IncidentQuery, ReadModel
+from stormwatch.readmodel.overview import WINDOWS
 from stormwatch.schemas.commands import OperatorAction
 from stormwatch.schemas.durations import DURATION_HELP, parse_duration
 from stormwatch.schemas.incident import IncidentEvent, IncidentState
@@ -66,7 +70,11 @@ _ACTIONS = {
     "assign": OperatorAction.ASSIGN,
     "annotate": OperatorAction.ANNOTATE,
     "severity": OperatorAction.SET_SEVERITY,
+    "merge": OperatorAction.MERGE,
+    "split": OperatorAction.SPLIT,
+    "join": OperatorAction.JOIN,
 }
+_DECISIONS = {"approve": Decision.APPROVE, "deny": Decision.DENY}
 SECURITY_HEADERS = {
     # No inline script or style anywhere: only the package's own assets run.
     "Content-Security-Policy": (
@@ -226,6 +234,7 @@ class Console:
         self.publish_command = operator_commands.publish_command
         self.publish_silence_add = silence_commands.publish_silence_add
         self.publish_silence_expire = silence_commands.publish_silence_expire
+        self.publish_decision = agent_commands.publish_decision
 
     BODY_ROUTES = frozenset(
         {
@@ -235,6 +244,7 @@ class Console:
             "console_silence_create",
             "console_silence_preview",
             "console_silence_expire",
+            "console_decision",
         }
     )
     """The routes with a form body: the gateway's request read deadline runs until it is read."""
@@ -257,6 +267,9 @@ class Console:
         r.add_get("/console/events", self._events, name="console_events")
         r.add_get("/console/incidents/{incident_id}", self._incident, name="console_incident")
         r.add_post("/console/incidents/{incident_id}/{action}", self._action, name="console_action")
+        r.add_get("/console/approvals", self._approvals, name="console_approvals")
+        r.add_post("/console/approvals/{command_id}/{decision}", self._decision, name="console_decision")
+        r.add_get("/console/overview", self._overview, name="console_overview")
         r.add_get("/console/silences", self._silences, name="console_silences")
         r.add_post("/console/silences", self._silence_create, name="console_silence_create")
         r.add_post("/console/silences/preview", self._silence_preview, name="console_silence_preview")
@@ -435,13 +448,14 @@ class Console:
             )
         now_ms = _now_ms()
 
-        def run(model: ReadModel) -> tuple[Any, list[AlertView]]:
+        def run(model: ReadModel) -> tuple[Any, list[AlertView], list[MitigationView]]:
             incident = model.incident(incident_id)
             if incident is None:
-                return None, []
-            return incident, incident_alerts(model, now_ms, {incident_id, *incident.members})
+                return None, [], []
+            members = [incident_id, *incident.members]
+            return incident, incident_alerts(model, now_ms, set(members)), model.steps(members)
 
-        incident, alerts = await self._read(run)
+        incident, alerts, steps = await self._read(run)
         if incident is None:
             return _page(
                 render.message_page(
@@ -458,8 +472,34 @@ class Console:
             log.warning("console: cannot read the timeline of %s: %s", incident_id, exc)
             events = []
         return _page(
-            render.incident_page(incident, events, alerts, now_ms, user=session.user, csrf=session.csrf)
+            render.incident_page(
+                incident, events, alerts, now_ms, user=session.user, csrf=session.csrf, steps=steps
+            )
         )
+
+    async def _approvals(self, request: web.Request) -> web.Response:
+        session = self._need_session(request)
+        now_ms = _now_ms()
+
+        def run(model: ReadModel) -> tuple[list[MitigationView], dict[str, str]]:
+            steps = model.approvals(now_ms)
+            titles = {}
+            for v in steps:
+                incident = model.incident(v.incident_id)
+                titles[v.incident_id] = incident.title if incident is not None else ""
+            return steps, titles
+
+        steps, titles = await self._read(run)
+        return _page(render.approvals_page(steps, titles, now_ms, user=session.user, csrf=session.csrf))
+
+    async def _overview(self, request: web.Request) -> web.Response:
+        session = self._need_session(request)
+        window = request.query.get("window", "24h")
+        if window not in WINDOWS:
+            window = "24h"
+        now_ms = _now_ms()
+        view = await self._read(lambda m: m.overview(now_ms, WINDOWS[window]))
+        return _page(render.overview_page(view, window, user=session.user, csrf=session.csrf))
 
     async def _silences(self, request: web.Request) -> web.Response:
         session = self._need_session(request)
@@ -484,6 +524,7 @@ class Console:
             text=_text(form.get("note")),
             assignee=_text(form.get("assignee")),
             level=_text(form.get("level")),
+            into=_text(form.get("into")).strip(),
         )
         wants_json = "application/json" in request.headers.get("Accept", "")
         try:
@@ -517,6 +558,49 @@ class Console:
             f"{name} sent as command {command.command_id}; the timeline shows the outcome",
             f"/console/incidents/{command.incident_id}",
         )
+
+    async def _decision(self, request: web.Request) -> web.Response:
+        """Approve or deny a mitigation step: the record `stormwatch approve` / `deny` write."""
+        session, form = await self._need_csrf(request)
+        decision = _DECISIONS.get(request.match_info["decision"])
+        if decision is None:
+            raise web.HTTPNotFound(text="no such decision: approve or deny\n")
+        command_id = request.match_info["command_id"].strip().lower()
+        back = _safe_next(form.get("next") or "/console/approvals")
+        wants_json = "application/json" in request.headers.get("Accept", "")
+        note = _text(form.get("note" if decision is Decision.APPROVE else "reason")).strip()
+        if decision is Decision.DENY and not note:
+            return _answer(wants_json, 400, "refused: say why the step is denied (reason)", back)
+        now_ms = _now_ms()
+        view = (
+            await self._read(lambda m: m.mitigations.get(command_id)) if is_command_id(command_id) else None
+        )
+        if view is None or not view.awaiting(now_ms):
+            state = "unknown" if view is None else view.status.value
+            return _answer(
+                wants_json,
+                409,
+                f"refused: command {command_id} is not awaiting approval (it is {state}: answered, "
+                "expired or never asked); the approvals page lists the steps that are",
+                back,
+            )
+        record = ApprovalDecision(
+            command_id=command_id,
+            decision=decision,
+            by=session.user,
+            at=datetime.now(UTC),
+            note=note or None,
+        )
+        await self._publish(lambda: self.publish_decision(self.settings, record))
+        log.info("console: %s %s command %s", session.user, decision.value, command_id)
+
+        def answered(m: ReadModel) -> bool:
+            current = m.mitigations.get(command_id)
+            return current is not None and current.seq > view.seq
+
+        await self._await(answered)
+        verb = "approved" if decision is Decision.APPROVE else "denied"
+        return _answer(wants_json, 202, f"{command_id} {verb}; the step's status follows on the page", back)
 
     def _parse_silence_form(self, form: Any) -> tuple[render.SilenceForm, list[Any]]:
         values = render.SilenceForm(

@@ -24,6 +24,8 @@ from typing import Generic, TypeVar
 import orjson
 from pydantic import ValidationError
 
+from stormwatch.readmodel.mitigations import MitigationLog, MitigationView
+from stormwatch.readmodel.overview import Overview, overview
 from stormwatch.schemas.common import ms_from_dt
 from stormwatch.schemas.incident import Incident, IncidentEvent, IncidentState
 from stormwatch.schemas.matchers import Matcher, MatchOp
@@ -180,6 +182,7 @@ class ReadModel:
         default_factory=lambda: IncidentProjection(keep_events=False), repr=False
     )
     silence_records: dict[str, _Silence] = field(default_factory=dict, repr=False)
+    mitigations: MitigationLog = field(default_factory=MitigationLog, repr=False)
     problems: _Problems = field(default_factory=_Problems)
     applied: int = 0
 
@@ -225,6 +228,7 @@ class ReadModel:
             self.problems.add(f"incidents: not an incident event ({exc.error_count()} errors)")
             return
         self.incident_log.apply(event)
+        self.mitigations.apply(event)
 
     def apply_silence(self, key: str | None, value: bytes | None, timestamp_ms: int) -> None:
         """One record of the silences topic (keyed by silence id; None deletes)."""
@@ -402,6 +406,18 @@ class ReadModel:
 
     def incident(self, incident_id: str) -> Incident | None:
         return self.incident_log.get(incident_id)
+
+    def steps(self, incident_ids: list[str]) -> list[MitigationView]:
+        """The mitigation steps of these incidents (a primary and its members)."""
+        return self.mitigations.of(incident_ids)
+
+    def approvals(self, now_ms: int) -> list[MitigationView]:
+        """Mitigation steps waiting for an operator's answer, the soonest to expire first."""
+        return self.mitigations.awaiting(now_ms)
+
+    def overview(self, now_ms: int, window_ms: int) -> Overview:
+        """Storm suppression, MTTA and MTTR over the incidents opened in the last ``window_ms``."""
+        return overview(self.incident_log.incidents(), now_ms, window_ms)
 
     # ------------------------------------------------------------------ totals
 

@@ -57,6 +57,19 @@ allowed_lateness: 100ms
 state_time_resolution: 1s
 """
 ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = """
+workflows:
+  - name: restart-console
+    trigger: {events: [opened]}
+    conditions: {match: ['alertname="ConsoleApprove"']}
+    steps:
+      - name: restart
+        action: log
+        target: "{{ labels.service }}"
+        params: {message: "restart {{ labels.service }}"}
+        approval: required
+        approval_ttl: 10m
+"""
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
 
@@ -123,6 +136,10 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     run = PipelineRun(kafka_bootstrap, workdir, rules=RULES, partitions=2)
     run.start("ingest", "i1")
     run.start("correlate", "c1")
+    workflows = workdir / "workflows.yaml"
+    workflows.write_text(WORKFLOWS)
+    agent = [sys.executable, "-m", "stormwatch.cli", "--config", str(run.config_path), "agent"]
+    run.workers.start("agent:a1", [*agent, "--workflows", str(workflows)], workdir / "agent.log")
     try:
         stack = Stack(run, workdir)
 
@@ -277,3 +294,59 @@ def test_alert_with_html_and_script_renders_inert(stack: Stack, browser: WebDriv
     wait_css(browser, f'tr[data-incident="{incident_id}"]')
     assert browser.execute_script("return window.__xss;") is None
     screenshot(browser, tmp_path, "xss")
+
+
+def test_approve_a_pending_step_and_see_the_overview(
+    stack: Stack, browser: WebDriver, tmp_path: Path
+) -> None:
+    run_id = uuid.uuid4().hex[:8]
+    stack.post_alerts(run_id, "ConsoleApprove", 2, service="payments")
+    incident_id = stack.incident_of(run_id, "ConsoleApprove")
+    sign_in(browser, stack)  # alice, as the module's other tests
+
+    # The agent asks for an approval; the approvals page lists the step with its incident.
+    browser.get(f"{stack.url}/console/approvals")
+    row = '#approvals tr[data-status="awaiting_approval"]'
+
+    def listed(d: WebDriver) -> bool:
+        if d.find_elements(By.CSS_SELECTOR, row):
+            return True
+        d.refresh()  # the agent and the correlator are still at it: look again
+        return False
+
+    WebDriverWait(browser, 60, poll_frequency=1).until(listed)
+    assert incident_id in text_of(browser, row) and "payments" in text_of(browser, row)
+    screenshot(browser, tmp_path, "approvals")
+    browser.find_element(
+        By.CSS_SELECTOR, f'{row} form[data-decision="approve"] input[name="note"]'
+    ).send_keys("go ahead")
+    click(browser, f'{row} form[data-decision="approve"] button')
+
+    # The answer is the agent's `approved`, recorded with the operator's name on the incident's steps.
+    browser.get(f"{stack.url}/console/incidents/{incident_id}")
+
+    seen = [""]
+
+    def approved(d: WebDriver) -> bool:
+        steps = d.find_elements(
+            By.CSS_SELECTOR, '#steps tr[data-status="approved"], #steps tr[data-status="requested"]'
+        )
+        seen[0] = d.find_element(By.ID, "timeline-rows").text
+        if steps and "operator:alice" in seen[0]:
+            return True
+        d.refresh()
+        return False
+
+    try:
+        WebDriverWait(browser, 60, poll_frequency=1).until(approved)
+    except Exception:
+        raise AssertionError(f"no approval by alice on the page; timeline:\n{seen[0]}") from None
+    assert "approved" in text_of(browser, "#timeline-rows")
+    assert not browser.find_elements(By.CSS_SELECTOR, '#steps form[data-decision="approve"]')
+
+    # Storm suppression at a glance: this module's incidents are in the last 15 minutes.
+    browser.get(f"{stack.url}/console/overview?window=15m")
+    wait_css(browser, '#overview [data-tile="incidents"]')
+    assert int(text_of(browser, '#overview [data-tile="incidents"] .tile-value')) >= 1
+    assert int(text_of(browser, '#overview [data-tile="notifications"] .tile-value').replace(",", "")) >= 2
+    screenshot(browser, tmp_path, "overview")

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from stormwatch.agents.core.approvals import ApprovalDecision, Decision
 from stormwatch.config import Settings
 from stormwatch.console import render
 from stormwatch.console.web import COOKIE, LoginThrottle, SessionStore, csrf_ok
@@ -34,6 +35,9 @@ from tests.unit.test_gateway_alertmanager_api import HandFollower
 
 NOW_MS = int(time.time() * 1000)
 INC = "inc-0123456789abcdef-1"
+OTHER = "inc-fedcba9876543210-1"
+ASKED = "a" * 32  # a step awaiting approval
+DONE = "b" * 32  # a step that already ran
 EVIL = '<script>window.pwned=1</script>"><img src=x onerror=alert(1)>'
 
 
@@ -51,6 +55,28 @@ def fill(follower: HandFollower) -> None:
     opened = datetime.fromtimestamp((NOW_MS - 120_000) / 1000, UTC)
     event = build_event(INC, at=opened, title=f"ApiDown {EVIL}", group_labels={"job": "api"})
     model.apply_incident(event.to_bytes())
+    step = {"workflow": "restart", "step": "restart", "action": "exec", "target": f"api {EVIL}"}
+    expires = datetime.fromtimestamp((NOW_MS + 600_000) / 1000, UTC).isoformat()
+    for seq, (cid, status, extra) in enumerate(
+        [
+            (DONE, "requested", {}),
+            (DONE, "succeeded", {}),
+            (ASKED, "awaiting_approval", {"expires_at": expires}),
+        ],
+        start=2,
+    ):
+        mitigation = build_event(
+            INC,
+            seq,
+            IncidentEventType.MITIGATION,
+            IncidentState.OPEN,
+            at=opened,
+            actor="agent:restart",
+            details={"command_id": cid, "status": status, **step, **extra},
+            title=f"ApiDown {EVIL}",
+            group_labels={"job": "api"},
+        )
+        model.apply_incident(mitigation.to_bytes())
 
 
 class Console:
@@ -83,6 +109,30 @@ class Console:
         console.publish_command = publish  # type: ignore[assignment]
         console.publish_silence_add = add  # type: ignore[assignment]
         console.publish_silence_expire = expire  # type: ignore[assignment]
+        self.decisions: list[ApprovalDecision] = []
+
+        def decide(settings: Settings, record: ApprovalDecision) -> None:
+            self.decisions.append(record)
+            # what the agent and the correlator then write: the step's next status
+            status = "approved" if record.decision is Decision.APPROVE else "denied"
+            answered = build_event(
+                INC,
+                5,
+                IncidentEventType.MITIGATION,
+                IncidentState.OPEN,
+                at=datetime.now(UTC),
+                actor=f"operator:{record.by}",
+                details={
+                    "command_id": record.command_id,
+                    "status": status,
+                    "workflow": "restart",
+                    "step": "restart",
+                    "action": "exec",
+                },
+            )
+            self.follower.model.apply_incident(answered.to_bytes())
+
+        console.publish_decision = decide  # type: ignore[assignment]
         console._timeline = lambda settings, incident_id: []
         self.http = Harness(self.gateway)
 
@@ -297,6 +347,10 @@ def test_actions_send_the_cli_commands_as_the_signed_in_operator(console: Callab
         ("annotate", {"note": "looking <b>now</b>"}),
         ("severity", {"level": "critical"}),
         ("resolve", {}),
+        # merge, link (join) and split: the CLI's `merge --into`, `join --into` and `split`
+        ("merge", {"into": OTHER}),
+        ("join", {"into": OTHER}),
+        ("split", {}),
     ]
     for action, fields in forms:
         reply = c.http.request(
@@ -313,12 +367,16 @@ def test_actions_send_the_cli_commands_as_the_signed_in_operator(console: Callab
         OperatorAction.ANNOTATE,
         OperatorAction.SET_SEVERITY,
         OperatorAction.RESOLVE,
+        OperatorAction.MERGE,
+        OperatorAction.JOIN,
+        OperatorAction.SPLIT,
     ]
     assert {cmd.by for cmd in c.commands} == {"alice"}
     assert {cmd.incident_id for cmd in c.commands} == {INC}
     assert c.commands[1].assignee == "bob"
     assert c.commands[2].note == "looking <b>now</b>"
     assert c.commands[3].severity is Severity.CRITICAL
+    assert (c.commands[5].merge_into, c.commands[6].link_into) == (OTHER, OTHER)
     # without JavaScript: a plain form post answers with a redirect back to the incident
     reply = c.http.request(
         "POST", f"/console/incidents/{INC}/ack", data={"csrf": csrf}, allow_redirects=False
@@ -339,7 +397,13 @@ def test_bad_actions_are_refused(console: Callable[..., Console]) -> None:
     for path, fields in cases:
         reply = c.http.request("POST", path, data={"csrf": csrf, **fields}, headers=json)
         assert reply.status == 400, (path, reply.body.decode())
-    assert c.http.request("POST", f"/console/incidents/{INC}/merge", data={"csrf": csrf}).status == 404
+    reply = c.http.request("POST", f"/console/incidents/{INC}/merge", data={"csrf": csrf}, headers=json)
+    assert reply.status == 400 and "incident" in reply.json()["message"]  # merge into what?
+    reply = c.http.request(
+        "POST", f"/console/incidents/{INC}/join", data={"csrf": csrf, "into": INC}, headers=json
+    )
+    assert reply.status == 400 and "into itself" in reply.json()["message"]
+    assert c.http.request("POST", f"/console/incidents/{INC}/reboot", data={"csrf": csrf}).status == 404
     assert not c.commands
 
 
@@ -418,7 +482,7 @@ def test_event_stream_reports_changed_incidents(console: Callable[..., Console])
         await asyncio.sleep(0.7)  # the stream has seen the model as it is
         opened = datetime.fromtimestamp((NOW_MS - 120_000) / 1000, UTC)
         ack = build_event(
-            INC, 2, IncidentEventType.ACKNOWLEDGED, IncidentState.OPEN, IncidentState.ACKNOWLEDGED, at=opened
+            INC, 5, IncidentEventType.ACKNOWLEDGED, IncidentState.OPEN, IncidentState.ACKNOWLEDGED, at=opened
         )
         c.follower.model.apply_incident(ack.to_bytes())
         chunk = await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 5)
@@ -438,3 +502,88 @@ def test_no_console_without_the_read_model(sink: KafkaSink) -> None:
         assert http.request("GET", "/console/", allow_redirects=False).status == 404
     finally:
         http.close()
+
+
+# ---------------------------------------------------------------------------- approvals and overview
+
+
+def test_incident_page_shows_its_steps_and_the_approvals_page_the_waiting_ones(
+    console: Callable[..., Console],
+) -> None:
+    c = console()
+    c.login(token=None)
+    page = c.http.request("GET", f"/console/incidents/{INC}").body.decode()
+    assert f'data-command="{DONE}" data-status="succeeded"' in page
+    assert f'data-command="{ASKED}" data-status="awaiting_approval"' in page
+    assert f'action="/console/approvals/{ASKED}/approve"' in page
+    assert f'action="/console/approvals/{DONE}/approve"' not in page  # nothing to answer
+    assert EVIL not in page  # the target came from a label: escaped
+    listed = c.http.request("GET", "/console/approvals").body.decode()
+    assert f'<tr data-command="{ASKED}"' in listed and f'<tr data-command="{DONE}"' not in listed
+    assert f'href="/console/incidents/{INC}"' in listed and "expires in 9m" in listed
+
+
+def test_approve_and_deny_send_the_cli_record_as_the_signed_in_operator(
+    console: Callable[..., Console],
+) -> None:
+    c = console()
+    csrf = c.login("alice", token=None)
+    # no CSRF token: refused before anything is sent
+    assert c.http.request("POST", f"/console/approvals/{ASKED}/approve", data={}).status == 403
+    # a denial needs a reason
+    json = {"Accept": "application/json"}
+    reply = c.http.request("POST", f"/console/approvals/{ASKED}/deny", data={"csrf": csrf}, headers=json)
+    assert reply.status == 400 and "reason" in reply.json()["message"]
+    # a step that is not waiting, or no command at all
+    for cid in (DONE, "c" * 32, "not-a-command"):
+        reply = c.http.request("POST", f"/console/approvals/{cid}/approve", data={"csrf": csrf}, headers=json)
+        assert reply.status == 409, reply.body.decode()
+        assert "not awaiting approval" in reply.json()["message"]
+    assert not c.decisions
+    reply = c.http.request(
+        "POST",
+        f"/console/approvals/{ASKED}/approve",
+        data={"csrf": csrf, "note": "go", "next": f"/console/incidents/{INC}"},
+        allow_redirects=False,
+    )
+    assert reply.status == 303 and reply.headers["Location"] == f"/console/incidents/{INC}"
+    [record] = c.decisions
+    assert (record.command_id, record.decision, record.by, record.note) == (
+        ASKED,
+        Decision.APPROVE,
+        "alice",
+        "go",
+    )
+    # answered: it left the approvals page, and a second answer is refused
+    assert f'<tr data-command="{ASKED}"' not in c.http.request("GET", "/console/approvals").body.decode()
+    reply = c.http.request(
+        "POST", f"/console/approvals/{ASKED}/deny", data={"csrf": csrf, "reason": "no"}, headers=json
+    )
+    assert reply.status == 409
+    # next= never leaves the console
+    reply = c.http.request(
+        "POST",
+        f"/console/approvals/{ASKED}/approve",
+        data={"csrf": csrf, "next": "https://evil.example/"},
+        allow_redirects=False,
+    )
+    assert reply.status == 409 and "evil" not in reply.headers.get("Location", "")
+
+
+def test_overview_page(console: Callable[..., Console]) -> None:
+    c = console()
+    c.login(token=None)
+    page = c.http.request("GET", "/console/overview", params={"window": "1h"}).body.decode()
+    tiles = dict(
+        re.findall(
+            r'data-tile="([a-z-]+)"><div class="tile-label">[^<]*</div><div class="tile-value">([^<]*)<', page
+        )
+    )
+    assert tiles["incidents"] == "1" and tiles["after-linking"] == "1"
+    assert tiles["distinct"] == "1" and tiles["open"] == "1"
+    assert '<option value="1h" selected>' in page
+    # an unknown window falls back to 24h rather than failing
+    assert (
+        '<option value="24h" selected>'
+        in c.http.request("GET", "/console/overview", params={"window": "x"}).body.decode()
+    )
