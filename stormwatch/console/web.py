@@ -180,11 +180,20 @@ def incident_alerts(model: ReadModel, now_ms: int, incident_ids: set[str]) -> li
     return [a for a in model.alerts(AlertQuery(), now_ms).items if a.incident_id in incident_ids]
 
 
-def read_timeline(settings: Settings, incident_id: str) -> list[IncidentEvent]:
-    """The incident's events from the audit log, as `stormwatch timeline` reads them."""
+def read_timeline(
+    settings: Settings, incident_id: str, origin: tuple[int, int] | None = None
+) -> list[IncidentEvent]:
+    """The incident's events from the audit log, as `stormwatch timeline` reads them.
+
+    With ``origin`` (the partition and offset of its first event, which the read model noted) only
+    that partition is read, from there: an incident's events share its key, so its partition.
+    """
     projection = IncidentProjection(keep_events=True)
     needle = incident_id.encode()
-    for msg in read_topic(settings, settings.topics.incidents):
+    where: dict[str, Any] = {}
+    if origin is not None:
+        where = {"partitions": [origin[0]], "start": {origin[0]: origin[1]}}
+    for msg in read_topic(settings, settings.topics.incidents, **where):
         value = msg.value()
         if not value or needle not in value:
             continue
@@ -216,7 +225,7 @@ class Console:
         settings: Settings,
         follower: ReadModelFollower | None,
         *,
-        timeline: Callable[[Settings, str], list[IncidentEvent]] = read_timeline,
+        timeline: Callable[[Settings, str, tuple[int, int] | None], list[IncidentEvent]] = read_timeline,
         body_read: Callable[[web.Request], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -424,12 +433,14 @@ class Console:
         page, marks = await self._read(run)
         return _page(render.incidents_page(page, marks, query, now_ms, user=session.user, csrf=session.csrf))
 
-    async def _events_of(self, incident_id: str, last_seq: int) -> list[IncidentEvent]:
+    async def _events_of(
+        self, incident_id: str, last_seq: int, origin: tuple[int, int] | None
+    ) -> list[IncidentEvent]:
         cached = self._timelines.get(incident_id)
         if cached is not None and cached and cached[-1].seq >= last_seq:
             return cached
         events = await asyncio.get_running_loop().run_in_executor(
-            None, self._timeline, self.settings, incident_id
+            None, self._timeline, self.settings, incident_id, origin
         )
         self._timelines[incident_id] = events
         self._timelines.move_to_end(incident_id)
@@ -448,14 +459,15 @@ class Console:
             )
         now_ms = _now_ms()
 
-        def run(model: ReadModel) -> tuple[Any, list[AlertView], list[MitigationView]]:
+        def run(model: ReadModel) -> tuple[Any, list[AlertView], list[MitigationView], Any]:
             incident = model.incident(incident_id)
             if incident is None:
-                return None, [], []
+                return None, [], [], None
             members = [incident_id, *incident.members]
-            return incident, incident_alerts(model, now_ms, set(members)), model.steps(members)
+            alerts = incident_alerts(model, now_ms, set(members))
+            return incident, alerts, model.steps(members), model.origins.get(incident_id)
 
-        incident, alerts, steps = await self._read(run)
+        incident, alerts, steps, origin = await self._read(run)
         if incident is None:
             return _page(
                 render.message_page(
@@ -467,7 +479,7 @@ class Console:
                 404,
             )
         try:
-            events = await self._events_of(incident_id, incident.last_seq)
+            events = await self._events_of(incident_id, incident.last_seq, origin)
         except UserError as exc:
             log.warning("console: cannot read the timeline of %s: %s", incident_id, exc)
             events = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import (
@@ -303,6 +303,7 @@ def read_topic(
     topic: str,
     *,
     partitions: Iterable[int] | None = None,
+    start: Mapping[int, int] | None = None,
     timeout_s: float = 10.0,
     progress: ProgressCallback | None = None,
 ) -> Iterator[Message]:
@@ -312,7 +313,8 @@ def read_topic(
     so records produced meanwhile and open transactions are not waited for. The end is detected
     by consumer position, not by the last record's offset, because the final offsets of a
     transactional topic are control markers that are never delivered. ``partitions`` limits the
-    read to those partitions (UserError if the topic lacks one). ``timeout_s`` bounds the
+    read to those partitions (UserError if the topic lacks one); ``start`` begins a partition at
+    an offset instead of its beginning (one incident's events: from its first). ``timeout_s`` bounds the
     metadata requests and the time without any progress before UserError is raised.
     """
     consumer, errors = _new_consumer(settings, None, _BULK_READ)
@@ -326,14 +328,19 @@ def read_topic(
             )
         end: dict[int, int] = {}
         expected = 0
+        begin: dict[int, int] = {}
         for p in wanted:
             low, high = _watermarks(consumer, topic, p, timeout_s)
-            if high > low:
+            first = low if start is None else max(low, start.get(p, low))
+            if high > first:
                 end[p] = high
-                expected += high - low
+                begin[p] = first
+                expected += high - first
         if not end:
             return
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(end)])
+        consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING if start is None else begin[p]) for p in sorted(end)]
+        )
         yield from _drain(consumer, topic, end, expected, timeout_s, progress)
     finally:
         consumer.close()

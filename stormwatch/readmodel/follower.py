@@ -200,7 +200,7 @@ class ReadModelFollower:
                     raise KafkaException(err)
                 topic = msg.topic()
                 if topic == incidents:
-                    model.apply_incident(msg.value())
+                    model.apply_incident(msg.value(), msg.partition() or 0, msg.offset() or 0)
                 elif topic == silences:
                     key = msg.key()
                     model.apply_silence(

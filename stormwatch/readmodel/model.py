@@ -183,6 +183,8 @@ class ReadModel:
     )
     silence_records: dict[str, _Silence] = field(default_factory=dict, repr=False)
     mitigations: MitigationLog = field(default_factory=MitigationLog, repr=False)
+    # incident id -> (partition, offset) of its first event: where its timeline starts in the log
+    origins: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
     problems: _Problems = field(default_factory=_Problems)
     applied: int = 0
 
@@ -216,8 +218,8 @@ class ReadModel:
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             self.problems.add(f"state partition {partition} key {key!r}: {exc}")
 
-    def apply_incident(self, value: bytes | None) -> None:
-        """One record of the audit log."""
+    def apply_incident(self, value: bytes | None, partition: int = -1, offset: int = -1) -> None:
+        """One record of the audit log (``partition`` and ``offset``: where it is, when known)."""
         self.applied += 1
         if not value:
             self.problems.add("incidents: an empty record")
@@ -229,6 +231,8 @@ class ReadModel:
             return
         self.incident_log.apply(event)
         self.mitigations.apply(event)
+        if offset >= 0 and event.incident_id not in self.origins:
+            self.origins[event.incident_id] = (partition, offset)
 
     def apply_silence(self, key: str | None, value: bytes | None, timestamp_ms: int) -> None:
         """One record of the silences topic (keyed by silence id; None deletes)."""

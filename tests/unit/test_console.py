@@ -133,7 +133,7 @@ class Console:
             self.follower.model.apply_incident(answered.to_bytes())
 
         console.publish_decision = decide  # type: ignore[assignment]
-        console._timeline = lambda settings, incident_id: []
+        console._timeline = lambda settings, incident_id, origin: []
         self.http = Harness(self.gateway)
 
     def login(self, name: str = "alice", token: str | None = TOKEN) -> str:

@@ -118,3 +118,11 @@ def test_overview_counts_the_incidents_opened_in_the_window() -> None:
     assert (view.resolved, view.mttr_ms) == (1, 600_000)
     empty = overview(incidents, MS0 - 200 * 60_000, 15 * 60_000)
     assert empty.incidents == 0 and empty.ratio is None and empty.mtta_ms is None
+
+
+def test_the_model_notes_where_each_incident_starts_in_the_log() -> None:
+    model = ReadModel()
+    model.apply_incident(build_event("inc-1", 1, at=T0).to_bytes(), 2, 40)
+    model.apply_incident(step(2, "requested").to_bytes(), 2, 41)
+    model.apply_incident(build_event("inc-2", 1, at=T0).to_bytes())  # where unknown: none noted
+    assert model.origins == {"inc-1": (2, 40)}
