@@ -65,6 +65,16 @@ __all__ = [
 ]
 
 
+QUIET_AFTER_MS = 5_000
+"""Event time with nothing but ticks after which a partition starts holding its records back: the
+first seconds after activity still commit every batch, so a caught-up correlator's committed
+offset follows its input's end (what `stormwatch bench` and lag tools watch) while work settles."""
+QUIET_PERSIST_MS = 10_000
+"""Event time a partition's clock may move by ticks alone before its partition record is written."""
+QUIET_PERSIST_RECORDS = 2_000
+"""Input records (ticks) a restart may have to re-read because a quiet batch was not committed."""
+
+
 class PartitionEngine:
     """Correlation state and decisions for one partition of the correlator input."""
 
@@ -76,6 +86,9 @@ class PartitionEngine:
         self.source_topic = source_topic
         self.lateness = config.allowed_lateness_ms
         self.processed: int = -1  # highest input offset fully processed
+        # (clock, processed) as of the partition record last written: see take_output
+        self._persisted: tuple[int | None, int] = (None, -1)
+        self._active: int | None = None  # the clock when a batch last had something to write
         self.state = PartitionState(config, partition, source_topic)
         self.watermarks = Watermarks()
         self.buffer = ReorderBuffer()
@@ -362,10 +375,27 @@ class PartitionEngine:
     # ------------------------------------------------------------------ state
 
     def take_output(self) -> EngineOutput:
-        """Everything to write in this transaction; resets the pending output."""
+        """Everything to write in this transaction; resets the pending output.
+
+        A batch that only moved the clock (ticks while nothing is due: no event, no record for
+        another topic, no group or alert changed) writes nothing and commits nothing, until
+        ``QUIET_PERSIST_MS`` of event time or ``QUIET_PERSIST_RECORDS`` input records went by
+        that way (and only once ``QUIET_AFTER_MS`` of it passed since the last real output): the partition record and the committed offset stay an older consistent pair,
+        and a restart re-reads those ticks to the same state. An idle correlator then writes a
+        partition record every few seconds instead of one per tick (issue #16).
+        """
         state = self.state
         out = state.out
         out.state.update(codec.changed_records(state))
+        if self.links is not None:
+            self.links.promise(self.buffer.clock)
+            out.links = self.links.take()
+        quiet = not out.state and _only_time_moved(out)
+        if not quiet:
+            self._active = self.buffer.clock
+        elif state.meta_dirty and self._may_hold_back():
+            out.commit_offset = None
+            return state.start_transaction(keep_meta=True)
         if state.meta_dirty or out.state:
             out.state[PARTITION_KEY] = codec.encode_meta(
                 watermarks=self.watermarks,
@@ -377,11 +407,17 @@ class PartitionEngine:
                 timed=self.timed,
                 muted=self.muted,
             )
+            self._persisted = (self.buffer.clock, self.processed)
         out.commit_offset = self.buffer.oldest_offset(default=self.processed + 1)
-        if self.links is not None:
-            self.links.promise(self.buffer.clock)
-            out.links = self.links.take()
         return state.start_transaction()
+
+    def _may_hold_back(self) -> bool:
+        """Whether the partition record written last is recent enough to stay the committed one."""
+        clock, processed = self._persisted
+        now, active = self.buffer.clock, self._active
+        if clock is None or now is None or (active is not None and now - active < QUIET_AFTER_MS):
+            return False
+        return now - clock < QUIET_PERSIST_MS and self.processed - processed < QUIET_PERSIST_RECORDS
 
     def restore(self, items: dict[str, bytes]) -> None:
         """Rebuild state from the latest value of every key of this partition's changelog."""
@@ -397,6 +433,7 @@ class PartitionEngine:
                 timed=self.timed,
                 muted=self.muted,
             )
+        self._persisted = (self.buffer.clock, self.processed)
         codec.restore_groups(items, self.state)
         settle_ms = self.config.flap.settle_ms
         for group in self.state.groups.values():
@@ -416,6 +453,11 @@ class PartitionEngine:
 
     def _dead_letter(self, reason: DeadLetterReason, detail: str, raw: bytes, offset: int) -> None:
         self.state.dead_letter(reason, detail, raw, offset, self._now(0))
+
+
+def _only_time_moved(out: EngineOutput) -> bool:
+    """Nothing to write but the partition record (observations are metrics, not records)."""
+    return not (out.events or out.dead_letters or out.feedback or out.silences or out.cross or out.links)
 
 
 def _notifications(record: dict[str, Any]) -> list[tuple[wire.AlertNote, WireRoute | None, str | None]]:

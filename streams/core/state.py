@@ -105,12 +105,13 @@ class PartitionState:
             )
         )
 
-    def start_transaction(self) -> EngineOutput:
-        """The output collected so far; marks and output start afresh for the next transaction."""
+    def start_transaction(self, *, keep_meta: bool = False) -> EngineOutput:
+        """The output collected so far; marks and output start afresh for the next transaction
+        (``keep_meta``: the partition record was not written, so it is still to write)."""
         out = self.out
         self.dirty_groups = set()
         self.dirty_alerts = set()
         self.deleted = set()
-        self.meta_dirty = False
+        self.meta_dirty = keep_meta
         self.out = EngineOutput()
         return out

@@ -7,6 +7,7 @@ from stormwatch.schemas.common import Severity
 from stormwatch.schemas.incident import AlertChangeKind, IncidentState
 from stormwatch.schemas.matchers import Matcher
 from stormwatch.schemas.silence import Silence
+from stormwatch.streams.core.engine import PARTITION_KEY, QUIET_AFTER_MS, QUIET_PERSIST_MS
 from tests.kit.engine import Driver, at, config, iso, note
 
 FAST = """
@@ -318,3 +319,39 @@ def test_late_alerts_are_applied_and_counted_or_dead_lettered() -> None:
         assert len(out.dead_letters) == expect_dlq
         joined = {c.fingerprint for e in d.events for c in e.alerts}
         assert (len(joined) == 2) is (policy == "apply")
+
+
+def test_ticks_alone_write_and_commit_nothing_until_the_quiet_bound() -> None:
+    """Idle cost (issue #16): a batch that only moves the clock writes no partition record and
+    commits no offset until QUIET_PERSIST_MS of event time went by that way; a crash in between
+    re-reads those ticks to the same state, so the events after it are the same."""
+
+    def run(crash: bool) -> tuple[list[str], list[tuple[bool, int | None]]]:
+        d = Driver(config(FAST))
+        d.alerts([note(storm_labels(1, "A"), at(0))])
+        d.tick(at(1))
+        d.commit()
+        d.tick(at(60))  # group_wait passes: the incident opens, a real commit
+        first = d.commit()
+        assert first.events and PARTITION_KEY in first.state and first.commit_offset is not None
+        seen = []
+        for s in range(61, 61 + 3 * QUIET_PERSIST_MS // 1000):
+            d.tick(at(s))
+            out = d.commit()
+            seen.append((PARTITION_KEY in out.state, out.commit_offset))
+            if crash and s == 65:
+                d.restart()
+        d.alerts([note(storm_labels(2, "A"), at(100))])
+        d.tick(at(200))
+        d.commit()
+        return [e.to_bytes().decode() for e in d.events], seen
+
+    events, seen = run(crash=False)
+    # the first seconds after activity commit every batch; then one partition record (and one
+    # commit) per QUIET_PERSIST_MS of idle event time, nothing in between
+    settle = QUIET_AFTER_MS // 1000 - 1
+    assert all(written for written, _ in seen[:settle])
+    later = [written for written, _ in seen[settle:]]
+    assert 1 <= sum(later) <= len(later) // (QUIET_PERSIST_MS // 1000) + 1
+    assert all(offset is None for written, offset in seen if not written)
+    assert run(crash=True)[0] == events
