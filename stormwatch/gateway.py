@@ -1,7 +1,8 @@
 """The HTTP gateway: monitoring systems POST alerts in the formats they already speak.
 
-Each request is validated with the same adapters ingest uses (``schemas.adapters.parse_record``,
-the format forced by the endpoint) and written to the raw topic as one record with the
+Each request is validated with the same adapters ingest uses (``schemas.adapters.parse_record_checked``:
+the same checks and dead letters as ``parse_record`` without building pydantic models, which cost
+the gateway about 10 µs of CPU per alert; the format forced by the endpoint) and written to the raw topic as one record with the
 ``stormwatch-format`` header. The answer is 2xx only after Kafka acknowledged the write (idempotent
 producer, acks=all); while Kafka is unreachable the gateway answers 503 with ``Retry-After``, so a
 sender keeps its alerts and retries. docs/gateway.md describes the endpoints and status codes.
@@ -50,7 +51,7 @@ from stormwatch.metrics import process_wide
 from stormwatch.readmodel import alertmanager as am
 from stormwatch.readmodel.follower import ReadModelFollower
 from stormwatch.readmodel.model import DEFAULT_RESOLVE_TIMEOUT_MS, ReadModel, SilenceView
-from stormwatch.schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
+from stormwatch.schemas.adapters import FORMAT_HEADER, CheckedResult, ParseLimits, parse_record_checked
 from stormwatch.schemas.adapters.base import show
 from stormwatch.schemas.alert import InputFormat
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
@@ -436,7 +437,7 @@ class Prepared:
     """What one request will write: the record value, and what the adapters made of it."""
 
     value: bytes
-    result: ParseResult
+    result: CheckedResult
     dedup_key: str | None = None
 
 
@@ -527,13 +528,13 @@ def binary_cloudevent(headers: Mapping[str, str], media: str | None, body: bytes
     return orjson.dumps(event)
 
 
-def record_key(result: ParseResult) -> bytes | None:
+def record_key(result: CheckedResult) -> bytes | None:
     """The record key: the alert's fingerprint when the record holds one alert identity.
 
     A batch of different alerts has no better key than none (spread over the partitions); the
     pipeline orders by event time, not by partition.
     """
-    fingerprints = {alert.fingerprint for alert in result.alerts}
+    fingerprints = {alert["fingerprint"] for alert in result.alerts}
     return fingerprints.pop().encode() if len(fingerprints) == 1 else None
 
 
@@ -900,8 +901,8 @@ class Gateway:
         self.connections.request_read(request)
         return bytes(body)
 
-    def _parse(self, value: bytes, fmt: InputFormat, received_ms: int) -> ParseResult:
-        return parse_record(
+    def _parse(self, value: bytes, fmt: InputFormat, received_ms: int) -> CheckedResult:
+        return parse_record_checked(
             value,
             topic=self.settings.topics.raw,
             partition=-1,
@@ -923,7 +924,7 @@ class Gateway:
         if result.alerts:
             if endpoint is PAGERDUTY and dedup_key is None:
                 # Never answer "dedup_key": null: the key the alert was stored under resolves it.
-                dedup_key = result.alerts[0].source_key
+                dedup_key = result.alerts[0].get("source_key")
             return Prepared(body, result, dedup_key)
         self._count_rejected(endpoint.format, result.dead_letters)
         first = result.dead_letters[0]

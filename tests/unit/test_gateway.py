@@ -31,7 +31,7 @@ from stormwatch.gateway import (
 )
 from stormwatch.schemas.adapters import FORMAT_HEADER
 from stormwatch.schemas.adapters.base import DEFAULT_LIMITS
-from stormwatch.schemas.adapters.record import parse_record
+from stormwatch.schemas.adapters.record import parse_record, parse_record_checked
 from tests.kit.ports import free_port
 
 TOKEN = "s3cr3t-T0ken-for-tests"
@@ -453,7 +453,7 @@ def test_binary_cloudevent_keeps_bad_data_for_the_adapter() -> None:
 
 def test_record_key_is_the_fingerprint_of_a_single_alert() -> None:
     def parse(doc: Any) -> Any:
-        return parse_record(
+        return parse_record_checked(
             orjson.dumps(doc),
             topic="t",
             partition=0,
@@ -463,5 +463,5 @@ def test_record_key_is_the_fingerprint_of_a_single_alert() -> None:
         )
 
     one = parse([PROM_ALERT, PROM_ALERT])
-    assert record_key(one) == one.alerts[0].fingerprint.encode()
+    assert record_key(one) == one.alerts[0]["fingerprint"].encode()
     assert record_key(parse([PROM_ALERT, {"labels": {"other": "x"}}])) is None
