@@ -1,6 +1,6 @@
 """Alertmanager API v2 on the read model: query parameters in, Alertmanager's JSON shapes out.
 
-Pure: the gateway (stormwatch.gateway) reads the request and writes the answer; everything about
+Pure: the gateway's API (stormwatch.amapi) reads the request and writes the answer; everything about
 what the request means and what the answer looks like is here, so it is tested without a server.
 The shapes follow Alertmanager's api/v2/openapi.yaml (gettableAlert, alertGroup, gettableSilence,
 alertmanagerStatus); docs/alertmanager-api.md says what is supported and what is answered instead.

@@ -22,9 +22,11 @@ from confluent_kafka import Message
 from prometheus_client import REGISTRY
 
 from stormwatch.config import Settings, load_settings
-from stormwatch.gateway import RETRY_AFTER_S, GatewayServer, KafkaSink
+from stormwatch.connguard import RETRY_AFTER_S
+from stormwatch.gateway import GatewayServer
 from stormwatch.kafka.client import read_topic
 from stormwatch.kafka.topics import create_topics, delete_topics
+from stormwatch.kafkasink import KafkaSink
 from stormwatch.schemas.adapters import FORMAT_HEADER, ParseLimits, ParseResult, parse_record
 from stormwatch.schemas.alert import AlertStatus
 from stormwatch.schemas.fingerprint import key_fingerprint

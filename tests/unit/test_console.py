@@ -22,7 +22,8 @@ from stormwatch.config import Settings
 from stormwatch.console import render
 from stormwatch.console.web import COOKIE, LoginThrottle, SessionStore, csrf_ok
 from stormwatch.console.web import Console as WebConsole
-from stormwatch.gateway import Gateway, KafkaSink
+from stormwatch.gateway import Gateway
+from stormwatch.kafkasink import KafkaSink
 from stormwatch.readmodel.model import AlertQuery
 from stormwatch.schemas.commands import OperatorAction, OperatorCommand
 from stormwatch.schemas.common import Severity

@@ -20,15 +20,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 
 from stormwatch.config import Settings
+from stormwatch.connguard import RETRY_AFTER_S
 from stormwatch.gateway import (
     MAX_ERRORS_SHOWN,
-    RETRY_AFTER_S,
     Gateway,
-    KafkaSink,
     binary_cloudevent,
     dedup_key_for,
     record_key,
 )
+from stormwatch.kafkasink import KafkaSink
 from stormwatch.schemas.adapters import FORMAT_HEADER
 from stormwatch.schemas.adapters.base import DEFAULT_LIMITS
 from stormwatch.schemas.adapters.record import parse_record, parse_record_checked

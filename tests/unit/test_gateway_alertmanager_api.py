@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 import pytest
 
-from stormwatch import gateway as gateway_module
+from stormwatch import amapi
 from stormwatch.config import Settings
-from stormwatch.gateway import Gateway, KafkaSink
+from stormwatch.gateway import Gateway
+from stormwatch.kafkasink import KafkaSink
 from stormwatch.readmodel.follower import ReadModelFollower
 from stormwatch.schemas.common import utc_from_ms
 from stormwatch.schemas.matchers import Matcher
@@ -77,8 +78,8 @@ def api(
             done = view.silence.model_copy(update={"expired_at": now})
             follower.model.apply_silence(silence_id, done.to_bytes(), NOW_MS)
 
-        monkeypatch.setattr(gateway_module, "publish_silence_add", add)
-        monkeypatch.setattr(gateway_module, "publish_silence_expire", expire)
+        monkeypatch.setattr(amapi, "publish_silence_add", add)
+        monkeypatch.setattr(amapi, "publish_silence_expire", expire)
         harness = Harness(Gateway(settings, sink, readmodel=follower))
         made.append(harness)
         return harness, follower, published

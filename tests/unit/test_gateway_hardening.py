@@ -20,11 +20,12 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from stormwatch import cli
-from stormwatch import gateway as gateway_module
 from stormwatch.commands import gateway as gateway_command
 from stormwatch.config import Settings
+from stormwatch.connguard import is_loopback
 from stormwatch.errors import UserError
-from stormwatch.gateway import Gateway, GatewayServer, KafkaSink, dedup_key_for
+from stormwatch.gateway import Gateway, GatewayServer, dedup_key_for
+from stormwatch.kafkasink import KafkaSink
 from stormwatch.schemas.adapters import FORMAT_HEADER
 from stormwatch.schemas.adapters.record import parse_record
 from tests.kit.ports import free_port
@@ -60,12 +61,12 @@ def test_non_loopback_host_without_token_refuses_to_start(host: str) -> None:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "localhost", "LOCALHOST"])
 def test_loopback_hosts_need_no_token(host: str) -> None:
-    assert gateway_module.is_loopback(host)
+    assert is_loopback(host)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "10.0.0.1", "example.com", "127.0.0.1.nip.io"])
 def test_other_hosts_are_not_loopback(host: str) -> None:
-    assert not gateway_module.is_loopback(host)
+    assert not is_loopback(host)
 
 
 def test_token_or_insecure_flag_allows_any_host() -> None:

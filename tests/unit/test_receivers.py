@@ -51,7 +51,8 @@ from stormwatch.agents.receivers import (
     read_secret,
 )
 from stormwatch.config import Settings
-from stormwatch.gateway import GatewayServer, KafkaSink
+from stormwatch.gateway import GatewayServer
+from stormwatch.kafkasink import KafkaSink
 from stormwatch.schemas.alert import AlertStatus
 from stormwatch.schemas.common import Severity, utc_from_ms
 from stormwatch.schemas.incident import (

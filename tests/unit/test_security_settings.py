@@ -24,7 +24,7 @@ from stormwatch.agents.executors.publish import KafkaExecutor
 from stormwatch.config import ConfigError, Settings, load_settings
 from stormwatch.configdoc import masked
 from stormwatch.errors import KafkaUnavailable, UserError
-from stormwatch.gateway import Gateway, KafkaSink
+from stormwatch.gateway import Gateway
 from stormwatch.kafka.client import (
     ErrorTracker,
     check_reachable,
@@ -37,6 +37,7 @@ from stormwatch.kafka.client import (
 )
 from stormwatch.kafka.topics import check_topics, create_topics
 from stormwatch.kafka.txloop import TransactionalLoop
+from stormwatch.kafkasink import KafkaSink
 from tests.kit.paths import ROOT
 
 PASSWORD = "Sc4am-pa55word-7f3e91"
@@ -134,7 +135,7 @@ CLIENTS: dict[str, Any] = {
     "topics.create_topics": lambda s: create_topics(s, timeout_s=1),
     "topics.check_topics": lambda s: check_topics(s, timeout_s=1),
     "txloop.TransactionalLoop (ingest, correlator, agent)": _txloop,
-    "gateway.KafkaSink": lambda s: KafkaSink(s),
+    "kafkasink.KafkaSink": lambda s: KafkaSink(s),
     "agents kafka executor": lambda s: KafkaExecutor(ExecutorPolicy(kafka=s.kafka))._get_producer(),
 }
 
