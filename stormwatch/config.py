@@ -120,6 +120,10 @@ class TopicSettings(_Section):
     linker_state: str = Field(
         default="stormwatch.linker.state", description="Internal: the linker's compacted changelog"
     )
+    correlator_clock: str = Field(
+        default="stormwatch.correlator.clock",
+        description="Internal, compacted: each correlator partition's clock demand, read by ingest",
+    )
     approvals: str = Field(default="mitigation.approvals", description="Operators' approve/deny decisions")
     notifications: str = Field(
         default="notifications.log", description="The notifier's delivery log: sent, failed, given up"
@@ -179,6 +183,18 @@ class IngestSettings(_Section):
     max_batch_records: int = Field(default=5_000, ge=1, description="Raw records per poll (one transaction)")
     tick_interval_ms: int = Field(
         default=25, ge=10, description="How often clock ticks enter the log (bounds timer delay)"
+    )
+    tick_on_demand: bool = Field(
+        default=True,
+        description="Tick a correlator partition only while something there waits on time (its clock "
+        "demand, alerts just routed to it, or a linking partition's demand); false: every partition, "
+        "every tick_interval_ms",
+    )
+    heartbeat_interval_ms: int = Field(
+        default=60_000,
+        ge=0,
+        description="With tick_on_demand: tick every partition this often anyway (bounds how stale an "
+        "idle partition's clock gets); 0 = never",
     )
 
 

@@ -22,6 +22,7 @@ from stormwatch.streams.core.engine import EngineOutput, PartitionEngine
 from stormwatch.streams.core.linkgate import LinkSetup
 from stormwatch.streams.core.linkwire import encode_link_skip
 from stormwatch.streams.core.rules import RulesConfig
+from stormwatch.streams.core.wire import ClockDemand, encode_demand
 
 log = logging.getLogger("stormwatch.correlator")
 
@@ -44,6 +45,10 @@ class CorrelatorStage:
         self.restore_seconds = 0.0  # the last assignment's restore
         self._waiting: dict[int, tuple[float, tuple[tuple[int, int], ...]]] = {}  # since, marks
         self._given_up: dict[int, tuple[tuple[int, int], ...]] = {}  # the marks when it gave up
+        # Clock demands (streams.core.clock): the last one written per partition, and the partitions
+        # assigned since whose demand is still to write (ingest ticks an idle partition only on demand).
+        self._demands: dict[int, int | None] = {}
+        self._unpublished: set[int] = set()
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = sorted(tp.partition for tp in partitions if tp.topic == self.topics.correlator_input)
@@ -59,6 +64,7 @@ class CorrelatorStage:
             )
             engine.restore(states.pop(partition))  # popped: its raw records go as it is built
             self.engines[partition] = engine
+            self._unpublished.add(partition)
             self._reported[partition] = Counter(engine.stats)
             counts.update(engine.snapshot_counts())
         self.restore_seconds = time.monotonic() - started
@@ -77,12 +83,15 @@ class CorrelatorStage:
                 self._reported.pop(tp.partition, None)
                 self._waiting.pop(tp.partition, None)
                 self._given_up.pop(tp.partition, None)
+                self._demands.pop(tp.partition, None)
+                self._unpublished.discard(tp.partition)
                 if self.metrics is not None:
                     self.metrics.open_incidents.labels(partition=str(tp.partition)).set(0)
                     self.metrics.record_oldest_open(tp.partition, None)
 
     def idle_work_due(self) -> bool:
-        return False
+        """A transaction with no input: to write the clock demands of newly assigned partitions."""
+        return bool(self._unpublished)
 
     def handle(self, messages: list[Message], eof: set[tuple[str, int]]) -> BatchResult:
         touched: set[int] = set()
@@ -103,7 +112,23 @@ class CorrelatorStage:
             if out.commit_offset is not None:
                 offsets[(self.topics.correlator_input, partition)] = out.commit_offset
             self._report(partition, engine)
+        for partition in sorted(touched | self._unpublished):
+            self._demand(partition, outputs)
+        self._unpublished.clear()
         return BatchResult(outputs, offsets)
+
+    def _demand(self, partition: int, outputs: list[Output]) -> None:
+        """The partition's clock demand, when it changed: the watermark at which it next has
+        something to do; the ingest stage ticks it then (issue #16)."""
+        engine = self.engines.get(partition)
+        if engine is None:
+            return
+        wanted = engine.wanted_watermark()
+        if partition in self._demands and self._demands[partition] == wanted:
+            return
+        self._demands[partition] = wanted
+        demand = ClockDemand(partition, wanted, engine.links is not None)
+        outputs.append(Output(self.topics.correlator_clock, encode_demand(demand), str(partition)))
 
     def _give_up_waiting(self, partition: int, engine: PartitionEngine, outputs: list[Output]) -> None:
         """A linker that has not moved its marks for ``link.max_wait`` (wall time) while event time

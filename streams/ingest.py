@@ -1,7 +1,9 @@
 """The stateless first stage: raw records in, routed alert batches, dead letters and ticks out.
 
 It also forwards operator commands and mitigation results to the correlator partition that owns
-their incident, so the correlator reads a single ordered log (see docs/architecture.md).
+their incident, so the correlator reads a single ordered log (see docs/architecture.md). Ticks go
+only to the partitions that wait on time (streams.core.clock): it follows the correlator
+partitions' clock demands on the compacted clock topic with a consumer of its own.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import base64
 import logging
 import time
+import zlib
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from stormwatch.config import Settings
+from stormwatch.kafka.client import make_consumer
 from stormwatch.kafka.txloop import BatchResult, Output, coordinates
 from stormwatch.metrics import PipelineMetrics
 from stormwatch.schemas.adapters import ParseLimits, parse_record_checked
@@ -23,9 +27,13 @@ from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.schemas.incident_id import IncidentId
 from stormwatch.streams.core import wire
 from stormwatch.streams.core.batching import AlertBatcher
+from stormwatch.streams.core.clock import TickPolicy
 from stormwatch.streams.core.rules import RulesConfig
 
 log = logging.getLogger("stormwatch.ingest")
+
+DEMAND_POLL_S = 0.05
+"""The loop waits at most this long for input, so clock demands are read this promptly."""
 
 
 class IngestStage:
@@ -52,6 +60,16 @@ class IngestStage:
         self._raw_partition_count = 0
         self._last_tick = 0.0
         self._consumer: Consumer | None = None
+        ingest = settings.ingest
+        self.policy = TickPolicy(
+            correlator_partitions,
+            hot_ms=rules.allowed_lateness_ms + 2 * self.tick_interval_ms,
+            heartbeat_ms=ingest.heartbeat_interval_ms,
+            on_demand=ingest.tick_on_demand,
+        )
+        self._demands: Consumer | None = None  # follows topics.correlator_clock
+        self._newest = 0  # the newest raw record timestamp seen (alerts routed are hot until past it)
+        self._bad_demands = 0
 
     # -- loop hooks
 
@@ -71,11 +89,49 @@ class IngestStage:
                 self._at_eof.discard(tp.partition)
 
     def idle_work_due(self) -> bool:
-        return bool(self._raw_owned) and (time.monotonic() - self._last_tick) * 1000 >= self.tick_interval_ms
+        if not self._raw_owned or (time.monotonic() - self._last_tick) * 1000 < self.tick_interval_ms:
+            return False
+        self._follow_demands()
+        return bool(self.policy.due(self._wall()))
 
     def idle_work_in(self) -> float:
-        """Seconds until the next tick is due: the loop waits no longer, so ticks keep their pace."""
-        return max(0.0, self._last_tick + self.tick_interval_ms / 1000 - time.monotonic())
+        """Seconds until the next tick may be due: the loop waits no longer, so ticks keep their
+        pace, and at most DEMAND_POLL_S, so new clock demands are seen promptly."""
+        self._follow_demands()
+        due_ms = self.policy.next_in(self._wall())
+        if due_ms is None:
+            return DEMAND_POLL_S
+        pace = max(0.0, self._last_tick + self.tick_interval_ms / 1000 - time.monotonic())
+        return min(max(pace, due_ms / 1000), DEMAND_POLL_S)
+
+    def close(self) -> None:
+        if self._demands is not None:
+            self._demands.close()
+            self._demands = None
+
+    def _follow_demands(self) -> None:
+        """Take the clock demands written since the last call (never blocks)."""
+        if not self.policy.on_demand:
+            return
+        consumer = self._demands
+        if consumer is None:
+            consumer = self._demands = make_consumer(self.settings, None, **{"enable.partition.eof": False})
+            consumer.assign([TopicPartition(self.topics.correlator_clock, 0, OFFSET_BEGINNING)])
+        for msg in consumer.consume(num_messages=1000, timeout=0):
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.debug("clock demand consumer: %s", err)
+                continue
+            value = msg.value()
+            if value is None:
+                continue
+            try:
+                self.policy.demand(wire.decode_demand(value))
+            except ValueError as exc:
+                self._bad_demands += 1
+                if self._bad_demands == 1:
+                    log.warning("ignored a bad record on %s: %s", self.topics.correlator_clock, exc)
 
     def handle(self, messages: list[Message], eof: set[tuple[str, int]]) -> BatchResult:
         outputs: list[Output] = []
@@ -87,14 +143,21 @@ class IngestStage:
                 self._command(msg, outputs)
             elif topic == self.topics.mitigation_results:
                 self._result(msg, outputs)
+        now = self._wall()
         for gkhash, value in self.batcher.drain():
             outputs.append(Output(self.topics.correlator_input, value, gkhash))
+            self.policy.routed(self._partition_of(gkhash), self._newest, now)
         for topic, partition in eof:
             if topic == self.topics.raw and partition in self._raw_owned:
                 self._at_eof.add(partition)
         if (time.monotonic() - self._last_tick) * 1000 >= self.tick_interval_ms:
+            self._follow_demands()
             self._ticks(outputs)
         return BatchResult(outputs)
+
+    def _partition_of(self, key: str) -> int:
+        """The correlator partition Kafka's default (consistent) partitioner gives ``key``: CRC-32."""
+        return zlib.crc32(key.encode()) % self.partitions
 
     # -- raw alerts
 
@@ -104,6 +167,8 @@ class IngestStage:
         self._at_eof.discard(partition)
         if ts > self._raw_owned.get(partition, -1):
             self._raw_owned[partition] = ts
+        if ts > self._newest:
+            self._newest = ts
         # Checked fields, not pydantic Alerts: each alert becomes a compact note at once.
         result = parse_record_checked(
             msg.value() or b"",
@@ -119,6 +184,9 @@ class IngestStage:
         notes, broadcasts = self.batcher.add_record(result)
         for value in broadcasts:
             outputs.extend(self._broadcast(value))
+            now = self._wall()
+            for p in range(self.partitions):
+                self.policy.routed(p, self._newest, now)
         if self.metrics is not None:
             self.metrics.record_ingest(_Parsed(notes, result.dead_letters))
 
@@ -155,8 +223,8 @@ class IngestStage:
         except ValueError as exc:
             outputs.append(self._dead_letter(msg, DeadLetterReason.INVALID_COMMAND, _first_error(exc)))
             return
-        encoded = wire.encode_command(cmd.to_bytes())
         if cmd.action in (OperatorAction.SILENCE_ADD, OperatorAction.SILENCE_EXPIRE):
+            encoded = wire.encode_command(cmd.to_bytes())
             if cmd.action is OperatorAction.SILENCE_ADD and cmd.silence is None:
                 outputs.append(
                     self._dead_letter(msg, DeadLetterReason.INVALID_COMMAND, "silence_add without silence")
@@ -170,7 +238,14 @@ class IngestStage:
             detail = f"{cmd.action.value}: incident_id {cmd.incident_id!r} is not of the form inc-<16 hex>-<opened ms>"
             outputs.append(self._dead_letter(msg, DeadLetterReason.INVALID_COMMAND, detail))
             return
-        outputs.append(Output(self.topics.correlator_input, encoded, gkhash))
+        outputs.append(self._forward(wire.encode_command(cmd.to_bytes(), self._wall()), gkhash))
+
+    def _forward(self, value: bytes, gkhash: str) -> Output:
+        """A command or result for the partition of ``gkhash``, which is ticked from now on until
+        its clock has caught up with the forwarding time the record carries."""
+        now = self._wall()
+        self.policy.routed(self._partition_of(gkhash), now, now)
+        return Output(self.topics.correlator_input, value, gkhash)
 
     def _result(self, msg: Message, outputs: list[Output]) -> None:
         value = msg.value() or b""
@@ -184,7 +259,7 @@ class IngestStage:
             detail = f"result of {result.command_id}: bad incident_id {result.incident_id!r}"
             outputs.append(self._dead_letter(msg, DeadLetterReason.INVALID_COMMAND, detail))
             return
-        outputs.append(Output(self.topics.correlator_input, wire.encode_result(result.to_bytes()), gkhash))
+        outputs.append(self._forward(wire.encode_result(result.to_bytes(), self._wall()), gkhash))
 
     # -- clock
 
@@ -192,13 +267,17 @@ class IngestStage:
         return [Output(self.topics.correlator_input, value, None, p) for p in range(self.partitions)]
 
     def _ticks(self, outputs: list[Output]) -> None:
-        """The watermark of each owned raw partition to every correlator partition: the log's clock.
+        """The watermark of each owned raw partition to the correlator partitions that wait on time
+        (``TickPolicy``; every partition with ``ingest.tick_on_demand`` off): the log's clock.
 
         One record carries them all (wire ``ticks``), so ticks cost a record per correlator
-        partition however many raw partitions this worker owns.
+        partition ticked however many raw partitions this worker owns.
         """
         self._last_tick = time.monotonic()
         now = self._wall()
+        targets = self.policy.due(now)
+        if not targets:
+            return
         marks: dict[str, int] = {}
         for partition, max_ts in sorted(self._raw_owned.items()):
             if partition in self._at_eof or self._caught_up(partition):
@@ -206,7 +285,9 @@ class IngestStage:
             elif max_ts >= 0:
                 marks[f"{self.topics.raw}/{partition}"] = max_ts
         if marks:
-            outputs.extend(self._broadcast(wire.encode_ticks(marks, self._raw_partition_count)))
+            value = wire.encode_ticks(marks, self._raw_partition_count)
+            outputs.extend(Output(self.topics.correlator_input, value, None, p) for p in targets)
+            self.policy.ticked(targets, now)
 
     def _caught_up(self, partition: int) -> bool:
         """Everything the broker had at the last fetch is read: what an EOF event says, but also

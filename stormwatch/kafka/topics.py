@@ -129,6 +129,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # The linker (docs/architecture.md, "Linking"): its state is restored per input partition.
         "linker_input": (t.partitions, delete(t.raw_retention_ms)),
         "linker_state": (t.partitions, compact()),
+        # Every ingest worker reads every partition's demand (streams.core.clock): one partition.
+        "correlator_clock": (1, compact()),
         # Every reader needs the whole topology, in one order: one partition, like silences.
         "topology": (1, compact()),
         # The notifier (docs/notifications.md): its state is restored per incidents partition.

@@ -347,6 +347,9 @@ class TransactionalLoop:
         finally:
             self._forget_lag(self._assigned)  # this process no longer reads them
             self.consumer.close()
+            close_stage = getattr(self.stage, "close", None)  # optional: a stage's own clients
+            if close_stage is not None:
+                close_stage()
             if self.stopped_while_waiting is None:  # else the producer may be inside a call still
                 with contextlib.suppress(KafkaException):  # a failed producer has nothing left to flush
                     self.producer.flush(10)

@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 
+FORWARDED = "fw:"
+"""The id prefix of a held forwarded command or result (its TimedCommand holds the input record)."""
 QUIET_AFTER_MS = 5_000
 """Event time with nothing but ticks after which a partition starts holding its records back: the
 first seconds after activity still commit every batch, so a caught-up correlator's committed
@@ -146,10 +148,18 @@ class PartitionEngine:
             self._on_ticks({str(record["src"]): int(record["wm"])}, int(record.get("n", 1)))
         elif kind == wire.TICKS:
             self._on_ticks({str(k): int(v) for k, v in record["wm"].items()}, int(record.get("n", 1)))
-        elif kind == wire.COMMAND:
-            self._rescheduled(self.commands.on_command(record["cmd"], value, offset, self.buffer.clock))
-        elif kind == wire.RESULT:
-            self._rescheduled(self.commands.on_result(record["res"], value, offset, self.buffer.clock))
+        elif kind in (wire.COMMAND, wire.RESULT):
+            forwarded = record.get("fw")
+            clock = self.buffer.clock
+            if forwarded is not None and (clock is None or int(forwarded) - self.lateness > clock):
+                # The partition's clock is behind the forwarding worker's (it was idle, so nobody
+                # ticked it): hold the command until event time gets there (ingest ticks it on the
+                # demand this makes), so its events carry the time it was asked, not a stale one.
+                apply_at = int(forwarded) - self.lateness
+                self.timed.hold(TimedCommand(apply_at, f"{FORWARDED}{offset:020d}", value, offset))
+                self.state.meta_dirty = True
+            else:
+                self._dispatch(record, value, offset, clock)
         elif kind == LINK_COMMAND:
             self._on_timed_command(record, offset)
         elif kind in (LINK_MARK, LINK_SKIP) and self.links is not None:
@@ -233,9 +243,19 @@ class PartitionEngine:
         self.state.meta_dirty = True
 
     def _apply_timed(self, command: TimedCommand, t: int) -> None:
+        if command.command_id.startswith(FORWARDED):  # a held operator command or result: its record
+            self._dispatch(orjson.loads(command.command), command.command, command.offset, t)
+            return
         self._rescheduled(
             self.commands.on_command(orjson.loads(command.command), command.command, command.offset, t)
         )
+
+    def _dispatch(self, record: dict[str, Any], value: bytes, offset: int, t: int | None) -> None:
+        """An operator command or a mitigation result, applied at event time ``t``."""
+        if record.get("t") == wire.COMMAND:
+            self._rescheduled(self.commands.on_command(record["cmd"], value, offset, t))
+        else:
+            self._rescheduled(self.commands.on_result(record["res"], value, offset, t))
 
     def _advance(self, target: int) -> None:
         """Apply buffered alerts and due timers in event-time order up to ``target``."""
@@ -410,6 +430,28 @@ class PartitionEngine:
             self._persisted = (self.buffer.clock, self.processed)
         out.commit_offset = self.buffer.oldest_offset(default=self.processed + 1)
         return state.start_transaction()
+
+    def wanted_watermark(self) -> int | None:
+        """The watermark at which this partition next has something to do with no new input: the
+        earliest waiting alert, group timer, held command or muted window, or (linking) the
+        linker's answer to what it was sent, plus ``allowed_lateness``. None: nothing, ever.
+
+        The ingest stage ticks a partition only while this has come (issue #16): an idle
+        partition gets no ticks, yet every timer still fires at its time. Pure: a function of the
+        state, so the same after a restart.
+        """
+        candidates = [
+            t
+            for t in (
+                self.buffer.earliest_or_none(),
+                self.schedule.earliest(),
+                self.timed.earliest(),
+                self.muted.earliest_end(),
+                self.links.answer_due() if self.links is not None else None,
+            )
+            if t is not None
+        ]
+        return min(candidates) + self.lateness if candidates else None
 
     def _may_hold_back(self) -> bool:
         """Whether the partition record written last is recent enough to stay the committed one."""

@@ -78,6 +78,7 @@ class LinkGate:
         self.skip_to: int | None = None  # a skip record's: time may go this far without the linker
         self.wanted: int | None = None  # the last target asked of ``gate`` and what it allowed
         self.allowed: int | None = None
+        self.asked: int | None = None  # event time of the latest note or request sent to the linker
         self.out: list[LinkOutput] = []
         self.stats = stats  # the engine's counters: link_notes, link_late_commands
 
@@ -105,6 +106,7 @@ class LinkGate:
         value = linkwire.encode_note(self.partition, self.setup.correlator_partitions, note)
         self.out.append(LinkOutput(partition, linkwire.scope_key(note.scope), value))
         self.stats["link_notes"] += 1
+        self._asked(note.t)
 
     def request(self, inc: IncidentRuntime, cmd: OperatorCommand, t: int) -> str | None:
         """Forward an operator's split or join to the linker partition of the incident's scope;
@@ -120,7 +122,21 @@ class LinkGate:
         partition = linker_partition_of(scope, self.setup.linker_partitions)
         value = linkwire.encode_request(self.partition, self.setup.correlator_partitions, request)
         self.out.append(LinkOutput(partition, linkwire.scope_key(scope), value))
+        self._asked(t)
         return None
+
+    def _asked(self, t: int) -> None:
+        if self.asked is None or t > self.asked:
+            self.asked = t
+
+    def answer_due(self) -> int | None:
+        """When the linker's answer to the latest note or request applies (its time + the delay),
+        while the linker's marks have not passed it; None when nothing is outstanding."""
+        if self.asked is None:
+            return None
+        if len(self.marks) >= self.setup.linker_partitions and min(self.marks.values()) > self.asked:
+            return None
+        return self.asked + self.setup.delay_ms
 
     def promise(self, clock: int | None) -> None:
         """Tell every linker partition that no note earlier than ``clock`` will come (in steps)."""
@@ -178,8 +194,10 @@ class LinkGate:
         return {
             "marks": {str(k): v for k, v in sorted(self.marks.items())},
             "skip_to": self.skip_to,
+            "asked": self.asked,
         }
 
     def restore(self, obj: Mapping[str, Any]) -> None:
         self.marks = {int(k): int(v) for k, v in obj.get("marks", {}).items()}
         self.skip_to = obj.get("skip_to")
+        self.asked = obj.get("asked")

@@ -58,6 +58,12 @@ class MuteTally:
             if len(window.sample) < SAMPLE_SIZE:
                 window.sample.append(dict(labels))
 
+    def earliest_end(self) -> int | None:
+        """When the earliest open window ends (and is sent), or None."""
+        if not self.windows:
+            return None
+        return min(start for _, start in self.windows) + self.interval_ms
+
     def due(self, clock: int) -> list[tuple[str, int, int, MuteWindow]]:
         """The windows that ended at or before ``clock`` (source, start, end, counts), taken out,
         in (start, source) order."""

@@ -120,6 +120,10 @@ class ReorderBuffer:
         """The event time of the earliest waiting alert."""
         return self._times[0] if self._times else default
 
+    def earliest_or_none(self) -> int | None:
+        """The event time of the earliest waiting alert, or None when none waits."""
+        return self._times[0] if self._times else None
+
     def oldest_offset(self, default: int) -> int:
         """The input offset of the oldest record with an alert still waiting (the commit point)."""
         # each waiting list is in log order: its first alert came from its oldest record

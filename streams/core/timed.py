@@ -43,6 +43,10 @@ class TimedCommands:
         """The earliest command due at or before ``target``, left in place."""
         return self._heap[0] if self._heap and self._heap[0].apply_at <= target else None
 
+    def earliest(self) -> int | None:
+        """When the earliest held command applies, or None."""
+        return self._heap[0].apply_at if self._heap else None
+
     def pop(self) -> TimedCommand:
         return heapq.heappop(self._heap)
 

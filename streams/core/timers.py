@@ -130,6 +130,16 @@ class GroupSchedule:
             return (due, gkhash) if due <= target else None
         return None
 
+    def earliest(self) -> int | None:
+        """The earliest due time of any group (stale heap entries dropped), or None."""
+        heap = self._heap
+        while heap:
+            due, gkhash = heap[0]
+            if self._due.get(gkhash) == due:
+                return due
+            heapq.heappop(heap)
+        return None
+
     def take(self, entry: tuple[int, str]) -> None:
         """Remove ``entry``, which ``next_due`` just returned: its group is about to run."""
         heapq.heappop(self._heap)

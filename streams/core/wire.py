@@ -231,12 +231,18 @@ def encode_ticks(watermarks: dict[str, int], sources: int) -> bytes:
     return orjson.dumps({"t": TICKS, "wm": watermarks, "n": sources})
 
 
-def encode_command(command_json: bytes) -> bytes:
-    return b'{"t":"cmd","cmd":' + command_json + b"}"
+def encode_command(command_json: bytes, forwarded_ms: int | None = None) -> bytes:
+    """An operator command for the correlator. ``forwarded_ms``: the ingest worker's wall clock
+    when it forwarded it; the correlator applies it no earlier than that event time (less the
+    allowed lateness), so an idle partition's stale clock never dates an acknowledgement."""
+    fw = b"" if forwarded_ms is None else b'"fw":%d,' % forwarded_ms
+    return b'{"t":"cmd",' + fw + b'"cmd":' + command_json + b"}"
 
 
-def encode_result(result_json: bytes) -> bytes:
-    return b'{"t":"res","res":' + result_json + b"}"
+def encode_result(result_json: bytes, forwarded_ms: int | None = None) -> bytes:
+    """A mitigation result for the correlator (``forwarded_ms`` as for ``encode_command``)."""
+    fw = b"" if forwarded_ms is None else b'"fw":%d,' % forwarded_ms
+    return b'{"t":"res",' + fw + b'"res":' + result_json + b"}"
 
 
 def encode_by_key(note: AlertNote) -> bytes:
@@ -255,3 +261,32 @@ def decode(value: bytes) -> dict[str, Any]:
     if not isinstance(record, dict) or "t" not in record:
         raise ValueError("not a correlator input record")
     return record
+
+
+# ---------------------------------------------------------------------- clock demand (issue #16)
+
+
+@dataclass(frozen=True, slots=True)
+class ClockDemand:
+    """What one correlator partition asks of the ingest stage's ticks: the watermark at which it
+    next has something to do (None: nothing until new input), and whether it links (then every
+    partition must move with it: the linker needs every partition's promise)."""
+
+    partition: int
+    wanted: int | None
+    linked: bool
+
+
+def encode_demand(demand: ClockDemand) -> bytes:
+    """A record of the compacted clock topic, keyed by the partition number."""
+    return orjson.dumps({"p": demand.partition, "wm": demand.wanted, "linked": demand.linked})
+
+
+def decode_demand(value: bytes) -> ClockDemand:
+    """ValueError for anything that is not a demand record."""
+    try:
+        record = orjson.loads(value)
+        wanted = record["wm"]
+        return ClockDemand(int(record["p"]), None if wanted is None else int(wanted), bool(record["linked"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a clock demand record: {exc}") from None
