@@ -8,6 +8,7 @@ workloads, the results format and the procedure are in bench/README.md and docs/
 __all__ = [
     "alertmanager",
     "floor",
+    "idle",
     "linking",
     "notify",
     "notify_outage",

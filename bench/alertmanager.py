@@ -5,18 +5,16 @@ route whose group_by equals stormwatch's default rule for the benchmark's labels
 group_wait / group_interval / repeat_interval / resolve_timeout), clustering off and storage in a
 temporary directory, plus a webhook receiver that counts the notifications. The storm's record
 bodies are exactly what Prometheus POSTs to Alertmanager; their times are moved to Alertmanager's
-wall clock, since Alertmanager has no event time (it compares endsAt with now).
+wall clock, since Alertmanager has no event time (it compares endsAt with now). They are sent by
+bench/httppush.py, the client ``storm-http`` sends them to the stormwatch gateway with.
 """
 
 from __future__ import annotations
 
-import http.client
 import shutil
 import subprocess
 import threading
 import time
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import orjson
 import yaml
 
+from stormwatch.bench.httppush import CLIENTS, push, storm_bodies, wait_ready
 from stormwatch.bench.pipeline import free_port
 from stormwatch.bench.procstat import ProcSample, sample
 from stormwatch.bench.results import rate
@@ -103,21 +102,6 @@ def _config(webhook_port: int, group_by: list[str], rules: dict[str, str]) -> di
     }
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"alertmanager exited with {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"alertmanager not ready on 127.0.0.1:{port} within {timeout_s:.0f}s")
-
-
 def _wait_idle(
     pid: int, *, window_s: float = 1.0, below_s: float = 0.02, timeout_s: float = 60.0
 ) -> ProcSample:
@@ -143,7 +127,7 @@ def run_alertmanager(
     spec: StormSpec,
     workdir: Path,
     *,
-    clients: int = 4,
+    clients: int = CLIENTS,
     rules: dict[str, str] | None = None,
     notify_wait_s: float | None = None,
 ) -> dict[str, Any]:
@@ -179,45 +163,15 @@ def run_alertmanager(
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait_ready(port, proc)
-        # Alertmanager compares times with its clock: each body is encoded as if sent now.
-        now_ms = int(time.time() * 1000)
-        bodies = [(storm.encode(b, now_ms - b.t_rel), len(b.notes)) for b in storm.batches()]
+        wait_ready(port, proc, name="alertmanager")
+        bodies = storm_bodies(storm, int(time.time() * 1000))
         alerts = sum(n for _, n in bodies)
         idle = _wait_idle(proc.pid, window_s=0.5)
         before = sample(proc.pid)
-        lock = threading.Lock()
-        position = 0
-        errors: list[str] = []
-
-        def client() -> None:
-            nonlocal position
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            try:
-                while True:
-                    with lock:
-                        if position >= len(bodies) or errors:
-                            return
-                        body = bodies[position][0]
-                        position += 1
-                    conn.request("POST", "/api/v2/alerts", body, {"Content-Type": "application/json"})
-                    resp = conn.getresponse()
-                    resp.read()
-                    if resp.status != 200:
-                        with lock:
-                            errors.append(f"HTTP {resp.status}")
-            finally:
-                conn.close()
-
-        started = time.monotonic()
-        with ThreadPoolExecutor(clients) as pool:
-            for future in [pool.submit(client) for _ in range(clients)]:
-                future.result()
-        pushed = time.monotonic()
-        if errors:
-            raise RuntimeError(f"alertmanager refused pushes: {errors[:3]}")
+        pushed = push(port, [body for body, _ in bodies], receiver="alertmanager", clients=clients)
+        started = pushed.started
         settled = _wait_idle(proc.pid, window_s=0.5)
-        wall = pushed - started
+        wall = pushed.wall_s
         cpu = settled.cpu_s - before.cpu_s
         # Group notifications go out group_wait after each group's first alert.
         wait = notify_wait_s if notify_wait_s is not None else _seconds(timings["group_wait"]) + 10
@@ -233,6 +187,8 @@ def run_alertmanager(
             "cpu_s": round(cpu, 3),
             "cpu_us_per_alert": round(cpu / alerts * 1e6, 2) if alerts else None,
             "alerts_per_cpu_s": round(rate(alerts, cpu)),
+            "client_cpu_s": round(pushed.client_cpu_s, 3),
+            "client_cpu_us_per_alert": round(pushed.client_cpu_s / alerts * 1e6, 2) if alerts else None,
             "rss_idle": idle.rss,
             "rss": final.rss,
             "peak_rss": final.peak_rss,

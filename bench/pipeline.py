@@ -1,8 +1,9 @@
 """A stormwatch pipeline of its own for one benchmark run: unique topics, worker subprocesses.
 
-Workers run as ``python -m stormwatch.cli ... ingest|correlate`` subprocesses, exactly as deployed,
-so each one's CPU time and memory can be read from /proc. Progress is read from the outside: the
-consumer groups' committed offsets against the topics' end offsets.
+Workers run as ``python -m stormwatch.cli ... ingest|correlate`` subprocesses (and the gateway as
+``... gateway``), exactly as deployed, so each one's CPU time and memory can be read from /proc.
+Progress is read from the outside: the consumer groups' committed offsets against the topics' end
+offsets.
 """
 
 from __future__ import annotations
@@ -150,15 +151,32 @@ class BenchPipeline:
     # ---- workers
 
     def start(self, stage: str, instance: str, *, verbose: bool = False) -> Worker:
+        port = free_port()
+        args = [stage, "--instance-id", instance, "--metrics-port", str(port)]
+        if self.rules_path is not None and stage != "link":  # the linker takes no rules
+            args += ["--rules", str(self.rules_path)]
+        return self._spawn(stage, instance, args, port, verbose=verbose)
+
+    def start_gateway(self, *, read_api: bool = True) -> Worker:
+        """``stormwatch gateway`` on 127.0.0.1 and a free port, writing to the run's raw topic.
+
+        Its alert endpoints and its /metrics share that port (``Worker.metrics_port``).
+        """
+        port = free_port()
+        args = ["gateway", "--host", "127.0.0.1", "--port", str(port)]
+        if not read_api:
+            args.append("--no-read-api")
+        return self._spawn("gateway", "g1", args, port)
+
+    def _spawn(
+        self, stage: str, instance: str, args: list[str], port: int, *, verbose: bool = False
+    ) -> Worker:
         self._starts += 1
         log = self.workdir / f"{stage}-{instance}-{self.suffix}-{self._starts}.log"  # one per start
-        port = free_port()
         cmd = [sys.executable, "-m", "stormwatch.cli", "--config", str(self.config_path)]
         if verbose:
             cmd.append("-v")
-        cmd += [stage, "--instance-id", instance, "--metrics-port", str(port)]
-        if self.rules_path is not None:
-            cmd += ["--rules", str(self.rules_path)]
+        cmd += args
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the config file names the broker
         with open(log, "ab") as out:
@@ -167,8 +185,11 @@ class BenchPipeline:
         self.workers.append(worker)
         return worker
 
-    def wait_assigned(self, group: str, workers: Iterable[Worker], timeout_s: float = 90.0) -> float:
-        """Wait until ``group`` is stable with partitions assigned; returns the monotonic time."""
+    def wait_assigned(
+        self, group: str, workers: Iterable[Worker], timeout_s: float = 90.0, *, members: int = 1
+    ) -> float:
+        """Wait until ``group`` is stable with partitions assigned to ``members`` members (at
+        least); returns the monotonic time."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for w in workers:
@@ -178,8 +199,8 @@ class BenchPipeline:
             except Exception:
                 desc = None
             if desc is not None and desc.state == ConsumerGroupState.STABLE:
-                assigned = sum(len(m.assignment.topic_partitions) for m in desc.members if m.assignment)
-                if assigned:
+                assigned = [m for m in desc.members if m.assignment and m.assignment.topic_partitions]
+                if len(assigned) >= members:
                     return time.monotonic()
             time.sleep(0.02)
         raise TimeoutError(f"consumer group {group} got no assignment within {timeout_s:.0f}s")

@@ -104,6 +104,22 @@ TARGETS: tuple[tuple[str, str, str, str, float, str], ...] = (
         "B",
     ),
     ("high-cardinality", "restart-to-ready", "recovery.restart_to_ready_s", "<", 30, "s"),
+    (
+        "storm-http",
+        "CPU per alert, stormwatch (gateway + ingest + correlator) / Alertmanager",
+        "like_for_like.cpu_ratio",
+        "<=",
+        0.5,
+        "x",
+    ),
+    (
+        "storm-http",
+        "alerts/s wall, stormwatch (to the correlator caught up) / Alertmanager",
+        "like_for_like.wall_ratio",
+        ">=",
+        1,
+        "x",
+    ),
 )
 
 
@@ -175,20 +191,39 @@ def render(result: dict[str, Any]) -> str:
     if floor:
         add("floor: consume+parse alerts/s", _num(floor.get("alerts_per_s")))
         add("floor: alerts per CPU-second", _num(floor.get("alerts_per_cpu_s")))
-    for stage in ("ingest", "correlator"):
+    for stage in ("gateway", "ingest", "correlator"):
         figures = pipe.get(stage)
         if not figures:
             continue
-        add(f"{stage}: alerts/s (wall)", _num(figures.get("alerts_per_s")), _x(ratios.get(f"{stage}_wall")))
+        floored = stage != "gateway"  # the floor reads the raw topic: no figure before it
+        add(
+            f"{stage}: alerts/s (wall)",
+            _num(figures.get("alerts_per_s")),
+            _x(ratios.get(f"{stage}_wall")) if floored else "",
+        )
         add(
             f"{stage}: alerts per CPU-second",
             _num(figures.get("alerts_per_cpu_s")),
-            _x(ratios.get(f"{stage}_cpu")),
+            _x(ratios.get(f"{stage}_cpu")) if floored else "",
         )
         add(f"{stage}: CPU us per alert", _num(figures.get("cpu_us_per_alert"), 2))
-        add(f"{stage}: peak RSS", _mib(figures.get("peak_rss")), _x(ratios.get(f"{stage}_peak_rss")))
+        add(
+            f"{stage}: peak RSS",
+            _mib(figures.get("peak_rss")),
+            _x(ratios.get(f"{stage}_peak_rss")) if floored else "",
+        )
+    if pipe.get("accepted_alerts_per_s") is not None:
+        add("gateway: alerts/s answered (first request to last answer)", _num(pipe["accepted_alerts_per_s"]))
     if pipe.get("alerts_per_s") is not None:
         add("end to end: alerts/s (wall)", _num(pipe.get("alerts_per_s")), _x(ratios.get("pipeline_wall")))
+    if pipe.get("gateway") and pipe.get("cpu_us_per_alert") is not None:
+        add("gateway + ingest + correlator: CPU us per alert", _num(pipe["cpu_us_per_alert"], 2))
+    client = result.get("client") or {}
+    if client:
+        add(
+            f"HTTP client ({client.get('clients')} connections): CPU us per alert, cores busy",
+            f"{_num(client.get('cpu_us_per_alert'), 2)}, {_num(client.get('utilization'), 2)}",
+        )
     if pipe.get("one_core_alerts_per_s") is not None:
         add(
             "end to end: alerts/s, one core per process",
@@ -238,7 +273,48 @@ def render(result: dict[str, Any]) -> str:
         f"{'figure':<{width}}  {'value':>{vwidth}}  vs floor",
     ]
     lines += [f"{label:<{width}}  {value:>{vwidth}}  {vs}".rstrip() for label, value, vs in rows]
+    if result.get("like_for_like"):
+        lines += ["", *_like_for_like_table(result["like_for_like"])]
     for check in result.get("targets") or []:
         verdict = {True: "MET", False: "NOT MET", None: "not measured"}[check["met"]]
         lines.append(f"target: {check['target']}: {_num(check['value'], 2)} -> {verdict}")
     return "\n".join(lines)
+
+
+def _like_for_like_table(both: dict[str, Any]) -> list[str]:
+    """storm-http: stormwatch from its gateway on and Alertmanager, fed by the same HTTP requests."""
+    sw, am = both["stormwatch"], both["alertmanager"]
+    rows = [
+        ("alerts/s (wall) *", _num(sw.get("alerts_per_s")), _num(am.get("alerts_per_s"))),
+        (
+            "alerts/s answered (first request to last answer)",
+            _num(sw.get("accepted_alerts_per_s")),
+            _num(am.get("alerts_per_s")),
+        ),
+        ("CPU us per alert: gateway", _num(sw.get("gateway_cpu_us_per_alert"), 2), ""),
+        ("CPU us per alert: ingest", _num(sw.get("ingest_cpu_us_per_alert"), 2), ""),
+        ("CPU us per alert: correlator", _num(sw.get("correlator_cpu_us_per_alert"), 2), ""),
+        ("CPU us per alert: total", _num(sw.get("cpu_us_per_alert"), 2), _num(am.get("cpu_us_per_alert"), 2)),
+        (
+            "HTTP client CPU us per alert (not in the total)",
+            _num(sw.get("client_cpu_us_per_alert"), 2),
+            _num(am.get("client_cpu_us_per_alert"), 2),
+        ),
+        ("peak RSS (sum of processes)", _mib(sw.get("peak_rss")), _mib(am.get("peak_rss"))),
+        ("incident events / webhook calls **", _num(sw.get("notifications")), _num(am.get("notifications"))),
+    ]
+    width = max(len(r[0]) for r in rows)
+    cw = max(12, *(len(r[1]) for r in rows), *(len(r[2]) for r in rows))
+    lines = [
+        f"like for like: the same {both.get('requests'):,} POSTs to /api/v2/alerts, {both.get('clients')} clients",
+        f"{'figure':<{width}}  {'stormwatch':>{cw}}  {'alertmanager':>{cw}}",
+    ]
+    lines += [f"{label:<{width}}  {a:>{cw}}  {b:>{cw}}".rstrip() for label, a, b in rows]
+    lines.append(
+        f"stormwatch / alertmanager: CPU per alert {_x(both.get('cpu_ratio'))}, alerts/s {_x(both.get('wall_ratio'))}"
+    )
+    lines.append(
+        "* stormwatch: first request to the correlator having committed everything; alertmanager: to the last answer"
+    )
+    lines.append("** both counted within group_wait + 10 s of the first request")
+    return lines

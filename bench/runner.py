@@ -12,6 +12,11 @@ Pre-written workloads (storm-batched, storm-single, flapping, high-cardinality):
 5. the correlator is killed with SIGKILL and started again: restart-to-ready is the time until it
    has restored every partition and commits again.
 
+storm-http is storm-batched's storm sent the way Prometheus sends it: the record bodies POSTed to
+the stormwatch gateway's /api/v2/alerts (gateway -> raw topic -> ingest -> correlator), then the
+same bodies with the same client to Alertmanager; gateway + ingest + correlator CPU against
+Alertmanager's, in one run.
+
 steady produces live at a fixed rate and measures, for every incident opened at full rate, the
 time from its group_wait deadline to the incident event (see bench/README.md).
 """
@@ -25,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,15 +39,16 @@ import confluent_kafka
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
+from stormwatch.bench.httppush import PushResult, push, storm_bodies, wait_ready
 from stormwatch.bench.pipeline import BenchPipeline, Worker
 from stormwatch.bench.procstat import ProcSample, loadavg, machine
 from stormwatch.bench.results import check_targets, percentiles, process_figures, rate, ratio
 from stormwatch.bench.workloads import WORKLOADS, SteadyLoad, SteadySpec, Storm, StormSpec, default_spec
 from stormwatch.kafka.client import read_topic
 from stormwatch.kafka.txloop import TRIM_INTERVAL_S
-from stormwatch.streams.core.rules import RulesConfig
+from stormwatch.streams.core.rules import CorrelationRule, RulesConfig
 
-__all__ = ["BenchOptions", "kafka_version", "run", "storm_spec"]
+__all__ = ["BenchOptions", "LoadWatch", "kafka_version", "run", "storm_spec", "versions"]
 
 _POM = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
 """The broker version the checkout pins; absent when stormwatch is installed from a wheel."""
@@ -63,6 +70,7 @@ class BenchOptions:
     floor: bool = True
     restart: bool = True
     alertmanager: bool = True
+    read_api: bool = True  # storm-http: the gateway serves its read API (and follows its read model)
     steady_rate: int = 5_000
     steady_seconds: float = 120.0
     profile_dir: Path | None = None
@@ -138,7 +146,7 @@ def versions(bootstrap: str) -> dict[str, str]:
     }
 
 
-class _LoadWatch:
+class LoadWatch:
     """The 1-minute load average, sampled every second while a run lasts."""
 
     def __init__(self) -> None:
@@ -166,7 +174,7 @@ class _LoadWatch:
 def run(workload: str, options: BenchOptions) -> dict[str, Any]:
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
-    watch = _LoadWatch()
+    watch = LoadWatch()
     result: dict[str, Any] = {
         "workload": workload,
         "machine": machine(),
@@ -175,6 +183,8 @@ def run(workload: str, options: BenchOptions) -> dict[str, Any]:
     }
     if workload == "steady":
         result.update(_run_steady(options))
+    elif workload == "storm-http":
+        result.update(_run_storm_http(workload, options))
     else:
         result.update(_run_storm(workload, options))
     result["load"] = watch.finish()
@@ -319,9 +329,8 @@ def _count_events(env: BenchPipeline) -> dict[str, Any]:
 
 
 def _restart(env: BenchPipeline, correlator: Worker, timeout_s: float) -> dict[str, Any]:
-    """SIGKILL the correlator and start it again: time until restored and committing again."""
-    topic = env.topics.correlator_input
-    before = env.committed(env.correlator_group, topic)
+    """SIGKILL the correlator and start it again: time until restored and committing again (its
+    first transaction)."""
     correlator.kill()
     env.workers.remove(correlator)
     spawned = time.monotonic()
@@ -340,14 +349,7 @@ def _restart(env: BenchPipeline, correlator: Worker, timeout_s: float) -> dict[s
     if restored_at is None:
         raise TimeoutError(f"the restarted correlator did not restore within {timeout_s:.0f}s")
     after_restore = fresh.sample()
-    ready = env.wait_committed(
-        env.correlator_group,
-        topic,
-        {p: off + 1 for p, off in before.items()},
-        [fresh],
-        timeout_s=timeout_s,
-        interval_s=0.02,
-    )
+    ready = _first_transaction(fresh, deadline)
     return {
         "restart_to_ready_s": round(ready - spawned, 3),
         "restart_to_restored_s": round(restored_at - spawned, 3),
@@ -355,6 +357,21 @@ def _restart(env: BenchPipeline, correlator: Worker, timeout_s: float) -> dict[s
         "rss_after_restore": after_restore.rss,
         "worker": fresh,
     }
+
+
+def _first_transaction(worker: Worker, deadline: float) -> float:
+    """When ``worker`` committed its first transaction (stormwatch_transactions_total): restored and
+    running. A restarted correlator's first one writes its partitions' clock demands at once; the
+    input may hold nothing new to commit (ingest ticks an idle partition only on demand)."""
+    while time.monotonic() < deadline:
+        worker.check()
+        try:
+            if worker.metrics().get("stormwatch_transactions_total", 0.0) >= 1:
+                return time.monotonic()
+        except OSError:
+            pass  # its /metrics is not up yet
+        time.sleep(0.02)
+    raise TimeoutError("the restarted correlator committed no transaction in time")
 
 
 def _pipeline(options: BenchOptions) -> BenchPipeline:
@@ -384,18 +401,7 @@ def _run_storm(workload: str, options: BenchOptions) -> dict[str, Any]:
         ingest, correlator, started = _start_workers(env, options)
         i0, c0 = ingest.sample(), correlator.sample()
         profilers = _profilers(options, [ingest, correlator], workload)
-        ingest_done = env.wait_committed(
-            env.ingest_group, env.topics.raw, raw_end, [ingest, correlator], timeout_s=options.timeout_s
-        )
-        i1 = ingest.sample()
-        input_end = env.end_offsets(env.topics.correlator_input)
-        done = env.wait_committed(
-            env.correlator_group,
-            env.topics.correlator_input,
-            {p: max(0, end - 1) for p, end in input_end.items()},
-            [ingest, correlator],
-            timeout_s=options.timeout_s,
-        )
+        ingest_done, i1, done = _wait_caught_up(env, raw_end, ingest, [ingest, correlator], options)
         c1 = correlator.sample()
         _stop_profilers(profilers)
         options.say("pipeline caught up; collecting figures ...")
@@ -431,18 +437,53 @@ def _run_storm(workload: str, options: BenchOptions) -> dict[str, Any]:
             out["recovery"] = recovery
         out["floor_ratios"] = _floor_ratios(out)
         if options.alertmanager and workload == "storm-batched":
-            from stormwatch.bench.alertmanager import find_binary, run_alertmanager
-
-            if find_binary() is None:
-                out["alertmanager"] = {"skipped": "prometheus-alertmanager is not installed"}
-            else:
-                env.close(delete=not options.keep_topics)  # free the cores before the side-by-side run
-                options.say("side by side: the same storm into Alertmanager ...")
-                out["alertmanager"] = run_alertmanager(spec, options.workdir)
-                out["side_by_side"] = _side_by_side(out)
+            _alertmanager_side(env, spec, options, out, ("side_by_side", _side_by_side))
     finally:
         env.close(delete=not options.keep_topics)
     return out
+
+
+def _wait_caught_up(
+    env: BenchPipeline, raw_end: dict[int, int], ingest: Worker, workers: list[Worker], options: BenchOptions
+) -> tuple[float, ProcSample, float]:
+    """Until ingest has committed ``raw_end`` (when, and its sample then), then until the correlator
+    has committed everything ingest wrote by then (when): the end of a storm run."""
+    ingest_done = env.wait_committed(
+        env.ingest_group, env.topics.raw, raw_end, workers, timeout_s=options.timeout_s
+    )
+    after = ingest.sample()
+    input_end = env.end_offsets(env.topics.correlator_input)
+    done = env.wait_committed(
+        env.correlator_group,
+        env.topics.correlator_input,
+        {p: max(0, end - 1) for p, end in input_end.items()},
+        workers,
+        timeout_s=options.timeout_s,
+    )
+    return ingest_done, after, done
+
+
+def _alertmanager_side(
+    env: BenchPipeline,
+    spec: StormSpec,
+    options: BenchOptions,
+    out: dict[str, Any],
+    compare: tuple[str, Callable[[dict[str, Any]], dict[str, Any]]],
+    rules: dict[str, str] | None = None,
+) -> None:
+    """The same storm into a fresh Alertmanager, once the run's topics and workers are gone (the
+    cores are free again): ``out["alertmanager"]``, and ``out[key] = function(out)`` for ``compare``
+    = (key, function); ``{"skipped": ...}`` when Alertmanager is not installed."""
+    from stormwatch.bench.alertmanager import find_binary, run_alertmanager
+
+    if find_binary() is None:
+        out["alertmanager"] = {"skipped": "prometheus-alertmanager is not installed"}
+        return
+    env.close(delete=not options.keep_topics)
+    options.say("side by side: the same storm, the same HTTP client, into Alertmanager ...")
+    out["alertmanager"] = run_alertmanager(spec, options.workdir, rules=rules)
+    key, function = compare
+    out[key] = function(out)
 
 
 def _pipeline_figures(
@@ -532,6 +573,179 @@ def _spec_dict(spec: StormSpec | SteadySpec) -> dict[str, Any]:
     return {name: getattr(spec, name) for name in spec.__dataclass_fields__}
 
 
+# ------------------------------------------------------------------------------------ storm-http
+
+
+def _run_storm_http(workload: str, options: BenchOptions) -> dict[str, Any]:
+    """The storm POSTed to the gateway, as Prometheus sends it, then the same bodies to Alertmanager.
+
+    The clock starts at the first request. The gateway stamps each record with its arrival, so the
+    pipeline runs in live time (not on a replayed past, as the pre-written workloads do).
+    """
+    spec = storm_spec(workload, options)
+    storm = Storm(spec)
+    rule = _default_rule(options)
+    env = _pipeline(options)
+    out: dict[str, Any] = {"spec": _spec_dict(spec), "topics_suffix": env.suffix}
+    try:
+        options.say("starting the pipeline and the gateway ...")
+        gateway = env.start_gateway(read_api=options.read_api)  # starts while the workers join
+        ingest, correlator, _ = _start_workers(env, options)
+        wait_ready(
+            gateway.metrics_port, gateway.popen, name="the stormwatch gateway", timeout_s=options.timeout_s
+        )
+        bodies = storm_bodies(storm, int(time.time() * 1000))
+        alerts = sum(n for _, n in bodies)
+        workers = [gateway, ingest, correlator]
+        profilers = _profilers(options, workers, workload)
+        g0, i0, c0 = (w.sample() for w in workers)
+        options.say(f"POSTing {alerts:,} alerts in {len(bodies):,} requests to the gateway ...")
+        pushed = push(gateway.metrics_port, [body for body, _ in bodies], receiver="the stormwatch gateway")
+        summary = storm.summary
+        out["sent"] = {
+            "alerts": alerts,
+            "records": len(bodies),
+            "bytes": sum(len(body) for body, _ in bodies),
+            "fingerprints": spec.fingerprints,
+            "groups": spec.groups,
+            "per_record": spec.per_record,
+            "rounds": spec.rounds,
+            "resend_ratio": round(summary.resend_ratio, 4),
+            "firing_at_end": summary.firing_at_end,
+        }
+        del bodies
+        # every request was answered once Kafka acknowledged its record: the raw topic is complete
+        raw_end = {p: end for p, end in env.end_offsets(env.topics.raw).items() if end > 0}
+        ingest_done, i1, done = _wait_caught_up(env, raw_end, ingest, workers, options)
+        c1, g1 = correlator.sample(), gateway.sample()
+        _stop_profilers(profilers)
+        options.say("pipeline caught up; collecting figures ...")
+        out["pipeline"] = _http_pipeline_figures(
+            alerts, pushed, ingest_done, done, (g0, g1), (i0, i1), (c0, c1)
+        )
+        out["client"] = _client_figures(alerts, pushed)
+        out["gateway"] = {"read_api": options.read_api, "port": gateway.metrics_port}
+        out["gateway_metrics"] = {
+            k: v
+            for k, v in gateway.metrics().items()
+            if k.startswith("stormwatch_gateway_alerts") and k.endswith("_total")
+        }
+        out["ingest_metrics"] = _interesting(ingest.metrics())
+        # Incidents open group_wait after a group's first alert, in live time: counted in the window
+        # Alertmanager's notifications are counted in (group_wait + 10 s from the first request).
+        window_s = rule.group_wait_ms / 1000 + 10
+        time.sleep(max(0.0, pushed.started + window_s - time.monotonic()))
+        out["correlator_metrics"] = _interesting(correlator.metrics())
+        incidents = _count_events(env)
+        incidents["window_s"] = window_s
+        incidents["suppression_ratio"] = (
+            round(alerts / incidents["events"], 1) if incidents["events"] else None
+        )
+        out["incidents"] = incidents
+        if options.floor:
+            options.say("measuring the floor on the raw topic the gateway wrote ...")
+            out["floor"] = _floor_result(_floor(options, env.topics.raw), options.timeout_s)
+        out["floor_ratios"] = _floor_ratios(out)
+        if options.alertmanager:
+            _alertmanager_side(env, spec, options, out, ("like_for_like", _like_for_like), _am_timings(rule))
+    finally:
+        env.close(delete=not options.keep_topics)
+    return out
+
+
+def _http_pipeline_figures(
+    alerts: int,
+    pushed: PushResult,
+    ingest_done: float,
+    done: float,
+    gateway: tuple[ProcSample, ProcSample],
+    ingest: tuple[ProcSample, ProcSample],
+    correlator: tuple[ProcSample, ProcSample],
+) -> dict[str, Any]:
+    """Per stage from the first request: the gateway until the correlator caught up (its read
+    model, when on, follows the pipeline's output until then), ingest until it committed the raw
+    topic, the correlator until it committed what ingest wrote."""
+    started = pushed.started
+    ends = {"gateway": done, "ingest": ingest_done, "correlator": done}
+    samples = {"gateway": gateway, "ingest": ingest, "correlator": correlator}
+    stages = {
+        stage: process_figures(alerts, s1.cpu_s - s0.cpu_s, ends[stage] - started, s1.rss, s1.peak_rss)
+        for stage, (s0, s1) in samples.items()
+    }
+    cpu_total = sum(s1.cpu_s - s0.cpu_s for s0, s1 in samples.values())
+    return {
+        "wall_s": round(done - started, 3),
+        "alerts_per_s": round(rate(alerts, done - started)),
+        "accepted_wall_s": round(pushed.wall_s, 3),
+        "accepted_alerts_per_s": round(rate(alerts, pushed.wall_s)),
+        "alerts_per_cpu_s": round(rate(alerts, cpu_total)),
+        "cpu_us_per_alert": round(cpu_total / alerts * 1e6, 2) if alerts else None,
+        "one_core_alerts_per_s": min(figures["alerts_per_cpu_s"] for figures in stages.values()),
+        **stages,
+    }
+
+
+def _client_figures(alerts: int, pushed: PushResult) -> dict[str, Any]:
+    """The HTTP client's own cost (bench/httppush.py), not counted in either system's CPU."""
+    return {
+        "clients": pushed.clients,
+        "requests": pushed.requests,
+        "cpu_s": round(pushed.client_cpu_s, 3),
+        "cpu_us_per_alert": round(pushed.client_cpu_s / alerts * 1e6, 2) if alerts else None,
+        "utilization": round(pushed.client_cpu_s / pushed.wall_s, 3) if pushed.wall_s > 0 else None,
+    }
+
+
+def _am_timings(rule: CorrelationRule) -> dict[str, str]:
+    """Alertmanager's route timings equal to the rule's (its repeat_interval stays 4 h)."""
+
+    def duration(ms: int) -> str:
+        for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+            if ms % size == 0:
+                return f"{ms // size}{unit}"
+        return f"{ms}ms"
+
+    return {
+        "group_wait": duration(rule.group_wait_ms),
+        "group_interval": duration(rule.group_interval_ms),
+        "resolve_timeout": duration(rule.resolve_timeout_ms),
+    }
+
+
+def _like_for_like(out: dict[str, Any]) -> dict[str, Any]:
+    """Both systems from the same HTTP requests: stormwatch counted from the gateway on."""
+    pipe = out["pipeline"]
+    am = out["alertmanager"]
+    stages = ("gateway", "ingest", "correlator")
+    stormwatch = {
+        "alerts_per_s": pipe["alerts_per_s"],
+        "accepted_alerts_per_s": pipe["accepted_alerts_per_s"],
+        "cpu_us_per_alert": pipe["cpu_us_per_alert"],
+        **{f"{stage}_cpu_us_per_alert": pipe[stage]["cpu_us_per_alert"] for stage in stages},
+        "client_cpu_us_per_alert": out["client"]["cpu_us_per_alert"],
+        "peak_rss": sum(pipe[stage]["peak_rss"] for stage in stages),
+        "notifications": out["incidents"]["events"],
+        "opened": out["incidents"]["by_type"].get("opened", 0),
+    }
+    alertmanager = {
+        "alerts_per_s": am["alerts_per_s"],
+        "cpu_us_per_alert": am["cpu_us_per_alert"],
+        "client_cpu_us_per_alert": am["client_cpu_us_per_alert"],
+        "peak_rss": am["peak_rss"],
+        "notifications": am["notifications"],
+    }
+    cpu_ratio = ratio(stormwatch["cpu_us_per_alert"], alertmanager["cpu_us_per_alert"])
+    wall_ratio = ratio(stormwatch["alerts_per_s"], alertmanager["alerts_per_s"])
+    return {
+        "clients": out["client"]["clients"],
+        "requests": out["client"]["requests"],
+        "stormwatch": stormwatch,
+        "alertmanager": alertmanager,
+        "cpu_ratio": round(cpu_ratio, 3) if cpu_ratio is not None else None,
+        "wall_ratio": round(wall_ratio, 3) if wall_ratio is not None else None,
+    }
+
+
 # ---------------------------------------------------------------------------------------- steady
 
 
@@ -573,13 +787,18 @@ class _EventListener:
         self._consumer.close()
 
 
-def _group_wait_ms(options: BenchOptions) -> int:
+def _default_rule(options: BenchOptions) -> CorrelationRule:
+    """The catch-all rule (the last one), which groups the benchmark's alerts."""
     rules = RulesConfig() if options.rules_file is None else None
     if rules is None:
         from stormwatch.loaders import load_rules
 
         rules = load_rules(str(options.rules_file))
-    return rules.rules[-1].group_wait_ms
+    return rules.rules[-1]
+
+
+def _group_wait_ms(options: BenchOptions) -> int:
+    return _default_rule(options).group_wait_ms
 
 
 def _run_steady(options: BenchOptions) -> dict[str, Any]:

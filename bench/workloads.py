@@ -38,7 +38,7 @@ __all__ = [
     "format_ms",
 ]
 
-WORKLOADS = ("storm-batched", "storm-single", "steady", "high-cardinality", "flapping")
+WORKLOADS = ("storm-batched", "storm-http", "storm-single", "steady", "high-cardinality", "flapping")
 
 # Label values. The default correlation rule groups by every label except the per-replica ones
 # (instance, pod, ...), so a group here is one (alertname, cluster, namespace, service, job,
@@ -170,7 +170,7 @@ class StormSpec:
 
 def default_spec(workload: str) -> StormSpec:
     """The storm behind a pre-written workload at its full size (see bench/README.md)."""
-    if workload == "storm-batched":
+    if workload in ("storm-batched", "storm-http"):  # storm-http: the same storm, POSTed over HTTP
         return StormSpec(alerts=1_000_000, fingerprints=20_000, groups=200, per_record=256)
     if workload == "storm-single":
         return StormSpec(alerts=1_000_000, fingerprints=20_000, groups=200, per_record=1)

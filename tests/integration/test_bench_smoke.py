@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,41 +17,31 @@ from stormwatch.config import load_settings
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
 
-def test_storm_batched_smoke_run(
-    kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _bench(kafka_bootstrap: str, tmp_path: Path, workload: str, *argv: str) -> tuple[str, dict[str, Any]]:
+    """``stormwatch bench WORKLOAD ARGV`` on the test broker: its table and its JSON result."""
     parser = argparse.ArgumentParser()
     bench_command.register(parser.add_subparsers())
     output = tmp_path / "result.json"
     args = parser.parse_args(
-        [
-            "bench",
-            "storm-batched",
-            "--alerts",
-            "4000",
-            "--fingerprints",
-            "400",
-            "--groups",
-            "4",
-            "--per-record",
-            "100",
-            "--partitions",
-            "2",
-            "--no-alertmanager",
-            "--timeout",
-            "60",
-            "--workdir",
-            str(tmp_path / "work"),
-            "--output",
-            str(output),
-        ]
+        ["bench", workload, *argv, "--workdir", str(tmp_path / "work"), "--output", str(output)]
     )
     settings = load_settings(None, kafka={"bootstrap_servers": kafka_bootstrap})
-    assert args.handler(args, settings) == 0
-    table = capsys.readouterr().out
-    assert "stormwatch bench storm-batched" in table and "target:" in table
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert args.handler(args, settings) == 0
+    result: dict[str, Any] = json.loads(output.read_text())
+    return stdout.getvalue(), result
 
-    result = json.loads(output.read_text())
+
+def test_storm_batched_smoke_run(kafka_bootstrap: str, tmp_path: Path) -> None:
+    table, result = _bench(
+        kafka_bootstrap,
+        tmp_path,
+        "storm-batched",
+        *("--alerts", "4000", "--fingerprints", "400", "--groups", "4", "--per-record", "100"),
+        *("--partitions", "2", "--no-alertmanager", "--timeout", "60"),
+    )
+    assert "stormwatch bench storm-batched" in table and "target:" in table
     assert result["sent"]["alerts"] == 4000 and result["sent"]["groups"] == 4
     assert result["floor"]["alerts"] == 4000 and result["floor"]["alerts_per_cpu_s"] > 0
     pipeline = result["pipeline"]
@@ -65,3 +58,56 @@ def test_storm_batched_smoke_run(
     assert result["recovery"]["restart_to_ready_s"] >= result["recovery"]["restore_s"] >= 0
     assert result["floor_ratios"]["ingest_cpu"] is not None
     assert [t["path"] for t in result["targets"]] == ["pipeline.one_core_alerts_per_s"]
+
+
+def test_storm_http_smoke_run(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """storm-http: the storm POSTed to a gateway process in front of the pipeline (no Alertmanager
+    here: its half of the run waits group_wait + 10 s of its own)."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("defaults: {group_wait: 1s, group_interval: 2s}\n")
+    table, result = _bench(
+        kafka_bootstrap,
+        tmp_path,
+        "storm-http",
+        *("--alerts", "2000", "--fingerprints", "200", "--groups", "4", "--per-record", "100"),
+        *("--partitions", "2", "--rules", str(rules), "--no-floor", "--no-alertmanager"),
+        *("--timeout", "60"),
+    )
+    assert "stormwatch bench storm-http" in table
+    assert (
+        result["sent"]["alerts"] == 2000 and result["client"]["requests"] == result["sent"]["records"] == 20
+    )
+    assert result["gateway_metrics"]["stormwatch_gateway_alerts_accepted_total"] == 2000
+    assert result["ingest_metrics"]["stormwatch_alerts_received_total"] == 2000
+    pipeline = result["pipeline"]
+    for stage in ("gateway", "ingest", "correlator"):
+        assert pipeline[stage]["cpu_s"] > 0 and pipeline[stage]["peak_rss"] > 0
+    total = sum(pipeline[stage]["cpu_s"] for stage in ("gateway", "ingest", "correlator"))
+    assert pipeline["cpu_us_per_alert"] == pytest.approx(total / 2000 * 1e6, rel=0.01)
+    assert result["incidents"]["by_type"]["opened"] == 4
+    assert [t["met"] for t in result["targets"]] == [None, None]  # Alertmanager skipped: no ratio
+
+
+def test_idle_smoke_run(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """idle: no alerts, two partitions, a few seconds; ingest's ticks are measured and read back."""
+    table, result = _bench(
+        kafka_bootstrap,
+        tmp_path,
+        "idle",
+        *("--partitions", "2", "--warmup", "2", "--seconds", "3", "--timeout", "60"),
+    )
+    assert "stormwatch bench idle" in table and "fit: records/min" in table
+    (run,) = result["runs"]
+    assert run["partitions"] == 2 and not run["linker"] and run["seconds"] >= 3
+    # Idle, what is written depends on the tick policy: every figure that is there adds up.
+    for figures in [*run["topics"].values(), run["total"]]:
+        assert figures["offsets_per_min"] == pytest.approx(
+            figures["records_per_min"] + figures["markers_per_min"], abs=0.1 * (len(run["topics"]) + 2)
+        )  # each rounded to 0.1
+        assert figures["log_bytes_per_min_est"] >= figures["payload_bytes_per_min"] >= 0
+    assert set(run["stages"]) == {"ingest", "correlator"}
+    for stage in run["stages"].values():
+        assert stage["workers"] == 1 and stage["transactions_per_s"] >= 0 and stage["cpu_pct"] >= 0
+    for internal in run["internal"].values():  # Kafka's internal topics, when they exist
+        assert internal["offsets_per_min"] >= internal["ours_offsets_per_min"] >= 0
+    assert result["fit"]["records_per_min"] is None  # one partition count: nothing to fit
