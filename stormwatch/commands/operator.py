@@ -52,8 +52,13 @@ class Outcome:
     text: str
 
 
-def outcome_in_audit_event(value: bytes, command_id: str) -> Outcome | None:
-    """The outcome an incident event records for ``command_id``, if it is that command's event."""
+def outcome_in_audit_event(value: bytes, command_id: str, incident_id: str | None = None) -> Outcome | None:
+    """The outcome an incident event records for ``command_id``, if it is that command's event.
+
+    With ``incident_id``, an applied command's outcome is the event of that incident: a split or a
+    join also writes an event on the other incident of the link (the primary's ``unlinked``,
+    ``member_added``) with the same request id, which may come first. A refusal counts wherever it is.
+    """
     if command_id.encode() not in value:  # most events are about something else: skip decoding
         return None
     try:
@@ -65,6 +70,8 @@ def outcome_in_audit_event(value: bytes, command_id: str) -> Outcome | None:
         return None
     if event.type is IncidentEventType.REFUSED:
         return Outcome(True, str(event.details.get("reason") or event.cause or "refused"))
+    if incident_id is not None and event.incident_id != incident_id:
+        return None
     return Outcome(False, f"{event.type.value} {event.incident_id} (event {event.seq})")
 
 
@@ -84,8 +91,9 @@ class OutcomeWatch:
     """Reads the audit log and the dead-letter topic from their current ends for one command's
     outcome. Opened before the command is sent, so the answer cannot slip past it."""
 
-    def __init__(self, settings: Settings, command_id: str) -> None:
+    def __init__(self, settings: Settings, command_id: str, incident_id: str | None = None) -> None:
         self._command_id = command_id
+        self._incident_id = incident_id
         self._incidents = settings.topics.incidents
         self._consumer: Consumer = open_tail(
             settings, [settings.topics.incidents, settings.topics.dlq], timeout_s=METADATA_TIMEOUT_S
@@ -101,7 +109,7 @@ class OutcomeWatch:
                     continue
                 value = msg.value() or b""
                 if msg.topic() == self._incidents:
-                    found = outcome_in_audit_event(value, self._command_id)
+                    found = outcome_in_audit_event(value, self._command_id, self._incident_id)
                 else:
                     found = outcome_in_dead_letter(value, self._command_id)
                 if found is not None:
@@ -114,10 +122,10 @@ class OutcomeWatch:
         self._consumer.close()
 
 
-def recorded_outcome(settings: Settings, command_id: str) -> Outcome | None:
+def recorded_outcome(settings: Settings, command_id: str, incident_id: str | None = None) -> Outcome | None:
     """The outcome the audit log already holds for ``command_id`` (a retry of a sent command)."""
     for msg in read_topic(settings, settings.topics.incidents, timeout_s=METADATA_TIMEOUT_S):
-        found = outcome_in_audit_event(msg.value() or b"", command_id)
+        found = outcome_in_audit_event(msg.value() or b"", command_id, incident_id)
         if found is not None:
             return found
     return None
@@ -298,9 +306,10 @@ def run_operator(args: argparse.Namespace, settings: Settings) -> int:
         publish_command(settings, command, command.incident_id)
         print(command.command_id)
         return 0
-    outcome = recorded_outcome(settings, command.command_id) if args.command_id else None
+    target = command.incident_id
+    outcome = recorded_outcome(settings, command.command_id, target) if args.command_id else None
     if outcome is None:
-        watch = OutcomeWatch(settings, command.command_id)
+        watch = OutcomeWatch(settings, command.command_id, target)
         try:
             publish_command(settings, command, command.incident_id)
         except BaseException:

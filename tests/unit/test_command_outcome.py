@@ -5,9 +5,13 @@ The engine writes the records here (no broker), exactly as the correlator would 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from stormwatch.commands.operator import outcome_in_audit_event, outcome_in_dead_letter
 from stormwatch.schemas.commands import OperatorAction
+from stormwatch.schemas.incident import IncidentEventType
 from tests.kit.engine import Driver, at, config, note
+from tests.kit.events import build_event
 
 FAST = """
 defaults: {group_wait: 30s, group_interval: 5m, resolve_timeout: 5m, reopen_window: 10m, close_after: 15m}
@@ -54,3 +58,13 @@ def test_a_command_for_an_unknown_incident_is_answered_by_its_dead_letter() -> N
     assert "inc-905e083776ef3211-1" in found.text and found.text.endswith("(unknown_incident)")
     assert outcome_in_dead_letter(letter.to_bytes(), "c-else") is None
     assert outcome_in_dead_letter(b"{}", "c-missing") is None
+
+
+def test_a_split_is_answered_by_the_event_of_its_own_incident() -> None:
+    """The primary's `unlinked` carries the same request id and may come first: it is not the answer."""
+    when = datetime(2027, 1, 1, tzinfo=UTC)
+    member = build_event("inc-m", 3, IncidentEventType.UNLINKED, at=when, details={"request": "c-split"})
+    primary = build_event("inc-p", 5, IncidentEventType.UNLINKED, at=when, details={"request": "c-split"})
+    assert outcome_in_audit_event(primary.to_bytes(), "c-split", "inc-m") is None
+    found = outcome_in_audit_event(member.to_bytes(), "c-split", "inc-m")
+    assert found is not None and not found.refused and "inc-m" in found.text
