@@ -8,6 +8,10 @@ STAMP := $(VENV)/.stormwatch-installed
 KAFKA := bash deploy/kafka/local-kafka.sh
 # Extra pytest arguments, e.g. make test PYTEST_ARGS='-m "not cluster" -x'
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test`: the broker tests all run on one of them (one xdist group,
+# tests/conftest.py), the unit tests beside them on the other. 0: one process, as plain pytest
+# (for -s or --pdb).
+PYTEST_WORKERS ?= 2
 # A specific interpreter for a new venv (default: the first of python3.11, 3.12, 3.13, python3 that is >= 3.11)
 PYTHON ?=
 
@@ -53,7 +57,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: venv test-tools
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Tools some tests run besides Python: amtool (Debian's prometheus-alertmanager package) for the
 # Alertmanager API v2 test, and Debian's chromium with its chromedriver for the console's browser

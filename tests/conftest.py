@@ -10,7 +10,8 @@ Where ``kafka_bootstrap`` comes from, first match wins:
 
 ``STORMWATCH_TEST_KAFKA=local`` or ``=docker`` skips the choice between 2 and 3. The 3-node
 cluster for ``cluster`` tests (``cluster_bootstrap``) comes from ``KAFKA_CLUSTER_BOOTSTRAP_SERVERS``
-or the script (brokers on 127.0.0.1:28092-28094, data in ``var/kafka/test-cluster``).
+or the script (brokers on 127.0.0.1:28092-28094, data in ``var/kafka/test-cluster``; stopped
+after the module that asked for it).
 Tests that use these fixtures get the ``kafka`` / ``cluster`` marker automatically, so
 ``pytest -m "not kafka"`` selects the tests that need no broker.
 
@@ -21,26 +22,80 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Any
 
 import pytest
 
 from tests.kit.kafka import ScriptKafka, docker_answers, docker_broker
 from tests.kit.paths import ROOT
-from tests.kit.ports import free_port
+from tests.kit.ports import free_port, worker_dir, worker_port
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"  # the version pinned in deploy/kafka/pom.xml
-TEST_PORT = int(os.environ.get("STORMWATCH_TEST_KAFKA_PORT", "18092"))
-TEST_CLUSTER_PORT = int(os.environ.get("STORMWATCH_TEST_CLUSTER_PORT", "28092"))
+# Moved by 10 per pytest-xdist worker after gw0 (tests.kit.ports.worker_port), data dirs too.
+TEST_PORT = worker_port(int(os.environ.get("STORMWATCH_TEST_KAFKA_PORT", "18092")))
+TEST_CLUSTER_PORT = worker_port(int(os.environ.get("STORMWATCH_TEST_CLUSTER_PORT", "28092")))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark tests by the broker they need, so ``-m`` can select or skip them."""
+    """Mark tests by the broker they need, so ``-m`` can select or skip them; run the fault tests
+    last (a stable sort: every other order is kept). With ``make test``'s two workers the unit
+    tests are over by then, so the faults, whose storms must outlast broker restarts, have the
+    second core to themselves rather than racing the unit tests for it."""
     for item in items:
         names = getattr(item, "fixturenames", ())
         if "kafka_bootstrap" in names:
             item.add_marker(pytest.mark.kafka)
         if "cluster_bootstrap" in names:
             item.add_marker(pytest.mark.cluster)
+    items.sort(key=lambda item: item.nodeid.startswith("tests/faults/"))
+
+
+BROKER_TESTS = "brokers"
+"""The pytest-xdist work unit of the tests outside tests/unit (see pytest_xdist_make_scheduler)."""
+LIGHT_BROKER_TESTS = "brokers-light"
+"""The work unit of the broker tests below: short request/answer round trips on the session
+broker, no worker killed, no broker stopped, no wait measured against the wall clock."""
+LIGHT_BROKER_MODULES = frozenset(
+    f"tests/integration/{name}.py"
+    for name in (
+        "test_adapters_kafka",
+        "test_gateway_kafka",
+        "test_incidents_cli",
+        "test_kafka_io_changelog",
+        "test_lag_metric",
+        "test_publish",
+        "test_topics",
+        "test_topology_topic",
+    )
+)
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, unknown without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` (``make test``: ``-n 2``): the tests outside tests/unit make two work
+    units, each run in collection order on one worker: the light broker tests
+    (``LIGHT_BROKER_MODULES``) and all the others (faults, crashes, storms, the 3-node cluster,
+    browsers). Each unit test is a unit of its own, run on whichever worker is free.
+
+    So the heavy broker tests run one after the other as without xdist, beside unit tests or
+    light broker tests rather than beside each other; the worker with the light ones starts a
+    session broker of its own (ports and data directory moved, tests.kit.ports.worker_port).
+    Done here rather than with ``xdist_group`` marks, which pytest-xdist 3.8 applies by renaming
+    ``item._nodeid``, an attribute pytest 9.2 no longer reads.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class BrokerTestsTogether(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith("tests/unit/"):
+                return str(super()._split_scope(nodeid))
+            if nodeid.split("::", 1)[0] in LIGHT_BROKER_MODULES:
+                return LIGHT_BROKER_TESTS
+            return BROKER_TESTS
+
+    return BrokerTestsTogether(config, log)
 
 
 def _session_broker(kafka: ScriptKafka, request: pytest.FixtureRequest) -> str:
@@ -76,15 +131,18 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
     mode = os.environ.get("STORMWATCH_TEST_KAFKA", "auto")
     if mode == "docker" or (mode == "auto" and docker_answers()):
         return docker_broker(KAFKA_IMAGE, free_port(), request)
-    return _session_broker(ScriptKafka(1, TEST_PORT, ROOT / "var" / "kafka" / "test"), request)
+    return _session_broker(ScriptKafka(1, TEST_PORT, worker_dir(ROOT / "var" / "kafka" / "test")), request)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster_bootstrap(request: pytest.FixtureRequest) -> str:
-    """Bootstrap servers of a 3-broker KRaft cluster on loopback, for tests marked ``cluster``."""
+    """Bootstrap servers of a 3-broker KRaft cluster on loopback, for tests marked ``cluster``.
+
+    Per module, not per session: its three idle JVMs took about a fifth of a core for the rest of
+    the session after its only module (tests/integration/test_cluster.py) had finished."""
     env = os.environ.get("KAFKA_CLUSTER_BOOTSTRAP_SERVERS")
     if env:
         return env
     return _session_broker(
-        ScriptKafka(3, TEST_CLUSTER_PORT, ROOT / "var" / "kafka" / "test-cluster"), request
+        ScriptKafka(3, TEST_CLUSTER_PORT, worker_dir(ROOT / "var" / "kafka" / "test-cluster")), request
     )

@@ -56,6 +56,16 @@ def cluster(fault_cluster: ScriptKafka) -> Iterator[ScriptKafka]:
     wait_fully_replicated(fault_cluster.bootstrap)
 
 
+@pytest.fixture
+def stopped_at_teardown() -> Iterator[list[PipelineRun]]:
+    """Runs whose workers are stopped when the test ends, however it ends (a reference run that
+    a failed assertion left running)."""
+    runs: list[PipelineRun] = []
+    yield runs
+    for run in runs:
+        run.stop_all()
+
+
 def _closed(groups: int) -> Any:
     def done(events: list[IncidentEvent]) -> bool:
         return sum(1 for e in events if e.type.value == "closed") >= groups
@@ -146,11 +156,17 @@ def _wait_progress(
         raise AssertionError(f"{exc}; transactions and folded alerts: {before} -> {seen}") from None
 
 
-def _reference(bootstrap: str, workdir: Path, raw_topic: str, groups: int) -> dict[str, list[bytes]]:
-    """The audit log of an uninterrupted run over the same raw topic."""
+def _start_reference(bootstrap: str, workdir: Path, raw_topic: str) -> PipelineRun:
+    """An uninterrupted run over the same raw topic, started once that topic is complete and the
+    faults are over (its own topics and groups: it may run beside the faulted run's last stretch)."""
     run = PipelineRun(bootstrap, workdir, raw_topic=raw_topic, topics_overrides=REPLICATED)
     run.start("ingest", "i1")
     run.start("correlate", "c1")
+    return run
+
+
+def _reference(run: PipelineRun, groups: int) -> dict[str, list[bytes]]:
+    """The reference run's audit log once its ``groups`` incidents closed; its workers stopped."""
     try:
         events = _wait_closed(run, groups, 120)
     finally:
@@ -160,7 +176,7 @@ def _reference(bootstrap: str, workdir: Path, raw_topic: str, groups: int) -> di
 
 
 def test_one_broker_stopped_then_another_crashed_mid_storm_loses_nothing(
-    cluster: ScriptKafka, tmp_path: Path
+    cluster: ScriptKafka, tmp_path: Path, stopped_at_teardown: list[PipelineRun]
 ) -> None:
     bootstrap = cluster.bootstrap
     run = PipelineRun(bootstrap, tmp_path / "faulted", topics_overrides=REPLICATED)
@@ -195,6 +211,10 @@ def test_one_broker_stopped_then_another_crashed_mid_storm_loses_nothing(
 
         producer.join(LEAD_S + 120)
         assert not producer.is_alive(), "the storm producer did not finish"
+        # The raw topic is complete and no fault is left: the reference runs while this run waits
+        # for its incidents to close (the wall clock has to pass the storm's last timestamps).
+        reference_run = _start_reference(bootstrap, tmp_path / "reference", run.settings.topics.raw)
+        stopped_at_teardown.append(reference_run)
         events = _wait_closed(run, LIVE_GROUPS, 120)
         late = wait_for(
             "the correlator's late-alert counter",
@@ -208,12 +228,14 @@ def test_one_broker_stopped_then_another_crashed_mid_storm_loses_nothing(
     assert producer.delivered == len(records)
     check_audit_integrity(events)
     assert run.dead_letters() == []
-    reference = _reference(bootstrap, tmp_path / "reference", run.settings.topics.raw, LIVE_GROUPS)
+    reference = _reference(reference_run, LIVE_GROUPS)
     assert len(reference) == LIVE_GROUPS
     assert canonical(events) == reference
 
 
-def test_two_brokers_down_stalls_then_resumes_identically(cluster: ScriptKafka, tmp_path: Path) -> None:
+def test_two_brokers_down_stalls_then_resumes_identically(
+    cluster: ScriptKafka, tmp_path: Path, stopped_at_teardown: list[PipelineRun]
+) -> None:
     bootstrap = cluster.bootstrap
     run = PipelineRun(bootstrap, tmp_path / "faulted", topics_overrides=REPLICATED)
     records = storm_records(
@@ -249,11 +271,14 @@ def test_two_brokers_down_stalls_then_resumes_identically(cluster: ScriptKafka, 
             cluster.start_node(node)
         # It resumes by itself: both stages commit again.
         _wait_progress(run, ports, during, -1.0, "commits after the outage", 90)
+        # The faults are over: the reference runs while this run works through the rest.
+        reference_run = _start_reference(bootstrap, tmp_path / "reference", run.settings.topics.raw)
+        stopped_at_teardown.append(reference_run)
         events = _wait_closed(run, BACKLOG_GROUPS, 180)
     finally:
         run.stop_all()
     check_audit_integrity(events)
     assert run.dead_letters() == []
-    reference = _reference(bootstrap, tmp_path / "reference", run.settings.topics.raw, BACKLOG_GROUPS)
+    reference = _reference(reference_run, BACKLOG_GROUPS)
     assert events_before < sum(len(evs) for evs in reference.values()), "the outage came after the work"
     assert canonical(events) == reference

@@ -12,7 +12,8 @@ Time: the storm's records carry timestamps ``LEAD_S`` ahead of the moment they a
 ingest stage's clock is the newest record timestamp it has read (the wall clock only when a
 partition is caught up and the clock is behind the data), so while the storm is live the
 pipeline's clock follows the data, no alert is ever late, and the incidents are a function of the
-raw log alone: exactly what a later replay (the reference run) computes. With timestamps in the
+raw log alone: exactly what a later replay (the reference run, started once the storm is written)
+computes. With timestamps in the
 past instead, every moment the live runs caught up with the producer would let the wall clock jump
 ahead of the data still to come, making those alerts late and the result depend on timing.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,7 +57,18 @@ def _leave(run: PipelineRun, name: str, sig: signal.Signals) -> int:
     return proc.wait(30)
 
 
-def test_workers_join_and_leave_during_a_live_storm(kafka_bootstrap: str, tmp_path: Path) -> None:
+@pytest.fixture
+def runs_to_stop() -> Iterator[list[PipelineRun]]:
+    """Runs whose workers are stopped when the test ends, however it ends."""
+    runs: list[PipelineRun] = []
+    yield runs
+    for run in runs:
+        run.stop_all()
+
+
+def test_workers_join_and_leave_during_a_live_storm(
+    kafka_bootstrap: str, tmp_path: Path, runs_to_stop: list[PipelineRun]
+) -> None:
     graceful = PipelineRun(kafka_bootstrap, tmp_path / "sigterm")
     raw = graceful.settings.topics.raw
     crashed = PipelineRun(kafka_bootstrap, tmp_path / "sigkill", raw_topic=raw)
@@ -85,6 +98,12 @@ def test_workers_join_and_leave_during_a_live_storm(kafka_bootstrap: str, tmp_pa
             exit_codes[f"{sig.name} correlate"] = _leave(run, "correlate:c1", sig)
         producer.join(LEAD_S + 120)
         assert not producer.is_alive(), "the storm producer did not finish"
+        # The raw topic is complete and every worker change is done: the single-worker reference
+        # run starts now, while the two runs wait for the wall clock to pass the storm's end.
+        reference_run = PipelineRun(kafka_bootstrap, tmp_path / "reference", raw_topic=raw)
+        runs_to_stop.append(reference_run)
+        reference_run.start("ingest", "i1")
+        reference_run.start("correlate", "c1")
         results = {sig: run.wait_until(_closed, timeout_s=120) for sig, run in runs.items()}
     finally:
         for run in runs.values():
@@ -93,9 +112,6 @@ def test_workers_join_and_leave_during_a_live_storm(kafka_bootstrap: str, tmp_pa
     # A SIGTERM is a clean stop: the worker finishes its batch, commits and leaves the group.
     assert exit_codes["SIGTERM ingest"] == 0 and exit_codes["SIGTERM correlate"] == 0, exit_codes
 
-    reference_run = PipelineRun(kafka_bootstrap, tmp_path / "reference", raw_topic=raw)
-    reference_run.start("ingest", "i1")
-    reference_run.start("correlate", "c1")
     try:
         reference_events = reference_run.wait_until(_closed, timeout_s=120)
     finally:

@@ -41,6 +41,7 @@ def test_every_topic_has_explicit_partitions_replication_and_retention() -> None
         "topology",
         "linker_input",
         "linker_state",
+        "correlator_clock",
         "notifications",
         "notifications_dlq",
         "notify_state",
@@ -68,7 +69,13 @@ def test_state_topics_are_compacted_and_sized_like_their_input() -> None:
         assert specs[role].config["cleanup.policy"] == "compact"
     assert specs["linker_state"].partitions == specs["linker_input"].partitions == 12
     assert specs["notify_state"].partitions == specs["incidents"].partitions == 12
-    assert specs["silences"].partitions == specs["topology"].partitions == 1
+    assert (
+        specs["silences"].partitions
+        == specs["topology"].partitions
+        == specs["correlator_clock"].partitions
+        == 1
+    )
+    assert specs["correlator_clock"].config["cleanup.policy"] == "compact"
     assert specs["correlator_state"].partitions == specs["correlator_input"].partitions == 12
     assert specs["dlq"].config["retention.ms"] == "1234"
     # a raw record over ingest.max_record_bytes is dead-lettered whole, so raw takes a little more
