@@ -184,6 +184,7 @@ class IngestStage:
         notes, broadcasts = self.batcher.add_record(result)
         for value in broadcasts:
             outputs.extend(self._broadcast(value))
+        if broadcasts:  # sent to every partition: every partition is hot
             now = self._wall()
             for p in range(self.partitions):
                 self.policy.routed(p, self._newest, now)

@@ -235,14 +235,16 @@ def encode_command(command_json: bytes, forwarded_ms: int | None = None) -> byte
     """An operator command for the correlator. ``forwarded_ms``: the ingest worker's wall clock
     when it forwarded it; the correlator applies it no earlier than that event time (less the
     allowed lateness), so an idle partition's stale clock never dates an acknowledgement."""
-    fw = b"" if forwarded_ms is None else b'"fw":%d,' % forwarded_ms
-    return b'{"t":"cmd",' + fw + b'"cmd":' + command_json + b"}"
+    return b'{"t":"cmd",' + _forwarded(forwarded_ms) + b'"cmd":' + command_json + b"}"
 
 
 def encode_result(result_json: bytes, forwarded_ms: int | None = None) -> bytes:
     """A mitigation result for the correlator (``forwarded_ms`` as for ``encode_command``)."""
-    fw = b"" if forwarded_ms is None else b'"fw":%d,' % forwarded_ms
-    return b'{"t":"res",' + fw + b'"res":' + result_json + b"}"
+    return b'{"t":"res",' + _forwarded(forwarded_ms) + b'"res":' + result_json + b"}"
+
+
+def _forwarded(forwarded_ms: int | None) -> bytes:
+    return b"" if forwarded_ms is None else b'"fw":%d,' % forwarded_ms
 
 
 def encode_by_key(note: AlertNote) -> bytes:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -55,19 +54,7 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
         token_file = workdir / "token"
         token_file.write_text(TOKEN)
-        argv = [
-            sys.executable,
-            "-m",
-            "stormwatch.cli",
-            "--config",
-            str(run.config_path),
-            "gateway",
-            "--port",
-            str(self.port),
-            "--bearer-token-file",
-            str(token_file),
-        ]
-        run.workers.start("gateway:g1", argv, workdir / "gateway.log")
+        run.start_gateway(token_file, self.port)
 
     def request(
         self, method: str, path: str, body: Any = None, *, token: str | None = TOKEN

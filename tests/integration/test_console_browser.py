@@ -80,19 +80,7 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
         token_file = workdir / "token"
         token_file.write_text(TOKEN)
-        argv = [
-            sys.executable,
-            "-m",
-            "stormwatch.cli",
-            "--config",
-            str(run.config_path),
-            "gateway",
-            "--port",
-            str(self.port),
-            "--bearer-token-file",
-            str(token_file),
-        ]
-        run.workers.start("gateway:g1", argv, workdir / "gateway.log")
+        run.start_gateway(token_file, self.port)
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()

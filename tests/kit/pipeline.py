@@ -84,23 +84,31 @@ class PipelineRun:
 
     # -- workers
 
-    def start(self, stage: str, instance: str, extra_args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
-        """Start a worker; ``extra_args`` go after the stage's own (e.g. ``--metrics-port``)."""
-        argv = [
+    def _cli(self, stage: str, *args: str) -> list[str]:
+        """`stormwatch --config CONFIG STAGE ARGS...` in this interpreter."""
+        verbose = ["-v"] if os.environ.get("STORMWATCH_TEST_WORKER_VERBOSE") else []
+        return [
             sys.executable,
             "-m",
             "stormwatch.cli",
-            *(["-v"] if os.environ.get("STORMWATCH_TEST_WORKER_VERBOSE") else []),
+            *verbose,
             "--config",
             str(self.config_path),
             stage,
-            *(["--rules", str(self.rules_path)] if stage != "link" else []),
-            "--instance-id",
-            instance,
-            *extra_args,
+            *args,
         ]
+
+    def start(self, stage: str, instance: str, extra_args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        """Start a worker; ``extra_args`` go after the stage's own (e.g. ``--metrics-port``)."""
+        rules = ["--rules", str(self.rules_path)] if stage != "link" else []
+        argv = self._cli(stage, *rules, "--instance-id", instance, *extra_args)
         log = self.workdir / f"{stage}-{instance}-{self.suffix}.log"
         return self.workers.start(f"{stage}:{instance}", argv, log)
+
+    def start_gateway(self, token_file: Path, port: int) -> subprocess.Popen[bytes]:
+        """`stormwatch gateway` on ``port`` with the bearer token in ``token_file``."""
+        argv = self._cli("gateway", "--port", str(port), "--bearer-token-file", str(token_file))
+        return self.workers.start("gateway:g1", argv, self.workdir / f"gateway-{self.suffix}.log")
 
     def kill(self, stage: str, instance: str) -> None:
         self.workers.kill(f"{stage}:{instance}")
