@@ -802,6 +802,7 @@ cmd_start_node() {
             die "node $i exited during startup (logs above)"
         fi
         if ((SECONDS - started >= START_TIMEOUT)); then
+            tail -n 40 "$(node_dir "$i")/logs/server.log" >&2 2>/dev/null || true
             die "node $i did not serve as a broker within ${START_TIMEOUT}s (a majority of the nodes must run for a controller quorum); logs in $(node_dir "$i")/logs"
         fi
         sleep 0.5

@@ -9,6 +9,7 @@ An instance a test stops or kills has its own ports and data directory, never a 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ class ScriptKafka:
     sasl: bool = False
     tls: bool = False
 
-    def _run(self, *command: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, *command: str, timeout_s: float = 180, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         args = ["bash", str(KAFKA_SCRIPT), *command, "--nodes", str(self.nodes), "--port", str(self.port)]
         args += ["--data-dir", str(self.data_dir)]
         if self.sasl and command[0] == "start":
@@ -41,11 +44,19 @@ class ScriptKafka:
         if self.tls and command[0] == "start":
             args.append("--tls")
         return subprocess.run(
-            args, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+            args,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
         )
 
-    def _check(self, *command: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
-        result = self._run(*command, timeout_s=timeout_s)
+    def _check(
+        self, *command: str, timeout_s: float = 180, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = self._run(*command, timeout_s=timeout_s, env=env)
         if result.returncode != 0:
             raise RuntimeError(
                 f"{KAFKA_SCRIPT.relative_to(ROOT)} {' '.join(command)} --nodes {self.nodes} failed "
@@ -97,7 +108,9 @@ class ScriptKafka:
         self._check("kill-node", str(node), timeout_s=30)
 
     def start_node(self, node: int) -> None:
-        self._check("start-node", str(node), timeout_s=120)
+        """Start one node again. A node that crashed recovers its logs first, and a 2-core machine
+        busy with the pipeline and the other test worker has taken more than a minute for that."""
+        self._check("start-node", str(node), timeout_s=200, env={"STORMWATCH_KAFKA_START_TIMEOUT": "180"})
 
     def sasl_password(self) -> str:
         return (self.data_dir / "sasl" / "stormwatch.password").read_text().strip()
