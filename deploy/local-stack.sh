@@ -19,7 +19,9 @@
 # (Kafka's data directory; default that of `make kafka-up`, var/kafka/single),
 # STORMWATCH_GATEWAY_PORT (default 9095), STORMWATCH_DEMO_RECEIVER_PORT (the demo webhook receiver,
 # default 9102), NOTIFY_WEBHOOK_URL (where deploy/notify.yaml's webhook sends; default the demo
-# receiver), STORMWATCH_DEMO_ARGS (extra `stormwatch demo` arguments).
+# receiver), STORMWATCH_DEMO_ARGS (extra `stormwatch demo` arguments), STORMWATCH_STACK_KEEP=1
+# (keep Kafka data that no process touched for STORMWATCH_STACK_MAX_GAP_MIN minutes, default 30;
+# otherwise a stopped stack's stale data is deleted at `up`, see reset_stale_data).
 # A second stack next to a running one, e.g.:
 #   STORMWATCH_STACK_DIR=var/stack2 STORMWATCH_STACK_KAFKA_DIR=var/kafka/stack2 \
 #   STORMWATCH_KAFKA_PORT=19092 STORMWATCH_GATEWAY_PORT=19095 STORMWATCH_DEMO_RECEIVER_PORT=19102 \
@@ -123,6 +125,21 @@ kafka() {
     bash deploy/kafka/local-kafka.sh "$command" --port "$KAFKA_PORT" "$@" </dev/null
 }
 
+# A demo stack brought up again after a long stop starts from empty topics. With a topology the
+# correlator's event time walks through the whole gap, three quarters of link.delay per round trip
+# through the linker, before it reaches the new storm (docs/operations.md, "Catching up over a long
+# gap"): minutes for a gap of hours, longer than the demo waits. STORMWATCH_STACK_KEEP=1 keeps them.
+reset_stale_data() {
+    local dir=${KAFKA_DIR:-var/kafka/single} max_gap=${STORMWATCH_STACK_MAX_GAP_MIN:-30}
+    [[ -f $dir/cluster.id ]] && [[ ${STORMWATCH_STACK_KEEP:-0} != 1 ]] || return 0
+    kafka status >/dev/null 2>&1 && return 0 # a broker we did not stop: never touch its data
+    if [[ -z $(find "$dir" -type f -newermt "-$max_gap minutes" -print -quit 2>/dev/null) ]]; then
+        log "the stack's Kafka data in $dir is older than $max_gap minutes: starting from empty topics"
+        log "(linking would first walk event time through the whole gap; STORMWATCH_STACK_KEEP=1 keeps the data)"
+        rm -rf "$dir"
+    fi
+}
+
 up_local() {
     write_config
     if [[ ! -f $STACK_DIR/ingest.pid ]]; then
@@ -134,6 +151,7 @@ up_local() {
             rm -f "$KAFKA_KEPT"
         fi
     fi
+    if [[ ! -f $STACK_DIR/ingest.pid ]] && [[ ! -f $KAFKA_KEPT ]]; then reset_stale_data; fi
     kafka start
     sw topics create
     local entry rest
