@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -44,6 +45,7 @@ from stormwatch.bench.pipeline import BenchPipeline, Worker
 from stormwatch.bench.procstat import ProcSample, loadavg, machine
 from stormwatch.bench.results import check_targets, percentiles, process_figures, rate, ratio
 from stormwatch.bench.workloads import WORKLOADS, SteadyLoad, SteadySpec, Storm, StormSpec, default_spec
+from stormwatch.errors import UserError
 from stormwatch.kafka.client import read_topic
 from stormwatch.kafka.txloop import TRIM_INTERVAL_S
 from stormwatch.streams.core.rules import CorrelationRule, RulesConfig
@@ -271,6 +273,11 @@ def _profilers(options: BenchOptions, workers: list[Worker], tag: str) -> list[s
     """py-spy recorders attached to the workers (``--profile DIR``); they stop when a worker does."""
     if options.profile_dir is None:
         return []
+    if shutil.which(_py_spy()) is None:
+        raise UserError(
+            "--profile records with py-spy, which is not installed: "
+            "run `.venv/bin/pip install -e '.[bench]' -c constraints.txt` and try again"
+        )
     options.profile_dir.mkdir(parents=True, exist_ok=True)
     procs = []
     for w in workers:

@@ -2,8 +2,11 @@
 
 Each request is validated with the same adapters ingest uses (``schemas.adapters.parse_record_checked``:
 the same checks and dead letters as ``parse_record`` without building pydantic models, which cost
-the gateway about 10 µs of CPU per alert; the format forced by the endpoint) and written to the raw topic as one record with the
-``stormwatch-format`` header. The answer is 2xx only after Kafka acknowledged the write (idempotent
+the gateway about 10 µs of CPU per alert; the format forced by the endpoint) and written to the raw
+topic as one record: the parsed alerts' notes (header ``stormwatch-encoding: notes-v1``,
+streams.core.canonical), which ingest reads without parsing again; or, when some alert of the
+request is invalid, the body as it came with the ``stormwatch-format`` header, so ingest
+dead-letters those alerts with their original JSON. The answer is 2xx only after Kafka acknowledged the write (idempotent
 producer, acks=all); while Kafka is unreachable the gateway answers 503 with ``Retry-After``, so a
 sender keeps its alerts and retries. docs/gateway.md describes the endpoints and status codes.
 
@@ -40,11 +43,20 @@ from stormwatch.kafkasink import DeliveryError, KafkaSink, RecordTooLarge, kafka
 from stormwatch.metrics import process_wide
 from stormwatch.readmodel.follower import ReadModelFollower
 from stormwatch.readmodel.model import ReadModel
-from stormwatch.schemas.adapters import FORMAT_HEADER, CheckedResult, ParseLimits, parse_record_checked
+from stormwatch.schemas.adapters import (
+    ENCODING_HEADER,
+    FORMAT_HEADER,
+    NOTES_V1,
+    CheckedResult,
+    ParseLimits,
+    parse_record_checked,
+)
 from stormwatch.schemas.adapters.base import show
 from stormwatch.schemas.alert import InputFormat
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.schemas.fingerprint import canonical_labels
+from stormwatch.streams.core.canonical import encode_notes
+from stormwatch.streams.core.wire import MsMemo
 
 log = logging.getLogger("stormwatch.gateway")
 
@@ -273,6 +285,7 @@ class Gateway:
         self.metrics = metrics or gateway_metrics()
         self.readmodel = readmodel
         self.limits = ParseLimits.from_settings(settings.ingest)
+        self._to_ms = MsMemo()
         token = self.config.bearer_token
         self._token = token.encode() if token is not None else None
         self.connections = ConnectionGuard(
@@ -541,13 +554,14 @@ class Gateway:
     async def _forward(self, endpoint: Endpoint, prepared: Prepared, received_ms: int) -> web.Response:
         result = prepared.result
         fmt = endpoint.format.value
+        headers: list[tuple[str, str | bytes | None]] = [(FORMAT_HEADER, fmt.encode())]
+        if result.dead_letters:  # ingest dead-letters the invalid alerts with their original JSON
+            value = prepared.value
+        else:  # parsed once: ingest reads the notes without the adapters (streams.core.canonical)
+            value = encode_notes(result.alerts, received_ms, self._to_ms)
+            headers.append((ENCODING_HEADER, NOTES_V1))
         try:
-            await self.sink.send(
-                prepared.value,
-                key=record_key(result),
-                headers=[(FORMAT_HEADER, fmt.encode())],
-                timestamp_ms=received_ms,
-            )
+            await self.sink.send(value, key=record_key(result), headers=headers, timestamp_ms=received_ms)
         except RecordTooLarge as exc:
             raise HttpError(413, f"Kafka refused the record for its size: {exc}", label="too large") from None
         except DeliveryError as exc:

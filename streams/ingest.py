@@ -13,7 +13,7 @@ import logging
 import time
 import zlib
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -21,7 +21,7 @@ from stormwatch.config import Settings
 from stormwatch.kafka.client import make_consumer
 from stormwatch.kafka.txloop import BatchResult, Output, coordinates
 from stormwatch.metrics import PipelineMetrics
-from stormwatch.schemas.adapters import ParseLimits, parse_record_checked
+from stormwatch.schemas.adapters import ParseLimits
 from stormwatch.schemas.commands import CommandResult, OperatorAction, OperatorCommand
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.schemas.incident_id import IncidentId
@@ -169,8 +169,8 @@ class IngestStage:
             self._raw_owned[partition] = ts
         if ts > self._newest:
             self._newest = ts
-        # Checked fields, not pydantic Alerts: each alert becomes a compact note at once.
-        result = parse_record_checked(
+        # Checked fields or the gateway's notes, never pydantic Alerts: each alert becomes a note at once.
+        result = self.batcher.add_raw(
             msg.value() or b"",
             topic=topic,
             partition=partition,
@@ -181,7 +181,7 @@ class IngestStage:
         )
         for dead in result.dead_letters:
             outputs.append(self._dlq(dead))
-        notes, broadcasts = self.batcher.add_record(result)
+        broadcasts = result.broadcasts
         for value in broadcasts:
             outputs.extend(self._broadcast(value))
         if broadcasts:  # sent to every partition: every partition is hot
@@ -189,7 +189,7 @@ class IngestStage:
             for p in range(self.partitions):
                 self.policy.routed(p, self._newest, now)
         if self.metrics is not None:
-            self.metrics.record_ingest(_Parsed(notes, result.dead_letters))
+            self.metrics.record_ingest(result)
 
     def _dlq(self, dead: DeadLetter) -> Output:
         key = f"{dead.source_topic}/{dead.source_partition}/{dead.source_offset}"
@@ -303,13 +303,6 @@ class IngestStage:
         except KafkaException:
             return False
         return position >= 0 and high >= 0 and position >= high
-
-
-class _Parsed(NamedTuple):
-    """What PipelineMetrics.record_ingest reads of a parsed record (each alert's source, format)."""
-
-    alerts: list[wire.AlertNote]
-    dead_letters: list[DeadLetter]
 
 
 def _headers(msg: Message) -> dict[str, bytes] | None:

@@ -5,13 +5,15 @@ point (one call per raw record, never raises).
 """
 
 from stormwatch.schemas.adapters.base import CheckedResult, ParseResult, sanitize_label_name
-from stormwatch.schemas.adapters.detect import FORMAT_HEADER, detect_format
+from stormwatch.schemas.adapters.detect import ENCODING_HEADER, FORMAT_HEADER, NOTES_V1, detect_format
 from stormwatch.schemas.adapters.record import parse_record, parse_record_checked
 from stormwatch.schemas.limits import DEFAULT_LIMITS, ParseLimits
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "ENCODING_HEADER",
     "FORMAT_HEADER",
+    "NOTES_V1",
     "CheckedResult",
     "ParseLimits",
     "ParseResult",

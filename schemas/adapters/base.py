@@ -235,7 +235,37 @@ class ParseContext:
         self.truncated_alerts = 0
         self._next_index = 0
 
+    @classmethod
+    def for_record(
+        cls,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+        limits: ParseLimits,
+        *,
+        checked_only: bool,
+    ) -> ParseContext:
+        """The context of one raw record; its timestamp is the alerts' ``received_at``."""
+        return cls(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            received_at=from_epoch_ms(timestamp_ms),
+            limits=limits,
+            checked_only=checked_only,
+        )
+
     # ---- batches
+
+    def check_record_size(self, size: int) -> None:
+        """Checked before decoding: a record over ``max_record_bytes`` is never parsed."""
+        if size > self.limits.max_record_bytes:
+            raise RecordError(
+                R.TOO_LARGE,
+                "",
+                f"record is {size} bytes, limit {self.limits.max_record_bytes} (ingest.max_record_bytes)",
+            )
 
     def check_batch(self, count: int, path: str) -> None:
         if count > self.limits.max_alerts_per_record:

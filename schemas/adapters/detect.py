@@ -10,9 +10,13 @@ from typing import Any
 
 from stormwatch.schemas.alert import InputFormat
 
-__all__ = ["FORMAT_HEADER", "detect_format", "looks_like_alertmanager"]
+__all__ = ["ENCODING_HEADER", "FORMAT_HEADER", "NOTES_V1", "detect_format", "looks_like_alertmanager"]
 
 FORMAT_HEADER = "stormwatch-format"
+ENCODING_HEADER = "stormwatch-encoding"
+"""With the value ``NOTES_V1``: the gateway's already parsed alerts (streams.core.canonical), which
+ingest reads without the adapters; ``stormwatch-format`` then names the format the gateway got."""
+NOTES_V1 = b"notes-v1"
 
 _PROMETHEUS_KEYS = ("labels", "startsAt", "endsAt", "generatorURL")
 

@@ -20,13 +20,12 @@ from stormwatch.schemas.adapters.base import (
     ParseResult,
     R,
     RecordError,
-    from_epoch_ms,
     log,
     show,
     type_name,
 )
 from stormwatch.schemas.adapters.depth import depth_exceeds
-from stormwatch.schemas.adapters.detect import FORMAT_HEADER, detect_format
+from stormwatch.schemas.adapters.detect import ENCODING_HEADER, FORMAT_HEADER, NOTES_V1, detect_format
 from stormwatch.schemas.alert import InputFormat
 from stormwatch.schemas.limits import DEFAULT_LIMITS, ParseLimits
 
@@ -103,14 +102,7 @@ def _run(
     *,
     checked_only: bool,
 ) -> ParseContext:
-    ctx = ParseContext(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        received_at=from_epoch_ms(timestamp_ms),
-        limits=limits,
-        checked_only=checked_only,
-    )
+    ctx = ParseContext.for_record(topic, partition, offset, timestamp_ms, limits, checked_only=checked_only)
     raw = b"" if value is None else bytes(value)
     try:
         _parse(raw, headers, ctx)
@@ -184,11 +176,13 @@ def _parse(raw: bytes, headers: Mapping[str, bytes | str | None] | None, ctx: Pa
     limits = ctx.limits
     if not raw:
         raise RecordError(R.EMPTY, "", "empty record")
-    if len(raw) > limits.max_record_bytes:
+    ctx.check_record_size(len(raw))
+    if headers and headers.get(ENCODING_HEADER) in (NOTES_V1, NOTES_V1.decode()):
         raise RecordError(
-            R.TOO_LARGE,
+            R.UNKNOWN_FORMAT,
             "",
-            f"record is {len(raw)} bytes, limit {limits.max_record_bytes} (ingest.max_record_bytes)",
+            "a notes-v1 record (alerts the gateway already parsed) is read by ingest "
+            "(stormwatch.streams.core.canonical), not by the input-format adapters",
         )
     declared = _declared_format(headers)
     ctx.format = declared

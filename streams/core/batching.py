@@ -9,18 +9,28 @@ cost per group, not per alert), and to every partition when every partition must
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Iterator, Mapping
+from typing import NamedTuple
 
-from stormwatch.schemas.adapters import CheckedResult
+from stormwatch.schemas.adapters import CheckedResult, ParseLimits, parse_record_checked
+from stormwatch.schemas.adapters.base import AdapterError, ParseContext
 from stormwatch.schemas.common import ms_from_dt
+from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.streams.core import wire
+from stormwatch.streams.core.canonical import decode_notes, is_notes
 from stormwatch.streams.core.routing import Route, Router
 from stormwatch.streams.core.rules import RulesConfig
 
-__all__ = ["AlertBatcher"]
+__all__ = ["AlertBatcher", "RawRecord"]
 
-_MS_MEMO_SIZE = 4096
+
+class RawRecord(NamedTuple):
+    """What one raw record gave: its alerts' notes, its dead letters, and the records every
+    correlator partition must get."""
+
+    alerts: list[wire.AlertNote]
+    dead_letters: list[DeadLetter]
+    broadcasts: list[bytes]
 
 
 class AlertBatcher:
@@ -30,7 +40,45 @@ class AlertBatcher:
         self.router = Router(rules)
         self._inhibit_rules = rules.inhibit_rules
         self._buckets: dict[str, tuple[Route, list[wire.AlertNote]]] = {}
-        self._ms_memo: dict[datetime, int] = {}
+        self._to_ms = wire.MsMemo()
+
+    def add_raw(
+        self,
+        value: bytes,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+        headers: Mapping[str, bytes] | None,
+        limits: ParseLimits,
+    ) -> RawRecord:
+        """One raw record, as ingest and replay read it: the gateway's parsed notes
+        (streams.core.canonical) or any input format through the adapters."""
+        if not is_notes(headers):
+            result = parse_record_checked(
+                value,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                timestamp_ms=timestamp_ms,
+                headers=headers,
+                limits=limits,
+            )
+            notes, broadcasts = self.add_record(result)
+            return RawRecord(notes, result.dead_letters, broadcasts)
+        ctx = ParseContext.for_record(topic, partition, offset, timestamp_ms, limits, checked_only=True)
+        try:
+            decoded = decode_notes(value, timestamp_ms, ctx)
+        except AdapterError as exc:
+            return RawRecord([], [ctx.dead_letter(exc.reason, exc.detail, value, None)], [])
+        except Exception as exc:  # a bug must cost one dead letter, never the stream
+            detail = f"internal error reading notes ({type(exc).__name__}: {str(exc)[:200]})"
+            return RawRecord([], [ctx.dead_letter(DeadLetterReason.INVALID_ALERT, detail, value, None)], [])
+        sent_everywhere: list[bytes] = []
+        for note, has_source_key in decoded:
+            sent_everywhere.extend(self.add(note, has_source_key))
+        return RawRecord([note for note, _ in decoded], ctx.dead_letters, sent_everywhere)
 
     def add_record(self, parsed: CheckedResult) -> tuple[list[wire.AlertNote], list[bytes]]:
         """Every alert of one parsed raw record: its notes, and the records every partition must
@@ -72,12 +120,3 @@ class AlertBatcher:
                 gkhash,
                 wire.encode_alert_batch(gkhash, route.group_key, route.rule.name, route.group_labels, notes),
             )
-
-    def _to_ms(self, when: datetime) -> int:
-        """``ms_from_dt``, memoized: the alerts of one push mostly share startsAt and endsAt."""
-        ms = self._ms_memo.get(when)
-        if ms is None:
-            if len(self._ms_memo) >= _MS_MEMO_SIZE:
-                self._ms_memo.clear()
-            ms = self._ms_memo[when] = ms_from_dt(when)
-        return ms

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from stormwatch.schemas.adapters import ParseLimits, parse_record_checked
+from stormwatch.schemas.adapters import ParseLimits
 from stormwatch.schemas.dlq import DeadLetter
 from stormwatch.schemas.incident import IncidentEvent
 from stormwatch.streams.core import wire
@@ -44,7 +44,7 @@ class Replay:
 
     def record(self, value: bytes, timestamp_ms: int, headers: Mapping[str, bytes] | None = None) -> None:
         """One raw record (any input format), as if it had been read from the raw topic."""
-        result = parse_record_checked(
+        result = self.batcher.add_raw(
             value,
             topic=SOURCE,
             partition=0,
@@ -55,8 +55,7 @@ class Replay:
         )
         self._records += 1
         self.dead_letters.extend(result.dead_letters)
-        _notes, broadcasts = self.batcher.add_record(result)
-        for broadcast in broadcasts:
+        for broadcast in result.broadcasts:
             self.write(broadcast)
         for _gkhash, batch in self.batcher.drain():
             self.write(batch)

@@ -44,6 +44,24 @@ RESULT = "res"
 INHIBITOR = "inh"
 
 
+class MsMemo:
+    """``ms_from_dt``, memoized: the alerts of one push mostly share startsAt and endsAt."""
+
+    __slots__ = ("_memo",)
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._memo: dict[datetime, int] = {}
+
+    def __call__(self, when: datetime) -> int:
+        ms = self._memo.get(when)
+        if ms is None:
+            if len(self._memo) >= self.SIZE:
+                self._memo.clear()
+            ms = self._memo[when] = ms_from_dt(when)
+        return ms
+
+
 @dataclass(slots=True)
 class AlertNote:
     """The correlator's compact view of one alert notification (times in epoch ms)."""

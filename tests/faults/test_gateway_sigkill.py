@@ -35,6 +35,7 @@ from stormwatch.kafka.client import read_topic
 from stormwatch.kafka.topics import create_topics, delete_topics
 from tests.kit.paths import ROOT
 from tests.kit.ports import free_port
+from tests.kit.records import reparse
 from tests.kit.workers import worker_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
@@ -179,7 +180,7 @@ def test_sigkilled_gateway_loses_no_acknowledged_alert(
 
     written: list[int] = []
     for msg in read_topic(settings, settings.topics.raw, timeout_s=30):
-        written += [int(a["labels"]["seq"]) for a in orjson.loads(msg.value() or b"{}")["alerts"]]
+        written += [int(note.labels["seq"]) for note in reparse(msg).alerts]
     present = set(written)
     acknowledged = {a.seq for a in answers if a.status == 200}
     unanswered = {a.seq for a in answers if a.status == 0}

@@ -12,10 +12,13 @@ import time
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from stormwatch.config import Settings
 from stormwatch.kafka.client import make_producer
+from stormwatch.schemas.adapters import ParseLimits
+from stormwatch.streams.core.batching import AlertBatcher, RawRecord
+from stormwatch.streams.core.rules import RulesConfig
 
 
 def storm_records(
@@ -116,3 +119,31 @@ class PacedProducer(threading.Thread):
                     self.producer.poll(0.1)
             self.producer.poll(0)
         self.undelivered = self.producer.flush(120)
+
+
+def read_raw(
+    value: bytes, headers: dict[str, bytes], ts: int, topic: str = "raw", partition: int = 0, offset: int = 0
+) -> RawRecord:
+    """A raw record as the ingest stage reads it (the gateway's notes or any input format)."""
+    return AlertBatcher(RulesConfig()).add_raw(
+        value,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp_ms=ts,
+        headers=headers,
+        limits=ParseLimits(),
+    )
+
+
+def record_headers(msg: Message) -> dict[str, bytes]:
+    headers = msg.headers() or []
+    pairs = headers.items() if isinstance(headers, dict) else headers  # consumed records: a list
+    return {name: value for name, value in pairs if isinstance(value, bytes)}
+
+
+def reparse(msg: Message) -> RawRecord:
+    """Exactly the ingest stage's call on a consumed raw record."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return read_raw(msg.value() or b"", record_headers(msg), msg.timestamp()[1], topic, partition, offset)

@@ -282,11 +282,14 @@ def test_a_receiver_that_does_not_answer_in_time_is_retryable() -> None:
 
 
 class RecordingSink(KafkaSink):
-    """The gateway's sink with its broker replaced by a list: every record the gateway accepted."""
+    """The gateway's sink with its broker replaced by a list: every record the gateway accepted
+    (``records``), and the request body each came from (``bodies``: the gateway writes parsed
+    notes, so the event a receiver sent is read from there)."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.records: list[bytes] = []
+        self.bodies: list[bytes] = []
 
     def start(self) -> None:
         pass
@@ -321,6 +324,15 @@ def gateway() -> Iterator[tuple[str, RecordingSink]]:
     )
     sink = RecordingSink(settings)
     server = GatewayServer(settings, sink=sink)
+    forward = server.gateway._forward
+
+    async def recorded(endpoint: Any, prepared: Any, received_ms: int) -> Any:
+        answer = await forward(endpoint, prepared, received_ms)
+        if answer.status < 300:
+            sink.bodies.append(prepared.value)
+        return answer
+
+    server.gateway._forward = recorded  # type: ignore[method-assign]
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -364,7 +376,7 @@ def test_pagerduty_trigger_then_resolve_share_the_dedup_key(gateway: tuple[str, 
         assert (result.ok, result.status) == (True, 202), result.detail
         answers.append(orjson.loads(result.detail.split(": ", 1)[1]))
     assert [a["dedup_key"] for a in answers] == [INC, INC]
-    trigger, resolve = (orjson.loads(r) for r in sink.records[before:])
+    trigger, resolve = (orjson.loads(r) for r in sink.bodies[before:])
     assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
     assert trigger["dedup_key"] == resolve["dedup_key"] == INC
     assert trigger["payload"]["summary"] == "HighLatency on api"
@@ -379,7 +391,7 @@ def test_pagerduty_acknowledge_and_a_refused_event(gateway: tuple[str, Recording
     acked = event(IncidentEventType.ACKNOWLEDGED, IncidentState.ACKNOWLEDGED, seq=2)
     receiver = PagerDutyReceiver(pd_config(f"{url}/v2/enqueue"), "R" * 32)
     assert receiver.send(payload(acked), timeout_s=TIMEOUT_S).ok
-    assert orjson.loads(sink.records[-1])["event_action"] == "acknowledge"
+    assert orjson.loads(sink.bodies[-1])["event_action"] == "acknowledge"
     bad = PagerDutyReceiver(pd_config(f"{url}/v2/enqueue"), "R" * 32)
     bad.config = bad.config.model_copy(update={"severity": {Severity.CRITICAL: "fatal"}})  # not PagerDuty's
     result = bad.send(payload(OPENED), timeout_s=TIMEOUT_S)
