@@ -860,7 +860,13 @@ def main(argv: list[str] | None = None) -> int:
                 cmd if namespace is None else ["ip", "netns", "exec", namespace, *cmd],
             )
         if args.command == "down":
-            request(control, {"cmd": "shutdown"})
+            try:
+                request(control, {"cmd": "shutdown"})
+            except SwitchError as exc:
+                raise SwitchError(
+                    f"{exc}. If a switch was killed, delete the namespaces it left: `ip netns list`, "
+                    "then `ip netns del NAME` for each of its prefix"
+                ) from exc
             deadline = time.monotonic() + 15
             while control.exists() and time.monotonic() < deadline:
                 time.sleep(0.1)

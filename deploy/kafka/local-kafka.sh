@@ -56,6 +56,11 @@ Environment:
   STORMWATCH_KAFKA_HEAP_OPTS      JVM heap options per node (default "-Xms256m -Xmx512m")
   STORMWATCH_KAFKA_CHECK=java     check readiness with Kafka's Java admin tool even when the
                                   project's .venv (confluent-kafka) exists
+  STORMWATCH_KAFKA_NETNS_PREFIX   run node N in network namespace PREFIXN (e.g. swt-b: node 2 under
+                                  'ip netns exec swt-b2'). deploy/faults/netswitch.py must already
+                                  run, with those namespaces as hosts and every node's broker and
+                                  controller port as their servers; readiness is checked from here,
+                                  through the switch (deploy/faults/README.md). Needs root
 EOF
 }
 
@@ -147,6 +152,7 @@ LIBS_DIR=$CACHE_ROOT/$KAFKA_VERSION/libs
 START_TIMEOUT=${STORMWATCH_KAFKA_START_TIMEOUT:-60}
 STOP_TIMEOUT=${STORMWATCH_KAFKA_STOP_TIMEOUT:-30}
 read -r -a HEAP_OPTS <<<"${STORMWATCH_KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+NETNS_PREFIX=${STORMWATCH_KAFKA_NETNS_PREFIX:-}
 
 # --- layout -------------------------------------------------------------------------------
 # One node: everything in DATA_DIR. Three nodes: DATA_DIR/node-N each, cluster.id shared.
@@ -258,6 +264,23 @@ node_pid() {
 }
 
 port_in_use() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# STORMWATCH_KAFKA_NETNS_PREFIX: node $1 runs in its own network namespace. Its ports in this
+# namespace are the switch's, so whether a port of node $1 is taken is asked inside its namespace.
+node_netns() {
+    local ns=$NETNS_PREFIX$1
+    [[ -e /run/netns/$ns ]] || die "network namespace $ns (node $1, STORMWATCH_KAFKA_NETNS_PREFIX=$NETNS_PREFIX) does not exist; start the switch first: deploy/faults/netswitch.py up --prefix ... (deploy/faults/README.md)"
+    echo "$ns"
+}
+node_port_in_use() {
+    if [[ -z $NETNS_PREFIX ]]; then
+        port_in_use "$2"
+    else
+        local ns
+        ns=$(node_netns "$1") || exit 1
+        ip netns exec "$ns" timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$2" 2>/dev/null
+    fi
+}
 
 # Ports inside the kernel's ephemeral range can be taken at any moment by an outgoing connection
 # (a node failed to bind its controller port that way), so say so before it bites.
@@ -469,11 +492,17 @@ format_storage() {
 }
 
 launch_node() {
-    local i=$1 dir
+    local i=$1 dir netns=()
     dir=$(node_dir "$i")
+    # STORMWATCH_KAFKA_NETNS_PREFIX: in the node's own namespace (ip netns exec execs, no fork).
+    if [[ -n $NETNS_PREFIX ]]; then
+        local ns
+        ns=$(node_netns "$i") || exit 1
+        netns=(ip netns exec "$ns")
+    fi
     # The child writes its own PID and execs Java, so the PID file names the JVM even if setsid forks.
     # shellcheck disable=SC2016  # $$ and $@ belong to the child shell
-    setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/kafka.pid" \
+    setsid "${netns[@]+"${netns[@]}"}" bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/kafka.pid" \
         "$JAVA" "${HEAP_OPTS[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
         -Djava.awt.headless=true -Dlog4j2.configurationFile="$dir/log4j2.properties" \
         -Dkafka.logs.dir="$dir/logs" -cp "$LIBS_DIR/*" kafka.Kafka "$dir/server.properties" \
@@ -629,7 +658,7 @@ cmd_start() {
             local p
             for p in "$(broker_port "$i")" "$(controller_port "$i")"; do
                 warn_ephemeral "$p"
-                port_in_use "$p" && die "port 127.0.0.1:$p is taken by another process; pick another with --port"
+                node_port_in_use "$i" "$p" && die "port 127.0.0.1:$p is taken by another process; pick another with --port"
             done
             write_config "$i"
         done
@@ -708,7 +737,7 @@ cmd_status() {
     for ((i = 1; i <= NODES; i++)); do
         if pid=$(node_pid "$i"); then
             up=$((up + 1))
-            if port_in_use "$(broker_port "$i")"; then state="running, listening"; else state="running, not listening yet"; fi
+            if node_port_in_use "$i" "$(broker_port "$i")"; then state="running, listening"; else state="running, not listening yet"; fi
             echo "node $i: $state (pid $pid), broker 127.0.0.1:$(broker_port "$i"), controller 127.0.0.1:$(controller_port "$i")"
         else
             echo "node $i: stopped (broker port $(broker_port "$i"))"
@@ -787,7 +816,7 @@ cmd_start_node() {
         log "node $i is already running"
     else
         for p in "$(broker_port "$i")" "$(controller_port "$i")"; do
-            port_in_use "$p" && die "port 127.0.0.1:$p is taken by another process"
+            node_port_in_use "$i" "$p" && die "port 127.0.0.1:$p is taken by another process"
         done
         write_config "$i"
         CLUSTER_ID=$(cluster_id)

@@ -31,6 +31,8 @@ ECHO_B = 36612
 """The echo server of host b."""
 HIDDEN = 36613
 """An echo server in host a the switch does not know: unreachable from anywhere else."""
+ECHO_ROOT = 36614
+"""The echo server of the root namespace, which is a host too."""
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -76,9 +78,9 @@ class Echo:
 
 @pytest.fixture(scope="module")
 def switch() -> Iterator[NetSwitch]:
-    with NetSwitch(["a", "b", "c"], {"a": [ECHO_A], "b": [ECHO_B]}) as net:
+    with NetSwitch(["a", "b", "c"], {"a": [ECHO_A], "b": [ECHO_B], "root": [ECHO_ROOT]}) as net:
         echoes = [Echo(net.namespace("a"), ECHO_A), Echo(net.namespace("b"), ECHO_B)]
-        echoes.append(Echo(net.namespace("a"), HIDDEN))
+        echoes += [Echo(net.namespace("a"), HIDDEN), Echo(None, ECHO_ROOT)]
         net.echoes = echoes  # type: ignore[attr-defined]
         yield net
         for echo in echoes:
@@ -118,6 +120,8 @@ def test_reachable_through_the_switch_from_root_and_from_another_host(net: NetSw
         assert roundtrip(sock, b"from b") == b"from b"
     with connect(net, "a", ECHO_B) as sock:  # and the other way round
         assert roundtrip(sock, b"from a") == b"from a"
+    with connect(net, "c", ECHO_ROOT) as sock:  # a server in root, from a namespace
+        assert roundtrip(sock, b"from c") == b"from c"
     after = net.link("root", "a")
     assert after["connections_total"] == before["connections_total"] + 1
     assert after["bytes_root_to_a"] - before["bytes_root_to_a"] == len(b"from root")
@@ -309,6 +313,59 @@ def test_cli_status_and_port_taken(switch: NetSwitch) -> None:
     with pytest.raises(NetSwitchError, match=r"already exists .*ip netns del"):
         NetSwitch(["a"], {"a": [36622]}, prefix=switch.ns_prefix).start()
     assert Path("/run/netns", f"{switch.ns_prefix}a").exists()  # not deleted by the refused switch
+
+
+def test_prefix_and_cli_exec_run_in_the_host(switch: NetSwitch) -> None:
+    client = f"import socket; s = socket.create_connection(('127.0.0.1', {ECHO_A})); s.sendall(b'x'); print(s.recv(1))"
+    run = subprocess.run([*switch.prefix("b"), sys.executable, "-c", client], capture_output=True, text=True)
+    assert run.stdout.strip() == "b'x'", run.stderr
+    inode = os.stat(f"/run/netns/{switch.namespace('b')}").st_ino
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(NETSWITCH),
+            "--control",
+            str(switch.control),
+            "exec",
+            "b",
+            "--",
+            "readlink",
+            "/proc/self/ns/net",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.stdout.strip() == f"net:[{inode}]", run.stderr
+
+
+def test_cli_daemon_up_and_down(tmp_path: Path) -> None:
+    control, pid_file, prefix = tmp_path / "c.sock", tmp_path / "switch.pid", f"swtd{os.getpid() % 10000}-"
+    cli = [sys.executable, str(NETSWITCH), "--control", str(control)]
+    try:
+        up = [
+            *cli,
+            "up",
+            "--prefix",
+            prefix,
+            "--host",
+            "d1",
+            "--server",
+            "d1=36623",
+            "--daemon",
+            "--pid-file",
+        ]
+        subprocess.run([*up, str(pid_file)], check=True, capture_output=True, timeout=60)
+        assert Path("/run/netns", f"{prefix}d1").exists()
+        pid = int(pid_file.read_text())
+        subprocess.run([*cli, "down"], check=True, capture_output=True, timeout=60)
+        assert not Path("/run/netns", f"{prefix}d1").exists()
+        assert not pid_file.exists() and not control.exists()
+        with pytest.raises(ProcessLookupError):
+            for _ in range(100):  # reaped by nobody here: gone once its /proc entry is
+                os.kill(pid, 0)
+                time.sleep(0.05)
+    finally:
+        subprocess.run(["ip", "netns", "del", f"{prefix}d1"], capture_output=True)
 
 
 def test_teardown_removes_namespaces_and_control_socket() -> None:
