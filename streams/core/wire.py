@@ -158,7 +158,7 @@ class AlertNote:
             labels,
             annotations,
             starts_ms,
-            _ends_ms(ends_ms, format, status),
+            alert_end_ms(ends_ms, format, status),
             event_ms,
             source,
             source_key is not None and format in KEYED_FORMATS,
@@ -216,7 +216,8 @@ class Tiebreak:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _ends_ms(ends_ms: int | None, format: InputFormat, status: AlertStatus) -> int | None:
+def alert_end_ms(ends_ms: int | None, format: InputFormat, status: AlertStatus) -> int | None:
+    """An alert's end: Alertmanager's firing alerts without one never expire (``NO_EXPIRY_MS``)."""
     if ends_ms is not None:
         return ends_ms
     if format is InputFormat.ALERTMANAGER and status is AlertStatus.FIRING:
