@@ -49,6 +49,8 @@ def _cpu() -> float:
 
 def _alerts_in(value: bytes | None) -> int:
     doc = orjson.loads(value or b"null")
+    if type(doc) is dict and type(doc.get("al")) is list:  # the gateway's notes-v1 records
+        return len(doc["al"])
     return len(doc) if type(doc) is list else 1
 
 
