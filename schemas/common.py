@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self
 
-import orjson
 from pydantic import BaseModel, ConfigDict
 
 SCHEMA_VERSION = 1
@@ -24,7 +23,10 @@ class Contract(BaseModel):
     schema_version: int = SCHEMA_VERSION
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json", exclude_none=False))
+        # pydantic-core's own JSON writer: the same bytes as orjson over model_dump(mode="json"),
+        # without building the intermediate dicts first (2.8x faster on an event listing
+        # thousands of alert changes, high-cardinality's first wave; issue #16).
+        return self.model_dump_json().encode()
 
     @classmethod
     def from_bytes(cls, data: bytes | str) -> Self:
