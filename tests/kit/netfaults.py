@@ -23,12 +23,15 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.kit.paths import ROOT
+
+if TYPE_CHECKING:
+    from tests.kit.kafka import ScriptKafka
 
 NETSWITCH = ROOT / "deploy" / "faults" / "netswitch.py"
 CLONE_NEWNET = 0x40000000
@@ -242,3 +245,66 @@ def _sides(sides: Iterable[Side]) -> list[list[str]]:
         hosts = side.split(",") if isinstance(side, str) else list(side)
         out.append([h.strip() for h in hosts if h.strip()])
     return out
+
+
+# --- helpers of the partition tests -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def kafka_in_hosts(net: NetSwitch, kafka: ScriptKafka, host_prefix: str) -> Iterator[ScriptKafka]:
+    """``kafka`` started empty with node N in the switch's host ``<host_prefix>N`` (declare each
+    node's broker and controller port as servers of that host), stopped and deleted on exit.
+
+    deploy/kafka/local-kafka.sh runs node N under ``ip netns exec`` when
+    ``STORMWATCH_KAFKA_NETNS_PREFIX`` is set; it is set around the start and the stop only, so
+    processes started meanwhile do not inherit it."""
+    with _environment(STORMWATCH_KAFKA_NETNS_PREFIX=f"{net.ns_prefix}{host_prefix}"):
+        kafka.fresh_start()
+    try:
+        yield kafka
+    finally:
+        with _environment(STORMWATCH_KAFKA_NETNS_PREFIX=f"{net.ns_prefix}{host_prefix}"):
+            kafka.destroy()
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def assignment_log(log: Path, since: int = 0) -> list[tuple[str, list[str]]]:
+    """The ``partitions assigned`` / ``partitions revoked`` lines of a pipeline worker's JSON log
+    (stormwatch.kafka.txloop), from byte offset ``since``: ``[("assigned", ["topic[0]", ...]), ...]``.
+    A revocation is also what a worker logs when its consumer finds its partitions lost (its
+    session timed out: a zombie that noticed)."""
+    with log.open("rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
+    out: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            entry = json.loads(line)
+            msg = entry.get("msg")
+            if msg in ("partitions assigned", "partitions revoked"):
+                out.append((msg.split()[1], [str(p) for p in entry.get("partitions") or []]))
+    return out
+
+
+def owned_partitions(log: Path, since: int = 0) -> set[str]:
+    """The partitions a worker owns according to its log (assigned minus revoked since ``since``)."""
+    owned: set[str] = set()
+    for kind, partitions in assignment_log(log, since):
+        if kind == "assigned":
+            owned.update(partitions)
+        else:
+            owned.difference_update(partitions)
+    return owned

@@ -98,10 +98,13 @@ class PipelineRun:
             *args,
         ]
 
-    def start(self, stage: str, instance: str, extra_args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
-        """Start a worker; ``extra_args`` go after the stage's own (e.g. ``--metrics-port``)."""
+    def start(
+        self, stage: str, instance: str, extra_args: Sequence[str] = (), prefix: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
+        """Start a worker; ``extra_args`` go after the stage's own (e.g. ``--metrics-port``).
+        ``prefix`` goes before the whole command (``ip netns exec NS``: tests.kit.netfaults)."""
         rules = ["--rules", str(self.rules_path)] if stage != "link" else []
-        argv = self._cli(stage, *rules, "--instance-id", instance, *extra_args)
+        argv = [*prefix, *self._cli(stage, *rules, "--instance-id", instance, *extra_args)]
         log = self.workdir / f"{stage}-{instance}-{self.suffix}.log"
         return self.workers.start(f"{stage}:{instance}", argv, log)
 
