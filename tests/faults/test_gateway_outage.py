@@ -19,7 +19,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import aiohttp
 import orjson
@@ -29,6 +28,7 @@ from stormwatch.config import Settings, load_settings
 from stormwatch.gateway import GatewayServer
 from stormwatch.kafka.client import read_topic
 from stormwatch.kafka.topics import create_topics
+from tests.kit.gateway import Answer, probe_sender
 from tests.kit.kafka import ScriptKafka
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
@@ -39,15 +39,6 @@ DOWN_S = 8.0
 UP_AFTER_S = 6.0
 RECOVERY_BOUND_S = 15.0
 """The gateway must answer 2xx again within this long after the broker answers again."""
-
-
-@dataclass(frozen=True)
-class Answer:
-    seq: int
-    sent: float
-    answered: float
-    status: int
-    retry_after: str | None
 
 
 @pytest.fixture
@@ -62,25 +53,6 @@ def outage_settings(outage_broker: ScriptKafka) -> Iterator[Settings]:
     yield settings
 
 
-async def _sender(
-    session: aiohttp.ClientSession, url: str, first: int, step: int, stop: asyncio.Event, out: list[Answer]
-) -> None:
-    seq = first
-    while not stop.is_set():
-        body = {"stormwatch": 1, "alerts": [{"labels": {"alertname": "OutageProbe", "seq": str(seq)}}]}
-        sent = time.monotonic()
-        try:
-            async with session.post(
-                url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
-            ) as r:
-                await r.read()
-                out.append(Answer(seq, sent, time.monotonic(), r.status, r.headers.get("Retry-After")))
-        except aiohttp.ClientError:
-            out.append(Answer(seq, sent, time.monotonic(), 0, None))
-        seq += step
-        await asyncio.sleep(0.05)
-
-
 async def _scenario(settings: Settings, kafka: ScriptKafka) -> tuple[list[Answer], dict[str, float]]:
     server = GatewayServer(settings)
     await server.start()
@@ -92,7 +64,8 @@ async def _scenario(settings: Settings, kafka: ScriptKafka) -> tuple[list[Answer
         url = f"{server.url}/api/v1/alerts"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             senders = [
-                asyncio.create_task(_sender(session, url, i, SENDERS, stop, answers)) for i in range(SENDERS)
+                asyncio.create_task(probe_sender(session, url, "OutageProbe", i, SENDERS, stop, answers))
+                for i in range(SENDERS)
             ]
             await asyncio.sleep(UP_BEFORE_S)
             marks["kill_begin"] = time.monotonic()

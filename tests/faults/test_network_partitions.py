@@ -43,11 +43,9 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import orjson
 import pytest
 import yaml
 from confluent_kafka import KafkaException, TopicPartition
@@ -56,6 +54,7 @@ from stormwatch.config import load_settings
 from stormwatch.kafka.client import make_consumer, read_topic
 from stormwatch.kafka.topics import create_topics
 from stormwatch.schemas.incident import IncidentEvent
+from tests.kit.gateway import Answer, probe_sender
 from tests.kit.kafka import ScriptKafka
 from tests.kit.netfaults import NetSwitch, assignment_log, kafka_in_hosts, owned_partitions, skip_reason
 from tests.kit.paths import ROOT
@@ -314,34 +313,6 @@ ANSWER_SLACK_S = 2.0
 """Beyond the delivery timeout and the gateway's own second: a busy 2-core machine's delay."""
 
 
-@dataclass(frozen=True)
-class Answer:
-    seq: int
-    sent: float
-    answered: float
-    status: int  # 0: no HTTP answer (connection error, client timeout)
-    retry_after: str | None
-
-
-async def _sender(
-    session: aiohttp.ClientSession, url: str, first: int, stop: asyncio.Event, out: list[Answer]
-) -> None:
-    seq = first
-    while not stop.is_set():
-        body = {"stormwatch": 1, "alerts": [{"labels": {"alertname": "NetProbe", "seq": str(seq)}}]}
-        sent = time.monotonic()
-        try:
-            async with session.post(
-                url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
-            ) as r:
-                await r.read()
-                out.append(Answer(seq, sent, time.monotonic(), r.status, r.headers.get("Retry-After")))
-        except (aiohttp.ClientError, TimeoutError):
-            out.append(Answer(seq, sent, time.monotonic(), 0, None))
-        seq += SENDERS
-        await asyncio.sleep(0.05)
-
-
 async def _ready_status(session: aiohttp.ClientSession, base: str) -> int:
     try:
         async with session.get(f"{base}/-/ready") as r:
@@ -360,7 +331,9 @@ async def _gateway_scenario(net: NetSwitch, base: str) -> tuple[list[Answer], di
             assert time.monotonic() < deadline, "the gateway in host gw was not ready within 60 s"
             await asyncio.sleep(0.2)
         senders = [
-            asyncio.create_task(_sender(session, f"{base}/api/v1/alerts", i, stop, answers))
+            asyncio.create_task(
+                probe_sender(session, f"{base}/api/v1/alerts", "NetProbe", i, SENDERS, stop, answers)
+            )
             for i in range(SENDERS)
         ]
         try:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import dataclass
 
 import aiohttp
+import orjson
 
 from stormwatch.config import Settings
 from stormwatch.gateway import GatewayServer
@@ -46,3 +49,42 @@ def gateway_readiness(settings: Settings, timeout_s: float = 20) -> tuple[bool, 
             await server.stop()
 
     return asyncio.run(check())
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One probe request's fate: its alert's ``seq``, when it was sent and answered (monotonic),
+    the HTTP status (0: no HTTP answer, a connection error or client timeout) and Retry-After."""
+
+    seq: int
+    sent: float
+    answered: float
+    status: int
+    retry_after: str | None
+
+
+async def probe_sender(
+    session: aiohttp.ClientSession,
+    url: str,
+    alertname: str,
+    first: int,
+    step: int,
+    stop: asyncio.Event,
+    out: list[Answer],
+) -> None:
+    """POST one native alert per request (label ``seq``: first, first + step, ...) every 50 ms
+    until ``stop``, recording every answer: the gateway outage and partition tests' sender."""
+    seq = first
+    while not stop.is_set():
+        body = {"stormwatch": 1, "alerts": [{"labels": {"alertname": alertname, "seq": str(seq)}}]}
+        sent = time.monotonic()
+        try:
+            async with session.post(
+                url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+            ) as r:
+                await r.read()
+                out.append(Answer(seq, sent, time.monotonic(), r.status, r.headers.get("Retry-After")))
+        except (aiohttp.ClientError, TimeoutError):
+            out.append(Answer(seq, sent, time.monotonic(), 0, None))
+        seq += step
+        await asyncio.sleep(0.05)
