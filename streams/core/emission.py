@@ -172,20 +172,14 @@ def incident_title(group: GroupState, alerts: list[AlertState]) -> str:
     return f"{head} ({context})" if context else head
 
 
-_SEVERITIES = {severity.value: severity for severity in Severity}
-
-
 def alert_change(alert: AlertState, kind: AlertChangeKind, at: int, rule: str | None) -> AlertChange:
     """One alert's change as an event reports it; labels only where the alert is new to the reader."""
     full = kind in _FULL_CHANGES
-    # Built without validation: every value already has its contract type (the labels and
-    # annotations are freshly decoded dicts), and validating one model per alert was the largest
-    # single cost of a storm of new alerts (issue #16, high-cardinality).
-    return AlertChange.model_construct(
+    return AlertChange(
         fingerprint=alert.fingerprint,
         change=kind,
         status=AlertStatus.FIRING if alert.firing else AlertStatus.RESOLVED,
-        severity=_SEVERITIES[alert.severity],
+        severity=Severity(alert.severity),
         at=utc_from_ms(at),
         labels=alert.labels if full else None,
         annotations=alert.annotations if full or kind is AlertChangeKind.UPDATED else None,
