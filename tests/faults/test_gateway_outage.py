@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Iterator
 
 import aiohttp
-import orjson
 import pytest
 
 from stormwatch.config import Settings, load_settings
@@ -30,6 +29,7 @@ from stormwatch.kafka.client import read_topic
 from stormwatch.kafka.topics import create_topics
 from tests.kit.gateway import Answer, probe_sender
 from tests.kit.kafka import ScriptKafka
+from tests.kit.records import reparse
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 
@@ -98,8 +98,7 @@ def test_gateway_answers_503_during_an_outage_and_recovers(
     # Nothing acknowledged is lost: every 2xx alert is in the raw topic.
     written = set()
     for msg in read_topic(outage_settings, outage_settings.topics.raw, timeout_s=30):
-        for alert in orjson.loads(msg.value() or b"{}")["alerts"]:
-            written.add(int(alert["labels"]["seq"]))
+        written.update(int(note.labels["seq"]) for note in reparse(msg).alerts)
     missing = sorted({a.seq for a in ok} - written)
     assert missing == [], f"{len(missing)} alerts answered 2xx are not in the raw topic: {missing[:20]}"
 

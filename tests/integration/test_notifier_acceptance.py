@@ -41,8 +41,10 @@ from stormwatch.bench.notify_outage import run_outage
 from stormwatch.config import Settings
 from stormwatch.kafka.client import make_producer, read_topic
 from stormwatch.kafka.topics import delete_topics
+from stormwatch.schemas.fingerprint import key_fingerprint
 from stormwatch.schemas.incident import IncidentEvent
 from stormwatch.schemas.incident import IncidentEventType as E
+from stormwatch.streams.core.wire import AlertNote
 from tests.kit.http import QuietHandler, serve_http
 from tests.kit.loops import running
 from tests.kit.notify import (
@@ -53,7 +55,7 @@ from tests.kit.notify import (
 )
 from tests.kit.pipeline import PipelineRun
 from tests.kit.ports import free_port
-from tests.kit.records import produce_records
+from tests.kit.records import produce_records, reparse
 from tests.kit.topics import all_topics
 from tests.kit.waits import wait_for
 from tests.kit.workers import Workers
@@ -188,8 +190,9 @@ def test_a_second_gateway_as_the_pagerduty_endpoint_sees_trigger_then_resolve_wi
         stage = stage_for(settings, one_receiver("pd", pagerduty), {"PD_KEY": "k" * 32})
         publish(settings, opened_and_resolved("inc-pd"))
 
-        def raw_events() -> list[dict[str, Any]]:
-            return [orjson.loads(m.value() or b"{}") for m in read_topic(settings, settings.topics.raw)]
+        def raw_events() -> list[AlertNote]:
+            """The events as the gateway parsed them (it writes notes, not the request body)."""
+            return [note for m in read_topic(settings, settings.topics.raw) for note in reparse(m).alerts]
 
         with running(build_notifier_loop(settings, stage, "pd")):
             wait_for("trigger and resolve", lambda: len(raw_events()) >= 2, timeout_s=60)
@@ -197,11 +200,9 @@ def test_a_second_gateway_as_the_pagerduty_endpoint_sees_trigger_then_resolve_wi
     finally:
         workers.stop()
     events = raw_events()
-    assert [(e["event_action"], e["dedup_key"]) for e in events] == [
-        ("trigger", "inc-pd"),
-        ("resolve", "inc-pd"),
-    ]
-    assert events[0]["payload"]["severity"] == "critical" and events[0]["routing_key"] == "k" * 32
+    key = key_fingerprint("pagerduty", "inc-pd")  # the dedup_key is the alert's identity
+    assert [(e.firing, e.fingerprint, e.keyed) for e in events] == [(True, key, True), (False, key, True)]
+    assert events[0].severity == "critical"
 
 
 # -- (d) Apprise: ntfy:// at an ntfy-compatible endpoint on loopback
