@@ -40,6 +40,9 @@ flap: {enabled: false}
 """
 
 
+READ_TIMEOUT_S = 30.0
+
+
 @dataclass
 class PipelineRun:
     """One pipeline's config, rules and topics (created at once), and the workers started on it."""
@@ -124,14 +127,17 @@ class PipelineRun:
 
     # -- results
 
+    # Reads allow Kafka 30 s to answer (read_topic's default is 10): CI's two cores, busy with a
+    # storm and a second test worker, have taken longer to answer a watermark request.
     def events(self) -> list[IncidentEvent]:
         return [
             IncidentEvent.from_bytes(m.value() or b"")
-            for m in read_topic(self.settings, self.settings.topics.incidents)
+            for m in read_topic(self.settings, self.settings.topics.incidents, timeout_s=READ_TIMEOUT_S)
         ]
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        return [orjson.loads(m.value() or b"{}") for m in read_topic(self.settings, self.settings.topics.dlq)]
+        dlq = read_topic(self.settings, self.settings.topics.dlq, timeout_s=READ_TIMEOUT_S)
+        return [orjson.loads(m.value() or b"{}") for m in dlq]
 
     def wait_until(
         self, done: Callable[[list[IncidentEvent]], bool], timeout_s: float
