@@ -74,35 +74,16 @@ LIGHT_BROKER_MODULES = frozenset(
 }
 
 
-MORE_BROKER_TESTS = "brokers-more"
-"""The work unit of the heavy broker tests that need nothing of the others' and wait on no fault:
-the agent, the notifier, the console in a browser and the benchmark smoke runs. They run on the
-worker of the light tests (which otherwise sat idle for two thirds of the run), beside the other
-heavy tests, so the longest worker's chain is shorter."""
-MORE_BROKER_MODULES = frozenset(
-    f"tests/integration/{name}.py"
-    for name in (
-        "test_agent",
-        "test_agent_processes",
-        "test_bench_smoke",
-        "test_console_browser",
-        "test_notifier",
-        "test_notifier_acceptance",
-    )
-)
-
-
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, unknown without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadgroup`` (``make test``: ``-n 2``): the tests outside tests/unit make three work
+    """``--dist loadgroup`` (``make test``: ``-n 2``): the tests outside tests/unit make two work
     units, each run in collection order on one worker: the light broker tests
-    (``LIGHT_BROKER_MODULES``), the heavy ones that need no fault (``MORE_BROKER_MODULES``), and all
-    the others (faults, crashes, storms, the 3-node cluster). The largest unit goes to one worker,
-    the others and the unit tests (each a unit of its own) to whichever worker is free.
+    (``LIGHT_BROKER_MODULES``) and all the others (faults, crashes, storms, the 3-node cluster,
+    browsers). Each unit test is a unit of its own, run on whichever worker is free.
 
-    So the fault tests and the storms run one after the other as without xdist, beside unit tests
-    or lighter broker tests; the second worker starts a session broker of its own (ports and data
-    directory moved, tests.kit.ports.worker_port).
+    So the heavy broker tests run one after the other as without xdist, beside unit tests or
+    light broker tests rather than beside each other; the worker with the light ones starts a
+    session broker of its own (ports and data directory moved, tests.kit.ports.worker_port).
     Done here rather than with ``xdist_group`` marks, which pytest-xdist 3.8 applies by renaming
     ``item._nodeid``, an attribute pytest 9.2 no longer reads.
     """
@@ -114,11 +95,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         def _split_scope(self, nodeid: str) -> str:
             if nodeid.startswith("tests/unit/"):
                 return str(super()._split_scope(nodeid))
-            module = nodeid.split("::", 1)[0]
-            if module in LIGHT_BROKER_MODULES:
+            if nodeid.split("::", 1)[0] in LIGHT_BROKER_MODULES:
                 return LIGHT_BROKER_TESTS
-            if module in MORE_BROKER_MODULES:
-                return MORE_BROKER_TESTS
             return BROKER_TESTS
 
     return BrokerTestsTogether(config, log)
