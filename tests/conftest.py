@@ -67,11 +67,7 @@ LIGHT_BROKER_MODULES = frozenset(
         "test_topics",
         "test_topology_topic",
     )
-) | {
-    # its own 3-node cluster behind the userspace switch, no pipeline and no wall-clock bound: it
-    # uses the core the light tests leave idle instead of lengthening the heavy ones' chain
-    "tests/faults/test_network_smoke.py",
-}
+)
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, unknown without it
