@@ -29,6 +29,7 @@ _ENGINE_COUNTERS = {
     "suppressed_inhibit": ("alerts_suppressed", "inhibition"),
     "suppressed_flapping": ("alerts_suppressed", "flapping"),
     "late_alerts": ("alerts_late", None),
+    "resolved_unknown": ("alerts_resolved_unknown", None),
     "alerts_applied": ("alerts_grouped", None),
     "commands_refused": ("commands_refused", None),
     "flapping_detected": ("flapping_detected", None),
@@ -43,6 +44,12 @@ class PipelineMetrics:
             "stormwatch_alerts_received_total", "Alerts parsed from raw records", ["source", "format"]
         )
         self.raw_records = Counter("stormwatch_raw_records_total", "Raw records consumed by ingest")
+        self.notes_signatures = Counter(
+            "stormwatch_notes_signature_total",
+            "The gateway's notes records read with ingest.notes_key_file, by their signature: valid "
+            "(alerts not checked again), invalid or absent (every alert checked, as without a key)",
+            ["result"],
+        )
         self.dead_letters = Counter(
             "stormwatch_dead_letters_total", "Records and alerts sent to the dead-letter topic", ["reason"]
         )
@@ -58,6 +65,11 @@ class PipelineMetrics:
         )
         self.alerts_grouped = Counter(
             "stormwatch_alerts_grouped_total", "Alerts applied to a correlation group"
+        )
+        self.alerts_resolved_unknown = Counter(
+            "stormwatch_alerts_resolved_unknown_total",
+            "Resolved notifications of alerts the correlator did not know (nothing to resolve), "
+            "e.g. an endsAt already past on arrival: a sender's clock behind",
         )
         self.commands_refused = Counter(
             "stormwatch_commands_refused_total", "Operator or agent requests refused by the state machine"
@@ -156,6 +168,8 @@ class PipelineMetrics:
 
     def record_ingest(self, result: Any) -> None:
         self.raw_records.inc()
+        if result.signature is not None:  # a notes record, read with keys
+            self.notes_signatures.labels(result=result.signature.value).inc()
         # Counted by (source, format) as they come, labels resolved once per pair: a Counter over a
         # generator cost ingest about 1 µs per alert.
         counts: dict[tuple[str, Any], int] = {}

@@ -32,6 +32,7 @@ import orjson
 from stormwatch.schemas.commands import OperatorAction, OperatorCommand
 from stormwatch.schemas.common import utc_from_ms
 from stormwatch.schemas.dlq import DeadLetterReason
+from stormwatch.schemas.incident import AlertChangeKind
 from stormwatch.streams.core import codec, wire
 from stormwatch.streams.core.alerts import AlertIntake
 from stormwatch.streams.core.codec import PARTITION_KEY
@@ -346,6 +347,12 @@ class PartitionEngine:
         gkhash, group_key, rule_name, group_labels = item.route
         state = self.state
         group = state.groups.get(gkhash)
+        known = None if group is None else group.alerts.get(note.fingerprint)
+        if known is None and late and note.ends_ms is not None and note.ends_ms <= t:
+            # Judged at the time it is applied, as the adapters judge an alert at its arrival: its
+            # endsAt has passed, so it is a resolved notification of an alert nobody knew.
+            state.stats["resolved_unknown"] += 1
+            return
         if group is None:
             if not note.firing:
                 state.stats["resolved_unknown"] += 1
@@ -353,8 +360,21 @@ class PartitionEngine:
             group = GroupState(gkhash, group_key, rule_name, group_labels)
             state.add_group(group)
         state.stats["alerts_applied"] += 1
-        if self.alerts.apply(group, note, t):
+        was_firing = None if known is None else known.firing
+        moved = self.alerts.apply(group, note, t)
+        if late:
+            moved = self._mark_late(group, note.fingerprint, was_firing, t) or moved
+        if moved:
             self._reschedule(group)
+
+    def _mark_late(self, group: GroupState, fingerprint: str, was_firing: bool | None, t: int) -> bool:
+        """A late notification that added its alert or flipped it is marked ``late`` in the audit
+        log, beside the change it made (a late plain re-send is only counted): True if marked."""
+        alert = group.alerts.get(fingerprint)
+        if alert is None or alert.firing == was_firing:
+            return False
+        group.mark(alert, AlertChangeKind.LATE, t)
+        return True
 
     def _apply_by_key(self, note: wire.AlertNote, t: int) -> None:
         """A key-only notification: the partition holding the fingerprint applies it, others ignore it."""

@@ -175,6 +175,8 @@ class Incidents:
         inc.title = incident_title(group, candidates)
         group.incident = inc
         group.has_pending = False
+        # An alert that arrived late while the group waited keeps its ``late`` mark: reported here.
+        late = {a.fingerprint: c[1] for a in candidates for c in a.pending if c[0] == AlertChangeKind.LATE}
         for alert in candidates:
             alert.member = True
             alert.pending = NO_CHANGES
@@ -186,6 +188,8 @@ class Incidents:
                 changes.append(alert_change(a, AlertChangeKind.JOINED, a.starts_ms, None))
             else:
                 changes.append(alert_change(a, reason.change_kind, a.starts_ms, reason.id))
+            if a.fingerprint in late:
+                changes.append(alert_change(a, AlertChangeKind.LATE, late[a.fingerprint], None))
         self._state.stats["incidents_opened"] += 1
         self._emitter.observe("open_delay", t - opened_ms, group)
         self._emitter.transition(
