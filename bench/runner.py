@@ -572,6 +572,7 @@ def _interesting(metrics: dict[str, float]) -> dict[str, float]:
         "stormwatch_open_incidents",
         "stormwatch_transactions_total",
         "stormwatch_dead_letters_total",
+        "stormwatch_notes_signature_total",
     )
     return {k: metrics[k] for k in keep if k in metrics}
 
@@ -595,7 +596,8 @@ def _run_storm_http(workload: str, options: BenchOptions) -> dict[str, Any]:
     env = _pipeline(options)
     out: dict[str, Any] = {"spec": _spec_dict(spec), "topics_suffix": env.suffix}
     try:
-        options.say("starting the pipeline and the gateway ...")
+        signed = "signs its notes, ingest verifies them" if env.notes_key_file else "does not sign its notes"
+        options.say(f"starting the pipeline and the gateway (it {signed}: ingest.notes_key_file) ...")
         gateway = env.start_gateway(read_api=options.read_api)  # starts while the workers join
         ingest, correlator, _ = _start_workers(env, options)
         wait_ready(
@@ -631,7 +633,11 @@ def _run_storm_http(workload: str, options: BenchOptions) -> dict[str, Any]:
             alerts, pushed, ingest_done, done, (g0, g1), (i0, i1), (c0, c1)
         )
         out["client"] = _client_figures(alerts, pushed)
-        out["gateway"] = {"read_api": options.read_api, "port": gateway.metrics_port}
+        out["gateway"] = {
+            "read_api": options.read_api,
+            "port": gateway.metrics_port,
+            "notes_signed": env.notes_key_file is not None,
+        }
         out["gateway_metrics"] = {
             k: v
             for k, v in gateway.metrics().items()

@@ -38,6 +38,7 @@ from stormwatch.schemas.yamlerrors import (
     describe,
     error_loc,
 )
+from stormwatch.streams.core.canonical import NotesKeys
 
 
 class _Section(BaseModel):
@@ -196,6 +197,21 @@ class IngestSettings(_Section):
         description="With tick_on_demand: tick every partition this often anyway (bounds how stale an "
         "idle partition's clock gets); 0 = never",
     )
+    notes_key_file: str | None = Field(
+        default=None,
+        description="File of the secret key the gateway signs its notes records with and ingest "
+        "verifies them with; a verified record's alerts are not checked again (docs/security.md). "
+        "One key per line, each at least 32 bytes, used as written: the first signs, every one verifies "
+        "(rotation); make one from 32 random bytes in base64 (docs/input-formats.md, signed notes). "
+        "None = no signature, every alert checked again",
+    )
+
+    def notes_keys(self) -> NotesKeys | None:
+        """The keys of ``notes_key_file`` (None when unset); read at a stage's start, so a file
+        that is missing, unreadable or holds a short key stops it with a ConfigError."""
+        if self.notes_key_file is None:
+            return None
+        return NotesKeys(_read_keys(Path(self.notes_key_file)))
 
 
 class CorrelatorSettings(_Section):
@@ -456,6 +472,31 @@ def _given(data: Any, loc: Loc) -> bool:
             return False
         data = data[seg]
     return True
+
+
+MIN_NOTES_KEY_BYTES = 32
+"""A notes key shorter than this is refused: HMAC-SHA256's strength needs 256 bits of secret."""
+
+
+def _read_keys(path: Path) -> list[bytes]:
+    """The non-blank lines of a key file, stripped; the messages never quote a key."""
+    make = f"make one with: head -c 32 /dev/urandom | base64 > {path}"
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"ingest.notes_key_file {path} does not exist; {make}") from None
+    except OSError as exc:
+        raise ConfigError(f"ingest.notes_key_file {path} cannot be read ({exc.strerror or exc})") from None
+    keys = [line.strip() for line in lines if line.strip()]
+    if not keys:
+        raise ConfigError(f"ingest.notes_key_file {path} holds no key; {make}")
+    for number, key in enumerate(keys, 1):
+        if len(key) < MIN_NOTES_KEY_BYTES:
+            raise ConfigError(
+                f"ingest.notes_key_file {path}: key {number} is {len(key)} bytes, at least "
+                f"{MIN_NOTES_KEY_BYTES} are needed; {make}"
+            )
+    return keys
 
 
 def _read_file(path: Path) -> YamlDocument:

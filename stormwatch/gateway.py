@@ -6,9 +6,12 @@ the gateway about 10 µs of CPU per alert; the format forced by the endpoint) an
 topic as one record: the parsed alerts' notes (header ``stormwatch-encoding: notes-v1``,
 streams.core.canonical), which ingest reads without parsing again; or, when some alert of the
 request is invalid, the body as it came with the ``stormwatch-format`` header, so ingest
-dead-letters those alerts with their original JSON. The answer is 2xx only after Kafka acknowledged the write (idempotent
-producer, acks=all); while Kafka is unreachable the gateway answers 503 with ``Retry-After``, so a
-sender keeps its alerts and retries. docs/gateway.md describes the endpoints and status codes.
+dead-letters those alerts with their original JSON. With ``ingest.notes_key_file`` the notes record
+is signed (header ``stormwatch-signature``, over the record timestamp the gateway sets), so ingest
+trusts it without checking each alert again. The answer is 2xx only after Kafka acknowledged the
+write (idempotent producer, acks=all); while Kafka is unreachable the gateway answers 503 with
+``Retry-After``, so a sender keeps its alerts and retries. docs/gateway.md describes the endpoints
+and status codes.
 
 The same application serves the read and silence half of Alertmanager's API v2
 (stormwatch.amapi) and the operator console (stormwatch.console.web) on the same auth and TLS;
@@ -52,6 +55,7 @@ from stormwatch.schemas.adapters import (
     parse_record_checked,
 )
 from stormwatch.schemas.adapters.base import show
+from stormwatch.schemas.adapters.detect import SIGNATURE_HEADER
 from stormwatch.schemas.alert import InputFormat
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.schemas.fingerprint import canonical_labels
@@ -285,6 +289,7 @@ class Gateway:
         self.metrics = metrics or gateway_metrics()
         self.readmodel = readmodel
         self.limits = ParseLimits.from_settings(settings.ingest)
+        self.notes_keys = settings.ingest.notes_keys()  # signs the notes records (None: unsigned)
         self._to_ms = MsMemo()
         token = self.config.bearer_token
         self._token = token.encode() if token is not None else None
@@ -560,6 +565,8 @@ class Gateway:
         else:  # parsed once: ingest reads the notes without the adapters (streams.core.canonical)
             value = encode_notes(result.alerts, received_ms, self._to_ms)
             headers.append((ENCODING_HEADER, NOTES_V1))
+            if self.notes_keys is not None:  # over received_ms, the record timestamp sent below
+                headers.append((SIGNATURE_HEADER, self.notes_keys.sign(value, received_ms)))
         try:
             await self.sink.send(value, key=record_key(result), headers=headers, timestamp_ms=received_ms)
         except RecordTooLarge as exc:

@@ -49,7 +49,8 @@ class IngestStage:
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
-        self.batcher = AlertBatcher(rules)
+        # with ingest.notes_key_file, the gateway's signed notes are read without re-checking
+        self.batcher = AlertBatcher(rules, settings.ingest.notes_keys())
         self.limits = ParseLimits.from_settings(settings.ingest)
         self.partitions = correlator_partitions
         self.metrics = metrics

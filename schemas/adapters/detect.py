@@ -10,13 +10,24 @@ from typing import Any
 
 from stormwatch.schemas.alert import InputFormat
 
-__all__ = ["ENCODING_HEADER", "FORMAT_HEADER", "NOTES_V1", "detect_format", "looks_like_alertmanager"]
+__all__ = [
+    "ENCODING_HEADER",
+    "FORMAT_HEADER",
+    "NOTES_V1",
+    "SIGNATURE_HEADER",
+    "detect_format",
+    "looks_like_alertmanager",
+]
 
 FORMAT_HEADER = "stormwatch-format"
 ENCODING_HEADER = "stormwatch-encoding"
 """With the value ``NOTES_V1``: the gateway's already parsed alerts (streams.core.canonical), which
 ingest reads without the adapters; ``stormwatch-format`` then names the format the gateway got."""
 NOTES_V1 = b"notes-v1"
+SIGNATURE_HEADER = "stormwatch-signature"
+"""On a notes record, with ``ingest.notes_key_file``: ``v1=`` and the hex HMAC-SHA256 the gateway
+computed with the shared key (streams.core.canonical.NotesKeys); a record it verifies is read
+without re-checking its rows."""
 
 _PROMETHEUS_KEYS = ("labels", "startsAt", "endsAt", "generatorURL")
 

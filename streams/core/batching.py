@@ -5,6 +5,9 @@ offline replay (stormwatch.streams.core.replay) and the tests route alerts the s
 set to a group key (one record per group key and poll batch, so the correlator pays its per-record
 cost per group, not per alert), and to every partition when every partition must see the alert
 (inhibition sources, and resolves/acknowledges that carry only a source key).
+
+With the notes keys (``ingest.notes_key_file``) it also checks the signature of the gateway's notes
+records: a verified record is read without re-checking its rows (streams.core.canonical).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import NamedTuple
 
 from stormwatch.schemas.adapters import CheckedResult, ParseLimits, parse_record_checked
 from stormwatch.schemas.adapters.base import AdapterError, ParseContext
+from stormwatch.schemas.adapters.detect import SIGNATURE_HEADER
 from stormwatch.schemas.common import ms_from_dt
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.streams.core import wire
-from stormwatch.streams.core.canonical import decode_notes, is_notes
+from stormwatch.streams.core.canonical import NotesKeys, NotesSignature, decode_notes, is_notes
 from stormwatch.streams.core.routing import Route, Router
 from stormwatch.streams.core.rules import RulesConfig
 
@@ -25,19 +29,24 @@ __all__ = ["AlertBatcher", "RawRecord"]
 
 
 class RawRecord(NamedTuple):
-    """What one raw record gave: its alerts' notes, its dead letters, and the records every
-    correlator partition must get."""
+    """What one raw record gave: its alerts' notes, its dead letters, the records every
+    correlator partition must get, and, for a notes record read with keys, its signature's check."""
 
     alerts: list[wire.AlertNote]
     dead_letters: list[DeadLetter]
     broadcasts: list[bytes]
+    signature: NotesSignature | None = None
 
 
 class AlertBatcher:
-    """Collects the alerts of one poll batch; ``drain`` gives one record per group key."""
+    """Collects the alerts of one poll batch; ``drain`` gives one record per group key.
 
-    def __init__(self, rules: RulesConfig) -> None:
+    ``notes_keys`` verify the gateway's signed notes (None: every notes record is fully checked).
+    """
+
+    def __init__(self, rules: RulesConfig, notes_keys: NotesKeys | None = None) -> None:
         self.router = Router(rules)
+        self.notes_keys = notes_keys
         self._inhibit_rules = rules.inhibit_rules
         self._buckets: dict[str, tuple[Route, list[wire.AlertNote]]] = {}
         self._to_ms = wire.MsMemo()
@@ -67,18 +76,23 @@ class AlertBatcher:
             )
             notes, broadcasts = self.add_record(result)
             return RawRecord(notes, result.dead_letters, broadcasts)
+        signature = None
+        if self.notes_keys is not None:  # a bad or missing signature is no dead letter: the rows are checked
+            assert headers is not None  # is_notes
+            signature = self.notes_keys.check(headers.get(SIGNATURE_HEADER), value, timestamp_ms)
         ctx = ParseContext.for_record(topic, partition, offset, timestamp_ms, limits, checked_only=True)
         try:
-            decoded = decode_notes(value, timestamp_ms, ctx)
+            decoded = decode_notes(value, timestamp_ms, ctx, trusted=signature is NotesSignature.VALID)
         except AdapterError as exc:
-            return RawRecord([], [ctx.dead_letter(exc.reason, exc.detail, value, None)], [])
+            return RawRecord([], [ctx.dead_letter(exc.reason, exc.detail, value, None)], [], signature)
         except Exception as exc:  # a bug must cost one dead letter, never the stream
             detail = f"internal error reading notes ({type(exc).__name__}: {str(exc)[:200]})"
-            return RawRecord([], [ctx.dead_letter(DeadLetterReason.INVALID_ALERT, detail, value, None)], [])
+            dead = ctx.dead_letter(DeadLetterReason.INVALID_ALERT, detail, value, None)
+            return RawRecord([], [dead], [], signature)
         sent_everywhere: list[bytes] = []
         for note, has_source_key in decoded:
             sent_everywhere.extend(self.add(note, has_source_key))
-        return RawRecord([note for note, _ in decoded], ctx.dead_letters, sent_everywhere)
+        return RawRecord([note for note, _ in decoded], ctx.dead_letters, sent_everywhere, signature)
 
     def add_record(self, parsed: CheckedResult) -> tuple[list[wire.AlertNote], list[bytes]]:
         """Every alert of one parsed raw record: its notes, and the records every partition must

@@ -5,6 +5,9 @@ stormwatch.streams.correlator runs the engine); here it happens in one process o
 correlator partition, so a file of alerts can be turned into the incidents and audit events the
 pipeline would produce, for a what-if on new rules, a test, or a bug report.
 docs/architecture.md ("The core on its own") has an example.
+
+Given the notes keys (``ingest.notes_key_file``), replay reads signed notes records as ingest does,
+without re-checking their rows; without them every row is checked (the result is the same).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from stormwatch.schemas.dlq import DeadLetter
 from stormwatch.schemas.incident import IncidentEvent
 from stormwatch.streams.core import wire
 from stormwatch.streams.core.batching import AlertBatcher
+from stormwatch.streams.core.canonical import NotesKeys
 from stormwatch.streams.core.engine import PartitionEngine
 from stormwatch.streams.core.rules import RulesConfig
 
@@ -33,9 +37,11 @@ class Replay:
     ``write``.
     """
 
-    def __init__(self, rules: RulesConfig, *, limits: ParseLimits | None = None) -> None:
+    def __init__(
+        self, rules: RulesConfig, *, limits: ParseLimits | None = None, notes_keys: NotesKeys | None = None
+    ) -> None:
         self.engine = PartitionEngine(rules, 0, SOURCE)
-        self.batcher = AlertBatcher(rules)
+        self.batcher = AlertBatcher(rules, notes_keys)
         self.limits = limits or ParseLimits()
         self.dead_letters: list[DeadLetter] = []
         self._records = 0  # raw records read (their offsets, as dead letters name them)
