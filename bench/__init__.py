@@ -1,5 +1,5 @@
-"""Benchmarks and long-running checks: ``stormwatch bench``, ``python -m stormwatch.bench.soak``
-and ``python -m stormwatch.bench.readmodel``.
+"""Benchmarks and long-running checks: ``stormwatch bench``, ``python -m stormwatch.bench.soak``,
+``python -m stormwatch.bench.chaos`` and ``python -m stormwatch.bench.readmodel``.
 
 Entry-point layer (docs/architecture.md): it starts pipelines of its own and measures them; the
 workloads, the results format and the procedure are in bench/README.md and docs/performance.md.
@@ -7,6 +7,8 @@ workloads, the results format and the procedure are in bench/README.md and docs/
 
 __all__ = [
     "alertmanager",
+    "chaos",
+    "chart",
     "floor",
     "idle",
     "linking",

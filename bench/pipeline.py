@@ -3,11 +3,13 @@
 Workers run as ``python -m stormwatch.cli ... ingest|correlate`` subprocesses (and the gateway as
 ``... gateway``), exactly as deployed, so each one's CPU time and memory can be read from /proc.
 Progress is read from the outside: the consumer groups' committed offsets against the topics' end
-offsets.
+offsets. As deployed, the gateway signs its notes records and ingest verifies them: each run has its
+own key file (``ingest.notes_key_file``) unless ``sign_notes=False``.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -16,7 +18,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +111,25 @@ class BenchPipeline:
         rules_yaml: str | None = None,
         ingest: dict[str, Any] | None = None,
         correlator: dict[str, Any] | None = None,
+        topic_settings: dict[str, Any] | None = None,
+        extra_config: dict[str, Any] | None = None,
+        sign_notes: bool = True,
     ) -> None:
         self.bootstrap = bootstrap
         self.suffix = uuid.uuid4().hex[:8]
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        topics = TopicSettings.with_prefix("bench", f".{self.suffix}", partitions=partitions)
-        config: dict[str, Any] = {"kafka": {"bootstrap_servers": bootstrap}, "topics": topics}
+        topics = TopicSettings.with_prefix(
+            "bench", f".{self.suffix}", partitions=partitions, **(topic_settings or {})
+        )
+        config: dict[str, Any] = {**(extra_config or {}), "kafka": {"bootstrap_servers": bootstrap}}
+        config["topics"] = topics
+        self.notes_key_file: Path | None = None
+        if sign_notes:
+            self.notes_key_file = workdir / f"notes-{self.suffix}.key"
+            self.notes_key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+            self.notes_key_file.chmod(0o600)
+            ingest = {"notes_key_file": str(self.notes_key_file), **(ingest or {})}
         if ingest:
             config["ingest"] = ingest
         if correlator:
@@ -150,30 +164,53 @@ class BenchPipeline:
 
     # ---- workers
 
-    def start(self, stage: str, instance: str, *, verbose: bool = False) -> Worker:
-        port = free_port()
-        args = [stage, "--instance-id", instance, "--metrics-port", str(port)]
-        if self.rules_path is not None and stage != "link":  # the linker takes no rules
+    def start(
+        self,
+        stage: str,
+        instance: str,
+        *,
+        verbose: bool = False,
+        port: int | None = None,
+        prefix: Sequence[str] = (),
+        extra_args: Sequence[str] = (),
+    ) -> Worker:
+        """A worker of ``stage``; its /metrics on ``port`` (default: a free one), its command line
+        after ``prefix`` (e.g. ``ip netns exec NS``: a host of deploy/faults/netswitch.py)."""
+        port = free_port() if port is None else port
+        args = [stage, "--metrics-port", str(port), *extra_args]
+        if stage != "agent":  # one agent per pipeline: it takes no instance id
+            args += ["--instance-id", instance]
+        if self.rules_path is not None and stage in ("ingest", "correlate"):  # the others take no rules
             args += ["--rules", str(self.rules_path)]
-        return self._spawn(stage, instance, args, port, verbose=verbose)
+        return self._spawn(stage, instance, args, port, verbose=verbose, prefix=prefix)
 
-    def start_gateway(self, *, read_api: bool = True) -> Worker:
-        """``stormwatch gateway`` on 127.0.0.1 and a free port, writing to the run's raw topic.
+    def start_gateway(
+        self, *, read_api: bool = True, port: int | None = None, prefix: Sequence[str] = ()
+    ) -> Worker:
+        """``stormwatch gateway`` on 127.0.0.1 and ``port`` (default: a free one), writing to the
+        run's raw topic.
 
         Its alert endpoints and its /metrics share that port (``Worker.metrics_port``).
         """
-        port = free_port()
+        port = free_port() if port is None else port
         args = ["gateway", "--host", "127.0.0.1", "--port", str(port)]
         if not read_api:
             args.append("--no-read-api")
-        return self._spawn("gateway", "g1", args, port)
+        return self._spawn("gateway", "g1", args, port, prefix=prefix)
 
     def _spawn(
-        self, stage: str, instance: str, args: list[str], port: int, *, verbose: bool = False
+        self,
+        stage: str,
+        instance: str,
+        args: list[str],
+        port: int,
+        *,
+        verbose: bool = False,
+        prefix: Sequence[str] = (),
     ) -> Worker:
         self._starts += 1
         log = self.workdir / f"{stage}-{instance}-{self.suffix}-{self._starts}.log"  # one per start
-        cmd = [sys.executable, "-m", "stormwatch.cli", "--config", str(self.config_path)]
+        cmd = [*prefix, sys.executable, "-m", "stormwatch.cli", "--config", str(self.config_path)]
         if verbose:
             cmd.append("-v")
         cmd += args

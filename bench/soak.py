@@ -36,6 +36,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,14 @@ class StreamStats:
 class AlertStream:
     """Produces the rolling episode population at a steady rate (Prometheus' push format)."""
 
-    def __init__(self, bootstrap: str, topic: str, args: argparse.Namespace) -> None:
-        self.topic = topic
+    def __init__(
+        self,
+        sink: Callable[[bytes, int, int], None],
+        args: argparse.Namespace,
+        stats: StreamStats | None = None,
+    ) -> None:
+        self.sink = sink
+        """Takes one push: its JSON body, its time (epoch ms) and the number of alerts in it."""
         self.per_episode: int = args.alerts_per_episode
         self.resend_s: float = args.resend_s
         self.episode_s: float = args.episode_s
@@ -112,19 +119,9 @@ class AlertStream:
         # resolved, so rate = active episodes * alerts per episode * sends / episode_s.
         sends = math.ceil(self.episode_s / self.resend_s) + 1
         self.active_target = max(1, round(args.rate * self.episode_s / (self.per_episode * sends)))
-        self.stats = StreamStats()
+        self.stats = stats or StreamStats()
         self.episodes: list[Episode] = []
         self._next_number = 0
-        self.producer = Producer(
-            {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 10}
-        )
-
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            self.stats.delivered += 1
-        else:
-            self.stats.delivery_errors += 1
-            self.stats.last_error = err.str()
 
     def _new_episode(self, now: float, first_send: float) -> Episode:
         n = self._next_number
@@ -157,14 +154,7 @@ class AlertStream:
                 if resolved:
                     item["endsAt"] = _iso(now_ms - 1)
                 items.append(item)
-            while True:
-                try:
-                    self.producer.produce(
-                        self.topic, orjson.dumps(items), timestamp=now_ms, on_delivery=self._on_delivery
-                    )
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
+            self.sink(orjson.dumps(items), now_ms, len(chunk))
             self.stats.records_sent += 1
             self.stats.alerts_sent += len(chunk)
 
@@ -184,7 +174,33 @@ class AlertStream:
                 episode.next_send += self.resend_s
             keep.append(episode)
         self.episodes = keep
+
+
+class KafkaSink:
+    """Writes each push as one record of the raw topic (a sender that produces to Kafka itself)."""
+
+    def __init__(self, bootstrap: str, topic: str, stats: StreamStats) -> None:
+        self.topic = topic
+        self.stats = stats
+        self.producer = Producer(
+            {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 10}
+        )
+
+    def __call__(self, body: bytes, now_ms: int, _alerts: int) -> None:
+        while True:
+            try:
+                self.producer.produce(self.topic, body, timestamp=now_ms, on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
         self.producer.poll(0)
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is None:
+            self.stats.delivered += 1
+        else:
+            self.stats.delivery_errors += 1
+            self.stats.last_error = err.str()
 
     def close(self, timeout_s: float) -> int:
         return int(self.producer.flush(timeout_s))
@@ -463,7 +479,9 @@ def main(argv: list[str] | None = None) -> int:
 
     pipeline = Pipeline(settings, workdir)
     probe = LagProbe(settings)
-    stream = AlertStream(args.bootstrap, settings.topics.raw, args)
+    stats = StreamStats()
+    sink = KafkaSink(args.bootstrap, settings.topics.raw, stats)
+    stream = AlertStream(sink, args, stats)
     groups = {
         "ingest": (f"stormwatch-ingest-{names['correlator_input']}", names["raw"]),
         "correlate": (f"stormwatch-correlator-{names['correlator_input']}", names["correlator_input"]),
@@ -513,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(_table_row(sample), flush=True)
                 next_sample += args.sample_s
             time.sleep(0.01)
-        undelivered = stream.close(30)
+        undelivered = sink.close(30)
         if undelivered:
             print(f"soak: {undelivered} records still undelivered at the end", flush=True)
         pipeline.check_alive()
