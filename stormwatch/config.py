@@ -255,6 +255,12 @@ class GatewaySettings(_Section):
     max_connections: int = Field(
         default=1024, ge=1, description="Open connections beyond this are answered 503 and closed at once"
     )
+    console_max_closed_incidents: int = Field(
+        default=20_000,
+        ge=100,
+        description="Closed incidents the console and the read API keep (the oldest closed are let go; "
+        "about 7 KiB each; the audit log keeps every one): bounds the gateway's memory",
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> GatewaySettings:

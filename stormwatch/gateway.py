@@ -648,9 +648,14 @@ class GatewayServer:
         self.readmodel: ReadModelFollower | None = None
         if read_api:
             timeouts, default_timeout = rule_timeouts(settings)
+            keep = self.config.console_max_closed_incidents
             self.readmodel = ReadModelFollower(
                 settings,
-                lambda: ReadModel(resolve_timeouts_ms=timeouts, default_resolve_timeout_ms=default_timeout),
+                lambda: ReadModel(
+                    resolve_timeouts_ms=timeouts,
+                    default_resolve_timeout_ms=default_timeout,
+                    max_closed_incidents=keep,
+                ),
             )
         self.gateway = Gateway(settings, self.sink, readmodel=self.readmodel)
         self._runner: web.AppRunner | None = None

@@ -70,6 +70,11 @@ class MitigationLog:
     by_incident: dict[str, dict[str, MitigationView]] = field(default_factory=dict)
     owner: dict[str, str] = field(default_factory=dict)  # command id -> incident id
 
+    def forget(self, incident_id: str) -> None:
+        """Drop an incident's steps (the read model's retention of closed incidents)."""
+        for command_id in self.by_incident.pop(incident_id, {}):
+            self.owner.pop(command_id, None)
+
     def apply(self, event: IncidentEvent) -> None:
         if event.type not in _STEP_EVENTS:
             return

@@ -36,6 +36,7 @@ from stormwatch.streams.core.muting import SuppressionKind
 from stormwatch.streams.core.projection import IncidentProjection
 
 __all__ = [
+    "DEFAULT_MAX_CLOSED_INCIDENTS",
     "DEFAULT_RESOLVE_TIMEOUT_MS",
     "AlertQuery",
     "AlertView",
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 DEFAULT_RESOLVE_TIMEOUT_MS = 5 * 60 * 1000
+DEFAULT_MAX_CLOSED_INCIDENTS = 20_000
 """The resolve_timeout assumed for a rule the model was not told about (the rules' default)."""
 
 T = TypeVar("T")
@@ -179,7 +181,7 @@ class ReadModel:
     groups: dict[tuple[int, str], GroupState] = field(default_factory=dict, repr=False)
     alert_states: dict[tuple[int, str], dict[str, AlertState]] = field(default_factory=dict, repr=False)
     incident_log: IncidentProjection = field(
-        default_factory=lambda: IncidentProjection(keep_events=False), repr=False
+        default_factory=lambda: IncidentProjection(keep_events=False, keep_fingerprints=False), repr=False
     )
     silence_records: dict[str, _Silence] = field(default_factory=dict, repr=False)
     mitigations: MitigationLog = field(default_factory=MitigationLog, repr=False)
@@ -187,6 +189,13 @@ class ReadModel:
     origins: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
     problems: _Problems = field(default_factory=_Problems)
     applied: int = 0
+    max_closed_incidents: int = DEFAULT_MAX_CLOSED_INCIDENTS
+    """Closed incidents kept, the oldest closed forgotten first: the console's history, bounded
+    (an incident costs about 7 KiB here, whatever its alert count)."""
+    closed_order: dict[str, None] = field(default_factory=dict, repr=False)
+    forgotten_ids: set[str] = field(default_factory=set, repr=False)
+    """Only the ids (about 100 bytes each), so a later event of one is not taken for a new
+    incident with a gap before it."""
 
     # ------------------------------------------------------------------ applying records
 
@@ -229,10 +238,24 @@ class ReadModel:
         except ValidationError as exc:
             self.problems.add(f"incidents: not an incident event ({exc.error_count()} errors)")
             return
+        if event.incident_id in self.forgotten_ids:
+            return  # a late event (a notification's record) of a closed incident already let go
         self.incident_log.apply(event)
         self.mitigations.apply(event)
         if offset >= 0 and event.incident_id not in self.origins:
             self.origins[event.incident_id] = (partition, offset)
+        if event.to_state is IncidentState.CLOSED and event.incident_id not in self.closed_order:
+            self.closed_order[event.incident_id] = None
+            while len(self.closed_order) > self.max_closed_incidents:
+                self._forget(next(iter(self.closed_order)))
+
+    def _forget(self, incident_id: str) -> None:
+        """Drop a closed incident from the console's view (its events stay in the audit log)."""
+        del self.closed_order[incident_id]
+        self.incident_log.forget(incident_id)
+        self.mitigations.forget(incident_id)
+        self.origins.pop(incident_id, None)
+        self.forgotten_ids.add(incident_id)
 
     def apply_silence(self, key: str | None, value: bytes | None, timestamp_ms: int) -> None:
         """One record of the silences topic (keyed by silence id; None deletes)."""

@@ -55,12 +55,16 @@ class _Fold:
 class IncidentProjection:
     """Folds incident events into incidents and keeps each incident's timeline.
 
-    ``keep_events=False`` keeps only what the incident list needs (not the timelines), for
-    folding a long audit log in bounded memory per incident.
+    ``keep_events=False`` keeps only what the incident list needs (not the timelines, nor the
+    alert changes of the latest event), for folding a long audit log in bounded memory per
+    incident. ``keep_fingerprints=False`` does not collect which alerts joined (``Incident.fingerprints``
+    stays empty): for a long-lived reader such as the console's read model, where that list is
+    most of an incident's memory (about 100 bytes per alert it ever had) and nothing reads it.
     """
 
-    def __init__(self, *, keep_events: bool = True) -> None:
+    def __init__(self, *, keep_events: bool = True, keep_fingerprints: bool = True) -> None:
         self._keep_events = keep_events
+        self._keep_fingerprints = keep_fingerprints
         self._folds: dict[str, _Fold] = {}
         self._event_owner: dict[str, tuple[str, int]] = {}  # event_id -> (incident_id, seq)
         self._issues: list[IntegrityIssue] = []
@@ -93,7 +97,7 @@ class IncidentProjection:
             self._event_owner[event.event_id] = (event.incident_id, event.seq)
 
         if fold is None:
-            fold = _Fold(latest=event)
+            fold = _Fold(latest=self._latest(event))
             self._folds[event.incident_id] = fold
             if event.seq != 1:
                 self._issue(
@@ -106,7 +110,7 @@ class IncidentProjection:
                     event,
                     f"{_seq_range(fold.latest.seq + 1, event.seq - 1)} missing (after seq {fold.latest.seq})",
                 )
-            fold.latest = event
+            fold.latest = self._latest(event)
         else:
             self._issue(
                 IssueKind.OUT_OF_ORDER,
@@ -118,12 +122,27 @@ class IncidentProjection:
         fold.event_ids[event.seq] = event.event_id
         if self._keep_events:
             fold.events[event.seq] = event
-        self._accumulate(fold, event)
+        self._accumulate(fold, event, self._keep_fingerprints)
         fold.cached = None
 
+    def _latest(self, event: IncidentEvent) -> IncidentEvent:
+        """The event kept as the incident's latest: without its alert changes when timelines are
+        not kept (only its snapshot, seq and time are read)."""
+        if self._keep_events or not event.alerts:
+            return event
+        return event.model_copy(update={"alerts": []})
+
+    def forget(self, incident_id: str) -> None:
+        """Drop an incident and its event ids (a long-lived reader's retention: the console's)."""
+        fold = self._folds.pop(incident_id, None)
+        if fold is not None:
+            for event_id in fold.event_ids.values():
+                if self._event_owner.get(event_id, ("",))[0] == incident_id:
+                    del self._event_owner[event_id]
+
     @staticmethod
-    def _accumulate(fold: _Fold, event: IncidentEvent) -> None:
-        for change in event.alerts:
+    def _accumulate(fold: _Fold, event: IncidentEvent, fingerprints: bool) -> None:
+        for change in event.alerts if fingerprints else ():
             if change.change is AlertChangeKind.JOINED:
                 seen = fold.joined.get(change.fingerprint)
                 if seen is None or event.seq < seen:

@@ -10,8 +10,11 @@ import pytest
 
 from stormwatch.readmodel import alertmanager as am
 from stormwatch.readmodel.model import AlertQuery, IncidentQuery, ReadModel, compile_matcher, silence_state
+from stormwatch.schemas.alert import AlertStatus
 from stormwatch.schemas.common import Severity, ms_from_dt
 from stormwatch.schemas.incident import (
+    AlertChange,
+    AlertChangeKind,
     IncidentEvent,
     IncidentEventType,
     IncidentSnapshot,
@@ -289,6 +292,40 @@ def test_incidents_from_the_audit_log_filtered_and_paged() -> None:
     incident = model.incident("inc-a")
     assert incident is not None and incident.state is IncidentState.RESOLVED and incident.last_seq == 2
     assert model.counts()["open_incidents"] == 2
+
+
+def test_closed_incidents_beyond_the_bound_are_let_go_oldest_closed_first() -> None:
+    """The console's memory is bounded: the oldest closed incidents are forgotten (the audit log keeps
+    them), open ones never; a later event of a forgotten incident is not a new incident with a gap."""
+    model = ReadModel(max_closed_incidents=2)
+    for n in range(4):
+        model.apply_incident(incident_event(f"inc-{n}", 1, IncidentState.OPEN, n, f"T{n}").to_bytes())
+    for n in (2, 0, 1):  # closed in this order
+        model.apply_incident(incident_event(f"inc-{n}", 2, IncidentState.CLOSED, n, f"T{n}").to_bytes())
+    kept = {i.incident_id for i in model.incidents(IncidentQuery(limit=100)).items}
+    assert kept == {"inc-0", "inc-1", "inc-3"}  # inc-2 closed first: let go; inc-3 is open
+    assert model.incident("inc-2") is None and "inc-2" not in model.origins
+    late = incident_event("inc-2", 3, IncidentState.CLOSED, 2, "T2")
+    model.apply_incident(late.to_bytes())
+    assert model.incident("inc-2") is None
+    assert not model.incident_log.issues()
+
+
+def test_the_read_model_keeps_no_alert_list_per_incident() -> None:
+    """About 100 bytes per alert an incident ever had, which nothing in the console reads."""
+    event = incident_event("inc-a", 1, IncidentState.OPEN, 0, "API down")
+    joined = AlertChange(
+        fingerprint="f1",
+        change=AlertChangeKind.JOINED,
+        status=AlertStatus.FIRING,
+        severity=Severity.CRITICAL,
+        at=T0,
+        labels={"service": "api"},
+    )
+    model = ReadModel()
+    model.apply_incident(event.model_copy(update={"alerts": [joined]}).to_bytes())
+    incident = model.incident("inc-a")
+    assert incident is not None and incident.fingerprints == [] and incident.alert_count == 1
 
 
 # ---------------------------------------------------------------------------- API v2 requests
