@@ -100,6 +100,15 @@ def create_netns(name: str) -> None:
         raise
 
 
+def reserve_ports(ports: list[int]) -> None:
+    """Keep the servers' ports out of this thread's namespace's ephemeral range. A connect from
+    inside it to 127.0.0.1:PORT while nothing listens there (a broker restarting) may otherwise be
+    given PORT as its own source port and connect to itself (TCP simultaneous open), and then the
+    server cannot bind PORT again: seen when a broker restarted in an hour-long run. Run in the
+    namespace (``NetnsSockets.run``): /proc/sys/net is the opening thread's namespace."""
+    Path("/proc/sys/net/ipv4/ip_local_reserved_ports").write_text(",".join(str(p) for p in ports))
+
+
 def delete_netns(name: str) -> None:
     subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
@@ -372,10 +381,12 @@ class Switch:
     # --- start and stop
 
     async def start(self) -> None:
+        ports = sorted({server.port for server in self.servers})
         for host in self.hosts:
             if host != ROOT:
                 create_netns(self.prefix + host)
                 self.created.append(self.prefix + host)
+                await self.netns.run(self.prefix + host, lambda: reserve_ports(ports))
         for server in self.servers:
             for host in self.hosts:
                 if host != server.host:
@@ -490,6 +501,10 @@ class Switch:
         sock.setblocking(False)
         try:
             await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            if sock.getsockname() == sock.getpeername():
+                # Connected to itself (source port == PORT, nothing listening): holding it would
+                # keep the real server from binding PORT when it comes back. A refusal, really.
+                raise ConnectionRefusedError(f"self-connect on 127.0.0.1:{port}")
         except OSError:
             sock.close()
             link.count("upstream_failed")

@@ -338,6 +338,18 @@ def test_prefix_and_cli_exec_run_in_the_host(switch: NetSwitch) -> None:
     assert run.stdout.strip() == f"net:[{inode}]", run.stderr
 
 
+def test_server_ports_are_never_ephemeral_ports_in_a_host(switch: NetSwitch) -> None:
+    """Else a connect to a server that is down (a broker restarting) may get the server's port as
+    its source port and connect to itself, and the server cannot bind it again."""
+    run = subprocess.run(
+        [*switch.prefix("c"), "sysctl", "-n", "net.ipv4.ip_local_reserved_ports"],
+        capture_output=True,
+        text=True,
+    )
+    reserved = {int(p) for p in run.stdout.strip().split(",") if p}
+    assert {ECHO_A, ECHO_B, ECHO_ROOT} <= reserved, run.stdout + run.stderr
+
+
 def test_cli_daemon_up_and_down(tmp_path: Path) -> None:
     control, pid_file, prefix = tmp_path / "c.sock", tmp_path / "switch.pid", f"swtd{os.getpid() % 10000}-"
     cli = [sys.executable, str(NETSWITCH), "--control", str(control)]
