@@ -67,6 +67,8 @@ GATEWAY_PORT = 36850
 METRICS_PORTS = {"in": 36861, "c1": 36862, "c2": 36863}
 ROOT_METRICS = {"linker": 36864, "notifier": 36865, "agent": 36866}
 RECEIVER_PORT = 36880
+MAX_SELF_EXITS = 3
+"""A worker that exits by itself more often than this is left down (a crash loop), not restarted."""
 ROLES: dict[str, tuple[str, str | None, int]] = {
     "gateway": ("gateway", "gw", GATEWAY_PORT),
     "ingest": ("ingest", "in", METRICS_PORTS["in"]),
@@ -414,6 +416,9 @@ class Run:
     fault_state: dict[str, str] = field(default_factory=dict)
     fault_count: int = 0
     started: float = 0.0
+    self_exits: dict[str, int] = field(default_factory=dict)
+    killed: set[str] = field(default_factory=set)
+    """Workers a fault killed, until its heal restarts them."""
 
     @property
     def brokers(self) -> str:
@@ -443,10 +448,14 @@ class Run:
 
     def kill(self, name: str) -> None:
         say(f"$ kill -KILL {self.workers[name].pid}   # {name}")
+        self.killed.add(name)  # the fault's heal restarts it, not _check_workers
         self.workers[name].kill()
 
     def restart(self, name: str) -> None:
-        """The same worker again (same instance id: its transactional id fences the old one)."""
+        """The same worker again (same instance id: its transactional id fences the old one); the
+        old process is gone first, so two never share its metrics port or group membership."""
+        self.workers[name].kill()
+        self.killed.discard(name)
         self._launch(name)
         self.lives[name].append(time.monotonic() - self.started)
         say(f"restarted {name} (pid {self.workers[name].pid})")
@@ -572,13 +581,17 @@ def _check_workers(run: Run) -> None:
     """A worker that exited by itself is a finding: it is restarted (as its supervisor would) and
     the restart is recorded."""
     for name, worker in list(run.workers.items()):
-        if worker.popen.poll() is not None and name != "receiver":
+        if worker.popen.poll() is not None and name != "receiver" and name not in run.killed:
             tail = worker.log.read_text(errors="replace")[-1500:]
             say(f"{name} exited by itself with {worker.popen.returncode}; restarting it. Log tail:\n{tail}")
             run.fault_state.setdefault("exits", "")
             run.fault_state["exits"] += f"{name}@{time.monotonic() - run.started:.0f}s "
-            if name in ROLES:
+            run.self_exits[name] = run.self_exits.get(name, 0) + 1
+            if name in ROLES and run.self_exits[name] <= MAX_SELF_EXITS:
                 run.restart(name)
+            elif name in ROLES:
+                run.killed.add(name)  # a crash loop: left down, and the summary says so
+                say(f"{name} exited by itself {run.self_exits[name]} times: not restarted again")
 
 
 def _baseline(samples: list[Sample], before_s: float) -> dict[str, int]:

@@ -67,7 +67,7 @@ LIGHT_BROKER_MODULES = frozenset(
         "test_topics",
         "test_topology_topic",
     )
-)
+) | {"tests/faults/test_skewed_senders.py"}  # the session broker, one small pipeline, bounds of 60 s
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, unknown without it

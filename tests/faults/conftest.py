@@ -18,6 +18,7 @@ import pytest
 
 from tests.kit.kafka import ScriptKafka
 from tests.kit.paths import ROOT
+from tests.kit.pipeline import PipelineRun
 from tests.kit.ports import worker_dir, worker_port
 
 FAULT_CLUSTER_PORT = worker_port(int(os.environ.get("STORMWATCH_FAULT_CLUSTER_PORT", "27092")))
@@ -62,3 +63,13 @@ def tls_broker() -> Iterator[ScriptKafka]:
     """A single broker on 18392 (controller 18393) that only takes TLS clients with a client
     certificate signed by its throwaway CA (mutual TLS)."""
     yield from _owned(ScriptKafka(1, TLS_BROKER_PORT, _data_dir("faults-tls"), tls=True))
+
+
+@pytest.fixture
+def runs_to_stop() -> Iterator[list[PipelineRun]]:
+    """Runs whose workers are stopped when the test ends, however it ends (before the switch
+    deletes the namespaces some of them run in)."""
+    runs: list[PipelineRun] = []
+    yield runs
+    for run in runs:
+        run.stop_all()

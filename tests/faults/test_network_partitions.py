@@ -110,16 +110,6 @@ def zombie_net(broker: ScriptKafka) -> Iterator[NetSwitch]:
         yield net
 
 
-@pytest.fixture
-def runs_to_stop() -> Iterator[list[PipelineRun]]:
-    """Runs whose workers are stopped when the test ends, however it ends (before the switch
-    deletes the namespaces some of them run in)."""
-    runs: list[PipelineRun] = []
-    yield runs
-    for run in runs:
-        run.stop_all()
-
-
 def _closed(events: list[IncidentEvent]) -> bool:
     return sum(1 for e in events if e.type.value == "closed") >= GROUPS
 
