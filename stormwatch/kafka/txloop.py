@@ -500,7 +500,12 @@ class TransactionalLoop:
                 f"transactional producer stuck for {STUCK_AFTER_S:.0f}s ({error}); replacing it and rewinding"
             )
             return
-        if not error.txn_requires_abort():
+        # _STATE: a produce() refused because the transaction is already in an abortable error (a
+        # record of it failed, e.g. timed out while its broker restarted), which librdkafka does not
+        # flag txn_requires_abort; the way out is the same abort (seen in the hour-long chaos run,
+        # where it ended a correlator).
+        erroneous_state = error.code() == KafkaError._STATE
+        if not (error.txn_requires_abort() or erroneous_state):
             raise exc
         log.warning("aborting transaction after %s; rewinding to the committed offsets", error)
         try:
@@ -511,7 +516,7 @@ class TransactionalLoop:
             )
         except KafkaException as abort_exc:
             abort_error = abort_exc.args[0] if abort_exc.args else None
-            if not (isinstance(abort_error, KafkaError) and abort_error.fatal()):
+            if not (isinstance(abort_error, KafkaError) and (abort_error.fatal() or erroneous_state)):
                 raise
             # the coordinator gave up on the transaction meanwhile (long outage)
             log.warning("abort failed (%s); replacing the producer", abort_error)

@@ -181,6 +181,36 @@ class _TxnProducer:
         return 0
 
 
+class _AbortingProducer(_TxnProducer):
+    """A producer whose transaction is in an abortable error: ``abort_raises`` makes the abort fail too."""
+
+    def __init__(self, abort_raises: KafkaException | None = None) -> None:
+        super().__init__()
+        self.abort_raises = abort_raises
+
+    def abort_transaction(self, timeout: float) -> None:
+        self._call("abort")
+        if self.abort_raises is not None:
+            raise self.abort_raises
+
+
+@pytest.mark.parametrize("abort_fails", [False, True], ids=["abort", "abort-fails"])
+def test_a_produce_refused_for_an_erroneous_transaction_state_aborts_and_rewinds(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch, abort_fails: bool
+) -> None:
+    """produce() raising _STATE ("Erroneous state": the transaction already failed) ends in an abort
+    and a rewind, or a new producer when the abort fails too, never in the worker's exit."""
+    old = _AbortingProducer(_kafka(KafkaError._STATE) if abort_fails else None)
+    fresh = _TxnProducer()
+    monkeypatch.setattr(txloop, "Producer", lambda conf: fresh)
+    rewinds: list[int] = []
+    monkeypatch.setattr(loop, "_rewind", lambda: rewinds.append(1))
+    loop.producer = old  # type: ignore[assignment]
+    loop._recover(_kafka(KafkaError._STATE))
+    assert old.calls == ["abort"] and rewinds == [1]
+    assert loop.producer is (fresh if abort_fails else old)
+
+
 class _OffsetsStage(_IdleStage):
     def handle(self, messages: object, eof: object) -> BatchResult:
         return BatchResult(offsets={("t", 0): 5})
