@@ -346,7 +346,10 @@ def test_server_ports_are_never_ephemeral_ports_in_a_host(switch: NetSwitch) -> 
         capture_output=True,
         text=True,
     )
-    reserved = {int(p) for p in run.stdout.strip().split(",") if p}
+    reserved: set[int] = set()
+    for item in filter(None, run.stdout.strip().split(",")):  # "36611-36612,36622": ranges and ports
+        low, _, high = item.partition("-")
+        reserved.update(range(int(low), int(high or low) + 1))
     assert {ECHO_A, ECHO_B, ECHO_ROOT} <= reserved, run.stdout + run.stderr
 
 
