@@ -879,7 +879,9 @@ def main(argv: list[str] | None = None) -> int:
             # Unread input is not lost input: say so rather than count its alerts as lost.
             verdict["ok"] = False
             verdict["not_caught_up"] = left
-            say(f"the pipeline had not caught up after {drain_s:.0f}s ({left}): lost_alerts includes unread input")
+            say(
+                f"the pipeline had not caught up after {drain_s:.0f}s ({left}): lost_alerts includes unread input"
+            )
         memory = memory_verdict(samples, run.lives, args.warmup_min * 60)
         summary = {
             "command": " ".join(
