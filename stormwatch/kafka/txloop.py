@@ -278,6 +278,13 @@ class TransactionalLoop:
             life.detail = self.stopped_while_waiting
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Before the restore: the partitions' committed offsets, stable (KIP-447: a read_committed
+        # OffsetFetch waits while a previous owner's transaction that sent offsets is still open).
+        # Restoring first could read the changelog up to that open transaction, which may still
+        # commit: the state would lack its writes while the offsets skip its input, and the next
+        # decisions would repeat sequence numbers the audit log already has (the hour-long chaos
+        # run: 128 events written twice after rebalances under faults).
+        self._waiting_out_outages("stable offsets", lambda: self._stable_offsets(consumer, partitions))
         with _collector_paused():  # restoring makes long-lived objects only: nothing to collect
             self._waiting_out_outages("restore", lambda: self.stage.on_assign(consumer, partitions))
         gc.freeze()  # state restored for these partitions lives until they are revoked
@@ -642,6 +649,12 @@ class TransactionalLoop:
             last[(topic, partition)] = offset + 1
         return [TopicPartition(t, p, o) for (t, p), o in last.items()]
 
+    @staticmethod
+    def _stable_offsets(consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The committed offsets of ``partitions`` once no transaction that sent offsets for them is
+        open (librdkafka asks with require_stable under read_committed, and waits)."""
+        return list(consumer.committed(partitions, timeout=REWIND_READ_TIMEOUT_S))
+
     def _rewind(self) -> None:
         """After an abort, re-read everything after the last committed offsets (and rebuild state)."""
         self._status.rewinds += 1
@@ -651,9 +664,9 @@ class TransactionalLoop:
         assigned = list(self._assigned)
         if not assigned:
             return
+        committed = self._stable_offsets(self.consumer, assigned)  # before the restore: see _assign
         self.stage.on_revoke(assigned)
         self.stage.on_assign(self.consumer, assigned)
-        committed = self.consumer.committed(assigned, timeout=REWIND_READ_TIMEOUT_S)
         for tp in committed:
             if tp.offset == OFFSET_INVALID or tp.offset < 0:
                 low, _ = self.consumer.get_watermark_offsets(tp, timeout=REWIND_READ_TIMEOUT_S)
