@@ -284,7 +284,10 @@ class TransactionalLoop:
         # commit: the state would lack its writes while the offsets skip its input, and the next
         # decisions would repeat sequence numbers the audit log already has (the hour-long chaos
         # run: 128 events written twice after rebalances under faults).
-        self._waiting_out_outages("stable offsets", lambda: self._stable_offsets(consumer, partitions))
+        def wait_until_stable() -> None:
+            self._stable_offsets(consumer, partitions)
+
+        self._waiting_out_outages("stable offsets", wait_until_stable)
         with _collector_paused():  # restoring makes long-lived objects only: nothing to collect
             self._waiting_out_outages("restore", lambda: self.stage.on_assign(consumer, partitions))
         gc.freeze()  # state restored for these partitions lives until they are revoked
