@@ -53,7 +53,7 @@ from confluent_kafka.admin import AdminClient
 from stormwatch.bench.chart import Band, Panel, Series, svg
 from stormwatch.bench.pipeline import ROOT, BenchPipeline, Worker
 from stormwatch.bench.soak import RULES as SOAK_RULES
-from stormwatch.bench.soak import AlertStream, StreamStats, rss_mb, slope
+from stormwatch.bench.soak import AlertStream, StreamStats, add_stream_arguments, rss_mb, slope
 from stormwatch.kafka.client import read_topic
 from stormwatch.schemas.incident import AlertChangeKind, IncidentEvent
 
@@ -528,7 +528,8 @@ def run_load(
     recovering: list[tuple[FaultRecord, dict[str, int]]] = []
     last = (0, 0)
     order = [f for f in FAULTS if f.min_brokers <= run.cluster.nodes]
-    random.Random(args.seed).shuffle(order) if args.shuffle else None
+    if args.shuffle:
+        random.Random(args.seed).shuffle(order)
     while (now := time.monotonic()) < end:
         stream.step(wall0 + (now - started))
         if active is None and now >= next_fault and now + 120 < end:
@@ -596,7 +597,7 @@ def _check_workers(run: Run) -> None:
 
 def _baseline(samples: list[Sample], before_s: float) -> dict[str, int]:
     """Per group, the lag it may be back at to count as recovered: the highest of the minute
-    before the fault, plus one second of its input at the rate of that minute (at least 20)."""
+    before the fault, plus 20 records."""
     window = [s for s in samples if before_s - 60 <= s.t_s <= before_s] or samples[-3:]
     out: dict[str, int] = {}
     for stage in window[-1].lag if window else []:
@@ -799,10 +800,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--brokers", type=int, choices=(1, 3), default=1, help="Kafka nodes (3: replication factor 3)"
     )
     p.add_argument("--partitions", type=int, default=6)
-    p.add_argument("--alerts-per-episode", type=int, default=500)
-    p.add_argument("--resend-s", type=float, default=20.0, help="Re-send interval of a firing alert")
-    p.add_argument("--episode-s", type=float, default=120.0, help="How long an episode fires")
-    p.add_argument("--per-record", type=int, default=100, help="Alerts per POST")
+    add_stream_arguments(p, alerts_per_episode=500, resend_s=20.0, episode_s=120.0)
     p.add_argument("--clients", type=int, default=16, help="Concurrent HTTP connections")
     p.add_argument(
         "--priority", type=int, default=10, help="Run everything this much above normal priority (nice -N)"

@@ -421,6 +421,16 @@ def _load() -> str:
 # --------------------------------------------------------------------------------------- main
 
 
+def add_stream_arguments(
+    p: argparse.ArgumentParser, *, alerts_per_episode: int, resend_s: float, episode_s: float
+) -> None:
+    """The options ``AlertStream`` reads, with the caller's defaults (the soak, the chaos run)."""
+    p.add_argument("--alerts-per-episode", type=int, default=alerts_per_episode)
+    p.add_argument("--resend-s", type=float, default=resend_s, help="Re-send interval of a firing alert")
+    p.add_argument("--episode-s", type=float, default=episode_s, help="How long an episode fires")
+    p.add_argument("--per-record", type=int, default=100, help="Alerts per push (one raw record or one POST)")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m stormwatch.bench.soak", description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=2.0, help="How long to produce (default 2)")
@@ -431,10 +441,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Kafka bootstrap servers (default $KAFKA_BOOTSTRAP_SERVERS)",
     )
     p.add_argument("--partitions", type=int, default=3, help="Partitions of the soak's topics")
-    p.add_argument("--alerts-per-episode", type=int, default=100)
-    p.add_argument("--resend-s", type=float, default=10.0, help="Re-send interval of a firing alert")
-    p.add_argument("--episode-s", type=float, default=60.0, help="How long an episode fires")
-    p.add_argument("--per-record", type=int, default=100, help="Alerts per raw record (a push)")
+    add_stream_arguments(p, alerts_per_episode=100, resend_s=10.0, episode_s=60.0)
     p.add_argument("--sample-s", type=float, default=5.0, help="Sampling interval")
     p.add_argument(
         "--warmup-s", type=float, help="Samples before this are warm-up (default: 1/4 of the run, max 5 min)"
