@@ -1,4 +1,5 @@
-"""A degraded network (issue #17): a slow, lossy then flapping network, and a minority leader.
+"""A degraded network (issue #17): a slow, lossy then flapping network, a minority leader, and a
+leader isolated from everyone.
 
 Three brokers run in hosts ``b1``, ``b2``, ``b3`` of deploy/faults/netswitch.py (local-kafka.sh
 with STORMWATCH_KAFKA_NETNS_PREFIX, tests.kit.netfaults.kafka_in_hosts), one module-scoped cluster
@@ -34,7 +35,13 @@ root namespace. Needs root and network namespaces (skipped with the reason other
    nothing until the heal (its heartbeats still reach the old coordinator, its transactional
    offset commits the new one, which answers UNKNOWN_MEMBER_ID), then caught up.
 
-The oracle of both is the crash suite's: the faulted run's audit log equals, incident by incident,
+3. **An isolated leader.** A broker that leads a partition of a plain topic (replication factor 3,
+   min.insync.replicas 2) is cut from everyone: the two other brokers and the clients in the root
+   namespace. The majority must fence it and take its partitions over, and idempotent acks=all
+   writes go on through the two others with nothing lost or twice; after the heal every replica
+   is back in sync and later writes land too. Kafka alone, no pipeline: the switch under Kafka.
+
+The oracle of 1 and 2 is the crash suite's: the faulted run's audit log equals, incident by incident,
 the one of an uninterrupted run over the same raw topic (``canonical``: nothing lost, nothing
 twice, nothing decided differently), each passes ``check_audit_integrity``, no alert came late
 (``stormwatch_alerts_late_total``, read in the correlator's host), and every worker is still alive
@@ -727,3 +734,80 @@ def test_a_leader_cut_from_the_other_brokers_loses_no_acknowledged_write(
     assert set(statuses.values()) == {0}, statuses
     assert (late, ref_late) == (0.0, 0.0), f"late alerts (faulted, reference): {(late, ref_late)}"
     _check_oracle(events, ref_events)
+
+
+# --- 3. an isolated leader ---------------------------------------------------------------------
+
+ISOLATED_TOPIC = "netns-isolated"
+PER_PHASE = 300
+
+
+def _produce_acked(bootstrap: str, keys: list[str]) -> None:
+    """Idempotent acks=all writes of ``keys`` (value = key) to ISOLATED_TOPIC; fails the test
+    unless every one is acknowledged."""
+    failures: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failures.append(err)
+
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "delivery.timeout.ms": 120000,
+        }
+    )
+    for key in keys:
+        producer.produce(ISOLATED_TOPIC, key.encode(), key=key.encode(), on_delivery=delivered)
+        producer.poll(0)
+    assert producer.flush(150) == 0, "records still undelivered after 150 s"
+    assert not failures, f"{len(failures)} records failed: {failures[:3]}"
+
+
+def test_an_isolated_leader_is_fenced_and_the_majority_keeps_serving(
+    healed: tuple[ScriptKafka, NetSwitch],
+) -> None:
+    kafka, net = healed
+    bootstrap = kafka.bootstrap
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    topic = NewTopic(
+        ISOLATED_TOPIC, num_partitions=3, replication_factor=3, config={"min.insync.replicas": "2"}
+    )
+    admin.create_topics([topic])[ISOLATED_TOPIC].result(timeout=30)
+    wait_fully_replicated(bootstrap)
+
+    before = [f"before-{i}" for i in range(PER_PHASE)]
+    _produce_acked(bootstrap, before)
+    leader = _leaders(bootstrap, [ISOLATED_TOPIC])[(ISOLATED_TOPIC, 0)]
+    victim = f"b{leader}"
+
+    net.isolate(victim)
+    assert all(row["state"] == "down" for row in net.status()["links"] if victim in (row["a"], row["b"]))
+    during = [f"during-{i}" for i in range(PER_PHASE)]
+    _produce_acked(bootstrap, during)  # the two others fence the victim and take over its partitions
+    moved = wait_for(
+        f"partition 0 led by a broker other than {leader}",
+        lambda: (
+            (lead := _leaders(bootstrap, [ISOLATED_TOPIC]).get((ISOLATED_TOPIC, 0), leader)) != leader
+            and lead
+        ),
+        60,
+        interval_s=1.0,
+    )
+    values = _topic_values(bootstrap, ISOLATED_TOPIC)
+    assert sorted(values) == sorted(k.encode() for k in before + during), (
+        "lost or duplicated records while a leader was isolated"
+    )
+    cut = net.link(victim, "root")
+    assert cut["connections_refused"] + cut["connections_reset"] > 0
+
+    net.heal()
+    wait_for_brokers(bootstrap, 3, 120)
+    wait_fully_replicated(bootstrap, 180)  # the victim caught up: every replica back in sync
+    after = [f"after-{i}" for i in range(PER_PHASE)]
+    _produce_acked(bootstrap, after)
+    values = _topic_values(bootstrap, ISOLATED_TOPIC)
+    assert sorted(values) == sorted(k.encode() for k in before + during + after)
+    assert moved != leader
