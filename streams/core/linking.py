@@ -842,18 +842,25 @@ def note_for_event(
     """
     failing: dict[ComponentId, int] = {}
     edges: set[Edge] = set()
+    # An opening event carries the whole first wave (hundreds of alerts that name the same few
+    # components): each distinct naming is matched against the topology once.
+    named: dict[tuple[str, ...], tuple[frozenset[ComponentId], frozenset[Edge]]] = {}
     for change in event.alerts:
         if change.change not in _FIRES or change.status is not AlertStatus.FIRING:
             continue
         labels = change.labels if change.labels is not None else labels_of(change.fingerprint)
         if labels is None:
             continue
+        key = topology.naming_key(labels)
+        answer = named.get(key)
+        if answer is None:
+            answer = named[key] = (topology.failing_components(labels), topology.implied_edges(labels))
+            edges |= answer[1]
         at = ms_from_dt(change.at)
-        for component in topology.failing_components(labels):
+        for component in answer[0]:
             known = failing.get(component)
             if known is None or at < known:
                 failing[component] = at
-        edges |= topology.implied_edges(labels)
     kind = _NOTE_KINDS.get(event.type)
     if kind is None:
         if not failing:

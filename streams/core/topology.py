@@ -570,6 +570,8 @@ class Topology:
         for entry in self.config.label_components:
             by_label.setdefault(entry.label, []).append(entry)
         self._by_label = {label: tuple(entries) for label, entries in by_label.items()}
+        matched = {m.name for entry in self.config.label_components for m in entry.match}
+        self._naming_labels = tuple(sorted({*self.scope_labels, *self._by_label, *matched}))
         self._implied = tuple(self.config.implied_relations)
         # (scope, kind, name) -> its dependencies; scope None: declared in every scope
         self._declared: dict[tuple[Scope | None, str, str], TopologyComponent] = {}
@@ -641,6 +643,12 @@ class Topology:
 
     def scope_of(self, labels: Mapping[str, str]) -> Scope:
         return tuple(labels.get(label, "") for label in self.scope_labels)
+
+    def naming_key(self, labels: Mapping[str, str]) -> tuple[str, ...]:
+        """The values of the only labels ``components_of`` reads (a missing label is ''): alerts
+        with equal keys name the same components, so a storm's alerts, which differ in labels no
+        component is named by, can share one answer."""
+        return tuple(labels.get(label, "") for label in self._naming_labels)
 
     def components_of(self, labels: Mapping[str, str]) -> frozenset[ComponentId]:
         """The components an alert's labels name (an empty value names nothing)."""

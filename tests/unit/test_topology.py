@@ -326,18 +326,20 @@ def test_decode_topology_records() -> None:
 # What alerts name
 
 
+_NAMING_TOPOLOGY = """
+    scope_labels: [cluster]
+    label_components:
+      - {label: service, kind: database, match: ['team="db"']}
+      - {label: service, kind: service}
+      - {label: node, kind: node}
+      - {label: kubernetes_node, kind: node}
+      - {label: pod, kind: pod}
+      - {label: instance, kind: host, strip_port: true}
+    """
+
+
 def test_components_of_labels() -> None:
-    topo = topology(
-        """
-        scope_labels: [cluster]
-        label_components:
-          - {label: service, kind: database, match: ['team="db"']}
-          - {label: service, kind: service}
-          - {label: node, kind: node}
-          - {label: kubernetes_node, kind: node}
-          - {label: instance, kind: host, strip_port: true}
-        """
-    )
+    topo = topology(_NAMING_TOPOLOGY)
     labels = {"cluster": "prod-eu-1", "service": "orders", "node": "n1", "instance": "db-1:9100", "x": "y"}
     assert topo.components_of(labels) == {cid("service", "orders"), cid("node", "n1"), cid("host", "db-1")}
     db = {"cluster": "prod-eu-1", "service": "orders-db", "team": "db", "kubernetes_node": "n2"}
@@ -356,6 +358,33 @@ def test_components_of_labels() -> None:
         ("[x]y", "[x]y"),
     ]:
         assert topo.components_of({"cluster": "c", "instance": instance}) == {cid("host", host, ("c",))}
+
+
+_SOME_LABELS = st.dictionaries(
+    st.sampled_from(["cluster", "service", "team", "node", "pod", "instance", "alertname", "severity"]),
+    st.sampled_from(["", "a", "b", "db", "a:9100"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _SOME_LABELS, _SOME_LABELS, st.dictionaries(st.sampled_from(["alertname", "severity", "job"]), st.text())
+)
+def test_alerts_with_one_naming_key_name_the_same_components(
+    one: dict[str, str], two: dict[str, str], noise: dict[str, str]
+) -> None:
+    """note_for_event matches each distinct naming key once: sound only if the key decides every
+    answer derived from components_of, and labels that name nothing do not change it."""
+    topo = topology(_NAMING_TOPOLOGY)
+
+    def answers(labels: dict[str, str]) -> tuple[object, ...]:
+        return topo.components_of(labels), topo.failing_components(labels), topo.implied_edges(labels)
+
+    if topo.naming_key(one) == topo.naming_key(two):
+        assert answers(one) == answers(two)
+    noisy = {**one, **noise}
+    assert topo.naming_key(noisy) == topo.naming_key(one)
+    assert answers(noisy) == answers(one)
 
 
 def test_implied_edges_and_what_an_alert_says_is_failing() -> None:
