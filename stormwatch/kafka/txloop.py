@@ -343,7 +343,9 @@ class TransactionalLoop:
                     self._learn_size(len(records), size)
                 if not records and not eof and not self.stage.idle_work_due():
                     continue
-                self._transact(records, eof)
+                for chunk, last in self._chunks(records):
+                    if not self._transact(chunk, eof if last else set()):
+                        break  # rewound: the rest of this poll is read again from the committed offsets
                 if time.monotonic() >= self._trim_due:
                     self._trim_due = time.monotonic() + TRIM_INTERVAL_S
                     release_free_memory()
@@ -389,6 +391,30 @@ class TransactionalLoop:
         if self._record_bytes <= 0:
             return min(self.max_batch, _FIRST_BATCH)
         return max(1, min(self.max_batch, int(self.max_batch_bytes / self._record_bytes)))
+
+    def _chunks(self, records: list[Message]) -> Iterator[tuple[list[Message], bool]]:
+        """The poll's records as transactions of at most ``max_batch_bytes`` of input (at least one
+        record each), each with whether it is the last.
+
+        The poll was sized from the mean record size so far, which is far off when sizes change:
+        a correlator catching up after an outage reads ingest's catch-up batches, ~50 times the
+        size of its steady-state records, so one poll took up to the whole prefetch queue (64 MB)
+        at once. A transaction's decoded input is what the process's memory peak follows, and
+        CPython keeps the arenas of such a peak: the hour-long chaos run's correlators stayed at
+        0.7-1.6 GB resident with 70 MB of live objects (docs/reliability.md, run 2)."""
+        if self.max_batch_bytes is None or len(records) <= 1:
+            yield records, True
+            return
+        chunk: list[Message] = []
+        size = 0
+        for msg in records:
+            length = len(msg)
+            if chunk and size + length > self.max_batch_bytes:
+                yield chunk, False
+                chunk, size = [], 0
+            chunk.append(msg)
+            size += length
+        yield chunk, True
 
     def _learn_size(self, count: int, size: int) -> None:
         mean = size / count
@@ -458,20 +484,22 @@ class TransactionalLoop:
             with contextlib.suppress(KeyError):
                 self._lag_gauge.remove(tp.topic, str(tp.partition))
 
-    def _transact(self, records: list[Message], eof: set[tuple[str, int]]) -> None:
+    def _transact(self, records: list[Message], eof: set[tuple[str, int]]) -> bool:
+        """One transaction over ``records``; False when it failed and the loop rewound."""
         started = time.monotonic()
         try:
             try:
                 self._run_transaction(records, eof)
             except KafkaException as exc:
                 self._recover(exc)
-                return
+                return False
         except _ProducerHung as hung:  # in the transaction, or in the abort after it
             self._start_over(f"{hung}; replacing the producer and rewinding", hung=True)
-            return
+            return False
         self._status.committed(len(records))
         if self.on_commit is not None:
             self.on_commit(len(records), time.monotonic() - started)
+        return True
 
     def _run_transaction(self, records: list[Message], eof: set[tuple[str, int]]) -> None:
         self.producer.begin_transaction()

@@ -392,3 +392,29 @@ def test_a_stopped_run_leaves_without_flushing_a_producer_still_in_a_call(
         assert consumer.closed and flushes == []
     finally:
         hung.released.set()
+
+
+class _Record:
+    """A consumed record as the loop reads it: len() is the value's size."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def test_a_poll_larger_than_the_byte_budget_is_committed_in_several_transactions(
+    loop: TransactionalLoop,
+) -> None:
+    """A poll sized from small records can bring large ones (a stage catching up): each
+    transaction still takes at most max_batch_bytes of input, and the poll's EOF events go with
+    its last one."""
+    loop.max_batch_bytes = 100
+    records = [_Record(n) for n in (60, 30, 20, 150, 10, 90, 5)]
+    chunks = [([r.size for r in chunk], last) for chunk, last in loop._chunks(records)]  # type: ignore[arg-type]
+    assert chunks == [([60, 30], False), ([20], False), ([150], False), ([10, 90], False), ([5], True)]
+    assert [c for c, _ in chunks if sum(c) > 100] == [[150]]  # one record alone may be larger
+    assert list(loop._chunks([])) == [([], True)]
+    loop.max_batch_bytes = None
+    assert [len(c) for c, _ in loop._chunks(records)] == [7]  # type: ignore[arg-type]
