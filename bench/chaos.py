@@ -289,6 +289,11 @@ class Fault:
     heal: Callable[[Run], None]
     min_brokers: int = 1
 
+    @property
+    def key(self) -> str:
+        """The name as ``--faults`` takes it: ``broker-crash``."""
+        return self.name.lower().replace(" ", "-")
+
 
 @dataclass
 class FaultRecord:
@@ -387,6 +392,16 @@ FAULTS = [
     Fault("half-open link", "correlator", 30, _halfopen, _heal_all),
     Fault("correlator crash", "correlator", 10, _kill_correlator, _restart_correlator),
 ]
+
+
+def _fault_keys(text: str) -> list[str]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = sorted(set(keys) - {f.key for f in FAULTS})
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault {', '.join(unknown) or '(none given)'}; choose from {', '.join(f.key for f in FAULTS)}"
+        )
+    return keys
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -527,7 +542,9 @@ def run_load(
     active: tuple[Fault, FaultRecord, float] | None = None
     recovering: list[tuple[FaultRecord, dict[str, int]]] = []
     last = (0, 0)
-    order = [f for f in FAULTS if f.min_brokers <= run.cluster.nodes]
+    order = [
+        f for f in FAULTS if f.min_brokers <= run.cluster.nodes and (not args.faults or f.key in args.faults)
+    ]
     if args.shuffle:
         random.Random(args.seed).shuffle(order)
     while (now := time.monotonic()) < end:
@@ -795,6 +812,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--first-fault", type=float, default=2.0, help="Minute of the first fault (default 2)")
     p.add_argument("--fault-every", type=float, default=2.0, help="Minutes between faults (default 2)")
     p.add_argument("--shuffle", action="store_true", help="Faults in a shuffled order (--seed)")
+    p.add_argument(
+        "--faults",
+        type=_fault_keys,
+        default=[],
+        help=f"Only these faults, comma-separated, in the usual order (default all): {', '.join(f.key for f in FAULTS)}",
+    )
     p.add_argument("--seed", type=int, default=17)
     p.add_argument(
         "--brokers", type=int, choices=(1, 3), default=1, help="Kafka nodes (3: replication factor 3)"
