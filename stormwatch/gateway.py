@@ -42,6 +42,7 @@ from stormwatch.config import GatewaySettings, Settings
 from stormwatch.connguard import RETRY_AFTER_S, ConnectionGuard, GuardedSite, check_exposure, is_loopback
 from stormwatch.console.web import Console
 from stormwatch.errors import UserError
+from stormwatch.kafka.txloop import TRIM_INTERVAL_S, release_free_memory
 from stormwatch.kafkasink import DeliveryError, KafkaSink, RecordTooLarge, kafka_ready_gauge
 from stormwatch.metrics import process_wide
 from stormwatch.readmodel.follower import ReadModelFollower
@@ -723,9 +724,17 @@ class GatewayServer:
         await loop.run_in_executor(None, self.sink.close, 10.0)
 
     async def serve(self, stop: asyncio.Event) -> None:
-        """Start, run until ``stop`` is set, then stop."""
+        """Start, run until ``stop`` is set, then stop; meanwhile hand the C heap's free pages back
+        to the OS every ``TRIM_INTERVAL_S``. A Kafka outage or a burst of requests leaves the
+        producer's freed buffers resident otherwise: in the hour-long chaos run the gateway grew
+        from 137 to 303 MB, 134 MB of it free in glibc's arenas (docs/reliability.md, run 2)."""
         await self.start()
+        loop = asyncio.get_running_loop()
         try:
-            await stop.wait()
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), TRIM_INTERVAL_S)
+                except TimeoutError:
+                    await loop.run_in_executor(None, release_free_memory)  # ctypes lets go of the GIL
         finally:
             await self.stop()
