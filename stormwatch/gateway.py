@@ -660,6 +660,7 @@ class GatewayServer:
             )
         self.gateway = Gateway(settings, self.sink, readmodel=self.readmodel)
         self._runner: web.AppRunner | None = None
+        self._trimmer: asyncio.Task[None] | None = None
         self.port: int = self.config.port
 
     @property
@@ -703,6 +704,7 @@ class GatewayServer:
         if self.readmodel is not None:
             self.readmodel.start()
         self._runner = runner
+        self._trimmer = asyncio.create_task(self._release_free_memory())
         for address in runner.addresses:  # the bound socket tells the real port when port 0 was asked
             self.port = int(address[1])
             break
@@ -715,6 +717,9 @@ class GatewayServer:
 
     async def stop(self) -> None:
         """Finish the requests in progress (their Kafka writes included), then close."""
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            self._trimmer = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -724,17 +729,19 @@ class GatewayServer:
         await loop.run_in_executor(None, self.sink.close, 10.0)
 
     async def serve(self, stop: asyncio.Event) -> None:
-        """Start, run until ``stop`` is set, then stop; meanwhile hand the C heap's free pages back
-        to the OS every ``TRIM_INTERVAL_S``. A Kafka outage or a burst of requests leaves the
-        producer's freed buffers resident otherwise: in the hour-long chaos run the gateway grew
-        from 137 to 303 MB, 134 MB of it free in glibc's arenas (docs/reliability.md, run 2)."""
+        """Start, run until ``stop`` is set, then stop."""
         await self.start()
-        loop = asyncio.get_running_loop()
         try:
-            while not stop.is_set():
-                try:
-                    await asyncio.wait_for(stop.wait(), TRIM_INTERVAL_S)
-                except TimeoutError:
-                    await loop.run_in_executor(None, release_free_memory)  # ctypes lets go of the GIL
+            await stop.wait()
         finally:
             await self.stop()
+
+    async def _release_free_memory(self) -> None:
+        """Hand the C heap's free pages back to the OS every ``TRIM_INTERVAL_S``: a Kafka outage or
+        a burst of requests leaves the producer's freed buffers resident otherwise (in the
+        hour-long chaos run the gateway grew from 137 to 303 MB, 134 MB of it free in glibc's
+        arenas; docs/reliability.md, run 2)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TRIM_INTERVAL_S)
+            await loop.run_in_executor(None, release_free_memory)  # ctypes lets go of the GIL

@@ -166,3 +166,29 @@ def test_through_the_stormwatch_command(
     assert "listening on http://127.0.0.1:" in capsys.readouterr().err
     assert cli.main(["gateway", "--tls-key", "/k.pem"]) == 2
     assert "must be set together" in capsys.readouterr().err
+
+
+def test_a_running_gateway_hands_free_memory_back_and_stops_doing_so_when_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The periodic malloc_trim (docs/reliability.md, run 2) runs while the gateway serves and
+    ends with it."""
+    import stormwatch.gateway as gateway_module
+
+    calls: list[float] = []
+    monkeypatch.setattr(gateway_module, "TRIM_INTERVAL_S", 0.05)
+    monkeypatch.setattr(gateway_module, "release_free_memory", lambda: calls.append(time.monotonic()))
+    server = GatewayServer(settings(port=0), read_api=False)
+
+    async def go() -> int:
+        await server.start()
+        try:
+            await asyncio.sleep(0.4)
+        finally:
+            await server.stop()
+        during = len(calls)
+        await asyncio.sleep(0.2)
+        assert len(calls) == during, "trimming went on after stop"
+        return during
+
+    assert asyncio.run(go()) >= 3
