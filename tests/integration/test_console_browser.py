@@ -118,6 +118,17 @@ class Stack:
         return wait_for(f"an incident for {name}", probe, 60, interval_s=1.0)
 
 
+def _warnings(stack: Stack, *workers: str) -> str:
+    """The last warnings and errors the workers logged: what a failed wait shows (a CI run's
+    temporary directories are gone when its log is read)."""
+    out = []
+    for name in workers:
+        lines = stack.run.workers.logs[name].read_text(errors="replace").splitlines()
+        noted = [line[:300] for line in lines if '"WARNING"' in line or '"ERROR"' in line][-10:]
+        out.append(f"{name} warnings and errors (last 10): " + ("\n  ".join(["", *noted]) or " none"))
+    return "\n".join(out)
+
+
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("console")
@@ -328,7 +339,9 @@ def test_approve_a_pending_step_and_see_the_overview(
     try:
         WebDriverWait(browser, 60, poll_frequency=1).until(approved)
     except Exception:
-        raise AssertionError(f"no approval by alice on the page; timeline:\n{seen[0]}") from None
+        raise AssertionError(
+            f"no approval by alice on the page; timeline:\n{seen[0]}\n{_warnings(stack, 'gateway:g1', 'agent:a1')}"
+        ) from None
     assert "approved" in text_of(browser, "#timeline-rows")
     assert not browser.find_elements(By.CSS_SELECTOR, '#steps form[data-decision="approve"]')
 
