@@ -60,13 +60,14 @@ from stormwatch.schemas.incident import AlertChangeKind, IncidentEvent
 NETSWITCH = ROOT / "deploy" / "faults" / "netswitch.py"
 LOCAL_KAFKA = ROOT / "deploy" / "kafka" / "local-kafka.sh"
 WORKER_HOSTS = ("gw", "in", "c1", "c2")
-BASE_PORT = 36892
-"""Brokers on 36892-36894, their controllers on 36992-36994; the gateway and the metrics ports of
-the workers in hosts on 36850-36863; the demo receiver on 36880 (docs/reliability.md)."""
-GATEWAY_PORT = 36850
-METRICS_PORTS = {"in": 36861, "c1": 36862, "c2": 36863}
-ROOT_METRICS = {"linker": 36864, "notifier": 36865, "agent": 36866}
-RECEIVER_PORT = 36880
+BASE_PORT = 26892
+"""Brokers on 26892-26894, their controllers on 26992-26994; the gateway and the metrics ports of
+the workers in hosts on 26850-26866; the demo receiver on 26880 (docs/reliability.md). All below
+the ephemeral range (32768-60999), so no client's source port can hold one of them."""
+GATEWAY_PORT = 26850
+METRICS_PORTS = {"in": 26861, "c1": 26862, "c2": 26863}
+ROOT_METRICS = {"linker": 26864, "notifier": 26865, "agent": 26866}
+RECEIVER_PORT = 26880
 MAX_SELF_EXITS = 3
 """A worker that exits by itself more often than this is left down (a crash loop), not restarted."""
 ROLES: dict[str, tuple[str, str | None, int]] = {

@@ -76,9 +76,11 @@ from tests.kit.waits import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.netns]
 
-PORT = worker_port(36600)
-"""Brokers on 36600-36602, their controllers on 36700-36702 (node N in host bN)."""
-METRICS_PORT = worker_port(36650)
+PORT = worker_port(25600)
+"""Brokers on 25600-25602, their controllers on 25700-25702 (node N in host bN): below the
+ephemeral range (32768-60999), where a client's source port once held 36700 when the switch
+wanted to listen on it."""
+METRICS_PORT = worker_port(25650)
 """The faulted correlator's /metrics (in its host); the reference correlator's is the next port."""
 BROKER_HOSTS = ["b1", "b2", "b3"]
 REPLICATED = {"replication_factor": 3, "min_insync_replicas": 2}

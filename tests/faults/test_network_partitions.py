@@ -66,11 +66,13 @@ from tests.kit.workers import Workers
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.netns]
 
-BROKER_PORT = worker_port(37092)
-"""The module's broker (root namespace): 37092, its controller 37093."""
-GATEWAY_KAFKA_PORT = worker_port(37292)
-"""The gateway test's broker, in host k1: 37292, its controller 37293."""
-GATEWAY_PORT = worker_port(37295)
+BROKER_PORT = worker_port(25092)
+"""The module's broker (root namespace): 25092, its controller 25093. Every port of the network
+tests is below the ephemeral range (32768-60999): a client's source port there once took the
+switch's listening port from it (tests/faults/conftest.py)."""
+GATEWAY_KAFKA_PORT = worker_port(25292)
+"""The gateway test's broker, in host k1: 25292, its controller 25293."""
+GATEWAY_PORT = worker_port(25295)
 
 SESSION_TIMEOUT_S = 10.0
 """The pipeline consumers' session.timeout.ms (stormwatch/kafka/txloop.py)."""

@@ -25,13 +25,13 @@ from tests.kit.netfaults import NETSWITCH, NetSwitch, NetSwitchError, skip_reaso
 
 pytestmark = [pytest.mark.netns]
 
-ECHO_A = 36611
+ECHO_A = 25811
 """The echo server of host a."""
-ECHO_B = 36612
+ECHO_B = 25812
 """The echo server of host b."""
-HIDDEN = 36613
+HIDDEN = 25813
 """An echo server in host a the switch does not know: unreachable from anywhere else."""
-ECHO_ROOT = 36614
+ECHO_ROOT = 25814
 """The echo server of the root namespace, which is a host too."""
 
 
@@ -307,11 +307,11 @@ def test_cli_status_and_port_taken(switch: NetSwitch) -> None:
     )
     assert '"prefix"' in status.stdout
     # Another switch for the same port: in root the port is the first switch's, and it says so.
-    with pytest.raises(NetSwitchError, match=r"port 127.0.0.1:36611 is already taken in host root"):
+    with pytest.raises(NetSwitchError, match=r"port 127.0.0.1:25811 is already taken in host root"):
         NetSwitch(["x"], {"x": [ECHO_A]}).start()
     # Hosts whose namespaces exist already (the first switch's): refused, with the fix.
     with pytest.raises(NetSwitchError, match=r"already exists .*ip netns del"):
-        NetSwitch(["a"], {"a": [36622]}, prefix=switch.ns_prefix).start()
+        NetSwitch(["a"], {"a": [25822]}, prefix=switch.ns_prefix).start()
     assert Path("/run/netns", f"{switch.ns_prefix}a").exists()  # not deleted by the refused switch
 
 
@@ -347,7 +347,7 @@ def test_server_ports_are_never_ephemeral_ports_in_a_host(switch: NetSwitch) -> 
         text=True,
     )
     reserved: set[int] = set()
-    for item in filter(None, run.stdout.strip().split(",")):  # "36611-36612,36622": ranges and ports
+    for item in filter(None, run.stdout.strip().split(",")):  # "25811-25812,25822": ranges and ports
         low, _, high = item.partition("-")
         reserved.update(range(int(low), int(high or low) + 1))
     assert {ECHO_A, ECHO_B, ECHO_ROOT} <= reserved, run.stdout + run.stderr
@@ -365,7 +365,7 @@ def test_cli_daemon_up_and_down(tmp_path: Path) -> None:
             "--host",
             "d1",
             "--server",
-            "d1=36623",
+            "d1=25823",
             "--daemon",
             "--pid-file",
         ]
@@ -384,7 +384,7 @@ def test_cli_daemon_up_and_down(tmp_path: Path) -> None:
 
 
 def test_teardown_removes_namespaces_and_control_socket() -> None:
-    net = NetSwitch(["t1", "t2"], {"t1": [36621]}).start()
+    net = NetSwitch(["t1", "t2"], {"t1": [25821]}).start()
     names = [f"{net.ns_prefix}t1", f"{net.ns_prefix}t2"]
     assert all(Path("/run/netns", n).exists() for n in names)
     control, process = net.control, net.process
