@@ -4,7 +4,6 @@ and SIGKILLs of the linker and the correlator mid-storm leave the audit log byte
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from collections.abc import Iterator
@@ -85,16 +84,6 @@ def _run(
     )
 
 
-def _assignments(run: PipelineRun, name: str) -> int:
-    """How many times the worker ``name`` logged that it got its partitions (its log is kept
-    across restarts)."""
-    count = 0
-    for line in run.workers.logs[name].read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError, AttributeError):  # not a JSON object: a traceback...
-            count += orjson.loads(line).get("msg") == "partitions assigned"
-    return count
-
-
 def _opened(events: list[IncidentEvent]) -> int:
     return sum(1 for e in events if e.type.value == "opened")
 
@@ -166,7 +155,7 @@ def test_sigkills_mid_storm_change_nothing(
             # the raw topic, and the pipeline gets through all of it in about a second.
             wait_for(
                 f"{stage}:w1 to own partitions (start {kill + 1})",
-                lambda starts=kill: _assignments(run, f"{stage}:w1") > starts,
+                lambda starts=kill: run.workers.assignments(f"{stage}:w1") > starts,
                 60,
                 alive=run.assert_alive,
             )

@@ -50,11 +50,16 @@ class Workers:
     def assigned(self, name: str) -> bool:
         """The worker has logged (JSON logs) that its consumer got its partitions: from then on it
         reads what is produced. A restarted worker's log still holds the line of its last run."""
+        return self.assignments(name) > 0
+
+    def assignments(self, name: str) -> int:
+        """How many times the worker logged that it got its partitions, over all its runs (its log
+        is kept across restarts)."""
+        count = 0
         for line in self.logs[name].read_text(errors="replace").splitlines():
             with contextlib.suppress(ValueError, AttributeError):  # not a JSON object: a traceback...
-                if json.loads(line).get("msg") == "partitions assigned":
-                    return True
-        return False
+                count += json.loads(line).get("msg") == "partitions assigned"
+        return count
 
     def check_alive(self) -> None:
         """AssertionError with its exit status and log when a worker has exited."""
