@@ -35,7 +35,11 @@ CHROMEDRIVER = os.environ.get("STORMWATCH_CHROMEDRIVER", "/usr/bin/chromedriver"
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is not installed (pip install -e .[dev])"
 )
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -327,10 +331,18 @@ def test_approve_a_pending_step_and_see_the_overview(
     seen = [""]
 
     def approved(d: WebDriver) -> bool:
-        steps = d.find_elements(
-            By.CSS_SELECTOR, '#steps tr[data-status="approved"], #steps tr[data-status="requested"]'
-        )
-        seen[0] = d.find_element(By.ID, "timeline-rows").text
+        # A live update replaces the steps and the timeline while they are read: read them again.
+        try:
+            steps = d.find_elements(
+                By.CSS_SELECTOR, '#steps tr[data-status="approved"], #steps tr[data-status="requested"]'
+            )
+            seen[0] = d.find_element(By.ID, "timeline-rows").text
+        except StaleElementReferenceException:
+            return False
+        except NoSuchElementException:
+            seen[0] = f"(no timeline on the page {d.title!r})"
+            d.refresh()
+            return False
         if steps and "operator:alice" in seen[0]:
             return True
         d.refresh()
@@ -338,7 +350,7 @@ def test_approve_a_pending_step_and_see_the_overview(
 
     try:
         WebDriverWait(browser, 60, poll_frequency=1).until(approved)
-    except Exception:
+    except TimeoutException:
         raise AssertionError(
             f"no approval by alice on the page; timeline:\n{seen[0]}\n{_warnings(stack, 'gateway:g1', 'agent:a1')}"
         ) from None
