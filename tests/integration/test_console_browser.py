@@ -352,7 +352,9 @@ def test_approve_a_pending_step_and_see_the_overview(
         WebDriverWait(browser, 60, poll_frequency=1).until(approved)
     except TimeoutException:
         raise AssertionError(
-            f"no approval by alice on the page; timeline:\n{seen[0]}\n{_warnings(stack, 'gateway:g1', 'agent:a1')}"
+            f"no approval by alice on the page {browser.title!r}; timeline:\n{seen[0]}\n"
+            f"the audit log has {[e.type.value for e in stack.run.events() if e.incident_id == incident_id]}\n"
+            f"{_warnings(stack, 'gateway:g1', 'agent:a1')}"
         ) from None
     assert "approved" in text_of(browser, "#timeline-rows")
     assert not browser.find_elements(By.CSS_SELECTOR, '#steps form[data-decision="approve"]')
