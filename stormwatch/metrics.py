@@ -95,6 +95,11 @@ class PipelineMetrics:
         self.active_alerts = Gauge(
             "stormwatch_active_alerts", "Alerts held in correlator state", ["partition"]
         )
+        self.linker_state = Gauge(
+            "stormwatch_linker_state",
+            "What a linker partition holds: linked incidents, groups, notes waiting for their time",
+            ["partition", "kind"],
+        )
         self.mtta = Histogram(
             "stormwatch_time_to_acknowledge_seconds",
             "Incident open to acknowledge",
@@ -210,6 +215,18 @@ class PipelineMetrics:
                 self.link_decisions.labels(decision=decision, relation=relation).inc(delta)
             elif key == "late_notes":
                 self.linker_late_notes.inc(delta)
+
+    def record_linker_state(
+        self, partition: int, incidents: int | None, groups: int = 0, pending_notes: int = 0
+    ) -> None:
+        """The size of one linker partition's state; ``incidents`` None removes its series (revoked)."""
+        if incidents is None:
+            for kind in ("incidents", "groups", "pending_notes"):
+                with contextlib.suppress(KeyError):
+                    self.linker_state.remove(str(partition), kind)
+            return
+        for kind, value in (("incidents", incidents), ("groups", groups), ("pending_notes", pending_notes)):
+            self.linker_state.labels(partition=str(partition), kind=kind).set(value)
 
     def record_oldest_open(self, partition: int, opened_ms: int | None) -> None:
         """Age alerts need the oldest active incident per partition; None removes the series."""

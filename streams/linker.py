@@ -111,6 +111,8 @@ class LinkerStage:
         for tp in partitions:
             if tp.topic == self.topics.linker_input:
                 self.partitions.pop(tp.partition, None)
+                if self.metrics is not None:
+                    self.metrics.record_linker_state(tp.partition, None)
 
     def idle_work_due(self) -> bool:
         return False
@@ -166,3 +168,7 @@ class LinkerStage:
                 totals[name] = totals.get(name, 0) + value
         self.metrics.record_linker(totals, self._reported)
         self._reported = totals
+        for partition, part in self.partitions.items():
+            self.metrics.record_linker_state(
+                partition, len(part.linker), part.linker.groups_held, len(part.buffer)
+            )

@@ -303,6 +303,11 @@ class Linker:
         """Open linked incidents."""
         return len(self._incidents)
 
+    @property
+    def groups_held(self) -> int:
+        """Groups whose notes the linker keeps (every group of an open linked incident)."""
+        return len(self._groups)
+
     # ---------------------------------------------------------------------------------- input
 
     def process(self, item: GroupNote | SplitCommand | LinkCommand) -> list[LinkDecision]:

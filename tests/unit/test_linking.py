@@ -340,9 +340,10 @@ def test_resolved_members_stay_and_the_incident_ends_when_every_member_closed(to
         return GroupNote(**{**_fields(note), "kind": kind, "t": t})
 
     run(linker, db, orders, again(orders, NoteKind.RESOLVED, 60_000))
-    assert linker.members_of("inc-db") == ("inc-db", "inc-orders")
+    assert linker.members_of("inc-db") == ("inc-db", "inc-orders") and linker.groups_held == 2
     assert run(linker, again(db, NoteKind.CLOSED, 70_000)) == [] and len(linker) == 1
     assert run(linker, again(orders, NoteKind.CLOSED, 80_000)) == [] and len(linker) == 0
+    assert linker.groups_held == 0  # what stormwatch_linker_state shows: nothing kept once all closed
     assert linker.primary_of("inc-orders") is None
     # a closed incident takes no new member, and a closed note for an unknown group is nothing
     assert kinds(linker.process(group(topo, "inc-shipping", 90_000, errors("shipping")))) == [
