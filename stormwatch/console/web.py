@@ -752,22 +752,25 @@ class Console:
 
         seen: tuple[int, int, dict[str, int]] | None = None
         last_write = time.monotonic()
-        while not self._closing.is_set():
-            if follower.ready:
-                quick = follower.read(lambda m: (id(m), m.applied))
-                if seen is None or quick != seen[:2]:
-                    current = await loop.run_in_executor(None, follower.read, snapshot)
-                    if seen is not None:
-                        changed = sorted(k for k, v in current[2].items() if seen[2].get(k) != v)
-                        data = orjson.dumps({"incidents": changed, "alerts": not changed})
-                        await response.write(b"event: change\ndata: " + data + b"\n\n")
-                        last_write = time.monotonic()
-                    seen = current
-            if time.monotonic() - last_write > KEEPALIVE_S:
-                await response.write(b": keep-alive\n\n")
-                last_write = time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), EVENT_POLL_S)
+        try:
+            while not self._closing.is_set():
+                if follower.ready:
+                    quick = follower.read(lambda m: (id(m), m.applied))
+                    if seen is None or quick != seen[:2]:
+                        current = await loop.run_in_executor(None, follower.read, snapshot)
+                        if seen is not None:
+                            changed = sorted(k for k, v in current[2].items() if seen[2].get(k) != v)
+                            data = orjson.dumps({"incidents": changed, "alerts": not changed})
+                            await response.write(b"event: change\ndata: " + data + b"\n\n")
+                            last_write = time.monotonic()
+                        seen = current
+                if time.monotonic() - last_write > KEEPALIVE_S:
+                    await response.write(b": keep-alive\n\n")
+                    last_write = time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), EVENT_POLL_S)
+        except ConnectionResetError:
+            pass  # the page was closed or left: every reload of a page ends its stream this way
         return response
 
 

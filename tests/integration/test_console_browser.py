@@ -43,6 +43,7 @@ from selenium.common.exceptions import (  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = [
@@ -323,10 +324,15 @@ def test_approve_a_pending_step_and_see_the_overview(
     browser.find_element(
         By.CSS_SELECTOR, f'{row} form[data-decision="approve"] input[name="note"]'
     ).send_keys("go ahead")
+    page = browser.find_element(By.TAG_NAME, "html")
     click(browser, f'{row} form[data-decision="approve"] button')
+    # The form's answer (a redirect back here once the read model has the decision) is a page
+    # load of its own: leaving before it lands would see it take the browser back (seen in CI).
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
 
     # The answer is the agent's `approved`, recorded with the operator's name on the incident's steps.
-    browser.get(f"{stack.url}/console/incidents/{incident_id}")
+    incident_page = f"{stack.url}/console/incidents/{incident_id}"
+    browser.get(incident_page)
 
     seen = [""]
 
@@ -341,11 +347,11 @@ def test_approve_a_pending_step_and_see_the_overview(
             return False
         except NoSuchElementException:
             seen[0] = f"(no timeline on the page {d.title!r})"
-            d.refresh()
+            d.get(incident_page)
             return False
         if steps and "operator:alice" in seen[0]:
             return True
-        d.refresh()
+        d.get(incident_page)
         return False
 
     try:
