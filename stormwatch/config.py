@@ -164,13 +164,6 @@ class TopicSettings(_Section):
         return names
 
 
-MAX_BATCH_BYTES = 8 * 1024 * 1024
-_MAX_BATCH_BYTES_DOC = (
-    "Input bytes per transaction, roughly: a poll of more is committed as several transactions. "
-    "Bounds the memory peak of a catch-up, which CPython keeps resident afterwards"
-)
-
-
 class IngestSettings(_Section):
     # The parse limits' defaults are defined once, with the limits (schemas.limits).
     max_record_bytes: int = Field(
@@ -189,11 +182,6 @@ class IngestSettings(_Section):
         default=DEFAULT_LIMITS.max_json_depth, description="Deeper JSON nesting: dead-lettered"
     )
     max_batch_records: int = Field(default=5_000, ge=1, description="Raw records per poll (one transaction)")
-    max_batch_bytes: int = Field(
-        default=MAX_BATCH_BYTES,
-        ge=1024,
-        description=_MAX_BATCH_BYTES_DOC,
-    )
     tick_interval_ms: int = Field(
         default=25, ge=10, description="How often clock ticks enter the log (bounds timer delay)"
     )
@@ -235,11 +223,6 @@ class CorrelatorSettings(_Section):
     )
     max_batch_records: int = Field(
         default=2_000, ge=1, description="Input records per poll (one transaction)"
-    )
-    max_batch_bytes: int = Field(
-        default=MAX_BATCH_BYTES,
-        ge=1024,
-        description=_MAX_BATCH_BYTES_DOC + "; the linker's too",
     )
 
 

@@ -139,7 +139,6 @@ def build_ingest_loop(settings: Settings, stage: IngestStage, instance: str) -> 
         "ingest",
         [t.raw, t.commands, t.mitigation_results],
         settings.ingest.max_batch_records,
-        settings.ingest.max_batch_bytes,
         instance,
         stage.metrics,
     )
@@ -152,7 +151,6 @@ def build_correlator_loop(settings: Settings, stage: CorrelatorStage, instance: 
         "correlator",
         [settings.topics.correlator_input],
         settings.correlator.max_batch_records,
-        settings.correlator.max_batch_bytes,
         instance,
         stage.metrics,
     )
@@ -165,7 +163,6 @@ def build_linker_loop(settings: Settings, stage: LinkerStage, instance: str) -> 
         "linker",
         [settings.topics.linker_input],
         settings.correlator.max_batch_records,
-        settings.correlator.max_batch_bytes,
         instance,
         stage.metrics,
     )
@@ -177,7 +174,6 @@ def _loop(
     name: str,
     topics: list[str],
     max_batch: int,
-    max_batch_bytes: int,
     instance: str,
     metrics: PipelineMetrics | None,
 ) -> TransactionalLoop:
@@ -190,7 +186,6 @@ def _loop(
         topics=topics,
         transactional_id=f"stormwatch-{name}-{deployment}-{instance}",
         max_batch=max_batch,
-        max_batch_bytes=max_batch_bytes,
         on_commit=(lambda n, s: _committed(metrics, name, s)) if metrics else None,
     )
 

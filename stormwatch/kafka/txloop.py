@@ -33,7 +33,7 @@ from confluent_kafka import (
 )
 from prometheus_client import Gauge
 
-from stormwatch.config import MAX_BATCH_BYTES, Settings
+from stormwatch.config import Settings
 from stormwatch.errors import KafkaUnavailable
 from stormwatch.kafka.client import base_config, is_transient
 from stormwatch.lifecycle import worker_lifecycle
@@ -134,11 +134,10 @@ def instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-DEFAULT_MAX_BATCH_BYTES = MAX_BATCH_BYTES
-"""Input bytes per transaction, roughly (ingest's and the correlator's are settings). The records
-asked for per poll follow the recent record size, so a batch of large records (a Prometheus push
-carries up to 256 alerts) stays a short transaction, and the next stage works on it while this one
-reads the next (docs/performance.md)."""
+DEFAULT_MAX_BATCH_BYTES = 8 * 1024 * 1024
+"""Input bytes per transaction, roughly. The records asked for per poll follow the recent record
+size, so a batch of large records (a Prometheus push carries up to 256 alerts) stays a short
+transaction, and the next stage works on it while this one reads the next (docs/performance.md)."""
 
 _FIRST_BATCH = 100  # records asked for before any record size is known
 
