@@ -151,7 +151,12 @@ class Net:
             if not quiet:
                 say(f"netswitch failed: {done.stderr.strip() or done.stdout.strip()}")
             return None
-        answer: dict[str, Any] = json.loads(done.stdout or "{}")
+        try:
+            answer: dict[str, Any] = json.loads(done.stdout or "{}")
+        except json.JSONDecodeError:  # e.g. "down" as the switch exits: it printed its goodbye only
+            if not quiet:
+                say(f"netswitch answered no JSON: {done.stdout.strip()[:200]!r}")
+            return None
         return answer
 
     def exec_prefix(self, host: str) -> list[str]:
