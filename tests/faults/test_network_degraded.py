@@ -579,6 +579,31 @@ def _server_log_lines(kafka: ScriptKafka, node: int, needles: Sequence[str], sin
     return [line for line in text.splitlines() if any(n in line for n in needles)]
 
 
+ELECTION_NEEDLES = ("fenc", "Fenc", "elect", "Elect", "leader", "Leader", "session", "ISR", "Isr", "quorum")
+
+
+def _election_report(
+    kafka: ScriptKafka,
+    majority: str,
+    victim: int,
+    partitions: set[tuple[str, int]],
+    controller: int | None,
+    log_sizes: dict[int, int],
+) -> str:
+    """Why no new leader: what the majority reports now, and what each node logged since the cut."""
+    now = _leaders(majority, sorted({t for t, _ in partitions}))
+    lines = [
+        f"victim b{victim}; controller before the cut {controller}, now {_controller(majority)}",
+        "the majority's leaders of the victim's partitions: "
+        + ", ".join(f"{t}[{p}]={now.get((t, p), '?')}" for t, p in sorted(partitions)),
+    ]
+    for node in (1, 2, 3):
+        found = _server_log_lines(kafka, node, ELECTION_NEEDLES, log_sizes[node])[-12:]
+        lines.append(f"node {node} server.log since the cut (last {len(found)} of the matching lines):")
+        lines.extend("  " + line[:300] for line in found)
+    return "\n".join(lines)
+
+
 def test_a_leader_cut_from_the_other_brokers_loses_no_acknowledged_write(
     healed: tuple[ScriptKafka, NetSwitch], runs_to_stop: list[PipelineRun], tmp_path: Path
 ) -> None:
@@ -611,6 +636,7 @@ def test_a_leader_cut_from_the_other_brokers_loses_no_acknowledged_write(
     controller = _controller(bootstrap)
     victim_log = kafka.data_dir / f"node-{victim}" / "logs" / "server.log"
     log_since = victim_log.stat().st_size
+    log_sizes = {n: (kafka.data_dir / f"node-{n}" / "logs" / "server.log").stat().st_size for n in (1, 2, 3)}
 
     try:
         producer.start()
@@ -632,13 +658,18 @@ def test_a_leader_cut_from_the_other_brokers_loses_no_acknowledged_write(
             ok = now and all(now.get(tp, victim) != victim for tp in victim_partitions)
             return now if ok else None
 
-        new_leaders = wait_for(
-            "the majority to elect new leaders for the victim's partitions",
-            moved,
-            ELECTION_BOUND_S,
-            interval_s=1.0,
-            alive=run.assert_alive,
-        )
+        try:
+            new_leaders = wait_for(
+                "the majority to elect new leaders for the victim's partitions",
+                moved,
+                ELECTION_BOUND_S,
+                interval_s=1.0,
+                alive=run.assert_alive,
+            )
+        except AssertionError as exc:  # what the cluster did instead: its logs go with the test
+            raise AssertionError(
+                f"{exc}\n{_election_report(kafka, majority, victim, victim_partitions, controller, log_sizes)}"
+            ) from None
         elected_s = time.monotonic() - cut_at
         # A client that asks the cut-off leader for metadata is told it still leads (seen: a probe
         # bootstrapped with all three brokers timed out on it after the election), so this one
