@@ -649,14 +649,18 @@ def caught_up(lags: dict[str, int], partitions: int) -> bool:
     return all(0 <= lag <= 3 * partitions for lag in lags.values())
 
 
-def _drain(run: Run, timeout_s: float) -> float:
-    """Wait until every group is caught up (three probes in a row, 2 s apart); the seconds it took."""
+def _drain(run: Run, timeout_s: float) -> tuple[float, dict[str, int]]:
+    """Wait until every group is caught up (three probes in a row, 2 s apart); the seconds it took
+    and the lags of the last probe (a probe after it may see an idle tick not yet committed: a
+    quiet correlator commits its ticks only every few seconds)."""
     started = time.monotonic()
     streak = 0
+    lags: dict[str, int] = {}
     while time.monotonic() - started < timeout_s and streak < 3:
-        streak = streak + 1 if caught_up(run.lags(), run.args.partitions) else 0
+        lags = run.lags()
+        streak = streak + 1 if caught_up(lags, run.args.partitions) else 0
         time.sleep(2)
-    return round(time.monotonic() - started, 1)
+    return round(time.monotonic() - started, 1), lags
 
 
 def oracle(run: Run) -> dict[str, Any]:
@@ -899,8 +903,7 @@ def main(argv: list[str] | None = None) -> int:
         say("load stopped; sending what is queued ...")
         drained = sink.drain(600)
         say("waiting for every stage to catch up ...")
-        drain_s = _drain(run, 900)
-        left = run.lags()
+        drain_s, left = _drain(run, 900)
         verdict = oracle(run)
         if not caught_up(left, args.partitions):
             # Unread input is not lost input: say so rather than count its alerts as lost.
