@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,21 +226,37 @@ def _live_topics(admin: AdminClient, settings: Settings, timeout_s: float) -> di
 def _live_configs(
     admin: AdminClient, names: Iterable[str], settings: Settings, timeout_s: float
 ) -> dict[str, dict[str, str]]:
-    resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
-    if not resources:
-        return {}
+    """The configs of topics the metadata just listed. A broker that has not yet learned of a topic
+    created a moment ago (KRaft spreads new metadata to the brokers asynchronously) answers
+    UNKNOWN_TOPIC_OR_PART: asked again until ``timeout_s`` (seen right after `topics create` on a
+    3-node cluster, when a second pipeline shared the topic the first had created)."""
+    pending = [ConfigResource(ResourceType.TOPIC, name) for name in names]
     out: dict[str, dict[str, str]] = {}
-    try:
-        futures = admin.describe_configs(resources, request_timeout=timeout_s)
-        for resource, future in futures.items():
-            entries = future.result(timeout=timeout_s)
-            out[resource.name] = {k: str(v.value) for k, v in entries.items()}
-    except KafkaException as exc:
-        raise UserError(
-            f"cannot read topic configs from Kafka at {settings.kafka.bootstrap_servers}: {_error_text(exc)}"
-        ) from exc
-    except TimeoutError as exc:
-        raise _unreachable(settings, timeout_s, admin) from exc
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        behind: list[ConfigResource] = []
+        try:
+            futures = admin.describe_configs(pending, request_timeout=timeout_s)
+            for resource, future in futures.items():
+                try:
+                    entries = future.result(timeout=timeout_s)
+                except KafkaException as exc:
+                    error = exc.args[0] if exc.args else None
+                    code = error.code() if isinstance(error, KafkaError) else None
+                    if code != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() >= deadline:
+                        raise
+                    behind.append(ConfigResource(ResourceType.TOPIC, resource.name))
+                    continue
+                out[resource.name] = {k: str(v.value) for k, v in entries.items()}
+        except KafkaException as exc:
+            raise UserError(
+                f"cannot read topic configs from Kafka at {settings.kafka.bootstrap_servers}: {_error_text(exc)}"
+            ) from exc
+        except TimeoutError as exc:
+            raise _unreachable(settings, timeout_s, admin) from exc
+        pending = behind
+        if pending:
+            time.sleep(0.2)
     return out
 
 
