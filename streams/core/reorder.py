@@ -147,14 +147,11 @@ class ReorderBuffer:
         packed = None
         if record is not None and self._count >= self.pack_after:
             packed = _PackedRecord(offset, record[0], record[1])
-        for index, (note, route, inhibit_rule) in enumerate(items):
-            # _buffered, inlined: this loop runs once per alert, and the call cost 7% of it
-            kind = "i" if inhibit_rule else ("a" if route is not None else "k")
-            key = note.sort_key(kind)
-            item = Buffered(key, offset, kind, note, route, inhibit_rule)
-            event_ms = note.event_ms
+        for index, notification in enumerate(items):
+            item = _buffered(notification, offset)
+            event_ms = item.note.event_ms
             # Late: behind what has been applied already (the clock, or the last released alert).
-            if (clock is not None and event_ms < clock) or (bound is not None and key <= bound):
+            if (clock is not None and event_ms < clock) or (bound is not None and item.key <= bound):
                 late.append(item)
                 continue
             waiting_item: Buffered | _PackedAlert = item
