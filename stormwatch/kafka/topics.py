@@ -245,7 +245,7 @@ def _live_configs(
                     code = error.code() if isinstance(error, KafkaError) else None
                     if code != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() >= deadline:
                         raise
-                    behind.append(ConfigResource(ResourceType.TOPIC, resource.name))
+                    behind.append(resource)
                     continue
                 out[resource.name] = {k: str(v.value) for k, v in entries.items()}
         except KafkaException as exc:

@@ -634,9 +634,8 @@ def test_a_leader_cut_from_the_other_brokers_loses_no_acknowledged_write(
     victim_partitions = {tp for tp, leader in leaders.items() if leader == victim and tp[0] in inputs}
     probe_partition = next(p for (t, p), leader in leaders.items() if t == probe_topic and leader == victim)
     controller = _controller(bootstrap)
-    victim_log = kafka.data_dir / f"node-{victim}" / "logs" / "server.log"
-    log_since = victim_log.stat().st_size
     log_sizes = {n: (kafka.data_dir / f"node-{n}" / "logs" / "server.log").stat().st_size for n in (1, 2, 3)}
+    log_since = log_sizes[victim]
 
     try:
         producer.start()
