@@ -29,6 +29,7 @@ import pytest
 from tests.kit.kafka import ScriptKafka, docker_answers, docker_broker
 from tests.kit.paths import ROOT
 from tests.kit.ports import free_port, worker_dir, worker_port
+from tests.kit.workers import STARTED_LOGS, log_tails
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"  # the version pinned in deploy/kafka/pom.xml
 # Moved by 10 per pytest-xdist worker after gw0 (tests.kit.ports.worker_port), data dirs too.
@@ -48,6 +49,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "cluster_bootstrap" in names:
             item.add_marker(pytest.mark.cluster)
     items.sort(key=lambda item: item.nodeid.startswith("tests/faults/"))
+
+
+_FIRST_LOG = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_FIRST_LOG] = len(STARTED_LOGS)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test's report ends with the tails of the worker logs it (or its fixtures) started."""
+    report = yield
+    if report.failed and (logs := STARTED_LOGS[item.stash.get(_FIRST_LOG, len(STARTED_LOGS)) :]):
+        report.sections.append(("worker logs", log_tails(logs)))
+    return report
 
 
 BROKER_TESTS = "brokers"

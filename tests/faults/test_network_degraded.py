@@ -60,7 +60,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported, not in __all__
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic  # type: ignore[attr-defined]  # re-exported, not in __all__
 from prometheus_client.parser import text_string_to_metric_families
 
 from stormwatch.errors import UserError
@@ -444,12 +444,23 @@ def test_a_slow_lossy_then_flapping_network_mid_storm_changes_nothing(
 # --- 2. a minority leader -----------------------------------------------------------------------
 
 
-def _leaders(bootstrap: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
-    """``(topic, partition) -> leader`` as the brokers of ``bootstrap`` see it ({} if unanswered)."""
+def _metadata(bootstrap: str, not_from: int | None = None) -> ClusterMetadata | None:
+    """The cluster's metadata, unless unanswered or answered by broker ``not_from``: a client
+    bootstrapped with the majority learns the cut-off broker's address too and may ask it, and
+    that broker still believes it leads."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
         metadata = admin.list_topics(timeout=10)
     except KafkaException:
+        return None
+    return None if metadata.orig_broker_id == not_from else metadata
+
+
+def _leaders(
+    bootstrap: str, topics: Sequence[str], not_from: int | None = None
+) -> dict[tuple[str, int], int]:
+    """``(topic, partition) -> leader`` as the brokers of ``bootstrap`` see it ({} if unanswered)."""
+    if (metadata := _metadata(bootstrap, not_from)) is None:
         return {}
     return {
         (topic, p): int(part.leader)
@@ -459,13 +470,14 @@ def _leaders(bootstrap: str, topics: Sequence[str]) -> dict[tuple[str, int], int
     }
 
 
-def _controller(bootstrap: str) -> int | None:
-    """The active controller's id as the cluster reports it (for the record)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    try:
-        return int(admin.describe_cluster(request_timeout=10).result(timeout=15).controller.id)
-    except Exception:  # only printed: any failure just leaves it unknown
-        return None
+def _active_controller(kafka: ScriptKafka) -> int | None:
+    """The node that last became the active controller, from the nodes' logs (a client cannot ask:
+    in KRaft the metadata's "controller" is a random broker)."""
+    latest: tuple[str, int] | None = None
+    for node in (1, 2, 3):
+        for line in _server_log_lines(kafka, node, ["Becoming the active controller"], 0)[-1:]:
+            latest = max(latest or (line[:25], node), (line[:25], node))  # "[yyyy-mm-dd hh:mm:ss,ms]"
+    return None if latest is None else latest[1]
 
 
 def _kafka_partition(key: str, partitions: int) -> int:
@@ -579,7 +591,9 @@ def _server_log_lines(kafka: ScriptKafka, node: int, needles: Sequence[str], sin
     return [line for line in text.splitlines() if any(n in line for n in needles)]
 
 
-ELECTION_NEEDLES = ("fenc", "Fenc", "elect", "Elect", "leader", "Leader", "session", "ISR", "Isr", "quorum")
+ELECTION_NEEDLES = ("fenc", "Fenc", "QuorumController", "RaftClient", "Elect", "session", "ISR", "quorum")
+ELECTION_NOISE = ("ReplicaFetcher", "NetworkClient")
+"""Lines that flood the log of a cut (one per failed fetch) and hide the election's own lines."""
 
 
 def _election_report(
@@ -591,14 +605,23 @@ def _election_report(
     log_sizes: dict[int, int],
 ) -> str:
     """Why no new leader: what the majority reports now, and what each node logged since the cut."""
-    now = _leaders(majority, sorted({t for t, _ in partitions}))
+    metadata = _metadata(majority)
+    told = "no answer" if metadata is None else f"answered by broker {metadata.orig_broker_id}"
     lines = [
-        f"victim b{victim}; controller before the cut {controller}, now {_controller(majority)}",
-        "the majority's leaders of the victim's partitions: "
-        + ", ".join(f"{t}[{p}]={now.get((t, p), '?')}" for t, p in sorted(partitions)),
+        f"victim b{victim}; active controller before the cut {controller}, now {_active_controller(kafka)}; "
+        f"the majority's metadata ({told}):"
     ]
+    for topic, p in sorted(partitions):
+        part = metadata.topics[topic].partitions[p] if metadata and topic in metadata.topics else None
+        lines.append(
+            f"  {topic}[{p}]: " + ("?" if part is None else f"leader {part.leader}, ISR {part.isrs}")
+        )
     for node in (1, 2, 3):
-        found = _server_log_lines(kafka, node, ELECTION_NEEDLES, log_sizes[node])[-12:]
+        found = [
+            line
+            for line in _server_log_lines(kafka, node, ELECTION_NEEDLES, log_sizes[node])
+            if not any(noise in line for noise in ELECTION_NOISE)
+        ][-25:]
         lines.append(f"node {node} server.log since the cut (last {len(found)} of the matching lines):")
         lines.extend("  " + line[:300] for line in found)
     return "\n".join(lines)
@@ -633,7 +656,7 @@ def test_a_leader_cut_from_the_other_brokers_loses_no_acknowledged_write(
     majority = ",".join(f"127.0.0.1:{kafka.node_port(int(h[1:]))}" for h in others)
     victim_partitions = {tp for tp, leader in leaders.items() if leader == victim and tp[0] in inputs}
     probe_partition = next(p for (t, p), leader in leaders.items() if t == probe_topic and leader == victim)
-    controller = _controller(bootstrap)
+    controller = _active_controller(kafka)
     log_sizes = {n: (kafka.data_dir / f"node-{n}" / "logs" / "server.log").stat().st_size for n in (1, 2, 3)}
     log_since = log_sizes[victim]
 
@@ -653,7 +676,7 @@ def test_a_leader_cut_from_the_other_brokers_loses_no_acknowledged_write(
         probe_error, probe_s = _probe(bootstrap, probe_topic, probe_partition)
 
         def moved() -> dict[tuple[str, int], int] | None:
-            now = _leaders(majority, inputs)
+            now = _leaders(majority, inputs, not_from=victim)
             ok = now and all(now.get(tp, victim) != victim for tp in victim_partitions)
             return now if ok else None
 

@@ -14,6 +14,11 @@ from pathlib import Path
 from tests.kit.paths import ROOT
 
 LOG_TAIL = 3000  # characters of a dead worker's log an assertion shows
+FAILURE_TAIL_LINES = 15
+"""Last lines of each worker's log that a failed test's report shows (tests/conftest.py)."""
+STARTED_LOGS: list[Path] = []
+"""Every worker log of this pytest process, in start order: a failed test's report shows the tails
+of those its test started, so a CI failure explains itself after the workspace is gone."""
 
 
 def worker_env(**extra: str) -> dict[str, str]:
@@ -39,6 +44,7 @@ class Workers:
             )
         self.procs[name] = proc
         self.logs[name] = log
+        STARTED_LOGS.append(log)
         return proc
 
     def kill(self, name: str) -> None:
@@ -80,6 +86,18 @@ class Workers:
                 proc.kill()
                 proc.wait(5)
         self.procs.clear()
+
+
+def log_tails(logs: Sequence[Path]) -> str:
+    """The last FAILURE_TAIL_LINES lines of each log (each named once, in order)."""
+    parts = []
+    for log in dict.fromkeys(logs):
+        try:
+            lines = log.read_text(errors="replace").splitlines()[-FAILURE_TAIL_LINES:]
+        except OSError as exc:
+            lines = [f"(unreadable: {exc})"]
+        parts.append(f"--- {log.name} (last {len(lines)} lines)\n" + "\n".join(line[:400] for line in lines))
+    return "\n".join(parts)
 
 
 def run_cli(*args: str, env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
