@@ -185,6 +185,15 @@ class IngestSettings(_Section):
     tick_interval_ms: int = Field(
         default=25, ge=10, description="How often clock ticks enter the log (bounds timer delay)"
     )
+    max_future_ms: int = Field(
+        default=0,
+        ge=0,
+        description="How far ahead of this worker's wall clock a raw record's timestamp may move its "
+        "partition's watermark (event time). Records stamped further ahead are counted "
+        "(stormwatch_raw_records_ahead_total) and their alerts wait until their time, so a producer "
+        "whose clock runs ahead cannot move everybody's clock. Raise it only to replay storms "
+        "stamped ahead faster than real time",
+    )
     tick_on_demand: bool = Field(
         default=True,
         description="Tick a correlator partition only while something there waits on time (its clock "

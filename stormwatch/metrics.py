@@ -59,6 +59,11 @@ class PipelineMetrics:
         self.alerts_suppressed = Counter(
             "stormwatch_alerts_suppressed_total", "Notifications held back", ["reason"]
         )
+        self.raw_records_ahead = Counter(
+            "stormwatch_raw_records_ahead_total",
+            "Raw records stamped further ahead of ingest's wall clock than ingest.max_future_ms: their "
+            "alerts wait until their time instead of moving the clock",
+        )
         self.alerts_late = Counter(
             "stormwatch_alerts_late_total",
             "Alerts later than the allowed lateness (applied or dead-lettered)",

@@ -27,7 +27,7 @@ from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.schemas.incident_id import IncidentId
 from stormwatch.streams.core import wire
 from stormwatch.streams.core.batching import AlertBatcher
-from stormwatch.streams.core.clock import TickPolicy
+from stormwatch.streams.core.clock import TickPolicy, raw_watermark
 from stormwatch.streams.core.rules import RulesConfig
 
 log = logging.getLogger("stormwatch.ingest")
@@ -56,6 +56,8 @@ class IngestStage:
         self.metrics = metrics
         self._wall = wall_clock_ms or (lambda: int(time.time() * 1000))
         self.tick_interval_ms = settings.ingest.tick_interval_ms
+        self.max_future_ms = settings.ingest.max_future_ms
+        self._ahead = _AheadRecords()
         self._raw_owned: dict[int, int] = {}  # raw partition -> max record timestamp seen (-1: none)
         self._at_eof: set[int] = set()
         self._raw_partition_count = 0
@@ -166,6 +168,10 @@ class IngestStage:
         topic, partition, offset = coordinates(msg)
         ts = msg.timestamp()[1]
         self._at_eof.discard(partition)
+        if (ahead_ms := ts - self._wall()) > self.max_future_ms:  # held until its time, not the clock moved
+            self._ahead.seen(partition, offset, ahead_ms)
+            if self.metrics is not None:
+                self.metrics.raw_records_ahead.inc()
         if ts > self._raw_owned.get(partition, -1):
             self._raw_owned[partition] = ts
         if ts > self._newest:
@@ -282,10 +288,10 @@ class IngestStage:
             return
         marks: dict[str, int] = {}
         for partition, max_ts in sorted(self._raw_owned.items()):
-            if partition in self._at_eof or self._caught_up(partition):
-                marks[f"{self.topics.raw}/{partition}"] = max(now, max_ts)
-            elif max_ts >= 0:
-                marks[f"{self.topics.raw}/{partition}"] = max_ts
+            caught_up = partition in self._at_eof or self._caught_up(partition)
+            mark = raw_watermark(max_ts, now, caught_up=caught_up, max_future_ms=self.max_future_ms)
+            if mark is not None:
+                marks[f"{self.topics.raw}/{partition}"] = mark
         if marks:
             value = wire.encode_ticks(marks, self._raw_partition_count)
             outputs.extend(Output(self.topics.correlator_input, value, None, p) for p in targets)
@@ -304,6 +310,34 @@ class IngestStage:
         except KafkaException:
             return False
         return position >= 0 and high >= 0 and position >= high
+
+
+class _AheadRecords:
+    """Warns of raw records stamped ahead of the wall clock: at once, then once a minute at most."""
+
+    EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._warned = 0
+        self._last = -self.EVERY_S
+
+    def seen(self, partition: int, offset: int, ahead_ms: int) -> None:
+        self.count += 1
+        if time.monotonic() - self._last < self.EVERY_S:
+            return
+        self._last = time.monotonic()
+        log.warning(
+            "raw records stamped ahead of this worker's clock (a producer's clock runs ahead?): "
+            "their alerts wait until their time and do not move the clock past ingest.max_future_ms",
+            extra={
+                "records": self.count - self._warned,
+                "partition": partition,
+                "offset": offset,
+                "ahead_ms": ahead_ms,
+            },
+        )
+        self._warned = self.count
 
 
 def _headers(msg: Message) -> dict[str, bytes] | None:

@@ -31,6 +31,9 @@ from stormwatch.streams.ingest import IngestStage
 
 BATCH = 50  # raw records per transaction, as a loaded ingest worker would take them
 DRAIN_MS = 6 * 3600 * 1000  # after the storm, the clock runs on until every incident has closed
+NO_WALL_CLOCK_MS = 100 * 365 * 24 * 3600 * 1000
+"""ingest.max_future_ms here: the replay's wall clock stands at 0, so the records' own time is the
+only clock (as for a worker reading a backlog)."""
 
 
 @dataclass
@@ -161,7 +164,7 @@ def _operator_commands(replay: _Replay, at_ms: int, number: int) -> list[bytes]:
 
 
 def digest_scenario(scenario: str, fmt: str, size: int, seed: int, rules: Any) -> str:
-    replay = _Replay(Settings(), rules)
+    replay = _Replay(Settings.model_validate({"ingest": {"max_future_ms": NO_WALL_CLOCK_MS}}), rules)
     records = list(generate(scenario, size=size, seed=seed, fmt=fmt))
     half = len(records) // 2
     offset = 0

@@ -15,13 +15,20 @@ partition is ticked only while something waits on time:
   partition's clock gets whatever happens to the demands.
 
 With ``on_demand`` False every partition is ticked every interval, as before. Pure: times come in.
+
+``raw_watermark`` is what a tick says of one raw partition: the newest record timestamp read (the
+wall clock once the partition is caught up), but never more than ``max_future_ms`` ahead of the
+worker's wall clock. A producer whose clock runs ahead would otherwise move every correlator
+partition's event time ahead with its records: everybody's timers would fire early and on-time
+alerts would be late (issue #17). Records stamped ahead still count in full for their own alerts:
+those wait in the correlator until event time reaches them.
 """
 
 from __future__ import annotations
 
 from stormwatch.streams.core.wire import ClockDemand
 
-__all__ = ["TickPolicy"]
+__all__ = ["TickPolicy", "raw_watermark"]
 
 
 class TickPolicy:
@@ -85,3 +92,14 @@ class TickPolicy:
     def _cool(self, now_ms: int) -> None:
         for p in [p for p, until in self.hot_until.items() if until <= now_ms]:
             del self.hot_until[p]
+
+
+def raw_watermark(newest_ms: int, now_ms: int, *, caught_up: bool, max_future_ms: int) -> int | None:
+    """A raw partition's watermark at wall time ``now_ms``; None while nothing was read (-1)."""
+    if caught_up:
+        mark = max(now_ms, newest_ms)
+    elif newest_ms >= 0:
+        mark = newest_ms
+    else:
+        return None
+    return min(mark, now_ms + max_future_ms)

@@ -31,7 +31,7 @@ from tests.kit.kafka import ScriptKafka, group_coordinator, wait_fully_replicate
 from tests.kit.metrics import metric
 from tests.kit.pipeline import PipelineRun, canonical, check_audit_integrity
 from tests.kit.ports import free_port
-from tests.kit.records import PacedProducer, produce_records, storm_records
+from tests.kit.records import PacedProducer, leading_clock, produce_records, storm_records
 from tests.kit.waits import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.faults, pytest.mark.slow]
@@ -159,7 +159,13 @@ def _wait_progress(
 def _start_reference(bootstrap: str, workdir: Path, raw_topic: str) -> PipelineRun:
     """An uninterrupted run over the same raw topic, started once that topic is complete and the
     faults are over (its own topics and groups: it may run beside the faulted run's last stretch)."""
-    run = PipelineRun(bootstrap, workdir, raw_topic=raw_topic, topics_overrides=REPLICATED)
+    run = PipelineRun(
+        bootstrap,
+        workdir,
+        raw_topic=raw_topic,
+        topics_overrides=REPLICATED,
+        config_overrides=leading_clock(LEAD_S),
+    )
     run.start("ingest", "i1")
     run.start("correlate", "c1")
     return run
@@ -179,7 +185,9 @@ def test_one_broker_stopped_then_another_crashed_mid_storm_loses_nothing(
     cluster: ScriptKafka, tmp_path: Path, stopped_at_teardown: list[PipelineRun]
 ) -> None:
     bootstrap = cluster.bootstrap
-    run = PipelineRun(bootstrap, tmp_path / "faulted", topics_overrides=REPLICATED)
+    run = PipelineRun(
+        bootstrap, tmp_path / "faulted", topics_overrides=REPLICATED, config_overrides=leading_clock(LEAD_S)
+    )
     t0 = int(time.time() * 1000) + int(LEAD_S * 1000) + 3000
     records = storm_records(
         seed=21, t0_ms=t0, groups=LIVE_GROUPS, alerts_per_group=500, rounds=20, per_record=100, span_s=100
@@ -237,7 +245,9 @@ def test_two_brokers_down_stalls_then_resumes_identically(
     cluster: ScriptKafka, tmp_path: Path, stopped_at_teardown: list[PipelineRun]
 ) -> None:
     bootstrap = cluster.bootstrap
-    run = PipelineRun(bootstrap, tmp_path / "faulted", topics_overrides=REPLICATED)
+    run = PipelineRun(
+        bootstrap, tmp_path / "faulted", topics_overrides=REPLICATED, config_overrides=leading_clock(LEAD_S)
+    )
     records = storm_records(
         seed=22,
         t0_ms=int(time.time() * 1000) - 600_000,

@@ -71,7 +71,7 @@ from tests.kit.netfaults import NetSwitch, kafka_in_hosts, skip_reason
 from tests.kit.paths import ROOT
 from tests.kit.pipeline import PipelineRun, canonical, check_audit_integrity
 from tests.kit.ports import worker_dir, worker_port
-from tests.kit.records import PacedProducer, storm_records
+from tests.kit.records import PacedProducer, leading_clock, storm_records
 from tests.kit.waits import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.netns]
@@ -138,6 +138,20 @@ def healed(cluster: tuple[ScriptKafka, NetSwitch]) -> Iterator[tuple[ScriptKafka
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _replicated_run(
+    bootstrap: str, workdir: Path, lead_s: float, raw_topic: str | None = None
+) -> PipelineRun:
+    """A pipeline on topics of replication factor 3 (min.insync.replicas 2) reading a storm whose
+    records lead the wall clock by ``lead_s``."""
+    return PipelineRun(
+        bootstrap,
+        workdir,
+        raw_topic=raw_topic,
+        topics_overrides=REPLICATED,
+        config_overrides=leading_clock(lead_s),
+    )
 
 
 def _storm(seed: int, span_s: float, lead_s: float) -> list[tuple[int, bytes]]:
@@ -351,9 +365,9 @@ def test_a_slow_lossy_then_flapping_network_mid_storm_changes_nothing(
 ) -> None:
     kafka, net = healed
     bootstrap = kafka.bootstrap
-    run = PipelineRun(bootstrap, tmp_path / "faulted", topics_overrides=REPLICATED)
+    run = _replicated_run(bootstrap, tmp_path / "faulted", LEAD_S)
     raw = run.settings.topics.raw
-    reference = PipelineRun(bootstrap, tmp_path / "reference", raw_topic=raw, topics_overrides=REPLICATED)
+    reference = _replicated_run(bootstrap, tmp_path / "reference", LEAD_S, raw_topic=raw)
     runs_to_stop += [run, reference]
     _start_workers(run, net, METRICS_PORT)
     _start_workers(reference, None, METRICS_PORT + 1)
@@ -632,7 +646,7 @@ def test_a_leader_cut_from_the_other_brokers_loses_no_acknowledged_write(
 ) -> None:
     kafka, net = healed
     bootstrap = kafka.bootstrap
-    run = PipelineRun(bootstrap, tmp_path / "faulted", topics_overrides=REPLICATED)
+    run = _replicated_run(bootstrap, tmp_path / "faulted", MINORITY_LEAD_S)
     runs_to_stop.append(run)
     topics = run.settings.topics
     raw, inputs = topics.raw, [topics.raw, topics.correlator_input]
@@ -720,7 +734,7 @@ def test_a_leader_cut_from_the_other_brokers_loses_no_acknowledged_write(
 
         producer.join(90)
         assert not producer.is_alive(), "the storm producer did not finish"
-        reference = PipelineRun(bootstrap, tmp_path / "reference", raw_topic=raw, topics_overrides=REPLICATED)
+        reference = _replicated_run(bootstrap, tmp_path / "reference", MINORITY_LEAD_S, raw_topic=raw)
         runs_to_stop.append(reference)
         _start_workers(reference, None, METRICS_PORT + 1)
         events = wait_for(

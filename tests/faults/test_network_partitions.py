@@ -60,7 +60,7 @@ from tests.kit.netfaults import NetSwitch, assignment_log, kafka_in_hosts, owned
 from tests.kit.paths import ROOT
 from tests.kit.pipeline import PipelineRun, canonical, check_audit_integrity
 from tests.kit.ports import worker_dir, worker_port
-from tests.kit.records import PacedProducer, reparse, storm_records
+from tests.kit.records import PacedProducer, leading_clock, reparse, storm_records
 from tests.kit.waits import wait_for
 from tests.kit.workers import Workers
 
@@ -168,7 +168,7 @@ def test_a_partitioned_zombie_correlator_is_fenced(
     broker: ScriptKafka, zombie_net: NetSwitch, runs_to_stop: list[PipelineRun], tmp_path: Path
 ) -> None:
     bootstrap, net = broker.bootstrap, zombie_net
-    run = PipelineRun(bootstrap, tmp_path / "faulted")
+    run = PipelineRun(bootstrap, tmp_path / "faulted", config_overrides=leading_clock(LEAD_S))
     runs_to_stop.append(run)
     raw = run.settings.topics.raw
     t0 = int(time.time() * 1000) + int(LEAD_S * 1000) + 4000
@@ -246,7 +246,9 @@ def test_a_partitioned_zombie_correlator_is_fenced(
         run.procs.pop("correlate:c1")  # gone for good: the run goes on without it
     producer.join(LEAD_S + 60)
     assert not producer.is_alive(), "the storm producer did not finish"
-    reference_run = PipelineRun(bootstrap, tmp_path / "reference", raw_topic=raw)
+    reference_run = PipelineRun(
+        bootstrap, tmp_path / "reference", raw_topic=raw, config_overrides=leading_clock(LEAD_S)
+    )
     runs_to_stop.append(reference_run)
     reference_run.start("ingest", "i1")
     reference_run.start("correlate", "c1")

@@ -29,7 +29,7 @@ import pytest
 
 from stormwatch.schemas.incident import AlertChangeKind, IncidentEvent
 from tests.kit.pipeline import PipelineRun, canonical, check_audit_integrity, incidents_by_id
-from tests.kit.records import PacedProducer, storm_records
+from tests.kit.records import PacedProducer, leading_clock, storm_records
 from tests.kit.waits import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults, pytest.mark.slow]
@@ -69,9 +69,11 @@ def runs_to_stop() -> Iterator[list[PipelineRun]]:
 def test_workers_join_and_leave_during_a_live_storm(
     kafka_bootstrap: str, tmp_path: Path, runs_to_stop: list[PipelineRun]
 ) -> None:
-    graceful = PipelineRun(kafka_bootstrap, tmp_path / "sigterm")
+    graceful = PipelineRun(kafka_bootstrap, tmp_path / "sigterm", config_overrides=leading_clock(LEAD_S))
     raw = graceful.settings.topics.raw
-    crashed = PipelineRun(kafka_bootstrap, tmp_path / "sigkill", raw_topic=raw)
+    crashed = PipelineRun(
+        kafka_bootstrap, tmp_path / "sigkill", raw_topic=raw, config_overrides=leading_clock(LEAD_S)
+    )
     runs = {signal.SIGTERM: graceful, signal.SIGKILL: crashed}
     t0 = int(time.time() * 1000) + int(LEAD_S * 1000) + 3000
     records = storm_records(
@@ -100,7 +102,9 @@ def test_workers_join_and_leave_during_a_live_storm(
         assert not producer.is_alive(), "the storm producer did not finish"
         # The raw topic is complete and every worker change is done: the single-worker reference
         # run starts now, while the two runs wait for the wall clock to pass the storm's end.
-        reference_run = PipelineRun(kafka_bootstrap, tmp_path / "reference", raw_topic=raw)
+        reference_run = PipelineRun(
+            kafka_bootstrap, tmp_path / "reference", raw_topic=raw, config_overrides=leading_clock(LEAD_S)
+        )
         runs_to_stop.append(reference_run)
         reference_run.start("ingest", "i1")
         reference_run.start("correlate", "c1")

@@ -36,12 +36,15 @@ arrival), resolved on arrival, dead letters (0). Timing stays sane: the on-time
 sender's incident opens within ``OPEN_BOUND_S`` of its post (group_wait is 3 s), and so do the
 groups with a sender 10 minutes ahead; no event's time runs ahead of the wall clock.
 
-**Known bug** (``test_records_stamped_in_the_future_do_not_move_the_clock_for_everyone``, xfail):
-a producer stamping raw records 10 minutes ahead, one in every raw partition, moves every
-correlator partition's clock 10 minutes ahead at once (the ingest watermark of a raw partition is
-the newest record timestamp it read; nothing bounds it by the wall clock). Everybody's timers fire
-10 minutes early and on-time alerts are late for 10 minutes. Both tests share one pipeline (its
-three processes took 40-50 s to start on the busy 2-core machine); this one runs last.
+**A producer whose clock runs ahead** (``test_records_stamped_in_the_future_do_not_move_the_clock_for_everyone``,
+last in the module; both tests share one pipeline, whose three processes took 40-50 s to start on
+the busy 2-core machine): it stamps raw records 10 minutes ahead, one in every raw partition. Once
+that moved every correlator partition's clock 10 minutes ahead (a raw partition's watermark was the
+newest timestamp read): everybody's timers fired 10 minutes early and on-time alerts were late.
+Now ingest's ticks never move a watermark further ahead of its wall clock than
+``ingest.max_future_ms`` (0 here, the default): those records are counted
+(``stormwatch_raw_records_ahead_total``) and their alerts wait in the correlator until their time,
+while the on-time sender's incident opens on time and nothing is late.
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ COUNTERS = {
     "resolved": ("correlator", "stormwatch_alerts_resolved_unknown_total"),
     "dead_ingest": ("ingest", "stormwatch_dead_letters_total"),
     "dead_correlator": ("correlator", "stormwatch_dead_letters_total"),
+    "ahead": ("ingest", "stormwatch_raw_records_ahead_total"),
 }
 """The decisions counted, by worker and metric."""
 
@@ -320,6 +324,7 @@ def test_skewed_senders_are_judged_by_the_policy_and_every_decision_is_counted(s
         "resolved": expected["resolved"] + expected["late-resolved"],
         "dead_ingest": 0,
         "dead_correlator": 0,
+        "ahead": 0,  # the gateway stamps its records: a sender's clock is only in the alerts
     }
 
     def counted() -> dict[str, float] | None:
@@ -379,17 +384,8 @@ def test_skewed_senders_are_judged_by_the_policy_and_every_decision_is_counted(s
     assert _ahead_of_wall(events, wall) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (#17): a raw partition's watermark is the newest record timestamp ingest read "
-    "(streams/ingest.py _raw_record and _ticks: max(now, max_ts)), unbounded by the wall clock; "
-    "records stamped 10 min ahead in every raw partition move every correlator partition's clock "
-    "10 min ahead: the on-time warm-up incident is resolved and closed at once, stamped ~4 min "
-    "ahead of the wall clock (its endsAt, 4 min ahead, has passed in event time); on-time alerts "
-    "that follow are late and their group_wait ends only when the wall clock catches up",
-)
 def test_records_stamped_in_the_future_do_not_move_the_clock_for_everyone(stack: Stack) -> None:
-    """Last in the module: with the bug it moves the shared pipeline's clocks 10 minutes ahead."""
+    """Last in the module: were the bug back, it would move the shared pipeline's clocks 10 minutes ahead."""
     _warm_up(stack, "future")
     stack.clock_moved = True
     stack.produce_raw(SKEW_MS, "rawahead", {False: "held", True: "held"})
@@ -412,8 +408,10 @@ def test_records_stamped_in_the_future_do_not_move_the_clock_for_everyone(stack:
     )
     opened_s = time.time() - on_time_posted
     events = stack.events()
-    late = stack.counters()["late"]
-    print(f"future records: events ahead of the wall clock {stamped_ahead}; late counter {late}")
+    counters = stack.counters()
+    late = counters["late"]
+    print(f"future records: events ahead of the wall clock {stamped_ahead}; counters {counters}")
+    assert counters["ahead"] == stack.run.partitions, "each raw record stamped ahead is counted"
     assert stamped_ahead == [], f"the correlator's clock ran ahead of the wall clock: {stamped_ahead}"
     warm = [e.type.value for e in events if _team(e) == "warm"]
     assert warm == ["opened"], f"the on-time warm-up incident was decided early: {warm}"

@@ -3,10 +3,13 @@ partition asks for, and forwarded commands held until an idle partition's clock 
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from stormwatch.schemas.commands import OperatorAction, OperatorCommand
 from stormwatch.schemas.incident import IncidentEventType, IncidentState
 from stormwatch.streams.core import wire
-from stormwatch.streams.core.clock import TickPolicy
+from stormwatch.streams.core.clock import TickPolicy, raw_watermark
 from stormwatch.streams.core.wire import ClockDemand
 from tests.kit.engine import Driver, at, config, iso, note
 
@@ -112,3 +115,45 @@ def test_a_forwarded_command_waits_for_a_stale_clock_and_carries_its_time() -> N
     )
     d.commit()
     assert d.events[-1].type is IncidentEventType.RESOLVED
+
+
+# --- a raw partition's watermark (issue #17: a producer whose clock runs ahead) -----------------
+
+NOW = 1_800_000_000_000
+
+
+def test_a_raw_watermark_is_the_newest_timestamp_read_or_the_wall_clock_once_caught_up() -> None:
+    assert raw_watermark(NOW - 5_000, NOW, caught_up=False, max_future_ms=0) == NOW - 5_000
+    assert raw_watermark(NOW - 5_000, NOW, caught_up=True, max_future_ms=0) == NOW
+    assert raw_watermark(-1, NOW, caught_up=False, max_future_ms=0) is None  # nothing read yet
+    assert raw_watermark(-1, NOW, caught_up=True, max_future_ms=0) == NOW
+
+
+def test_records_stamped_ahead_move_the_watermark_no_further_than_max_future_ms() -> None:
+    ten_minutes_ahead = NOW + 600_000
+    for caught_up in (False, True):
+        assert raw_watermark(ten_minutes_ahead, NOW, caught_up=caught_up, max_future_ms=0) == NOW
+        assert (
+            raw_watermark(ten_minutes_ahead, NOW, caught_up=caught_up, max_future_ms=90_000) == NOW + 90_000
+        )
+        assert raw_watermark(NOW + 30_000, NOW, caught_up=caught_up, max_future_ms=90_000) == NOW + 30_000
+
+
+@given(
+    newest=st.integers(-1, 2 * NOW),
+    now=st.integers(0, 2 * NOW),
+    caught_up=st.booleans(),
+    max_future=st.integers(0, 3_600_000),
+)
+def test_a_raw_watermark_never_runs_ahead_of_the_wall_clock_by_more_than_allowed(
+    newest: int, now: int, caught_up: bool, max_future: int
+) -> None:
+    mark = raw_watermark(newest, now, caught_up=caught_up, max_future_ms=max_future)
+    if mark is None:
+        assert newest < 0 and not caught_up
+        return
+    assert mark <= now + max_future
+    assert mark <= max(newest, now) and (not caught_up or mark >= now)
+    # as the wall clock moves on, the watermark never goes back
+    later = raw_watermark(newest, now + 1_000, caught_up=caught_up, max_future_ms=max_future)
+    assert later is not None and later >= mark
