@@ -71,7 +71,7 @@ class IngestStage:
             on_demand=ingest.tick_on_demand,
         )
         self._demands: Consumer | None = None  # follows topics.correlator_clock
-        self._newest = 0  # the newest raw record timestamp seen (alerts routed are hot until past it)
+        self._newest = 0  # the newest raw record timestamp seen, bounded as ticks are (see _raw_record)
         self._bad_demands = 0
 
     # -- loop hooks
@@ -168,14 +168,18 @@ class IngestStage:
         topic, partition, offset = coordinates(msg)
         ts = msg.timestamp()[1]
         self._at_eof.discard(partition)
-        if (ahead_ms := ts - self._wall()) > self.max_future_ms:  # held until its time, not the clock moved
-            self._ahead.seen(partition, offset, ahead_ms)
+        bound = self._wall() + self.max_future_ms
+        if ts > bound:  # its alerts wait until their time; the clock does not follow it
+            self._ahead.seen(partition, offset, ts - bound + self.max_future_ms)
             if self.metrics is not None:
                 self.metrics.raw_records_ahead.inc()
         if ts > self._raw_owned.get(partition, -1):
             self._raw_owned[partition] = ts
-        if ts > self._newest:
-            self._newest = ts
+        # Alerts routed are hot until the clock passes this: not beyond what the ticks may say
+        # (a record stamped further ahead waits on its partition's clock demand instead).
+        newest = min(ts, bound)
+        if newest > self._newest:
+            self._newest = newest
         # Checked fields or the gateway's notes, never pydantic Alerts: each alert becomes a note at once.
         result = self.batcher.add_raw(
             msg.value() or b"",
