@@ -42,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from stormwatch.bench.chart import Band, Panel, Series, svg
 from stormwatch.bench.pipeline import ROOT, BenchPipeline, Worker
@@ -422,6 +424,9 @@ class Sample:
     refused_per_s: float
     backlog: int
     load: float
+    linker_state: dict[str, float] = field(default_factory=dict)
+    """stormwatch_linker_state summed over partitions, by kind (incidents, groups, pending_notes):
+    whether the linker's state grows or only its memory does."""
 
 
 @dataclass
@@ -521,6 +526,23 @@ class Run:
             out[stage] = sum(max(0, end - max(committed.get(p, -1), 0)) for p, end in ends.items())
         return out
 
+    def linker_state(self) -> dict[str, float]:
+        """The linker's state sizes from its /metrics ({} when it does not answer)."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{ROLES['linker'][2]}/metrics", timeout=2
+            ) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return {}
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name == "stormwatch_linker_state":
+                for sample in family.samples:
+                    kind = sample.labels.get("kind", "?")
+                    out[kind] = out.get(kind, 0.0) + sample.value
+        return out
+
     def rss(self) -> dict[str, float]:
         out = {name: rss_mb(w.pid) for name, w in self.workers.items() if name != "receiver"}
         for node in range(1, self.cluster.nodes + 1):
@@ -582,6 +604,7 @@ def run_load(
                 refused_per_s=(refused - last[1]) / args.sample_s,
                 backlog=sink.backlog(),
                 load=_load(),
+                linker_state=run.linker_state(),
             )
             last = (accepted, refused)
             samples.append(sample)
@@ -634,7 +657,8 @@ def _print_sample(s: Sample) -> None:
     rss = " ".join(f"{k}={v:.0f}" for k, v in s.rss.items() if not k.startswith("kafka"))
     print(
         f"{s.t_s:7.0f}s  {s.accepted_per_s:6.0f}/s ok {s.refused_per_s:4.1f}/s refused  backlog {s.backlog:4d}  "
-        f"lag {lag}  rss MB {rss}  load {s.load:.1f}",
+        f"lag {lag}  rss MB {rss}  load {s.load:.1f}  linker state "
+        + (" ".join(f"{k}={v:.0f}" for k, v in s.linker_state.items()) or "?"),
         flush=True,
     )
 
