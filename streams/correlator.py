@@ -14,7 +14,7 @@ from collections import Counter
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from stormwatch.config import Settings
-from stormwatch.kafka.client import read_changelogs
+from stormwatch.kafka.client import read_changelogs, restore_caught_up
 from stormwatch.kafka.txloop import BatchResult, Output, coordinates
 from stormwatch.metrics import PipelineMetrics
 from stormwatch.schemas.incident import IncidentEventType
@@ -55,15 +55,25 @@ class CorrelatorStage:
         if not mine:
             return
         started = time.monotonic()
-        states = read_changelogs(self.settings, self.topics.correlator_state, mine)
-        read_s = time.monotonic() - started
+        read_s = 0.0
+
+        def restore(todo: list[int]) -> dict[int, int]:
+            nonlocal read_s
+            read_started = time.monotonic()
+            states = read_changelogs(self.settings, self.topics.correlator_state, todo)
+            read_s += time.monotonic() - read_started
+            for partition in todo:
+                engine = PartitionEngine(
+                    self.rules, partition, source_topic=self.topics.correlator_input, linking=self.linking
+                )
+                engine.restore(states.pop(partition))  # popped: its raw records go as it is built
+                self.engines[partition] = engine
+            return {p: self.engines[p].processed for p in todo}
+
+        restore_caught_up(consumer, self.topics.correlator_input, mine, restore)
         counts: Counter[str] = Counter()
         for partition in mine:
-            engine = PartitionEngine(
-                self.rules, partition, source_topic=self.topics.correlator_input, linking=self.linking
-            )
-            engine.restore(states.pop(partition))  # popped: its raw records go as it is built
-            self.engines[partition] = engine
+            engine = self.engines[partition]
             self._unpublished.add(partition)
             self._reported[partition] = Counter(engine.stats)
             counts.update(engine.snapshot_counts())

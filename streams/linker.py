@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from stormwatch.config import Settings
-from stormwatch.kafka.client import make_consumer, read_changelogs, read_topic
+from stormwatch.kafka.client import make_consumer, read_changelogs, read_topic, restore_caught_up
 from stormwatch.kafka.txloop import BatchResult, Output, coordinates
 from stormwatch.metrics import PipelineMetrics
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
@@ -93,13 +93,18 @@ class LinkerStage:
             return
         started = time.monotonic()
         self._read_topology()
-        states = read_changelogs(self.settings, self.topics.linker_state, mine)
-        for partition in mine:
-            part = LinkerPartition(
-                self.config, partition, self.correlator_partitions, self.linker_partitions, self.log
-            )
-            part.restore(states.pop(partition))
-            self.partitions[partition] = part
+
+        def restore(todo: list[int]) -> dict[int, int]:
+            states = read_changelogs(self.settings, self.topics.linker_state, todo)
+            for partition in todo:
+                part = LinkerPartition(
+                    self.config, partition, self.correlator_partitions, self.linker_partitions, self.log
+                )
+                part.restore(states.pop(partition))
+                self.partitions[partition] = part
+            return {p: self.partitions[p].processed for p in todo}
+
+        restore_caught_up(consumer, self.topics.linker_input, mine, restore)
         log.info(
             "restored linker partitions %s in %.2fs: %d linked incidents",
             ",".join(map(str, mine)),

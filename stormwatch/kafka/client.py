@@ -529,6 +529,60 @@ def read_changelogs(
     return states
 
 
+RESTORE_CATCH_UP_S = 60.0
+"""How long a restore waits for a changelog to catch up with the committed offsets."""
+RESTORE_RETRY_S = 0.5
+COMMITTED_TIMEOUT_S = 10.0
+
+
+def restore_caught_up(
+    consumer: Consumer,
+    input_topic: str,
+    partitions: list[int],
+    restore: Callable[[list[int]], Mapping[int, int]],
+) -> None:
+    """Restore ``partitions`` (``restore`` reads their changelog, builds their state and returns
+    each one's last processed input offset) until no state is behind its committed offset.
+
+    A stage commits an input offset in the same transaction as the state that processed the input
+    before it, so a committed offset past the restored state's last processed record plus one
+    means the changelog was read before that transaction's records were readable: the stable
+    offsets only prove it committed, and its markers reach each partition on their own (during a
+    broker outage they wait for the brokers). Such partitions are read again, with a warning,
+    for at most RESTORE_CATCH_UP_S; then the committed offsets win, with an error (offsets moved
+    by hand get there)."""
+    asked = [TopicPartition(input_topic, p) for p in partitions]
+    try:
+        committed = {tp.partition: tp.offset for tp in consumer.committed(asked, timeout=COMMITTED_TIMEOUT_S)}
+    except KafkaException as exc:
+        log.warning("could not read the committed offsets to check the restored state: %s", exc)
+        committed = {}
+    started = time.monotonic()
+    todo = partitions
+    while True:
+        processed = restore(todo)
+        behind = {p: (processed[p], committed[p]) for p in todo if committed.get(p, -1) > processed[p] + 1}
+        if not behind:
+            return
+        if time.monotonic() - started >= RESTORE_CATCH_UP_S:
+            log.error(
+                "restored state still behind the committed offsets of %s after %.0fs; going on from "
+                "the committed offsets (were they moved by hand?)",
+                input_topic,
+                RESTORE_CATCH_UP_S,
+                extra={"behind": behind},
+            )
+            return
+        log.warning(
+            "restored state behind the committed offsets of %s (the changelog's last transaction "
+            "is not readable yet); reading it again",
+            input_topic,
+            extra={"behind": behind},
+        )
+        time.sleep(RESTORE_RETRY_S)
+        todo = sorted(behind)
+
+
 def produce_sync(
     producer: Producer,
     topic: str,
