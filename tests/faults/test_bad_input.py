@@ -131,22 +131,21 @@ def _produce(bootstrap: str, topic: str, cases: list[Case], t0_ms: int) -> list[
     return [c for c in coords if c is not None]
 
 
-def _ingest_caught_up(run: PipelineRun) -> bool:
-    """The ingest group's committed offsets equal the raw topic's end offsets (False while the
+def _ingest_progress(run: PipelineRun) -> dict[int, tuple[int, int]] | None:
+    """Per raw partition, the ingest group's committed offset and the end offset (None while the
     group coordinator is still loading or moving: the caller asks again)."""
     topics = run.settings.topics
     consumer = make_consumer(run.settings, f"stormwatch-ingest-{topics.correlator_input}")
     try:
         partitions = [TopicPartition(topics.raw, p) for p in range(run.partitions)]
-        committed = consumer.committed(partitions, timeout=10)
-        for tp in committed:
+        progress = {}
+        for tp in consumer.committed(partitions, timeout=10):
             _, high = consumer.get_watermark_offsets(TopicPartition(topics.raw, tp.partition), timeout=10)
-            if tp.offset != high:
-                return False
-        return True
+            progress[tp.partition] = (tp.offset, high)
+        return progress
     except KafkaException as exc:
         if is_transient(exc.args[0] if exc.args else None):
-            return False
+            return None
         raise
     finally:
         consumer.close()
@@ -174,11 +173,17 @@ def test_malformed_records_all_land_in_the_dlq_and_good_alerts_still_flow(
     try:
         started = time.monotonic()
 
+        progress: list[dict[int, tuple[int, int]] | None] = [None]
+
         def caught_up() -> bool:
             run.assert_alive()
-            return _ingest_caught_up(run)
+            progress[0] = _ingest_progress(run)
+            return progress[0] is not None and all(done == end for done, end in progress[0].values())
 
-        wait_for("ingest to read the whole corpus", caught_up, CATCH_UP_S, interval_s=1.0)
+        try:
+            wait_for("ingest to read the whole corpus", caught_up, CATCH_UP_S, interval_s=1.0)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; raw partition: (committed, end) {progress[0]}") from None
         ingest_s = time.monotonic() - started
 
         def all_joined() -> bool:
