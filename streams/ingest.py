@@ -168,9 +168,10 @@ class IngestStage:
         topic, partition, offset = coordinates(msg)
         ts = msg.timestamp()[1]
         self._at_eof.discard(partition)
-        bound = self._wall() + self.max_future_ms
+        now = self._wall()
+        bound = now + self.max_future_ms
         if ts > bound:  # its alerts wait until their time; the clock does not follow it
-            self._ahead.seen(partition, offset, ts - bound + self.max_future_ms)
+            self._ahead.seen(partition, offset, ts - now)
             if self.metrics is not None:
                 self.metrics.raw_records_ahead.inc()
         if ts > self._raw_owned.get(partition, -1):
