@@ -60,6 +60,7 @@ class IngestStage:
         self._ahead = _AheadRecords()
         self._raw_owned: dict[int, int] = {}  # raw partition -> max record timestamp seen (-1: none)
         self._at_eof: set[int] = set()
+        self._handled: dict[int, int] = {}  # raw partition -> offset after the last record handled
         self._raw_partition_count = 0
         self._last_tick = 0.0
         self._consumer: Consumer | None = None
@@ -90,6 +91,7 @@ class IngestStage:
             if tp.topic == self.topics.raw:
                 self._raw_owned.pop(tp.partition, None)
                 self._at_eof.discard(tp.partition)
+                self._handled.pop(tp.partition, None)
 
     def idle_work_due(self) -> bool:
         if not self._raw_owned or (time.monotonic() - self._last_tick) * 1000 < self.tick_interval_ms:
@@ -168,6 +170,7 @@ class IngestStage:
         topic, partition, offset = coordinates(msg)
         ts = msg.timestamp()[1]
         self._at_eof.discard(partition)
+        self._handled[partition] = offset + 1
         now = self._wall()
         bound = now + self.max_future_ms
         if ts > bound:  # its alerts wait until their time; the clock does not follow it
@@ -303,10 +306,20 @@ class IngestStage:
             self.policy.ticked(targets, now)
 
     def _caught_up(self, partition: int) -> bool:
-        """Everything the broker had at the last fetch is read: what an EOF event says, but also
-        true between EOF events while records keep arriving (then the wall clock is the watermark
-        rather than the last record's timestamp, which lags by the produce-to-consume time)."""
-        if self._consumer is None:
+        """Everything the broker had at the last fetch is read and handled: what an EOF event
+        says, but also true between EOF events while records keep arriving (then the wall clock is
+        the watermark rather than the last record's timestamp, which lags by the produce-to-consume
+        time).
+
+        The consumer's position alone is not enough: it counts every record the loop polled, and a
+        poll larger than ``max_batch_bytes`` is handled as several transactions. A tick of the
+        first would claim the partition read while the later ones still held its records, moving
+        event time to the wall clock past them: they arrived late (a CI run saw 191 alerts per
+        incident re-fire after their resolution). So the position must also be where this stage's
+        own handling got to. (Behind transaction markers it stays ahead of that: the partition then
+        counts as read at its next EOF event.)"""
+        handled = self._handled.get(partition)
+        if self._consumer is None or handled is None:
             return False
         tp = TopicPartition(self.topics.raw, partition)
         try:
@@ -314,7 +327,7 @@ class IngestStage:
             _, high = self._consumer.get_watermark_offsets(tp, cached=True)
         except KafkaException:
             return False
-        return position >= 0 and high >= 0 and position >= high
+        return high >= 0 and high <= position <= handled
 
 
 class _AheadRecords:

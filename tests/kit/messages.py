@@ -6,6 +6,11 @@ tools/audit_digest.py replays storms), so routing and dead-lettering are unit-te
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from stormwatch.kafka.txloop import Output
+from stormwatch.streams.core import wire
+
 
 class FakeMessage:
     """One consumed record: where it was read (topic, partition, offset), when, and what it holds."""
@@ -52,3 +57,14 @@ class FakeMessage:
 
     def error(self) -> None:
         return None
+
+
+def ticked_watermarks(outputs: Iterable[Output]) -> list[int]:
+    """Every raw-partition watermark the tick records among a stage's ``outputs`` carry, in order."""
+    marks: list[int] = []
+    for out in outputs:
+        assert out.value is not None
+        record = wire.decode(out.value)
+        if record["t"] == wire.TICKS:
+            marks += record["wm"].values()
+    return marks

@@ -16,7 +16,7 @@ from stormwatch.metrics import pipeline_metrics
 from stormwatch.streams.core import wire
 from stormwatch.streams.core.rules import parse_rules
 from stormwatch.streams.ingest import IngestStage
-from tests.kit.messages import FakeMessage
+from tests.kit.messages import FakeMessage, ticked_watermarks
 
 NOW = 1_800_000_000_000
 TEN_MINUTES = 600_000
@@ -62,21 +62,11 @@ def _read(stage: IngestStage, stamped_ms: int, *, caught_up: bool) -> list[Outpu
     return stage.handle([message], eof).outputs  # type: ignore[arg-type]
 
 
-def _ticked(outputs: list[Output]) -> list[int]:
-    marks = []
-    for out in outputs:
-        assert out.value is not None
-        record = wire.decode(out.value)
-        if record["t"] == wire.TICKS:
-            marks += record["wm"].values()
-    return marks
-
-
 def test_records_stamped_ten_minutes_ahead_do_not_move_the_clock_ahead() -> None:
     for caught_up in (False, True):
         before = _ahead()
         outputs = _read(_stage(max_future_ms=0), NOW + TEN_MINUTES, caught_up=caught_up)
-        assert _ticked(outputs) == [NOW]
+        assert ticked_watermarks(outputs) == [NOW]
         alerts = [o for o in outputs if o.value is not None and wire.decode(o.value)["t"] == wire.ALERTS]
         assert len(alerts) == 1, "the record's alert still goes to the correlator, where it waits"
         assert _ahead() == before + 1
@@ -84,13 +74,17 @@ def test_records_stamped_ten_minutes_ahead_do_not_move_the_clock_ahead() -> None
 
 def test_max_future_ms_lets_records_stamped_ahead_lead_the_clock_that_far() -> None:
     before = _ahead()
-    assert _ticked(_read(_stage(max_future_ms=90_000), NOW + 30_000, caught_up=False)) == [NOW + 30_000]
+    assert ticked_watermarks(_read(_stage(max_future_ms=90_000), NOW + 30_000, caught_up=False)) == [
+        NOW + 30_000
+    ]
     assert _ahead() == before
-    assert _ticked(_read(_stage(max_future_ms=90_000), NOW + TEN_MINUTES, caught_up=False)) == [NOW + 90_000]
+    assert ticked_watermarks(_read(_stage(max_future_ms=90_000), NOW + TEN_MINUTES, caught_up=False)) == [
+        NOW + 90_000
+    ]
     assert _ahead() == before + 1
 
 
 def test_records_stamped_in_the_past_are_not_counted_ahead() -> None:
     before = _ahead()
-    assert _ticked(_read(_stage(max_future_ms=0), NOW - 5_000, caught_up=False)) == [NOW - 5_000]
+    assert ticked_watermarks(_read(_stage(max_future_ms=0), NOW - 5_000, caught_up=False)) == [NOW - 5_000]
     assert _ahead() == before
