@@ -47,7 +47,7 @@ from stormwatch.streams.core.linkgate import LinkGate, LinkSetup
 from stormwatch.streams.core.linkwire import LINK_COMMAND, LINK_MARK, LINK_SKIP, encode_link_command
 from stormwatch.streams.core.mutetally import MuteTally
 from stormwatch.streams.core.muting import Mute
-from stormwatch.streams.core.reorder import Buffered, ReorderBuffer, Watermarks, WireRoute
+from stormwatch.streams.core.reorder import Buffered, Notification, ReorderBuffer, Watermarks, WireRoute
 from stormwatch.streams.core.rules import LatePolicy, RulesConfig
 from stormwatch.streams.core.silencing import Silences
 from stormwatch.streams.core.state import EngineOutput, Observation, PartitionState
@@ -142,7 +142,7 @@ class PartitionEngine:
             return
         kind = record.get("t")
         if kind in (wire.ALERTS, wire.INHIBITOR, wire.BY_KEY):
-            self._on_alerts(record, offset, replay)
+            self._on_alerts(record, value, offset, replay)
         elif replay:
             pass  # ticks, commands and results below `processed` are already reflected in state
         elif kind == wire.TICK:
@@ -183,8 +183,8 @@ class PartitionEngine:
             self.processed = offset
             self.state.meta_dirty = True
 
-    def _on_alerts(self, record: dict[str, Any], offset: int, replay: bool) -> None:
-        late = self.buffer.admit(_notifications(record), offset)
+    def _on_alerts(self, record: dict[str, Any], value: bytes, offset: int, replay: bool) -> None:
+        late = self.buffer.admit(_notifications(record), offset, (value, _decode_notifications))
         if replay:
             return
         for item in late:
@@ -522,7 +522,12 @@ def _only_time_moved(out: EngineOutput) -> bool:
     return not (out.events or out.dead_letters or out.feedback or out.silences or out.cross or out.links)
 
 
-def _notifications(record: dict[str, Any]) -> list[tuple[wire.AlertNote, WireRoute | None, str | None]]:
+def _decode_notifications(value: bytes) -> list[Notification]:
+    """A packed record's notifications, decoded again when the first of them is due."""
+    return _notifications(wire.decode(value))
+
+
+def _notifications(record: dict[str, Any]) -> list[Notification]:
     """The notifications of an alerts, inhibitor or key-only record, with their route or rule."""
     if record["t"] == wire.INHIBITOR:  # its route only names the source's group (``h``)
         source: WireRoute = (str(record.get("h", "")), "", "", {})

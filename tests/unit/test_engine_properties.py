@@ -27,9 +27,16 @@ def _labels(name: int, inst: int) -> dict[str, str]:
     return {"alertname": f"A{name}", "job": "api", "instance": f"i{inst}"}
 
 
-def _run(arrivals: list[list[tuple[int, int, int, bool, str]]], lateness_ms: int = 3000) -> list[bytes]:
-    """arrivals[k] = alerts written just before the tick with watermark k seconds."""
+def _run(
+    arrivals: list[list[tuple[int, int, int, bool, str]]],
+    lateness_ms: int = 3000,
+    pack_after: int | None = None,
+) -> list[bytes]:
+    """arrivals[k] = alerts written just before the tick with watermark k seconds; ``pack_after``:
+    the reorder buffer's (0: every record waits packed, as in a catch-up)."""
     d = Driver(config(RULES))
+    if pack_after is not None:
+        d.engine.buffer.pack_after = pack_after
     for k, batch in enumerate(arrivals):
         if batch:
             d.alerts([note(_labels(n, i), at(0) + t, firing=f, severity=s) for n, i, t, f, s in batch])
@@ -62,4 +69,6 @@ def test_any_reordering_within_allowed_lateness_gives_the_same_events(
         shuffled[rnd.randint(0, latest)].append(spec)
     for batch in shuffled:
         rnd.shuffle(batch)
-    assert _run(shuffled) == _run(in_order)
+    reference = _run(in_order)
+    assert _run(shuffled) == reference
+    assert _run(shuffled, pack_after=0) == reference

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
 from stormwatch.streams.core import wire
-from stormwatch.streams.core.reorder import ReorderBuffer, Watermarks, WireRoute
+from stormwatch.streams.core.reorder import Notification, ReorderBuffer, Watermarks, WireRoute
 from tests.kit.engine import at, note
 
 ROUTE: WireRoute = ("0123456789abcdef", "{}", "default", {})
 
 
-def notes(*specs: tuple[str, float]) -> list[tuple[wire.AlertNote, WireRoute | None, str | None]]:
+def notes(*specs: tuple[str, float]) -> list[Notification]:
     return [(note({"alertname": name}, at(seconds)), ROUTE, None) for name, seconds in specs]
 
 
@@ -93,3 +96,47 @@ def test_any_arrival_order_releases_the_same_sequence(specs: list[tuple[str, flo
     reference = ReorderBuffer()
     reference.admit(notes(*sorted(specs)), 0)
     assert released == [item.note.labels["alertname"] for item in reference.due(at(3))]
+
+
+def _packable(specs: list[tuple[str, float]]) -> tuple[list[Notification], tuple[bytes, Any]]:
+    """Notifications of one record, with the record's bytes and their decoder."""
+    items = notes(*specs)
+    value = orjson.dumps([n.to_wire() for n, _, _ in items])
+
+    def unpack(raw: bytes) -> list[Notification]:
+        return [(wire.AlertNote.from_wire(row), ROUTE, None) for row in orjson.loads(raw)]
+
+    return items, (value, unpack)
+
+
+def test_a_large_buffer_keeps_records_packed_and_releases_them_as_decoded_ones() -> None:
+    records = [
+        [("B", 2), ("A", 2), ("C", 1)],
+        [("D", 9), ("A", 1)],
+        [("E", 2), ("B", 1), ("F", 12)],
+    ]
+    plain, packed = ReorderBuffer(), ReorderBuffer(pack_after=2)
+    for offset, specs in enumerate(records, start=10):
+        items, record = _packable(specs)
+        assert plain.admit(items, offset) == []
+        assert packed.admit(items, offset, record) == []
+    assert len(packed) == len(plain) == 8
+    assert packed.packed == 5  # the first record came in while the buffer was small
+    assert packed.oldest_offset(default=99) == 10
+    for target in (at(1), at(2), at(9), at(20)):
+        released, expected = packed.due(target), plain.due(target)
+        assert [(i.key[:4], i.offset, i.note, i.route) for i in released] == [
+            (i.key[:4], i.offset, i.note, i.route) for i in expected
+        ]
+    assert len(packed) == 0 and packed.packed == 0
+
+
+def test_late_alerts_of_a_packed_record_come_back_decoded_at_once() -> None:
+    buffer = ReorderBuffer(pack_after=0)
+    buffer.set_clock(at(5))
+    items, record = _packable([("A", 4), ("B", 6)])
+    late = buffer.admit(items, 3, record)
+    assert [i.note.labels["alertname"] for i in late] == ["A"]
+    assert len(buffer) == 1 and buffer.packed == 1
+    (item,) = buffer.due(at(6))
+    assert item.note.labels["alertname"] == "B" and item.offset == 3
