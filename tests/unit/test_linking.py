@@ -352,6 +352,52 @@ def test_resolved_members_stay_and_the_incident_ends_when_every_member_closed(to
     assert linker.process(again(orders, NoteKind.CLOSED, 95_000)) == []
 
 
+def test_a_linked_incident_that_goes_on_for_hours_keeps_only_its_open_groups(topo: Topology) -> None:
+    """A chronic failure (the database stays down) that victim groups keep joining, each closing
+    after a while: the closed ones are folded into the incident (their components, edges and
+    activity still count: a group an hour later still continues it) instead of each kept whole.
+    The hour-long run's linker held ~85 more groups every minute before (issue #17)."""
+
+    def again(note: GroupNote, kind: NoteKind, t: int) -> GroupNote:
+        return GroupNote(**{**_fields(note), "kind": kind, "t": t})
+
+    def storm(linker: Linker, start: int, stop: int) -> list[LinkDecision]:
+        out: list[LinkDecision] = []
+        for i in range(start, stop):  # one victim group every 2 minutes, closed 3 minutes later
+            t = 60_000 + i * 2 * MIN
+            victim = group(topo, f"inc-orders-{i}", t, errors("orders", f"orders-{i % 3}"))
+            out += run(linker, victim)
+            if i >= 2:
+                old = group(
+                    topo, f"inc-orders-{i - 2}", t - 4 * MIN, errors("orders", f"orders-{(i - 2) % 3}")
+                )
+                out += run(linker, again(old, NoteKind.RESOLVED, t + 1), again(old, NoteKind.CLOSED, t + 2))
+        return out
+
+    linker = Linker(topo)
+    run(linker, group(topo, "inc-db", 40_000, db_down("orders-db")))
+    first = storm(linker, 0, 30)
+    assert [d.into for d in first if isinstance(d, Linked)] == ["inc-db"] * 30  # an hour: every one joined
+    assert linker.groups_held == 3  # the primary and the two victims still open, not 31
+    assert len(linker.members_of("inc-db")) == 31  # closed members stay members
+    record = linker.incident_record("inc-db")
+    assert record is not None and record["past"]["firing"]  # what they gave, in the state
+    run(linker, group(topo, "inc-other-db", 61 * MIN, db_down("billing-db")))
+    refused = run(
+        linker,
+        SplitCommand(62 * MIN, "inc-orders-5", "operator:ana"),
+        LinkCommand(62 * MIN, "inc-orders-5", "inc-other-db", "operator:ana"),
+    )
+    assert [(type(d).__name__, getattr(d, "reason", "")) for d in refused] == [
+        ("Refused", "inc-orders-5 is closed: nothing to split"),
+        ("Refused", "inc-orders-5 is closed: nothing to link"),
+    ]
+    # a restore from the state decides the next hour exactly as the running linker does
+    restored = Linker.from_dict(topo, orjson.loads(orjson.dumps(linker.to_dict())))
+    assert storm(restored, 30, 60) == storm(linker, 30, 60)
+    assert restored.to_dict() == linker.to_dict() and linker.groups_held == 4  # with inc-other-db
+
+
 # --------------------------------------------------------------------------------------------------
 # Operator commands
 
