@@ -287,6 +287,13 @@ class TransactionalLoop:
         def wait_until_stable() -> None:
             self._stable_offsets(consumer, partitions)
 
+        if not self._running:
+            # Stopping: the consumer's close serves a rebalance still pending. This process
+            # handles nothing more, so it restores nothing; waiting on Kafka here raised out of
+            # close() when the offsets did not come (a SIGTERM during a scale-out exited 1 in CI).
+            consumer.incremental_assign(partitions)
+            self._assigned.extend(partitions)
+            return
         self._waiting_out_outages("stable offsets", wait_until_stable)
         with _collector_paused():  # restoring makes long-lived objects only: nothing to collect
             self._waiting_out_outages("restore", lambda: self.stage.on_assign(consumer, partitions))

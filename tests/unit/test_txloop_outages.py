@@ -224,6 +224,9 @@ class _OrderConsumer:
     def incremental_assign(self, partitions: object) -> None:
         self.calls.append("assign")
 
+    def incremental_unassign(self, partitions: object) -> None:
+        self.calls.append("unassign")
+
 
 class _RecordingStage(_IdleStage):
     def __init__(self, calls: list[str]) -> None:
@@ -240,6 +243,19 @@ def test_stable_offsets_are_fetched_before_the_state_is_restored(loop: Transacti
     loop.stage = _RecordingStage(calls)
     loop._assign(_OrderConsumer(calls), [TopicPartition("t", 0)])  # type: ignore[arg-type]
     assert calls == ["committed", "restore", "assign"]
+
+
+def test_partitions_assigned_while_stopping_are_neither_waited_for_nor_restored(
+    loop: TransactionalLoop,
+) -> None:
+    """A SIGTERM during a scale-out: the consumer's close serves the pending assignment, whose
+    committed-offset read timed out and ended the process with status 1."""
+    calls: list[str] = []
+    loop.stage = _RecordingStage(calls)
+    loop.stop()
+    loop._assign(_OrderConsumer(calls), [TopicPartition("t", 0)])  # type: ignore[arg-type]
+    assert calls == ["assign"]
+    loop._revoke(_OrderConsumer(calls), [TopicPartition("t", 0)])  # type: ignore[arg-type]
 
 
 class _OffsetsStage(_IdleStage):
