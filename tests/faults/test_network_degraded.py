@@ -26,7 +26,7 @@ root namespace. Needs root and network namespaces (skipped with the reason other
    probe to the new leader must be acknowledged; CI runs starved of CPU twice took about 60 s, with
    acks=all requests to the majority's own leaders timing out meanwhile: a slow controller. Then
    the test warns, with the nodes' election log lines, and checks everything else). The cut is
-   held 45 s whatever the election does, past replica.lag.time.max.ms (Kafka's default 30 s:
+   held 60 s whatever the election does, past replica.lag.time.max.ms (Kafka's default 30 s:
    deploy/kafka/ leaves it unset), then healed; the old leader truncates what it appended alone
    and catches up. The raw topic must hold every storm record exactly once, and the pipeline must
    finish the storm. Seen: the clients stay on the cut-off leader until the heal (the storm
@@ -100,9 +100,9 @@ LATENCY_MS = 200.0
 LOSS_PCT = 5.0
 FLAP_EVERY_MS = 1000.0
 FLAP_S = 15.0
-CUT_S = 45.0
+CUT_S = 60.0
 """The minority leader's cut: past replica.lag.time.max.ms (30 s, Kafka's default)."""
-MINORITY_LEAD_S = 95.0
+MINORITY_LEAD_S = 110.0
 """The minority test's lead: the cut-off leader holds the acks=all writes to its raw partition
 until the heal (the storm producer's retries go back to it; seen: nothing reached the new leader
 of that partition during a 35 s cut), and a pending request may wait out request.timeout.ms (30 s)
@@ -799,7 +799,7 @@ def test_a_leader_cut_from_the_other_brokers_loses_no_acknowledged_write(
         f"{statuses}; switch b{victim}-{others}: {link}.\n"
         f"  victim's log truncations of the raw and probe topics after the heal: "
         f"{[line[line.find('partition=') :][:90] for line in truncated]}; probe records kept: {len(probes)} "
-        "of 2 sent (the first was refused)"
+        f"of {2 if new_leaders else 1} sent (the first was refused)"
     )
     _print_warnings(run, "faulted")
     if not_elected:  # Kafka's doing, not the pipeline's: every guarantee below is still checked
@@ -815,7 +815,8 @@ def test_a_leader_cut_from_the_other_brokers_loses_no_acknowledged_write(
         f"the raw topic holds {len(raw_values)} records ({len(set(raw_values))} distinct), "
         f"the storm had {len(records)}"
     )
-    assert b"probe" in probes, "the probe the new leader acknowledged is gone"
+    if new_leaders:  # else no second probe was sent
+        assert b"probe" in probes, "the probe the new leader acknowledged is gone"
     assert set(statuses.values()) == {0}, statuses
     assert (late, ref_late) == (0.0, 0.0), f"late alerts (faulted, reference): {(late, ref_late)}"
     _check_oracle(events, ref_events)
