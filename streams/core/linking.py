@@ -27,7 +27,7 @@ import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from stormwatch.schemas.alert import AlertStatus
 from stormwatch.schemas.common import ms_from_dt
@@ -235,17 +235,32 @@ class _Past:
     edges: set[Edge] = field(default_factory=set)
     active: dict[ComponentId, int] = field(default_factory=dict)
 
-    def take(self, group: _Group) -> None:
-        self.firing = _min_union(self.firing, group.firing)
-        self.edges |= group.edges
-        for component in group.firing:
-            self.active[component] = max(group.active_ms, self.active.get(component, group.active_ms))
 
-    def merge(self, other: _Past) -> None:
-        self.firing = _min_union(self.firing, other.firing)
-        self.edges |= other.edges
-        for component, active in other.active.items():
-            self.active[component] = max(active, self.active.get(component, active))
+class _Components(Protocol):
+    """What a linked incident and its ``past`` both hold: components, edges and activity."""
+
+    firing: dict[ComponentId, int]
+    edges: set[Edge]
+    active: dict[ComponentId, int]
+
+
+def _absorb(into: _Components, group: _Group) -> None:
+    """Add one group's components, edges and activity."""
+    for component, first in group.firing.items():
+        known = into.firing.get(component)
+        if known is None or first < known:
+            into.firing[component] = first
+        if group.active_ms > into.active.get(component, group.active_ms - 1):
+            into.active[component] = group.active_ms
+    into.edges |= group.edges
+
+
+def _fold(into: _Components, other: _Components) -> None:
+    """Add another holder's components (earliest first wins), edges and activity (latest wins)."""
+    into.firing = _min_union(into.firing, other.firing)
+    into.edges |= other.edges
+    for component, active in other.active.items():
+        into.active[component] = max(active, into.active.get(component, active))
 
 
 @dataclass(slots=True)
@@ -265,25 +280,13 @@ class _Incident:
     manual: bool = False
     past: _Past | None = None  # what its closed members (but the primary) contributed
 
-    def absorb_past(self, past: _Past) -> None:
-        self.firing = _min_union(self.firing, past.firing)
-        self.edges |= past.edges
-        for component, active in past.active.items():
-            self.active[component] = max(active, self.active.get(component, active))
-
     @property
     def order(self) -> tuple[int, str]:
         """Which of two incidents survives a merge: the earlier opening, then the lower id."""
         return (self.opened_ms, self.primary)
 
     def absorb(self, group: _Group) -> None:
-        for component, first in group.firing.items():
-            known = self.firing.get(component)
-            if known is None or first < known:
-                self.firing[component] = first
-            if group.active_ms > self.active.get(component, group.active_ms - 1):
-                self.active[component] = group.active_ms
-        self.edges |= group.edges
+        _absorb(self, group)
 
     def continues(self, group: _Group, window_ms: int) -> bool:
         """Whether the group fails a component that a member failed and was active with at most
@@ -394,7 +397,7 @@ class Linker:
         components, edges and activity, in ``past``), its group goes; it stays a member."""
         if incident.past is None:
             incident.past = _Past()
-        incident.past.take(group)
+        _absorb(incident.past, group)
         del self._groups[group.incident_id]
 
     # ---------------------------------------------------------------------------------- linking
@@ -478,11 +481,8 @@ class Linker:
         if merged.past is not None:
             if into.past is None:
                 into.past = _Past()
-            into.past.merge(merged.past)
-        into.firing = _min_union(into.firing, merged.firing)
-        into.edges |= merged.edges
-        for component, active in merged.active.items():
-            into.active[component] = max(active, into.active.get(component, active))
+            _fold(into.past, merged.past)
+        _fold(into, merged)
         for member in merged.members:
             self._home[member] = into.primary
         out.append(Merged(t, merged.primary, into.primary, tuple(merged.members), relation, trigger, by))
@@ -588,7 +588,7 @@ class Linker:
     def _rebuild(self, incident: _Incident) -> None:
         incident.firing, incident.edges, incident.active = {}, set(), {}
         if incident.past is not None:
-            incident.absorb_past(incident.past)
+            _fold(incident, incident.past)
         for member in incident.members:
             group = self._groups.get(member)
             if group is not None:  # else closed, in ``past``
