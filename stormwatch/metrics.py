@@ -138,6 +138,11 @@ class PipelineMetrics:
         self.consumer_lag = Gauge(
             "stormwatch_consumer_lag", "Records behind the log end", ["topic", "partition"]
         )
+        self.hung_producers = Gauge(
+            "stormwatch_hung_producers",
+            "Transactional producers replaced while inside a librdkafka call that has not returned "
+            "yet; each holds its memory until the call returns",
+        )
         self.oldest_open_incident = Gauge(
             "stormwatch_oldest_open_incident_timestamp_seconds",
             "Event time the oldest still-active incident opened at (no series while none is active)",

@@ -252,7 +252,7 @@ class TransactionalLoop:
         self._producer_conf = producer_conf
         self.producer = Producer(producer_conf)
         self._calls = _CallThread()
-        self._abandoned: list[Producer] = []  # hung producers: destroying one could block too
+        self.hung_producers = _HungProducers()  # producers still inside a call that never returned
 
     def stop(self, *_: Any) -> None:
         """Ask the loop to end (any thread): it commits the batch in hand and returns, or, while it
@@ -501,7 +501,7 @@ class TransactionalLoop:
                 self._recover(exc)
                 return False
         except _ProducerHung as hung:  # in the transaction, or in the abort after it
-            self._start_over(f"{hung}; replacing the producer and rewinding", hung=True)
+            self._start_over(f"{hung}; replacing the producer and rewinding", hung=hung)
             return False
         self._status.committed(len(records))
         if self.on_commit is not None:
@@ -558,28 +558,37 @@ class TransactionalLoop:
                 "abort",
                 lambda: self.producer.abort_transaction(COMMIT_TIMEOUT_S),
                 call_timeout_s=COMMIT_TIMEOUT_S,
+                give_up_after_s=STUCK_AFTER_S,
             )
         except KafkaException as abort_exc:
             abort_error = abort_exc.args[0] if abort_exc.args else None
-            if not (isinstance(abort_error, KafkaError) and (abort_error.fatal() or erroneous_state)):
+            if not (
+                isinstance(abort_error, KafkaError)
+                and (abort_error.fatal() or abort_error.retriable() or erroneous_state)
+            ):
                 raise
-            # the coordinator gave up on the transaction meanwhile (long outage)
+            # The coordinator gave up on the transaction meanwhile (long outage), or the abort kept
+            # timing out with the brokers back: after a broker crash, ingest retried it every 30 s
+            # for minutes and read nothing (9-minute chaos run, 2026-12-05). A new producer fences
+            # the old one and aborts its transaction at the coordinator.
             log.warning("abort failed (%s); replacing the producer", abort_error)
             self._replace_producer()
         self._rewind()
 
-    def _start_over(self, why: str, *, hung: bool = False) -> None:
+    def _start_over(self, why: str, *, hung: _ProducerHung | None = None) -> None:
         log.warning("%s", why)
         self._replace_producer(hung=hung)
         self._rewind()
 
-    def _replace_producer(self, *, hung: bool = False) -> None:
+    def _replace_producer(self, *, hung: _ProducerHung | None = None) -> None:
         """A new producer with the same transactional id: init fences and aborts the old one's work.
 
-        ``hung``: the old producer is still inside a call that never returned; it is kept (not
-        flushed, not destroyed, either of which could block as well) and forgotten."""
-        if hung:
-            self._abandoned.append(self.producer)
+        ``hung``: the old producer is still inside that call. It is neither flushed nor destroyed
+        here (either could block as well): the thread stuck in the call releases it if the call
+        ever returns. Kept for good, each one held its librdkafka instance (threads, buffers and the
+        batch in flight): the notifier grew by 30 MB at each broker crash of the hour-long run."""
+        if hung is not None:
+            hung.calls.retire(self.producer, hung.what, self.hung_producers)
         else:
             with contextlib.suppress(Exception):
                 self.producer.flush(0)
@@ -596,7 +605,7 @@ class TransactionalLoop:
             )
         except _ProducerHung as hung:
             log.warning("%s; trying a new producer", hung)
-            self._replace_producer(hung=True)
+            self._replace_producer(hung=hung)
 
     def _retrying(
         self,
@@ -631,8 +640,10 @@ class TransactionalLoop:
             self._calls = _CallThread()  # the old one stays in the call
             raise _StoppedWhileWaiting(f"{what} had not returned") from None
         if not done:
-            self._calls = _CallThread()  # the old one stays blocked in the hung call
-            raise _ProducerHung(f"{what} did not return within {limit_s:.0f}s (a librdkafka hang)")
+            stuck, self._calls = self._calls, _CallThread()  # the old one stays blocked in the hung call
+            raise _ProducerHung(
+                f"{what} did not return within {limit_s:.0f}s (a librdkafka hang)", what, stuck
+            )
 
     def _waiting_out_outages(self, what: str, call: Callable[[], None]) -> None:
         """Retry a non-transactional step (restore, rewind) through any transient Kafka failure.
@@ -741,6 +752,27 @@ class _Status:
 class _ProducerHung(Exception):
     """A transactional call did not return long after its own timeout."""
 
+    def __init__(self, message: str, what: str, calls: _CallThread) -> None:
+        super().__init__(message)
+        self.what = what
+        self.calls = calls  # the thread still inside the call
+
+
+class _HungProducers:
+    """How many producers are held by transactional calls that have not returned (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held = 0
+
+    def __len__(self) -> int:
+        return self._held
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self._held += count
+        pipeline_metrics().hung_producers.inc(count)
+
 
 @dataclass(slots=True)
 class _Call:
@@ -755,17 +787,39 @@ class _CallThread:
     process's exit."""
 
     def __init__(self) -> None:
-        self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         threading.Thread(target=self._serve, name="txn-calls", daemon=True).start()
 
     def _serve(self) -> None:
         while True:
             call = self._calls.get()
+            if call is None:
+                return
             try:
                 call.run()
             except BaseException as exc:  # handed to the waiting loop, which raises it
                 call.error = exc
             call.done.set()
+
+    def retire(self, producer: Producer, what: str, held: _HungProducers) -> None:
+        """This thread is stuck in ``what`` on ``producer``: once that call returns, release the
+        producer (its last reference: librdkafka destroys the instance) and end the thread.
+
+        The call returns once the broker it waits on answers again: the new producer has fenced
+        this one by then, so whatever it finishes with is refused."""
+        since = time.monotonic()
+        holder = [producer]
+        held.add(1)
+
+        def release() -> None:
+            holder.clear()
+            held.add(-1)
+            log.warning(
+                "the hung %s returned after %.0fs; its producer is released", what, time.monotonic() - since
+            )
+
+        self._calls.put(_Call(release))
+        self._calls.put(None)
 
     def run(self, run: Callable[[], None], limit_s: float, stop: threading.Event | None = None) -> bool:
         """Make the call and re-raise its exception; False if it is still running after ``limit_s``;
