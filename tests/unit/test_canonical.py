@@ -398,3 +398,42 @@ def test_the_gateway_signs_its_notes_over_the_record_timestamp_when_a_key_is_set
     assert record.signature is NotesSignature.VALID and len(record.alerts) == 1
     [(value, headers, ts)] = post_through_gateway(Settings(), good_doc("prometheus", "g2")).sent
     assert headers[ENCODING_HEADER] == NOTES_V1 and SIGNATURE_HEADER not in headers  # no key: unsigned
+
+
+@pytest.mark.parametrize(
+    ("index", "value"),
+    [
+        (3, {"alertname": 1}),
+        (3, ["a"]),
+        (4, {"summary": ["x"]}),
+        (4, ["x"]),
+        (0, 7),
+        (2, "urgent"),
+        (5, "soon"),
+        (6, 1.5),
+        (7, None),
+    ],
+    ids=[
+        "label-value",
+        "labels-list",
+        "annotation-value",
+        "annotations-list",
+        "fingerprint",
+        "severity",
+        "starts",
+        "ends",
+        "source",
+    ],
+)
+def test_a_signed_row_of_the_wrong_types_is_checked_and_dead_lettered_not_a_crash(
+    index: int, value: object
+) -> None:
+    """The signature vouches for the writer, not for the types: a gateway of another version (or a
+    leaked key) could sign a row the router cannot take. Read trusted, such a row raised in the
+    routing, outside ingest's error handling: a record that would have stopped ingest for good."""
+    doc = orjson.loads(gateway_record(orjson.dumps(good_doc("prometheus", "w1")), "prometheus"))
+    doc["al"][0][index] = value
+    record = orjson.dumps(doc)
+    result = read(record, signed(record), keys=KEYS)
+    assert result.signature is NotesSignature.VALID
+    assert result.alerts == [] and len(result.dead_letters) == 1
