@@ -37,10 +37,10 @@ COMMAND_RETENTION_MS = 30 * DAY_MS
 FRAMING_BYTES = 64 * 1024
 STATE_SEGMENT_MS = 10 * 60 * 1000
 """Longest a compacted topic's active segment stays open. Kafka compacts only closed segments, and
-a low-volume state topic never fills a segment (1 GB by default, 100 MB on the development
-broker): nothing was compacted in an hour-long run, and each restore read every state record
-written since the start, more at each broker crash (docs/reliability.md, run 4). With it a restore
-reads the live state, what the cleaner has not reached yet and at most 10 minutes of writes."""
+a slowly written state topic does not fill one (1 GB by default, 100 MB on the development broker)
+for hours: every restore then reads each state record written since the topic was created, more
+at each broker crash (the notifier's steps in docs/reliability.md, run 4). With it a restore reads
+the live state, what the cleaner has not reached yet and at most 10 minutes of writes."""
 
 DEFAULT_TIMEOUT_S = 10.0
 

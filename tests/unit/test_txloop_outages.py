@@ -319,7 +319,7 @@ def test_a_hung_transactional_call_gets_a_new_producer_and_a_rewind(
 
 def _released(gone: weakref.ref[_TxnProducer], loop: TransactionalLoop) -> None:
     """Once its call returns, the hung producer is counted out and nothing holds it any more
-    (kept for good, each one held a librdkafka instance: 30 MB per broker crash in the hour run)."""
+    (kept for good, each one held its librdkafka instance)."""
     deadline = time.monotonic() + 5.0
     while (len(loop.hung_producers) or gone() is not None) and time.monotonic() < deadline:
         gc.collect()
