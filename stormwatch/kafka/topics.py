@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,12 +235,18 @@ def _live_topics(admin: AdminClient, settings: Settings, timeout_s: float) -> di
 
 
 def _live_configs(
-    admin: AdminClient, names: Iterable[str], settings: Settings, timeout_s: float
+    admin: AdminClient,
+    names: Iterable[str],
+    settings: Settings,
+    timeout_s: float,
+    listed: Callable[[], Collection[str]],
 ) -> dict[str, dict[str, str]]:
-    """The configs of topics the metadata just listed. A broker that has not yet learned of a topic
-    created a moment ago (KRaft spreads new metadata to the brokers asynchronously) answers
-    UNKNOWN_TOPIC_OR_PART: asked again until ``timeout_s`` (seen right after `topics create` on a
-    3-node cluster, when a second pipeline shared the topic the first had created)."""
+    """The configs of topics the metadata just listed. UNKNOWN_TOPIC_OR_PART has two causes. A
+    broker that has not yet learned of a topic created a moment ago (KRaft spreads new metadata to
+    the brokers asynchronously) is asked again until ``timeout_s`` (seen right after `topics create`
+    on a 3-node cluster, when a second pipeline shared the topic the first had created). A topic
+    deleted after the metadata listed it (the listing came from a cache not yet updated) is no
+    longer in ``listed()`` and is left out of the result: the caller reports it missing."""
     pending = [ConfigResource(ResourceType.TOPIC, name) for name in names]
     out: dict[str, dict[str, str]] = {}
     deadline = time.monotonic() + timeout_s
@@ -265,6 +271,9 @@ def _live_configs(
             ) from exc
         except TimeoutError as exc:
             raise _unreachable(settings, timeout_s, admin) from exc
+        if behind:
+            still = set(listed())
+            behind = [r for r in behind if r.name in still]
         pending = behind
         if pending:
             time.sleep(0.2)
@@ -293,8 +302,15 @@ def check_topics(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S) ->
     admin = _admin(settings)
     live = _live_topics(admin, settings, timeout_s)
     present = [s for s in specs if s.name in live]
-    configs = _live_configs(admin, [s.name for s in present], settings, timeout_s)
-    diffs = [Difference(s.name, "topic", "present", "missing") for s in specs if s.name not in live]
+    configs = _live_configs(
+        admin,
+        [s.name for s in present],
+        settings,
+        timeout_s,
+        lambda: _live_topics(admin, settings, timeout_s),
+    )
+    present = [s for s in present if s.name in configs]  # a topic deleted a moment ago is missing
+    diffs = [Difference(s.name, "topic", "present", "missing") for s in specs if s not in present]
     for spec in present:
         diffs.extend(_compare(spec, live[spec.name], configs.get(spec.name, {})))
     return diffs
