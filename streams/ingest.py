@@ -296,7 +296,7 @@ class IngestStage:
             return
         marks: dict[str, int] = {}
         for partition, max_ts in sorted(self._raw_owned.items()):
-            caught_up = partition in self._at_eof or self._caught_up(partition)
+            caught_up = self._caught_up(partition)
             mark = raw_watermark(max_ts, now, caught_up=caught_up, max_future_ms=self.max_future_ms)
             if mark is not None:
                 marks[f"{self.topics.raw}/{partition}"] = mark
@@ -317,17 +317,26 @@ class IngestStage:
         event time to the wall clock past them: they arrived late (a CI run saw 191 alerts per
         incident re-fire after their resolution). So the position must also be where this stage's
         own handling got to. (Behind transaction markers it stays ahead of that: the partition then
-        counts as read at its next EOF event.)"""
+        counts as read at its EOF event.)
+
+        An EOF event is not enough either: it says where the partition ended when it came, and
+        the consumer goes on fetching while a batch is handled. Records fetched since then but not
+        yet polled move the high watermark past the position. Trusting the EOF until the next
+        record was handled made 88% of storm-http's alerts late, once the gateway could keep up
+        (docs/performance.md, "Late alerts under a storm")."""
+        at_eof = partition in self._at_eof
         handled = self._handled.get(partition)
-        if self._consumer is None or handled is None:
-            return False
+        if self._consumer is None or (handled is None and not at_eof):
+            return at_eof
         tp = TopicPartition(self.topics.raw, partition)
         try:
             position = self._consumer.position([tp])[0].offset
             _, high = self._consumer.get_watermark_offsets(tp, cached=True)
         except KafkaException:
-            return False
-        return high >= 0 and high <= position <= handled
+            return at_eof
+        if at_eof:
+            return high < 0 or position < 0 or high <= position
+        return handled is not None and 0 <= high <= position <= handled
 
 
 class _AheadRecords:

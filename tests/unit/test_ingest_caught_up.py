@@ -91,3 +91,27 @@ def test_a_partition_assigned_at_its_end_is_caught_up_at_its_end_of_partition_ev
     time.sleep(0.011)
     marks = ticked_watermarks(stage.handle([], {(raw, 0)}).outputs)
     assert marks and set(marks) == {NOW}
+
+
+class _Fetched(_Consumer):
+    """At the end of the partition when the EOF event came; ``more`` records fetched since."""
+
+    def __init__(self, more: int) -> None:
+        super().__init__()
+        self.more = more
+
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
+        return 0, RECORDS + self.more
+
+
+def test_an_end_of_partition_event_counts_until_newer_records_are_fetched() -> None:
+    """storm-http: ingest handled a batch while the next records waited in the consumer's queue;
+    the EOF event of the batch before still said "read" and its tick moved the clock past them."""
+    consumer = _Fetched(more=0)
+    stage = _stage(consumer)
+    raw = stage.topics.raw
+    assert _handle(stage, _records(stage, range(RECORDS))) == [NOW]
+    time.sleep(0.011)
+    assert ticked_watermarks(stage.handle([], {(raw, 0)}).outputs) == [NOW]  # type: ignore[arg-type]
+    consumer.more = 3  # fetched, not polled yet
+    assert _handle(stage, []) == [T0 + 9000], "the last record handled, not the wall clock"
