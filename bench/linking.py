@@ -44,6 +44,7 @@ import orjson
 
 from stormwatch.bench.procstat import loadavg, machine
 from stormwatch.bench.quality import DRAIN_MS, DRAIN_TICK_MS, TICK_MS, replay_storm
+from stormwatch.gctune import GC_THRESHOLDS
 from stormwatch.schemas.incident import IncidentEvent
 from stormwatch.storms import Storm, build_storm
 from stormwatch.streams.core import linkwire
@@ -70,7 +71,6 @@ __all__ = [
     "storm_records",
 ]
 
-GC_THRESHOLDS = (50_000, 20, 10)  # as the workers run (stormwatch.kafka.txloop.GC_THRESHOLDS)
 
 Record = tuple[int, bytes, dict[str, bytes]]  # event time, raw value, headers
 

@@ -61,6 +61,7 @@ from stormwatch.schemas.alert import InputFormat
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.schemas.fingerprint import canonical_labels
 from stormwatch.streams.core.canonical import encode_notes
+from stormwatch.streams.core.pushnotes import prometheus_push_notes
 from stormwatch.streams.core.wire import MsMemo
 
 log = logging.getLogger("stormwatch.gateway")
@@ -146,10 +147,14 @@ class HttpError(Exception):
 
 @dataclass(frozen=True)
 class Prepared:
-    """What one request will write: the record value, and what the adapters made of it."""
+    """What one request will write, and what it will answer."""
 
-    value: bytes
-    result: CheckedResult
+    body: bytes  # the request body the alerts were read from
+    value: bytes  # notes-v1 when every alert is valid, else the body for ingest's adapters
+    notes: bool
+    key: bytes | None
+    accepted: int
+    rejected: list[DeadLetter]
     dedup_key: str | None = None
 
 
@@ -465,12 +470,21 @@ class Gateway:
         dedup_key: str | None = None
         if endpoint is PAGERDUTY:
             body, dedup_key = self._pagerduty_body(body)
+        if endpoint is PROMETHEUS:  # the common case, decoded straight into its notes (or declined)
+            fast = prometheus_push_notes(body, received_ms, self.limits, self._to_ms)
+            if fast is not None:
+                return Prepared(body, fast.value, True, fast.key, fast.count, [])
         result = self._parse(body, endpoint.format, received_ms)
         if result.alerts:
             if endpoint is PAGERDUTY and dedup_key is None:
                 # Never answer "dedup_key": null: the key the alert was stored under resolves it.
                 dedup_key = result.alerts[0].get("source_key")
-            return Prepared(body, result, dedup_key)
+            key, accepted, rejected = record_key(result), len(result.alerts), result.dead_letters
+            if rejected:  # ingest dead-letters the invalid alerts with their original JSON
+                return Prepared(body, body, False, key, accepted, rejected, dedup_key)
+            # parsed once: ingest reads the notes without the adapters (streams.core.canonical)
+            notes = encode_notes(result.alerts, received_ms, self._to_ms)
+            return Prepared(body, notes, True, key, accepted, [], dedup_key)
         self._count_rejected(endpoint.format, result.dead_letters)
         first = result.dead_letters[0]
         errors = [_describe(d) for d in result.dead_letters[:MAX_ERRORS_SHOWN]]
@@ -558,18 +572,15 @@ class Gateway:
         )
 
     async def _forward(self, endpoint: Endpoint, prepared: Prepared, received_ms: int) -> web.Response:
-        result = prepared.result
         fmt = endpoint.format.value
+        value = prepared.value
         headers: list[tuple[str, str | bytes | None]] = [(FORMAT_HEADER, fmt.encode())]
-        if result.dead_letters:  # ingest dead-letters the invalid alerts with their original JSON
-            value = prepared.value
-        else:  # parsed once: ingest reads the notes without the adapters (streams.core.canonical)
-            value = encode_notes(result.alerts, received_ms, self._to_ms)
+        if prepared.notes:
             headers.append((ENCODING_HEADER, NOTES_V1))
             if self.notes_keys is not None:  # over received_ms, the record timestamp sent below
                 headers.append((SIGNATURE_HEADER, self.notes_keys.sign(value, received_ms)))
         try:
-            await self.sink.send(value, key=record_key(result), headers=headers, timestamp_ms=received_ms)
+            await self.sink.send(value, key=prepared.key, headers=headers, timestamp_ms=received_ms)
         except RecordTooLarge as exc:
             raise HttpError(413, f"Kafka refused the record for its size: {exc}", label="too large") from None
         except DeliveryError as exc:
@@ -579,14 +590,14 @@ class Gateway:
                 label="unavailable",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             ) from None
-        self.metrics.alerts_accepted.labels(format=fmt).inc(len(result.alerts))
-        rejected = result.dead_letters
+        self.metrics.alerts_accepted.labels(format=fmt).inc(prepared.accepted)
+        rejected = prepared.rejected
         if rejected:
             self._count_rejected(endpoint.format, rejected)
             log.info(
                 "%s: accepted %d alerts, %d invalid ones go to the DLQ (first: %s)",
                 endpoint.path,
-                len(result.alerts),
+                prepared.accepted,
                 len(rejected),
                 _describe(rejected[0]),
             )
@@ -601,7 +612,7 @@ class Gateway:
         else:
             body = {
                 "status": "success",
-                "accepted": len(result.alerts),
+                "accepted": prepared.accepted,
                 "rejected": len(rejected),
                 "errors": [_describe(d) for d in rejected[:MAX_ERRORS_SHOWN]],
             }

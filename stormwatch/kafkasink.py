@@ -105,6 +105,9 @@ class KafkaSink:
             # librdkafka fails a record it could not write in time: the request then gets a 503.
             "message.timeout.ms": timeout_ms,
             "linger.ms": 2,
+            # lz4, as the stages' transactional producers: cheaper to compress than zstd, for
+            # records that live only until ingest read them (docs/performance.md, "Gateway").
+            "compression.type": "lz4",
             # A metadata request must never create the raw topic with broker defaults.
             "allow.auto.create.topics": False,
             "reconnect.backoff.max.ms": 1000,

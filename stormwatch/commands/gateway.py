@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from stormwatch.config import GatewaySettings, Settings
 from stormwatch.errors import UserError
 from stormwatch.gateway import ENDPOINTS, GatewayServer
+from stormwatch.gctune import tune_gc
 from stormwatch.lifecycle import Lifecycle
 from stormwatch.logs import lifecycle_log
 
@@ -114,6 +115,7 @@ async def _serve(settings: Settings, max_seconds: float | None, *, read_api: boo
 
     server = GatewayServer(settings, read_api=read_api)
     await server.start()
+    tune_gc()  # a request of 250 alerts allocates over a thousand short-lived containers
     life.started(
         url=server.url, topic=settings.topics.raw, bootstrap_servers=settings.kafka.bootstrap_servers
     )

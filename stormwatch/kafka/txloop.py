@@ -35,6 +35,7 @@ from prometheus_client import Gauge
 
 from stormwatch.config import Settings
 from stormwatch.errors import KafkaUnavailable
+from stormwatch.gctune import tune_gc
 from stormwatch.kafka.client import base_config, is_transient
 from stormwatch.lifecycle import worker_lifecycle
 from stormwatch.logs import lifecycle_log
@@ -140,13 +141,6 @@ size, so a batch of large records (a Prometheus push carries up to 256 alerts) s
 transaction, and the next stage works on it while this one reads the next (docs/performance.md)."""
 
 _FIRST_BATCH = 100  # records asked for before any record size is known
-
-GC_THRESHOLDS = (50_000, 20, 10)
-"""Cyclic-GC thresholds of a worker process. A batch allocates hundreds of thousands of
-short-lived containers (decoded records, notes); with Python's default first threshold (700) the
-collector scans them while they are alive and promotes them to older generations, which cost
-12-22% of the stages' CPU time (docs/performance.md). Reference counting frees them either way."""
-
 
 TRIM_INTERVAL_S = 10.0
 """How often a busy loop hands freed heap memory back to the OS (see ``release_free_memory``)."""
@@ -317,8 +311,7 @@ class TransactionalLoop:
 
     def run(self, *, max_seconds: float | None = None) -> None:
         """Run until stopped (SIGTERM/SIGINT) or ``max_seconds`` passed; commits before returning."""
-        gc.set_threshold(*GC_THRESHOLDS)
-        gc.freeze()  # modules and configuration live as long as the process: never scan them again
+        tune_gc()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         try:
             self._init_producer()

@@ -329,7 +329,7 @@ def gateway() -> Iterator[tuple[str, RecordingSink]]:
     async def recorded(endpoint: Any, prepared: Any, received_ms: int) -> Any:
         answer = await forward(endpoint, prepared, received_ms)
         if answer.status < 300:
-            sink.bodies.append(prepared.value)
+            sink.bodies.append(prepared.body)
         return answer
 
     server.gateway._forward = recorded  # type: ignore[method-assign]
