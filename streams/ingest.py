@@ -323,7 +323,10 @@ class IngestStage:
         the consumer goes on fetching while a batch is handled. Records fetched since then but not
         yet polled move the high watermark past the position. Trusting the EOF until the next
         record was handled made 88% of storm-http's alerts late, once the gateway could keep up
-        (docs/performance.md, "Late alerts under a storm")."""
+        (docs/performance.md, "Late alerts under a storm"). The cached high watermark is the log's
+        end, not the last stable offset, so a transaction another producer keeps open on the raw
+        topic also holds the partition's clock at its last record until it ends: its records may
+        carry any time since it began (stormwatch's own gateway does not write transactionally)."""
         at_eof = partition in self._at_eof
         handled = self._handled.get(partition)
         if self._consumer is None or (handled is None and not at_eof):
