@@ -250,6 +250,9 @@ def render(result: dict[str, Any]) -> str:
     if incidents:
         add("incident events emitted", _num(incidents.get("events")))
         add("storm suppression ratio (alerts in / events out)", _num(incidents.get("suppression_ratio"), 1))
+    late = (result.get("correlator_metrics") or {}).get("stormwatch_alerts_late_total")
+    if late is not None:  # the correlator judged them on arrival: a late alert skipped the reorder buffer
+        add("late alerts (correlator)", _num(late))
     recovery = result.get("recovery") or {}
     if recovery:
         add("restart-to-ready (SIGKILL, restart)", f"{_num(recovery.get('restart_to_ready_s'), 2)} s")

@@ -73,9 +73,11 @@ def test_render_shows_the_figures_and_verdicts() -> None:
         },
         "floor_ratios": {"ingest_cpu": 0.25, "pipeline_wall": 0.5},
         "incidents": {"events": 10, "suppression_ratio": 100.0},
+        "correlator_metrics": {"stormwatch_alerts_late_total": 12.0},
         "targets": [{"target": "x >= 1", "value": 2.0, "met": True}],
     }
     text = render(result)
+    assert "late alerts (correlator)" in text and " 12\n" in text
     assert "stormwatch bench storm-batched" in text
     assert "ingest: alerts per CPU-second" in text and "0.25x" in text
     assert "end to end: alerts/s (wall)" in text and "0.50x" in text
