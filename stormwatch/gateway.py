@@ -60,7 +60,7 @@ from stormwatch.schemas.adapters.detect import SIGNATURE_HEADER
 from stormwatch.schemas.alert import InputFormat
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.schemas.fingerprint import canonical_labels
-from stormwatch.streams.core.canonical import encode_notes
+from stormwatch.streams.core.canonical import encode_notes, notes_key
 from stormwatch.streams.core.pushnotes import prometheus_push_notes
 from stormwatch.streams.core.wire import MsMemo
 
@@ -266,13 +266,8 @@ def binary_cloudevent(headers: Mapping[str, str], media: str | None, body: bytes
 
 
 def record_key(result: CheckedResult) -> bytes | None:
-    """The record key: the alert's fingerprint when the record holds one alert identity.
-
-    A batch of different alerts has no better key than none (spread over the partitions); the
-    pipeline orders by event time, not by partition.
-    """
-    fingerprints = {alert["fingerprint"] for alert in result.alerts}
-    return fingerprints.pop().encode() if len(fingerprints) == 1 else None
+    """The record key of the adapters' alerts (``canonical.notes_key``)."""
+    return notes_key({alert["fingerprint"] for alert in result.alerts})
 
 
 def _describe(dead: DeadLetter) -> str:

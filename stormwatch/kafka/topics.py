@@ -310,7 +310,7 @@ def check_topics(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S) ->
         lambda: _live_topics(admin, settings, timeout_s),
     )
     present = [s for s in present if s.name in configs]  # a topic deleted a moment ago is missing
-    diffs = [Difference(s.name, "topic", "present", "missing") for s in specs if s not in present]
+    diffs = [Difference(s.name, "topic", "present", "missing") for s in specs if s.name not in configs]
     for spec in present:
         diffs.extend(_compare(spec, live[spec.name], configs.get(spec.name, {})))
     return diffs

@@ -22,7 +22,7 @@ rows (``trusted``); an unsigned or wrongly signed one is fully checked, as befor
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -37,7 +37,15 @@ from stormwatch.schemas.dlq import DeadLetterReason as R
 from stormwatch.schemas.fingerprint import key_fingerprint, label_fingerprint_trusted
 from stormwatch.streams.core.wire import KEYED_FORMATS, NO_EXPIRY_MS, AlertNote, alert_end_ms
 
-__all__ = ["NotesKeys", "NotesSignature", "decode_notes", "encode_notes", "is_notes"]
+__all__ = [
+    "NotesKeys",
+    "NotesSignature",
+    "decode_notes",
+    "encode_notes",
+    "is_notes",
+    "notes_key",
+    "notes_value",
+]
 
 
 _SEVERITIES = frozenset(s.value for s in Severity)
@@ -112,7 +120,23 @@ def encode_notes(
                 fmt.value,
             ]
         )
+    return notes_value(rows)
+
+
+def notes_value(rows: list[list[Any]]) -> bytes:
+    """A notes-v1 record value of rows laid out as ``_ROW`` says (``encode_notes``, and the
+    gateway's fast path for Prometheus pushes, ``pushnotes``)."""
     return orjson.dumps({"v": 1, "al": rows})
+
+
+def notes_key(fingerprints: Collection[str]) -> bytes | None:
+    """A raw record's key: the alerts' fingerprint when they are one alert identity, else none.
+    A batch of different alerts has no better key (spread over the partitions); the pipeline
+    orders by event time, not by partition."""
+    if len(fingerprints) != 1:
+        return None
+    (only,) = fingerprints
+    return only.encode()
 
 
 def is_notes(headers: Mapping[str, bytes] | None) -> bool:

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
-import orjson
 
 from stormwatch.schemas.adapters.base import NO_ENV, ParseContext, start_default
 from stormwatch.schemas.adapters.prometheus import SOURCE
@@ -37,6 +36,7 @@ from stormwatch.schemas.common import ms_from_dt
 from stormwatch.schemas.fingerprint import label_fingerprint_trusted
 from stormwatch.schemas.limits import ParseLimits
 from stormwatch.schemas.severity import normalize_severity
+from stormwatch.streams.core.canonical import notes_key, notes_value
 
 __all__ = ["PushNotes", "prometheus_push_notes"]
 
@@ -63,7 +63,7 @@ class PushNotes:
 
     value: bytes
     count: int
-    key: bytes | None  # the fingerprint when every alert has the same one (gateway.record_key)
+    key: bytes | None  # canonical.notes_key
 
 
 def prometheus_push_notes(
@@ -108,8 +108,7 @@ def prometheus_push_notes(
                     _FORMAT,
                 ]
             )
-        value = orjson.dumps({"v": 1, "al": rows})
+        value = notes_value(rows)
     except Exception:  # AdapterError, or anything else: the adapters dead-letter it (and log a bug)
         return None
-    key = fingerprints.pop().encode() if len(fingerprints) == 1 else None
-    return PushNotes(value, len(rows), key)
+    return PushNotes(value, len(rows), notes_key(fingerprints))
