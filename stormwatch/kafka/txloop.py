@@ -35,7 +35,7 @@ from prometheus_client import Gauge
 
 from stormwatch.config import Settings
 from stormwatch.errors import KafkaUnavailable
-from stormwatch.gctune import tune_gc
+from stormwatch.gctune import SurvivorFreeze, tune_gc
 from stormwatch.kafka.client import base_config, is_transient
 from stormwatch.lifecycle import worker_lifecycle
 from stormwatch.logs import lifecycle_log
@@ -197,6 +197,7 @@ class TransactionalLoop:
         self.max_batch_bytes = max_batch_bytes
         self._record_bytes = 0.0  # moving mean of the input record size
         self._trim_due = 0.0
+        self._survivors = SurvivorFreeze()  # what each commit leaves (state) is kept out of GC scans
         self.poll_timeout_s = poll_timeout_s
         self.on_commit = on_commit
         self._running = True
@@ -497,6 +498,7 @@ class TransactionalLoop:
             self._start_over(f"{hung}; replacing the producer and rewinding", hung=hung)
             return False
         self._status.committed(len(records))
+        self._survivors.committed()
         if self.on_commit is not None:
             self.on_commit(len(records), time.monotonic() - started)
         return True

@@ -86,7 +86,6 @@ class AlertIntake:
             dirty = earlier = True
             if alert.member and not alert.flapping:
                 group.mark(alert, AlertChangeKind.UPDATED, t)
-                self._state.touch_group(group)
         else:
             self._state.stats["deduplicated"] += 1
             if group.incident is not None and group.incident.active and alert.member:
@@ -150,7 +149,6 @@ class AlertIntake:
                 self._state.stats["flapping_detected"] += 1
                 if alert.member:
                     group.mark(alert, started.change_kind, t, started.id)
-                    self._state.touch_group(group)
             if alert.flapping:
                 group.push_timer(
                     alert.settle_ms(flap.settle_ms),

@@ -54,8 +54,8 @@ class Incidents:
                     group.mark(alert, reason.change_kind, t, reason.id)
             else:
                 group.mark(alert, AlertChangeKind.REFIRED, t)
+            # The change waits on the alert; the group's record is as it was (not re-written).
             self._state.touch_alert(group, alert)
-            self._state.touch_group(group)
             return
         if alert.suppressed is not None:
             return  # a suppressed alert alone never opens or reopens an incident
@@ -102,7 +102,6 @@ class Incidents:
         if inc is None or not inc.active:
             return
         if any(a.member and a.effectively_firing for a in group.alerts.values()):
-            self._state.touch_group(group)
             return
         self._state.stats["incidents_resolved"] += 1
         inc.resolved_ms = t
@@ -157,7 +156,6 @@ class Incidents:
                 self._state.touch_alert(group, alert)
                 if alert.member:
                     group.mark(alert, AlertChangeKind.SETTLED, due)
-                    self._state.touch_group(group)
                 if not alert.firing:
                     self.alert_resolved(group, alert, due, AlertChangeKind.RESOLVED)
 
