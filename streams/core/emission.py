@@ -27,7 +27,15 @@ from stormwatch.streams.core.ids import event_id_for
 from stormwatch.streams.core.lifecycle import EVENT_TYPES, Action, transition
 from stormwatch.streams.core.state import Observation, PartitionState
 
-__all__ = ["CORRELATOR", "Emitter", "alert_change", "incident_severity", "incident_title"]
+__all__ = [
+    "CORRELATOR",
+    "Emitter",
+    "UtcMemo",
+    "alert_change",
+    "incident_severity",
+    "incident_title",
+    "severity_of",
+]
 
 CORRELATOR = "correlator"
 """The actor of the correlator's own decisions."""
@@ -35,6 +43,29 @@ CORRELATOR = "correlator"
 _FULL_CHANGES = frozenset(
     {AlertChangeKind.JOINED, AlertChangeKind.SILENCED, AlertChangeKind.INHIBITED, AlertChangeKind.LATE}
 )
+# Enum look-ups by value, as dicts: an event of a high-cardinality storm reports hundreds of new
+# alerts, and EnumType.__call__ per change cost about 3% of the correlator (py-spy, issue #16).
+_CHANGE_KINDS: dict[str, AlertChangeKind] = {k.value: k for k in AlertChangeKind}
+_SEVERITIES: dict[str, Severity] = {s.value: s for s in Severity}
+
+
+class UtcMemo(dict[int, datetime]):
+    """``utc_from_ms``, memoized: the changes of one event mostly share a handful of instants.
+    Bounded; datetimes are immutable, so sharing one between changes is safe."""
+
+    SIZE = 4096
+
+    def __missing__(self, ms: int) -> datetime:
+        if len(self) >= self.SIZE:
+            self.clear()
+        value = self[ms] = utc_from_ms(ms)
+        return value
+
+
+def severity_of(value: str) -> Severity:
+    """``Severity(value)`` by a dict look-up; an unknown value still raises ValueError."""
+    found = _SEVERITIES.get(value)
+    return found if found is not None else Severity(value)
 
 
 class Emitter:
@@ -45,6 +76,7 @@ class Emitter:
         # Called with each event as it is written (the linking gate's group notes), so what it
         # reads of the group is the state right at that event, whatever the transaction holds.
         self.on_event: Callable[[GroupState, IncidentEvent], None] | None = None
+        self.utc: Callable[[int], datetime] = UtcMemo().__getitem__  # utc_from_ms, memoized
 
     def transition(
         self,
@@ -138,7 +170,8 @@ class Emitter:
             for i, c in enumerate(a.pending)
         ]
         pending.sort(key=lambda p: p[:3])
-        changes = [alert_change(a, AlertChangeKind(c[0]), c[1], c[2]) for _, _, _, a, c in pending]
+        utc = self.utc
+        changes = [alert_change(a, _CHANGE_KINDS[c[0]], c[1], c[2], utc) for _, _, _, a, c in pending]
         group.has_pending = False
         for alert in {id(p[3]): p[3] for p in pending}.values():
             alert.pending = NO_CHANGES
@@ -158,7 +191,11 @@ def incident_severity(group: GroupState) -> str:
     inc = group.incident
     if inc is not None and inc.severity_override is not None:
         return inc.severity_override
-    firing = [Severity(a.severity) for a in group.alerts.values() if a.member and a.effectively_firing]
+    # the distinct values first: a group can hold thousands of members and a handful of severities
+    firing = [
+        severity_of(s)
+        for s in {a.severity for a in group.alerts.values() if a.member and a.effectively_firing}
+    ]
     if not firing:
         return inc.reported_severity if inc is not None and inc.reported_severity else Severity.WARNING.value
     return Severity.most_severe(firing).value
@@ -172,15 +209,21 @@ def incident_title(group: GroupState, alerts: list[AlertState]) -> str:
     return f"{head} ({context})" if context else head
 
 
-def alert_change(alert: AlertState, kind: AlertChangeKind, at: int, rule: str | None) -> AlertChange:
+def alert_change(
+    alert: AlertState,
+    kind: AlertChangeKind,
+    at: int,
+    rule: str | None,
+    utc: Callable[[int], datetime] = utc_from_ms,
+) -> AlertChange:
     """One alert's change as an event reports it; labels only where the alert is new to the reader."""
     full = kind in _FULL_CHANGES
     return AlertChange(
         fingerprint=alert.fingerprint,
         change=kind,
         status=AlertStatus.FIRING if alert.firing else AlertStatus.RESOLVED,
-        severity=Severity(alert.severity),
-        at=utc_from_ms(at),
+        severity=severity_of(alert.severity),
+        at=utc(at),
         labels=alert.labels if full else None,
         annotations=alert.annotations if full or kind is AlertChangeKind.UPDATED else None,
         rule=rule,

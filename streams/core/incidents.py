@@ -180,14 +180,15 @@ class Incidents:
             alert.pending = NO_CHANGES
             self._state.touch_alert(group, alert)
         changes = []
+        utc = self._emitter.utc
         for a in sorted(candidates, key=lambda a: a.fingerprint):
             reason = a.suppressed
             if reason is None:
-                changes.append(alert_change(a, AlertChangeKind.JOINED, a.starts_ms, None))
+                changes.append(alert_change(a, AlertChangeKind.JOINED, a.starts_ms, None, utc))
             else:
-                changes.append(alert_change(a, reason.change_kind, a.starts_ms, reason.id))
+                changes.append(alert_change(a, reason.change_kind, a.starts_ms, reason.id, utc))
             if a.fingerprint in late:
-                changes.append(alert_change(a, AlertChangeKind.LATE, late[a.fingerprint], None))
+                changes.append(alert_change(a, AlertChangeKind.LATE, late[a.fingerprint], None, utc))
         self._state.stats["incidents_opened"] += 1
         self._emitter.observe("open_delay", t - opened_ms, group)
         self._emitter.transition(

@@ -2,7 +2,8 @@
 
 Each test pins one of them (docs/performance.md, "Optimizations") against the straightforward
 form it replaced: checked fields instead of pydantic Alerts in ingest, label-fingerprint routing
-keys, compact AlertState, one tick record for many raw partitions, the bucketed reorder buffer.
+keys, compact AlertState, one tick record for many raw partitions, the bucketed reorder buffer,
+memoized instants and enum look-ups in the events.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import pytest
 from stormwatch import simulate
 from stormwatch.kafka.txloop import TransactionalLoop, release_free_memory
 from stormwatch.schemas.adapters import parse_record, parse_record_checked
-from stormwatch.schemas.common import ms_from_dt
+from stormwatch.schemas.common import Severity, ms_from_dt, utc_from_ms
 from stormwatch.schemas.incident import AlertChangeKind
 from stormwatch.streams.core import wire
+from stormwatch.streams.core.emission import UtcMemo, severity_of
 from stormwatch.streams.core.engine import PartitionEngine
 from stormwatch.streams.core.groups import NO_CHANGES, SETTLE, AlertState, GroupState
 from stormwatch.streams.core.routing import Router
@@ -237,3 +239,20 @@ def test_timer_heap_of_flapping_alerts_stays_small_and_is_compacted_rarely() -> 
     live = [e for e in group.heap if group.timer_live(e, 300_000, 500)]
     assert sorted(live) == sorted((a.settle_ms(500), SETTLE, a.fingerprint) for a in alerts)
     assert scanned <= 2 * pushes  # amortized O(1) per push
+
+
+@pytest.mark.parametrize("ms", [0, 1, 999, T0, T0 + 1_234, 253_402_300_799_000])
+def test_memoized_instants_and_severities_are_the_plain_ones(ms: int) -> None:
+    memo = UtcMemo()
+    assert memo[ms] == utc_from_ms(ms) and memo[ms] is memo[ms]
+    for severity in Severity:
+        assert severity_of(severity.value) is Severity(severity.value)
+    with pytest.raises(ValueError):
+        severity_of("catastrophic")  # as Severity("catastrophic")
+
+
+def test_the_instant_memo_stays_bounded() -> None:
+    memo = UtcMemo()
+    for ms in range(UtcMemo.SIZE * 3):
+        assert memo[ms] == utc_from_ms(ms)
+    assert len(memo) <= UtcMemo.SIZE
