@@ -197,6 +197,7 @@ class TransactionalLoop:
         self.max_batch_bytes = max_batch_bytes
         self._record_bytes = 0.0  # moving mean of the input record size
         self._trim_due = 0.0
+        self._worked_since_trim = False  # a transaction ran since the last release_free_memory
         self._survivors = SurvivorFreeze()  # what each commit leaves (state) is kept out of GC scans
         self.poll_timeout_s = poll_timeout_s
         self.on_commit = on_commit
@@ -342,14 +343,18 @@ class TransactionalLoop:
                         log.warning("consumer error: %s", err)
                 if records:
                     self._learn_size(len(records), size)
+                # Before the idle `continue`: what a burst freed is released once the loop is idle
+                # too (since ticks come on demand, an idle worker reads nothing at all).
+                if self._worked_since_trim and time.monotonic() >= self._trim_due:
+                    self._trim_due = time.monotonic() + TRIM_INTERVAL_S
+                    self._worked_since_trim = False
+                    release_free_memory()
                 if not records and not eof and not self.stage.idle_work_due():
                     continue
+                self._worked_since_trim = True
                 for chunk, last in self._chunks(records):
                     if not self._transact(chunk, eof if last else set()):
                         break  # rewound: the rest of this poll is read again from the committed offsets
-                if time.monotonic() >= self._trim_due:
-                    self._trim_due = time.monotonic() + TRIM_INTERVAL_S
-                    release_free_memory()
         except _StoppedWhileWaiting as stopped:
             # The open transaction is never committed: the next owner redoes its input.
             self.stopped_while_waiting = f"stopped while waiting for Kafka ({stopped})"

@@ -7,6 +7,7 @@ the engine's modules (streams.core.engine and what it composes); keeping the rec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,7 +112,7 @@ class AlertState:
         flapping: bool = False,
         suppressed: Suppression | None = None,
         member: bool = False,
-        pending: list[list[Any]] | tuple[()] = NO_CHANGES,
+        pending: Sequence[Sequence[Any]] = NO_CHANGES,
         keyed: bool = False,
     ) -> None:
         self.fingerprint = fingerprint
@@ -127,7 +128,7 @@ class AlertState:
         self.suppressed = suppressed  # why a silence or inhibition mutes it, while one does
         self.member = member  # belongs to the group's current incident
         # Changes not yet reported in an incident event: [kind, at_ms, rule], oldest first.
-        self.pending: list[list[Any]] | tuple[()] = pending or NO_CHANGES
+        self.pending: Sequence[Sequence[Any]] = pending or NO_CHANGES
         self.keyed = keyed  # identified by the source's key: reachable by key-only notifications
 
     @property
@@ -169,14 +170,20 @@ class AlertState:
 
     def mark(self, kind: AlertChangeKind, at: int, rule: str | None = None) -> None:
         pending = self.pending
-        if not isinstance(pending, list):
-            self.pending = [[kind.value, at, rule]]
+        change = (kind.value, at, rule)
+        if not pending:
+            # One change (a new alert's JOINED) is the common case, and until the next event
+            # every new alert of a storm holds it: a 1-tuple of a tuple is 112 bytes, a list of a
+            # list 160. The record is the same JSON either way.
+            self.pending = (change,)
             return
         if pending[-1][0] == kind.value:
             return  # the same change again before it was reported: reported once
-        pending.append([kind.value, at, rule])
-        if len(pending) > MAX_PENDING_CHANGES:
-            del pending[1]  # keep the first (often JOINED) and the latest ones
+        changes = pending if isinstance(pending, list) else list(pending)
+        changes.append(change)
+        if len(changes) > MAX_PENDING_CHANGES:
+            del changes[1]  # keep the first (often JOINED) and the latest ones
+        self.pending = changes
 
     def _fields(self) -> tuple[Any, ...]:
         return (
@@ -199,12 +206,13 @@ class AlertState:
         if not isinstance(other, AlertState):
             return NotImplemented
         mine, theirs = self._fields(), other._fields()
-        # empty flips/pending compare equal whether a shared tuple or an empty list
+        # flips/pending compare equal whether tuples (as kept) or lists (as restored)
         return (
             mine[:7] == theirs[:7]
             and mine[8:11] == theirs[8:11]
             and mine[12] == theirs[12]
-            and (list(mine[7]) == list(theirs[7]) and list(mine[11]) == list(theirs[11]))
+            and list(mine[7]) == list(theirs[7])
+            and [list(c) for c in mine[11]] == [list(c) for c in theirs[11]]
         )
 
     __hash__ = None  # type: ignore[assignment]

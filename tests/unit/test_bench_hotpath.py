@@ -97,8 +97,11 @@ def test_alert_state_keeps_labels_encoded_and_restores_them_without_parsing() ->
     assert reordered.same_annotations({"b": "2", "a": "1"})  # dict equality, not byte equality
     alert.mark(AlertChangeKind.JOINED, 5)
     alert.mark(AlertChangeKind.JOINED, 6)
+    assert alert.pending == (("joined", 5, None),)  # one change: a tuple, the smallest form
+    assert AlertState.decode(alert.encode()) == alert  # restored as lists: equal all the same
     alert.mark(AlertChangeKind.UPDATED, 7)
-    assert alert.pending == [["joined", 5, None], ["updated", 7, None]]
+    assert alert.pending == [("joined", 5, None), ("updated", 7, None)]
+    assert b'[["joined",5,null],["updated",7,null]]' in alert.encode()  # the record is unchanged
     alert.pending = NO_CHANGES
     assert AlertState("fp", labels, annotations, "warning", True, 1, 2, 3).pending == ()
 
