@@ -58,11 +58,12 @@ from stormwatch.schemas.adapters import (
 from stormwatch.schemas.adapters.base import show
 from stormwatch.schemas.adapters.detect import SIGNATURE_HEADER
 from stormwatch.schemas.alert import InputFormat
+from stormwatch.schemas.common import ms_from_dt
 from stormwatch.schemas.dlq import DeadLetter, DeadLetterReason
 from stormwatch.schemas.fingerprint import canonical_labels
 from stormwatch.streams.core.canonical import encode_notes, notes_key
 from stormwatch.streams.core.pushnotes import prometheus_push_notes
-from stormwatch.streams.core.wire import MsMemo
+from stormwatch.streams.core.wire import BoundedMemo
 
 log = logging.getLogger("stormwatch.gateway")
 
@@ -291,7 +292,7 @@ class Gateway:
         self.readmodel = readmodel
         self.limits = ParseLimits.from_settings(settings.ingest)
         self.notes_keys = settings.ingest.notes_keys()  # signs the notes records (None: unsigned)
-        self._to_ms = MsMemo()
+        self._to_ms = BoundedMemo(ms_from_dt)
         token = self.config.bearer_token
         self._token = token.encode() if token is not None else None
         self.connections = ConnectionGuard(

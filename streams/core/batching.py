@@ -49,7 +49,7 @@ class AlertBatcher:
         self.notes_keys = notes_keys
         self._inhibit_rules = rules.inhibit_rules
         self._buckets: dict[str, tuple[Route, list[wire.AlertNote]]] = {}
-        self._to_ms = wire.MsMemo()
+        self._to_ms = wire.BoundedMemo(ms_from_dt)
 
     def add_raw(
         self,

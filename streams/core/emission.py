@@ -26,11 +26,11 @@ from stormwatch.streams.core.groups import NO_CHANGES, AlertState, GroupState, I
 from stormwatch.streams.core.ids import event_id_for
 from stormwatch.streams.core.lifecycle import EVENT_TYPES, Action, transition
 from stormwatch.streams.core.state import Observation, PartitionState
+from stormwatch.streams.core.wire import BoundedMemo
 
 __all__ = [
     "CORRELATOR",
     "Emitter",
-    "UtcMemo",
     "alert_change",
     "incident_severity",
     "incident_title",
@@ -49,19 +49,6 @@ _CHANGE_KINDS: dict[str, AlertChangeKind] = {k.value: k for k in AlertChangeKind
 _SEVERITIES: dict[str, Severity] = {s.value: s for s in Severity}
 
 
-class UtcMemo(dict[int, datetime]):
-    """``utc_from_ms``, memoized: the changes of one event mostly share a handful of instants.
-    Bounded; datetimes are immutable, so sharing one between changes is safe."""
-
-    SIZE = 4096
-
-    def __missing__(self, ms: int) -> datetime:
-        if len(self) >= self.SIZE:
-            self.clear()
-        value = self[ms] = utc_from_ms(ms)
-        return value
-
-
 def severity_of(value: str) -> Severity:
     """``Severity(value)`` by a dict look-up; an unknown value still raises ValueError."""
     found = _SEVERITIES.get(value)
@@ -76,7 +63,7 @@ class Emitter:
         # Called with each event as it is written (the linking gate's group notes), so what it
         # reads of the group is the state right at that event, whatever the transaction holds.
         self.on_event: Callable[[GroupState, IncidentEvent], None] | None = None
-        self.utc: Callable[[int], datetime] = UtcMemo().__getitem__  # utc_from_ms, memoized
+        self.utc: Callable[[int], datetime] = BoundedMemo(utc_from_ms)
 
     def transition(
         self,

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -43,23 +43,30 @@ COMMAND = "cmd"
 RESULT = "res"
 INHIBITOR = "inh"
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
-class MsMemo:
-    """``ms_from_dt``, memoized: the alerts of one push mostly share startsAt and endsAt."""
 
-    __slots__ = ("_memo",)
-    SIZE = 4096
+class BoundedMemo(dict[_K, _V]):
+    """``fn``, memoized in at most ``size`` entries (cleared when full). The alerts of one push
+    mostly share startsAt and endsAt (``ms_from_dt``), the changes of one event a few instants
+    (``utc_from_ms``). Call it like ``fn``; only for pure functions of immutable values."""
 
-    def __init__(self) -> None:
-        self._memo: dict[datetime, int] = {}
+    __slots__ = ("_fn", "_size")
 
-    def __call__(self, when: datetime) -> int:
-        ms = self._memo.get(when)
-        if ms is None:
-            if len(self._memo) >= self.SIZE:
-                self._memo.clear()
-            ms = self._memo[when] = ms_from_dt(when)
-        return ms
+    def __init__(self, fn: Callable[[_K], _V], size: int = 4096) -> None:
+        super().__init__()
+        self._fn = fn
+        self._size = size
+
+    def __missing__(self, key: _K) -> _V:
+        if len(self) >= self._size:
+            self.clear()
+        value = self[key] = self._fn(key)
+        return value
+
+    def __call__(self, key: _K) -> _V:
+        return self[key]
 
 
 @dataclass(slots=True)

@@ -20,11 +20,12 @@ from stormwatch.schemas.adapters import parse_record, parse_record_checked
 from stormwatch.schemas.common import Severity, ms_from_dt, utc_from_ms
 from stormwatch.schemas.incident import AlertChangeKind
 from stormwatch.streams.core import wire
-from stormwatch.streams.core.emission import UtcMemo, severity_of
+from stormwatch.streams.core.emission import severity_of
 from stormwatch.streams.core.engine import PartitionEngine
 from stormwatch.streams.core.groups import NO_CHANGES, SETTLE, AlertState, GroupState
 from stormwatch.streams.core.routing import Router
 from stormwatch.streams.core.rules import RulesConfig, parse_rules
+from stormwatch.streams.core.wire import BoundedMemo
 from tests.kit.engine import T0, at, note
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -246,8 +247,8 @@ def test_timer_heap_of_flapping_alerts_stays_small_and_is_compacted_rarely() -> 
 
 @pytest.mark.parametrize("ms", [0, 1, 999, T0, T0 + 1_234, 253_402_300_799_000])
 def test_memoized_instants_and_severities_are_the_plain_ones(ms: int) -> None:
-    memo = UtcMemo()
-    assert memo[ms] == utc_from_ms(ms) and memo[ms] is memo[ms]
+    memo = BoundedMemo(utc_from_ms)
+    assert memo(ms) == utc_from_ms(ms) and memo(ms) is memo(ms)
     for severity in Severity:
         assert severity_of(severity.value) is Severity(severity.value)
     with pytest.raises(ValueError):
@@ -255,7 +256,7 @@ def test_memoized_instants_and_severities_are_the_plain_ones(ms: int) -> None:
 
 
 def test_the_instant_memo_stays_bounded() -> None:
-    memo = UtcMemo()
-    for ms in range(UtcMemo.SIZE * 3):
-        assert memo[ms] == utc_from_ms(ms)
-    assert len(memo) <= UtcMemo.SIZE
+    memo = BoundedMemo(utc_from_ms, size=4096)
+    for ms in range(4096 * 3):
+        assert memo(ms) == utc_from_ms(ms)
+    assert len(memo) <= 4096
