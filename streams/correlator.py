@@ -17,7 +17,7 @@ from stormwatch.config import Settings
 from stormwatch.kafka.client import read_changelogs, restore_caught_up
 from stormwatch.kafka.txloop import BatchResult, Output, coordinates
 from stormwatch.metrics import PipelineMetrics
-from stormwatch.schemas.incident import IncidentEventType
+from stormwatch.schemas.incident import IncidentEvent, IncidentEventType
 from stormwatch.streams.core.engine import EngineOutput, PartitionEngine
 from stormwatch.streams.core.linkgate import LinkSetup
 from stormwatch.streams.core.linkwire import encode_link_skip
@@ -25,6 +25,12 @@ from stormwatch.streams.core.rules import RulesConfig
 from stormwatch.streams.core.wire import ClockDemand, encode_demand
 
 log = logging.getLogger("stormwatch.correlator")
+
+# Input records between two encodings of the events so far. A transaction takes up to 8 MiB of
+# input (about 10,000 new alerts); holding all their events as objects until its end fragments the
+# heap for good (offline, 1,442 instead of 886 bytes per kept alert; issue #16), while encoding them every
+# few hundred records keeps the transient peak small and costs nothing.
+EVENTS_EVERY = 256
 
 
 class CorrelatorStage:
@@ -105,14 +111,17 @@ class CorrelatorStage:
 
     def handle(self, messages: list[Message], eof: set[tuple[str, int]]) -> BatchResult:
         touched: set[int] = set()
-        for msg in messages:
+        outputs: list[Output] = []
+        for n, msg in enumerate(messages, 1):
             _, partition, offset = coordinates(msg)
             engine = self.engines.get(partition)
             if engine is None:  # not ours any more (revoked mid-batch); the new owner replays it
                 continue
             engine.process(msg.value() or b"", offset)
             touched.add(partition)
-        outputs: list[Output] = []
+            if n % EVENTS_EVERY == 0:
+                for busy in sorted(touched):
+                    self._write_events(self.engines[busy].take_events(), outputs)
         offsets: dict[tuple[str, int], int] = {}
         for partition in sorted(touched):
             engine = self.engines[partition]
@@ -175,11 +184,11 @@ class CorrelatorStage:
         outputs.append(Output(self.topics.correlator_input, encode_link_skip(until), None, partition))
         self._waiting[partition] = (now, marks)
 
-    def _write(self, partition: int, out: EngineOutput, outputs: list[Output]) -> None:
-        t = self.topics
+    def _write_events(self, events: list[IncidentEvent], outputs: list[Output]) -> None:
+        topic = self.topics.incidents
         now = time.time()
-        for event in out.events:
-            outputs.append(Output(t.incidents, event.to_bytes(), event.incident_id))
+        for event in events:
+            outputs.append(Output(topic, event.to_bytes(), event.incident_id))
             if self.metrics is not None:
                 self.metrics.record_event(
                     event.type.value, event.snapshot.severity.value, event.snapshot.rule
@@ -188,6 +197,10 @@ class CorrelatorStage:
                     self.metrics.root_causes.labels(kind=event.snapshot.root_cause.kind).inc()
                 for change in event.alerts[:32]:
                     self.metrics.processing_latency.observe(max(now - change.at.timestamp(), 0.0))
+
+    def _write(self, partition: int, out: EngineOutput, outputs: list[Output]) -> None:
+        t = self.topics
+        self._write_events(out.events, outputs)
         for dead in out.dead_letters:
             key = f"{dead.source_topic}/{dead.source_partition}/{dead.source_offset}"
             outputs.append(Output(t.dlq, dead.to_bytes(), key))
