@@ -41,6 +41,7 @@ __all__ = [
     "read_changelog",
     "read_changelogs",
     "read_topic",
+    "read_topic_batches",
     "refused_access",
     "require_topic",
     "unreachable_error",
@@ -307,7 +308,26 @@ def read_topic(
     timeout_s: float = 10.0,
     progress: ProgressCallback | None = None,
 ) -> Iterator[Message]:
-    """Yield every committed record of ``topic``, partition by partition in offset order, then stop.
+    """Yield every committed record of ``topic``, each partition in offset order, then stop
+    (``read_topic_batches``, one record at a time)."""
+    for batch in read_topic_batches(
+        settings, topic, partitions=partitions, start=start, timeout_s=timeout_s, progress=progress
+    ):
+        yield from batch
+
+
+def read_topic_batches(
+    settings: Settings,
+    topic: str,
+    *,
+    partitions: Iterable[int] | None = None,
+    start: Mapping[int, int] | None = None,
+    timeout_s: float = 10.0,
+    progress: ProgressCallback | None = None,
+) -> Iterator[list[Message]]:
+    """Yield every committed record of ``topic``, each partition in offset order, in the batches
+    the consumer hands over, then stop. A restore reads millions of records: per batch, what is
+    done per record is the least it can be.
 
     The end of each partition is its last stable offset observed at call time (read_committed),
     so records produced meanwhile and open transactions are not waited for. The end is detected
@@ -425,6 +445,10 @@ def is_transient(error: object) -> bool:
     return bool(error.retriable()) or error.code() in TRANSIENT_CODES
 
 
+DRAIN_BATCH = 5000
+"""Records taken from the consumer's queue at once while reading a topic through."""
+
+
 def _drain(
     consumer: Consumer,
     topic: str,
@@ -432,7 +456,7 @@ def _drain(
     expected: int,
     timeout_s: float,
     progress: ProgressCallback | None,
-) -> Iterator[Message]:
+) -> Iterator[list[Message]]:
     remaining = dict(end)
     read = 0
     last_progress_at = time.monotonic()
@@ -446,28 +470,34 @@ def _drain(
         # consume() waits for its whole timeout unless the batch fills up, so wait for the first
         # record only and then take whatever else has already been fetched.
         first = consumer.poll(0.2)
-        batch = [first, *consumer.consume(num_messages=1000, timeout=0)] if first is not None else []
+        batch = [first, *consumer.consume(num_messages=DRAIN_BATCH, timeout=0)] if first is not None else []
+        records: list[Message] = []
         for msg in batch:
             partition = msg.partition()
             offset = msg.offset()
-            if partition is None or offset is None or partition not in remaining:
+            if partition is None or offset is None:
+                continue
+            last = remaining.get(partition)
+            if last is None:
                 continue
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    if offset >= remaining[partition]:
+                    if offset >= last:
                         finish(partition)
                     continue
                 failure = KafkaUnavailable if is_transient(err) else UserError
                 raise failure(f"error reading {topic} partition {partition}: {err.str()}")
-            if offset >= remaining[partition]:  # produced after we started: not ours to read
+            if offset >= last:  # produced after we started: not ours to read
                 finish(partition)
                 continue
-            read += 1
-            last_progress_at = time.monotonic()
-            yield msg
-            if offset + 1 >= remaining.get(partition, 0):
+            records.append(msg)
+            if offset + 1 >= last:
                 finish(partition)
+        if records:
+            read += len(records)
+            last_progress_at = time.monotonic()
+            yield records
         if remaining:
             # Control markers are never delivered but do move the position past them (a local
             # call: cheap enough to ask after every batch instead of after an empty poll).
@@ -513,19 +543,19 @@ def read_changelogs(
     """
     wanted = None if partitions is None else list(partitions)
     states: dict[int, dict[str, bytes]] = {p: {} for p in wanted or ()}
-    for msg in read_topic(settings, topic, partitions=wanted, timeout_s=timeout_s):
-        key = msg.key()
-        if key is None:
-            continue
-        partition = msg.partition()
-        state = states.get(partition)  # type: ignore[arg-type]
-        if state is None:
-            state = states[partition] = {}  # type: ignore[index]
-        value = msg.value()
-        if value is None:
-            state.pop(key.decode(), None)
-        else:
-            state[key.decode()] = value
+    for batch in read_topic_batches(settings, topic, partitions=wanted, timeout_s=timeout_s):
+        for msg in batch:
+            key = msg.key()
+            if key is None:
+                continue
+            state = states.get(msg.partition())  # type: ignore[arg-type]
+            if state is None:
+                state = states[msg.partition()] = {}  # type: ignore[index]
+            value = msg.value()
+            if value is None:
+                state.pop(key.decode(), None)
+            else:
+                state[key.decode()] = value
     return states
 
 
