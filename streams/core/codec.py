@@ -40,7 +40,10 @@ def changed_records(state: PartitionState) -> dict[str, bytes | None]:
     for gkhash, fp in state.dirty_alerts:
         group = state.groups.get(gkhash)
         alert = group.alerts.get(fp) if group is not None else None
-        records[f"a/{gkhash}/{fp}"] = alert.encode() if alert is not None else None
+        if group is None or alert is None:
+            records[f"a/{gkhash}/{fp}"] = None
+        else:
+            records[f"a/{gkhash}/{fp}"] = alert.encode(group.reports)
     return records
 
 
@@ -127,7 +130,7 @@ def restore_groups(items: dict[str, bytes], state: PartitionState) -> None:
             _, gkhash, _fp = key.split("/", 2)
             group = state.groups.get(gkhash)
             if group is not None:
-                alert = AlertState.decode(value)
+                alert = AlertState.decode(value, group.reports)
                 group.alerts[alert.fingerprint] = alert
                 if alert.keyed:
                     state.keyed_index[alert.fingerprint] = gkhash

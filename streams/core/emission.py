@@ -160,9 +160,10 @@ class Emitter:
         utc = self.utc
         changes = [alert_change(a, _CHANGE_KINDS[c[0]], c[1], c[2], utc) for _, _, _, a, c in pending]
         group.has_pending = False
+        if pending:
+            group.reports += 1  # the group's record says so; its alerts' need not (AlertState.decode)
         for alert in {id(p[3]): p[3] for p in pending}.values():
             alert.pending = NO_CHANGES
-            self._state.touch_alert(group, alert)
         return changes
 
     def observe(self, name: str, elapsed_ms: int, group: GroupState) -> None:

@@ -231,10 +231,12 @@ class AlertState:
             f"member={self.member}, seen_ms={self.seen_ms}, ends_ms={self.ends_ms})"
         )
 
-    def encode(self) -> bytes:
+    def encode(self, reports: int | None = None) -> bytes:
         """``labels NL annotations NL [the other fields]``: orjson escapes every newline inside a
         string, so the two encodings come back by one split, with no JSON parsing, on restore.
-        A suppression is written as its ``KIND:ID`` string."""
+        A suppression is written as its ``KIND:ID`` string. ``reports``: its group's
+        ``GroupState.reports`` now, so that a restore knows which later reports covered the
+        pending changes recorded here."""
         suppressed = self.suppressed
         rest = [
             self.fingerprint,
@@ -250,10 +252,15 @@ class AlertState:
             self.pending,
             self.keyed,
         ]
+        if reports:
+            rest.append(reports)
         return self._encoded + b"\n" + orjson.dumps(rest)
 
     @classmethod
-    def decode(cls, data: bytes) -> AlertState:
+    def decode(cls, data: bytes, reports: int = 0) -> AlertState:
+        """``reports``: its group's ``GroupState.reports`` as restored. A member's pending changes
+        recorded before the latest of them have been reported: the record is not written again
+        just to clear them (issue #16: that was a third of all changelog records in a storm)."""
         if data[:1] == b"[":  # the first format, one JSON array (changelogs written before 0.1)
             row = orjson.loads(data)
             row[10] = None if row[10] is None else Suppression.decode(row[10])
@@ -272,7 +279,10 @@ class AlertState:
             member,
             pending,
             keyed,
+            *written_at,
         ) = orjson.loads(rest)
+        if pending and member and reports > (written_at[0] if written_at else 0):
+            pending = None
         alert = cls.__new__(cls)  # __init__ would encode the labels and annotations again
         alert.fingerprint = fingerprint
         alert._encoded = encoded
@@ -380,6 +390,9 @@ class GroupState:
     pending_since: int | None = None  # group_wait running since (event time of the first alert)
     incident: IncidentRuntime | None = None
     has_pending: bool = False  # some member alert has unreported changes (derived; not persisted)
+    # How many times the member alerts' pending changes went into an event: the alert records say
+    # how many there had been when they were written (``AlertState.decode``).
+    reports: int = 0
     # Lazy min-heap of (due_ms, kind, fingerprint); stale entries are skipped when popped.
     heap: list[tuple[int, int, str]] = field(default_factory=list)
     compact_at: int = field(default=64, compare=False)  # heap size that triggers dropping stale entries
@@ -403,6 +416,7 @@ class GroupState:
                 "gl": self.group_labels,
                 "ps": self.pending_since,
                 "inc": self.incident.to_obj() if self.incident is not None else None,
+                **({"rp": self.reports} if self.reports else {}),
             }
         )
 
@@ -417,4 +431,5 @@ class GroupState:
             group_labels=obj["gl"],
             pending_since=obj.get("ps"),
             incident=IncidentRuntime.from_obj(inc) if inc is not None else None,
+            reports=obj.get("rp", 0),
         )
