@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, ParamSpec
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -47,6 +47,7 @@ __all__ = [
     "unreachable_error",
 ]
 
+_P = ParamSpec("_P")
 log = logging.getLogger("stormwatch.kafka")
 
 # Room for the record batch, headers and key on top of the largest value we allow on a topic.
@@ -299,23 +300,6 @@ _BULK_READ = {
 }
 
 
-def read_topic(
-    settings: Settings,
-    topic: str,
-    *,
-    partitions: Iterable[int] | None = None,
-    start: Mapping[int, int] | None = None,
-    timeout_s: float = 10.0,
-    progress: ProgressCallback | None = None,
-) -> Iterator[Message]:
-    """Yield every committed record of ``topic``, each partition in offset order, then stop
-    (``read_topic_batches``, one record at a time)."""
-    for batch in read_topic_batches(
-        settings, topic, partitions=partitions, start=start, timeout_s=timeout_s, progress=progress
-    ):
-        yield from batch
-
-
 def read_topic_batches(
     settings: Settings,
     topic: str,
@@ -364,6 +348,18 @@ def read_topic_batches(
         yield from _drain(consumer, topic, end, expected, timeout_s, progress)
     finally:
         consumer.close()
+
+
+def _one_by_one(batched: Callable[_P, Iterator[list[Message]]]) -> Callable[_P, Iterator[Message]]:
+    def records(*args: _P.args, **kwargs: _P.kwargs) -> Iterator[Message]:
+        for batch in batched(*args, **kwargs):
+            yield from batch
+
+    return records
+
+
+read_topic = _one_by_one(read_topic_batches)
+read_topic.__doc__ = """``read_topic_batches``, one record at a time."""
 
 
 def open_tail(settings: Settings, topics: Iterable[str], *, timeout_s: float = 10.0) -> Consumer:
