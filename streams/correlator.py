@@ -19,6 +19,7 @@ from stormwatch.kafka.txloop import BatchResult, Output, coordinates
 from stormwatch.metrics import PipelineMetrics
 from stormwatch.schemas.incident import IncidentEvent, IncidentEventType
 from stormwatch.streams.core.engine import EngineOutput, PartitionEngine
+from stormwatch.streams.core.groups import forget_shared
 from stormwatch.streams.core.linkgate import LinkSetup
 from stormwatch.streams.core.linkwire import encode_link_skip
 from stormwatch.streams.core.rules import RulesConfig
@@ -65,6 +66,7 @@ class CorrelatorStage:
 
         def restore(todo: list[int]) -> dict[int, int]:
             nonlocal read_s
+            forget_shared()  # the engines these replace (a rewind, a second read) may go
             read_started = time.monotonic()
             states = read_changelogs(self.settings, self.topics.correlator_state, todo)
             read_s += time.monotonic() - read_started
@@ -93,6 +95,8 @@ class CorrelatorStage:
         )
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        if any(tp.topic == self.topics.correlator_input for tp in partitions):
+            forget_shared()
         for tp in partitions:
             if tp.topic == self.topics.correlator_input:
                 self.engines.pop(tp.partition, None)

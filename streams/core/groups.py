@@ -59,6 +59,19 @@ def shared_ms(ms: int) -> int:
     return found
 
 
+def forget_shared() -> None:
+    """Drop the values shared across alerts (times, single pending changes), for a worker whose
+    state just went (partitions revoked, or rebuilt after a rewind).
+
+    Each of them was made amid the state that used it, so the few thousand left behind sit one or
+    two per arena: offline, dropping an engine of 300k alerts gave back 52 of its 246 MB, and
+    forgetting these 1,234 objects the rest. A correlator that held every partition for a
+    minute after a broker crash kept 790 MB with none left (docs/reliability.md, run 6). They are
+    made again as alerts come."""
+    _SHARED_MS.clear()
+    _ONE_CHANGE.clear()
+
+
 NO_FLIPS: tuple[()] = ()
 NO_CHANGES: tuple[()] = ()
 """Shared empty ``flips`` / ``pending``: most alerts have neither, and an empty list is 56 bytes."""

@@ -12,7 +12,8 @@ from confluent_kafka import TopicPartition
 import stormwatch.kafka.client as client
 import stormwatch.streams.correlator as correlator
 from stormwatch.config import Settings
-from stormwatch.streams.core import wire
+from stormwatch.schemas.incident import AlertChangeKind
+from stormwatch.streams.core import groups, wire
 from stormwatch.streams.core.engine import PartitionEngine
 from stormwatch.streams.core.rules import parse_rules
 from stormwatch.streams.correlator import CorrelatorStage
@@ -71,3 +72,15 @@ def test_offsets_moved_by_hand_past_the_state_are_followed_after_the_bound(
     monkeypatch.setattr(client, "RESTORE_CATCH_UP_S", 0.0)
     stage = _assign(monkeypatch, [_changelog(5)], committed=40)
     assert stage.engines[0].processed == 4
+
+
+def test_revoked_partitions_leave_no_shared_values_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The times and pending changes shared across alerts were made amid the state that used them:
+    kept after that state went, a few thousand of them hold its memory (one or two per arena)."""
+    stage = _assign(monkeypatch, [_changelog(3)], committed=3)
+    groups.shared_ms(1_700_000_000_000)
+    groups.AlertState("fp", {}, {}, "warning", True, 0, 0, None).mark(AlertChangeKind.JOINED, 5)
+    assert groups._SHARED_MS and groups._ONE_CHANGE
+    stage.on_revoke([TopicPartition(stage.topics.correlator_input, 0)])
+    assert not stage.engines and not groups._SHARED_MS and not groups._ONE_CHANGE
+    assert groups.shared_ms(1_700_000_000_000) == 1_700_000_000_000  # made again when asked
