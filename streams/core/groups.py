@@ -272,7 +272,7 @@ class AlertState:
     @classmethod
     def decode(cls, data: bytes, reports: int = 0) -> AlertState:
         """``reports``: its group's ``GroupState.reports`` as restored. A member's pending changes
-        recorded before the latest of them have been reported: the record is not written again
+        recorded before the group's latest report went out in it: the record is not written again
         just to clear them (issue #16: that was a third of all changelog records in a storm)."""
         if data[:1] == b"[":  # the first format, one JSON array (changelogs written before 0.1)
             row = orjson.loads(data)
