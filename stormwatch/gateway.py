@@ -42,7 +42,7 @@ from stormwatch.config import GatewaySettings, Settings
 from stormwatch.connguard import RETRY_AFTER_S, ConnectionGuard, GuardedSite, check_exposure, is_loopback
 from stormwatch.console.web import Console
 from stormwatch.errors import UserError
-from stormwatch.kafka.txloop import TRIM_INTERVAL_S, release_free_memory
+from stormwatch.kafka.txloop import TRIM_INTERVAL_S, release_free_memory, tune_malloc
 from stormwatch.kafkasink import DeliveryError, KafkaSink, RecordTooLarge, kafka_ready_gauge
 from stormwatch.metrics import process_wide
 from stormwatch.readmodel.follower import ReadModelFollower
@@ -707,6 +707,7 @@ class GatewayServer:
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}; "
                 "choose another address with --host/--port (gateway.host, gateway.port)"
             ) from None
+        tune_malloc()  # before the producer's and the read model's threads allocate, as the workers do
         self.sink.start()
         if self.readmodel is not None:
             self.readmodel.start()

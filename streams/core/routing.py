@@ -75,7 +75,7 @@ class Router:
     ``key_fingerprint`` (PagerDuty dedup_key, native key) is not; pass None for those.
     """
 
-    __slots__ = ("_cache", "_cache_size", "_compiled", "_inhibitions", "cache_misses", "config")
+    __slots__ = ("_cache", "_cache_size", "_compiled", "_inhibitions", "_routes", "cache_misses", "config")
 
     def __init__(self, config: RulesConfig, *, cache_size: int = 65_536) -> None:
         if cache_size < 1:
@@ -97,6 +97,11 @@ class Router:
         self._inhibitions = tuple(config.inhibit_rules)
         self._cache: OrderedDict[str | frozenset[tuple[str, str]], Route] = OrderedDict()
         self._cache_size = cache_size
+        # One Route per group key, shared by the cache entries of the group's alerts: a cached alert
+        # then costs its key and an entry, not a Route, a labels dict and two strings of its own.
+        # Fewer long-lived objects per alert also means fewer for a burst to scatter over the new
+        # memory arenas it needs, where they pin them (docs/performance.md, "Memory after faults").
+        self._routes: dict[str, Route] = {}
         self.cache_misses = 0
 
     @property
@@ -109,6 +114,7 @@ class Router:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._routes.clear()
 
     def route(self, labels: dict[str, str], fingerprint: str | None = None) -> Route:
         key: str | frozenset[tuple[str, str]] = (
@@ -139,4 +145,11 @@ class Router:
         else:  # group_by is pre-sorted
             pairs = [(k, v) for k in compiled.group_by if (v := labels.get(k))]
         group_key = _group_key(compiled.rule.name, pairs)
-        return Route(compiled.rule, group_key, dict(pairs), group_hash(group_key))
+        route = self._routes.get(group_key)
+        if route is None:
+            if len(self._routes) >= self._cache_size:
+                self._routes.clear()  # the cache keeps the routes it still uses alive
+            route = self._routes[group_key] = Route(
+                compiled.rule, group_key, dict(pairs), group_hash(group_key)
+            )
+        return route

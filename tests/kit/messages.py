@@ -49,6 +49,9 @@ class FakeMessage:
     def value(self) -> bytes | None:
         return self._value
 
+    def __len__(self) -> int:  # as confluent_kafka.Message: the value's size
+        return len(self._value or b"")
+
     def key(self) -> bytes | None:
         return self._key
 

@@ -346,6 +346,18 @@ def test_route_cache_by_fingerprint_and_by_labels() -> None:
     assert r.cache_misses == 2
 
 
+def test_alerts_of_one_group_share_one_route() -> None:
+    """A cached alert costs its key, not a Route of its own: a storm's alerts are many per group."""
+    r = Router(RulesConfig(), cache_size=4)
+    routes = [r.route({"alertname": "Down", "instance": f"h{i}"}, f"fp{i}") for i in range(10)]
+    assert all(route is routes[0] for route in routes), "instance is per replica: one group"
+    other = r.route({"alertname": "Other", "instance": "h0"}, "fp-other")
+    assert other is not routes[0] and other.group_key != routes[0].group_key
+    for i in range(10):  # the shared table is bounded as the cache is; a result never changes
+        r.route({"alertname": f"Gone{i}"}, f"gone{i}")
+    assert r.route({"alertname": "Down", "instance": "h99"}, "fp99") == routes[0]
+
+
 def test_route_cache_is_bounded_lru() -> None:
     r = Router(RulesConfig(), cache_size=2)
     a, b, c = ({"alertname": n} for n in "abc")
