@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from stormwatch.config import Settings
 from stormwatch.kafka.client import read_changelogs, restore_caught_up
-from stormwatch.kafka.txloop import BatchResult, Output, coordinates
+from stormwatch.kafka.txloop import HANDLE_BYTES, BatchResult, Output, coordinates
 from stormwatch.metrics import PipelineMetrics
 from stormwatch.schemas.incident import IncidentEvent, IncidentEventType
 from stormwatch.streams.core.engine import EngineOutput, PartitionEngine
@@ -35,6 +35,8 @@ EVENTS_EVERY = 256
 
 
 class CorrelatorStage:
+    handle_bytes = HANDLE_BYTES  # a catch-up's batches in parts (stormwatch.kafka.txloop)
+
     def __init__(
         self,
         settings: Settings,

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from stormwatch.config import Settings
 from stormwatch.kafka.client import make_consumer
-from stormwatch.kafka.txloop import BatchResult, Output, coordinates
+from stormwatch.kafka.txloop import HANDLE_BYTES, BatchResult, Output, coordinates
 from stormwatch.metrics import PipelineMetrics
 from stormwatch.schemas.adapters import ParseLimits
 from stormwatch.schemas.commands import CommandResult, OperatorAction, OperatorCommand
@@ -35,16 +35,11 @@ log = logging.getLogger("stormwatch.ingest")
 DEMAND_POLL_S = 0.05
 """The loop waits at most this long for input, so clock demands are read this promptly."""
 
-DRAIN_BYTES = 2 * 1024 * 1024
-"""Raw bytes whose alerts the batcher holds before they become correlator records, within a
-transaction of up to 8 MiB. A catch-up's full transactions otherwise hold every alert of 8 MiB at
-once as Python objects: the memory arenas they need stay pinned afterwards by the few long-lived
-objects made meanwhile (offline, a 60 s backlog: 41 arenas kept with 8 MiB, 10 with 2 MiB, at the
-same CPU; docs/performance.md, "Memory after faults")."""
-
 
 class IngestStage:
     """Turns raw records into correlator input; one instance per worker process."""
+
+    handle_bytes = HANDLE_BYTES  # a catch-up's batches in parts (stormwatch.kafka.txloop)
 
     def __init__(
         self,
@@ -147,20 +142,18 @@ class IngestStage:
 
     def handle(self, messages: list[Message], eof: set[tuple[str, int]]) -> BatchResult:
         outputs: list[Output] = []
-        undrained = 0  # raw bytes whose alerts wait in the batcher
         for msg in messages:
             topic = msg.topic()
             if topic == self.topics.raw:
                 self._raw_record(msg, outputs)
-                undrained += len(msg)
-                if undrained >= DRAIN_BYTES:
-                    self._drain(outputs)
-                    undrained = 0
             elif topic == self.topics.commands:
                 self._command(msg, outputs)
             elif topic == self.topics.mitigation_results:
                 self._result(msg, outputs)
-        self._drain(outputs)
+        now = self._wall()
+        for gkhash, value in self.batcher.drain():
+            outputs.append(Output(self.topics.correlator_input, value, gkhash))
+            self.policy.routed(self._partition_of(gkhash), self._newest, now)
         for topic, partition in eof:
             if topic == self.topics.raw and partition in self._raw_owned:
                 self._at_eof.add(partition)
@@ -168,13 +161,6 @@ class IngestStage:
             self._follow_demands()
             self._ticks(outputs)
         return BatchResult(outputs)
-
-    def _drain(self, outputs: list[Output]) -> None:
-        """One correlator input record per group of the alerts read since the last drain."""
-        now = self._wall()
-        for gkhash, value in self.batcher.drain():
-            outputs.append(Output(self.topics.correlator_input, value, gkhash))
-            self.policy.routed(self._partition_of(gkhash), self._newest, now)
 
     def _partition_of(self, key: str) -> int:
         """The correlator partition Kafka's default (consistent) partitioner gives ``key``: CRC-32."""

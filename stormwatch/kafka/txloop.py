@@ -124,6 +124,28 @@ class Stage(Protocol):
         """True when the stage must run a transaction even without input (clock ticks)."""
         ...
 
+    # Optional: ``handle_bytes``, the input bytes per ``handle`` call (e.g. ``HANDLE_BYTES``). A
+    # transaction's input is then handled in parts of at most that size, each part's outputs
+    # produced before the next part is handled, all committed together.
+
+
+def split_by_bytes(records: list[Message], limit: int | None) -> Iterator[tuple[list[Message], bool]]:
+    """``records`` in order as lists of at most ``limit`` bytes of values (at least one record
+    each; all of them when ``limit`` is None), each with whether it is the last."""
+    if limit is None or len(records) <= 1:
+        yield records, True
+        return
+    chunk: list[Message] = []
+    size = 0
+    for msg in records:
+        length = len(msg)
+        if chunk and size + length > limit:
+            yield chunk, False
+            chunk, size = [], 0
+        chunk.append(msg)
+        size += length
+    yield chunk, True
+
 
 def coordinates(msg: Message) -> tuple[str, int, int]:
     """(topic, partition, offset) of a consumed record; never None for records from consume()."""
@@ -142,6 +164,14 @@ size, so a batch of large records (a Prometheus push carries up to 256 alerts) s
 transaction, and the next stage works on it while this one reads the next (docs/performance.md)."""
 
 _FIRST_BATCH = 100  # records asked for before any record size is known
+
+HANDLE_BYTES = 2 * 1024 * 1024
+"""Input bytes per ``handle`` call for the stages that set ``handle_bytes`` to it (ingest and the
+correlator), within transactions of up to ``DEFAULT_MAX_BATCH_BYTES``. A catch-up's transactions
+are full, and holding a whole one's decoded input and outputs at once needs new memory arenas that
+the few long-lived objects made meanwhile keep afterwards: offline, ingest kept 41 arenas after a
+60 s backlog with 8 MiB parts and 10 with 2 MiB ones, at the same CPU (docs/performance.md,
+"Memory after faults")."""
 
 TRIM_INTERVAL_S = 10.0
 """How often a busy loop hands freed heap memory back to the OS (see ``release_free_memory``)."""
@@ -426,19 +456,7 @@ class TransactionalLoop:
         at once. A transaction's decoded input is what the process's memory peak follows, and
         CPython keeps the arenas of such a peak: the hour-long chaos run's correlators stayed at
         0.7-1.6 GB resident with 70 MB of live objects (docs/reliability.md, run 2)."""
-        if self.max_batch_bytes is None or len(records) <= 1:
-            yield records, True
-            return
-        chunk: list[Message] = []
-        size = 0
-        for msg in records:
-            length = len(msg)
-            if chunk and size + length > self.max_batch_bytes:
-                yield chunk, False
-                chunk, size = [], 0
-            chunk.append(msg)
-            size += length
-        yield chunk, True
+        return split_by_bytes(records, self.max_batch_bytes)
 
     def _learn_size(self, count: int, size: int) -> None:
         mean = size / count
@@ -528,10 +546,17 @@ class TransactionalLoop:
 
     def _run_transaction(self, records: list[Message], eof: set[tuple[str, int]]) -> None:
         self.producer.begin_transaction()
-        result = self.stage.handle(records, eof)
-        for out in result.outputs:
-            self._produce(out)
-        offsets = self._offsets(records, result)
+        next_offsets: dict[tuple[str, int], int] = {}
+        # Each part's outputs go to the producer (which copies them) before the next part is
+        # handled: a catch-up's 8 MiB transaction then never holds all of its outputs as objects
+        # at once, whose arenas CPython would keep (docs/performance.md, "Memory after faults").
+        for part, last in split_by_bytes(records, getattr(self.stage, "handle_bytes", None)):
+            result = self.stage.handle(part, eof if last else set())
+            for out in result.outputs:
+                self._produce(out)
+            next_offsets.update(self._next_offsets(part, result))
+            del result
+        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
         if offsets:
             metadata = self.consumer.consumer_group_metadata()
             self._retrying(
@@ -707,14 +732,15 @@ class TransactionalLoop:
                     raise _StoppedWhileWaiting("produce: the producer's queue is full") from None
                 self.producer.poll(0.05)
 
-    def _offsets(self, records: list[Message], result: BatchResult) -> list[TopicPartition]:
+    @staticmethod
+    def _next_offsets(records: list[Message], result: BatchResult) -> dict[tuple[str, int], int]:
         if result.offsets is not None:
-            return [TopicPartition(t, p, o) for (t, p), o in result.offsets.items()]
+            return result.offsets
         last: dict[tuple[str, int], int] = {}
         for msg in records:
             topic, partition, offset = coordinates(msg)
             last[(topic, partition)] = offset + 1
-        return [TopicPartition(t, p, o) for (t, p), o in last.items()]
+        return last
 
     @staticmethod
     def _stable_offsets(consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:

@@ -1,6 +1,7 @@
 """How the transactional loop treats Kafka failures, without a broker: a worker waits out a
 broker outage in its restore and rewind steps (it used to exit on errors librdkafka does not
-flag retriable), and still stops on fatal errors or when asked to."""
+flag retriable), and still stops on fatal errors or when asked to. Also how one transaction's
+input reaches a stage that takes it in parts (``handle_bytes``)."""
 
 from __future__ import annotations
 
@@ -454,13 +455,24 @@ def test_a_stopped_run_leaves_without_flushing_a_producer_still_in_a_call(
 
 
 class _Record:
-    """A consumed record as the loop reads it: len() is the value's size."""
+    """A consumed record as the loop reads it: len() is the value's size; at ("t", partition, offset)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, partition: int = 0, offset: int = 0) -> None:
         self.size = size
+        self._partition = partition
+        self._offset = offset
 
     def __len__(self) -> int:
         return self.size
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
 
 
 def test_a_poll_larger_than_the_byte_budget_is_committed_in_several_transactions(
@@ -544,3 +556,38 @@ def test_the_malloc_threshold_is_fixed_so_large_buffers_go_back_when_freed(
     monkeypatch.setattr(txloop, "_MALLOPT", None)
     txloop.tune_malloc()  # no glibc: nothing to tune, and no error
     assert len(calls) == 1
+
+
+class _PartsStage(_IdleStage):
+    handle_bytes = 100
+
+    def __init__(self, producer: _TxnProducer) -> None:
+        self.producer = producer
+        self.parts: list[tuple[list[tuple[int, int]], object]] = []
+
+    def handle(self, messages: object, eof: object) -> BatchResult:
+        records = [(m.partition(), m.offset()) for m in messages]  # type: ignore[attr-defined]
+        self.parts.append((records, eof))
+        self.producer.calls.append(f"handle {len(records)}")
+        return BatchResult([txloop.Output("out", b"x")] * len(records))
+
+
+def test_a_stage_with_handle_bytes_gets_the_transaction_in_parts(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each part's outputs are produced before the next part is handled (so they are not all held
+    at once), eof comes with the last part only, and one commit carries every part's offsets."""
+    producer = _TxnProducer()
+    stage = _PartsStage(producer)
+    loop.stage, loop.producer = stage, producer  # type: ignore[assignment]
+    sent: list[list[TopicPartition]] = []
+    monkeypatch.setattr(producer, "send_offsets_to_transaction", lambda offsets, *_: sent.append(offsets))
+    records = [_Record(60, 0, 10), _Record(60, 1, 20), _Record(30, 0, 11), _Record(150, 1, 21)]
+    eof = {("t", 0)}
+    assert loop._transact(records, eof)  # type: ignore[arg-type]
+    assert [part for part, _ in stage.parts] == [[(0, 10)], [(1, 20), (0, 11)], [(1, 21)]]
+    assert [e for _, e in stage.parts] == [set(), set(), eof]
+    assert producer.calls == [
+        "begin", "handle 1", "produce", "handle 2", "produce", "produce", "handle 1", "produce", "commit"
+    ]  # fmt: skip
+    assert sorted((tp.partition, tp.offset) for tp in sent[0]) == [(0, 12), (1, 22)]
