@@ -84,3 +84,20 @@ def test_revoked_partitions_leave_no_shared_values_behind(monkeypatch: pytest.Mo
     stage.on_revoke([TopicPartition(stage.topics.correlator_input, 0)])
     assert not stage.engines and not groups._SHARED_MS and not groups._ONE_CHANGE
     assert groups.shared_ms(1_700_000_000_000) == 1_700_000_000_000  # made again when asked
+
+
+def test_a_rebuilt_partition_drops_its_old_engine_before_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rewind rebuilds assigned partitions: the old engine goes first, so the new state is not
+    built beside it (the two would share memory arenas, kept after the old one went)."""
+    stage = _assign(monkeypatch, [_changelog(3)], committed=3)
+    old = stage.engines[0]
+    seen: list[bool] = []
+
+    def read_changelogs(settings: Settings, topic: str, partitions: list[int]) -> dict[int, dict[str, bytes]]:
+        seen.append(0 in stage.engines)
+        return {p: _changelog(3) for p in partitions}
+
+    monkeypatch.setattr(correlator, "read_changelogs", read_changelogs)
+    stage.on_assign(_Consumer(3), [TopicPartition(stage.topics.correlator_input, 0)])  # type: ignore[arg-type]
+    assert seen == [False]
+    assert stage.engines[0] is not old and stage.engines[0].processed == 2
