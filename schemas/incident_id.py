@@ -7,6 +7,9 @@ for refusing one.
 
 An ``IncidentId`` is a ``str``: it serializes to the very same bytes (orjson, pydantic, f-strings),
 so the contracts keep typing the field as plain ``str`` and their JSON Schemas do not change.
+Code that builds contracts passes ``str(incident_id)``, though: given a str subclass for a ``str``
+field, pydantic-core (2.50) keeps the copy it makes in a process-wide cache of up to 16,384 strings,
+which pins memory arenas (``streams.core.ids.incident_id_for``).
 """
 
 from __future__ import annotations

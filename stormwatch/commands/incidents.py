@@ -39,10 +39,13 @@ MAX_WARNINGS = 20  # integrity issues printed one per line; the rest are counted
 MAX_MEMBERS_SHOWN = 10  # a timeline header lists this many members; --json has them all
 
 
-def validate_incident_id(text: str) -> IncidentId:
-    """``text`` as an incident id, else UserError saying which part is wrong (schemas.incident_id)."""
+def validate_incident_id(text: str) -> str:
+    """``text`` as an incident id, else UserError saying which part is wrong (schemas.incident_id).
+
+    Checked by ``IncidentId`` but returned as a plain ``str``: the console builds a command from it
+    per request, and pydantic-core caches its copy of a str subclass given for a ``str`` field for good."""
     try:
-        return IncidentId(text)
+        return str(IncidentId(text))
     except InvalidIncidentId as exc:
         raise UserError(str(exc)) from None
 

@@ -14,7 +14,12 @@ __all__ = ["event_id_for", "gkhash_of_incident", "incident_id_for"]
 
 
 def incident_id_for(gkhash: str, opened_ms: int) -> str:
-    return IncidentId.of(gkhash, opened_ms)
+    """A plain ``str``, not the ``IncidentId`` subclass: given a str subclass for a ``str`` field,
+    pydantic-core (2.50) keeps the copy it makes in a cache of up to 16,384 strings for the life of
+    the process. One 83-byte string per incident, made amid the state of the time, each kept the
+    memory arena around it after that state went: a correlator that dropped every partition
+    still held 105 arenas for 27 MB of objects (issue #17; ``tests/unit/test_engine_memory.py``)."""
+    return str(IncidentId.of(gkhash, opened_ms))
 
 
 def gkhash_of_incident(incident_id: str) -> str | None:
