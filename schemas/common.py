@@ -18,7 +18,11 @@ SCHEMA_VERSION = 1
 class Contract(BaseModel):
     """Base of every wire contract: strict about unknown fields, cheap to (de)serialize."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
+    # cache_strings off: by default pydantic-core keeps the strings it parses (values too, up to
+    # 16,384 of them) in one cache for the life of the process. A catch-up after a fault parses
+    # thousands of records at once, and the strings it left in that cache each kept a memory arena
+    # around them (issue #17). Parsing an incident event costs about 6% more without it.
+    model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True, cache_strings=False)
 
     schema_version: int = SCHEMA_VERSION
 

@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from stormwatch.agents.core.guards import RECORD_PREFIX as GUARD_PREFIX
 from stormwatch.agents.core.guards import GuardState
@@ -114,6 +114,10 @@ class Run(BaseModel):
 
 
 class IncidentRecord(BaseModel):
+    # Restoring a partition parses every record at once: cached strings would pin its memory
+    # arenas for good (schemas.common.Contract says more).
+    model_config = ConfigDict(cache_strings=False)
+
     view: IncidentView
     partition: int = 0  # incident topic partition: timers wait until it is caught up
     runs: dict[str, Run] = Field(default_factory=dict)  # active runs by workflow name

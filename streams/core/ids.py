@@ -18,7 +18,7 @@ def incident_id_for(gkhash: str, opened_ms: int) -> str:
     pydantic-core (2.50) keeps the copy it makes in a cache of up to 16,384 strings for the life of
     the process. One 83-byte string per incident, made amid the state of the time, each kept the
     memory arena around it after that state went: a correlator that dropped every partition
-    still held 105 arenas for 27 MB of objects (issue #17; ``tests/unit/test_engine_memory.py``)."""
+    still held 105 arenas for 27 MB of objects (issue #17; ``tests/unit/test_memory_left_behind.py``)."""
     return str(IncidentId.of(gkhash, opened_ms))
 
 

@@ -1,4 +1,5 @@
-"""What an engine leaves behind once it is dropped (a partition revoked or rebuilt): nothing.
+"""What an engine leaves behind once it is dropped (a partition revoked or rebuilt), and what
+parsing contracts leaves behind: nothing.
 
 One long-lived object made amid the state keeps the allocator's memory arena around it for as long
 as it lives, so a correlator that handed partitions back kept their memory (issue #17). Traced with
@@ -10,7 +11,7 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
-from stormwatch.schemas.incident import IncidentState
+from stormwatch.schemas.incident import IncidentEvent, IncidentState
 from stormwatch.schemas.incident_id import IncidentId
 from stormwatch.streams.core.groups import forget_shared
 from stormwatch.streams.core.ids import incident_id_for
@@ -88,3 +89,27 @@ def test_incident_ids_the_engine_makes_are_plain_strings() -> None:
     assert type(made) is str and made == IncidentId.of("0123456789abcdef", 1_800_000_000_000)
     runtime = IncidentRuntime(made, IncidentState.OPEN, 1_800_000_000_000)
     assert type(runtime.incident_id) is str
+
+
+def test_parsed_contracts_leave_no_strings_behind() -> None:
+    """pydantic-core caches up to 16,384 parsed strings (values too) for the life of the process by
+    default; Contract turns that off. A catch-up's burst of records otherwise left strings that
+    each kept a memory arena around them (issue #17)."""
+    d = Driver(config(RULES))
+    d.alerts([note({"alertname": "A", "instance": f"i{i}"}, at(0)) for i in range(3)])
+    d.tick(at(40))
+    d.commit()
+    (opened,) = d.events
+    raw = opened.to_bytes()
+    distinct = [raw.replace(opened.incident_id.encode(), f"inc-{n:016x}-1".encode()) for n in range(2_000)]
+    IncidentEvent.from_bytes(raw)  # what the first parse makes once
+    gc.collect()
+    tracemalloc.start(8)
+    try:
+        parsed = [IncidentEvent.from_bytes(value).incident_id for value in distinct]
+        del parsed
+        gc.collect()
+        left = [t for t in tracemalloc.take_snapshot().traces if "pydantic" in t.traceback[-1].filename]
+    finally:
+        tracemalloc.stop()
+    assert not left, f"{len(left)} strings kept by pydantic"
