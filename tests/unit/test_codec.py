@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 
 from stormwatch.schemas.commands import OperatorAction
+from stormwatch.schemas.incident import AlertChangeKind
 from stormwatch.schemas.matchers import Matcher
 from stormwatch.schemas.silence import Silence
 from stormwatch.streams.core import codec
@@ -138,3 +139,20 @@ def test_a_restored_engine_holds_the_state_it_was_restored_from() -> None:
     state.meta_dirty = True
     out = restored.take_output()
     assert out.state == d.state
+
+
+def test_a_restored_alert_keeps_its_pending_changes_as_the_live_one_does() -> None:
+    """Decoded as they are written, one pending change is a list of a list, with a new kind string
+    and time: four more objects per alert, so a correlator held twice the blocks per alert after a
+    restore or a takeover (issue #17). Restored, they are what ``mark`` keeps, and write the same bytes."""
+    live = AlertState("fp", {"alertname": "A"}, {}, "warning", True, 1_000, 1_000, None)
+    live.mark(AlertChangeKind.JOINED, 1_000)
+    restored = AlertState.decode(live.encode())
+    assert restored.pending is live.pending  # the one tuple the alerts that joined then share
+    assert restored.encode() == live.encode()
+    live.mark(AlertChangeKind.RESOLVED, 2_000, "rule-1")
+    again = AlertState.decode(live.encode())
+    assert again.pending == [("joined", 1_000, None), ("resolved", 2_000, "rule-1")]
+    assert again.pending[0][0] is AlertChangeKind.JOINED.value and again.encode() == live.encode()
+    again.mark(AlertChangeKind.UPDATED, 3_000)
+    assert len(again.pending) == 3 and again == AlertState.decode(again.encode())
