@@ -15,10 +15,10 @@ __all__ = ["event_id_for", "gkhash_of_incident", "incident_id_for"]
 
 def incident_id_for(gkhash: str, opened_ms: int) -> str:
     """A plain ``str``, not the ``IncidentId`` subclass: given a str subclass for a ``str`` field,
-    pydantic-core (2.50) keeps the copy it makes in a cache of up to 16,384 strings for the life of
-    the process. One 83-byte string per incident, made amid the state of the time, each kept the
-    memory arena around it after that state went: a correlator that dropped every partition
-    still held 105 arenas for 27 MB of objects (issue #17; ``tests/unit/test_memory_left_behind.py``)."""
+    pydantic-core copies it, and by default keeps the copy in its process-wide string cache for good
+    (one 83-byte string per incident, each pinning the memory arena around it; issue #17). The
+    contracts now turn that cache off (``schemas.common.Contract``); a plain id also spares the copy.
+    ``tests/unit/test_memory_left_behind.py``."""
     return str(IncidentId.of(gkhash, opened_ms))
 
 
