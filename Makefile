@@ -15,7 +15,7 @@ PYTEST_WORKERS ?= 2
 # A specific interpreter for a new venv (default: the first of python3.11, 3.12, 3.13, python3 that is >= 3.11)
 PYTHON ?=
 
-.PHONY: help up down stack-status venv test test-tools lint constraints kafka-up kafka-down kafka-status kafka-cluster-up kafka-cluster-down kafka-cluster-status
+.PHONY: help up down stack-status venv jemalloc test test-tools lint constraints kafka-up kafka-down kafka-status kafka-cluster-up kafka-cluster-down kafka-cluster-status
 
 help:
 	@echo "make up                  Kafka + the whole pipeline on 127.0.0.1 (ingest, correlator, linker, agent, executor, gateway,"
@@ -28,7 +28,7 @@ help:
 	@echo "make kafka-up / down     single local broker on 127.0.0.1:9092 (deploy/kafka/local-kafka.sh)"
 	@echo "make kafka-cluster-up / down   3-node cluster on 127.0.0.1:29092-29094"
 
-up: venv
+up: venv jemalloc
 	bash deploy/local-stack.sh up
 
 down:
@@ -56,8 +56,23 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'; \
 	touch $(STAMP)
 
-test: venv test-tools
+test: venv jemalloc test-tools
 	$(PY) -m pytest tests -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+# jemalloc (Debian's libjemalloc2): the long-running processes re-execute themselves with it, so
+# that memory freed after a takeover or a catch-up goes back to the OS (stormwatch/allocator.py,
+# docs/performance.md "Memory after faults"). Installed when missing and apt-get can; without it
+# they run on CPython's own allocator and say so in stormwatch_memory_allocator.
+jemalloc:
+	@if ! ls /usr/lib/*-linux-gnu/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 /usr/lib/libjemalloc.so.2 2>/dev/null | grep -q .; then \
+		if [[ $$(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libjemalloc2 >/dev/null \
+				|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libjemalloc2 >/dev/null; } \
+				|| echo "make: libjemalloc2 could not be installed; workers will use CPython's allocator"; \
+		else \
+			echo "make: libjemalloc.so.2 not found (apt-get install libjemalloc2); workers will use CPython's allocator"; \
+		fi; \
+	fi
 
 # Tools some tests run besides Python: amtool (Debian's prometheus-alertmanager package) for the
 # Alertmanager API v2 test, and Debian's chromium with its chromedriver for the console's browser

@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from stormwatch.allocator import use_preferred_allocator
 from stormwatch.config import ConfigError, Settings, load_settings
 from stormwatch.errors import UserError
 from stormwatch.logs import LOG_FORMATS, configure_logging
@@ -63,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = {0: None, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     try:
+        if getattr(args, "long_running", False):
+            # a real command line may re-execute this process with jemalloc (allocator.py); a call
+            # from Python (tests, embedding) only checks the choice
+            use_preferred_allocator(reexec=argv is None)
         overrides = {"kafka": {"bootstrap_servers": args.bootstrap_servers}} if args.bootstrap_servers else {}
         settings = load_settings(args.config, **overrides)
         configured: int = getattr(logging, settings.log_level.upper(), logging.WARNING)

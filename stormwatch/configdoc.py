@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from stormwatch.allocator import CHOICE_ENV, CHOICE_HELP
 from stormwatch.config import Settings, secret_fields
 
 HEADER = """# Configuration
@@ -112,6 +113,13 @@ def render_markdown() -> str:
     lines.append("| option | env var | type | default | meaning |")
     lines.append("|---|---|---|---|---|")
     lines.extend(top_rows)
+    lines.append("\n## Environment only\n")
+    lines.append("Read before the configuration file is, so they have no YAML form.\n")
+    lines.append("| env var | default | meaning |")
+    lines.append("|---|---|---|")
+    lines.append("| `STORMWATCH_CONFIG` | none | The YAML configuration file (`--config`) |")
+    lines.append("| `STORMWATCH_INSTANCE_ID` | host-pid | Stable id of a worker replica (`--instance-id`) |")
+    lines.append(f"| `{CHOICE_ENV}` | `auto` | {CHOICE_HELP} |")
     return "\n".join(lines) + "\n"
 
 

@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="decide and record every step, execute none")
     p.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT (0: off)")
     p.add_argument("--max-seconds", type=float, help="stop after this many seconds (demos, tests)")
-    p.set_defaults(handler=run_agent)
+    p.set_defaults(handler=run_agent, long_running=True)
 
     text = "Run an executor: mitigation commands -> actions (allowlisted) -> command results."
     p = sub.add_parser("executor", help=text, description=text)

@@ -18,6 +18,7 @@ def worker_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--metrics-port", type=int, help="Serve /metrics on 127.0.0.1:PORT (0: off)")
     parser.add_argument("--max-seconds", type=float, help="Stop after this many seconds (benchmarks, demos)")
+    parser.set_defaults(long_running=True)
 
 
 def positive_int(text: str) -> int:

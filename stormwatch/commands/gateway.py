@@ -62,7 +62,7 @@ def register(sub: Any) -> None:
         "silences topics (docs/alertmanager-api.md)",
     )
     p.add_argument("--max-seconds", type=float, help="Stop after this many seconds (demos, tests)")
-    p.set_defaults(handler=run_gateway)
+    p.set_defaults(handler=run_gateway, long_running=True)
 
 
 def gateway_settings(args: argparse.Namespace, settings: Settings) -> Settings:

@@ -44,13 +44,13 @@ def register(sub: Any) -> None:
     text = "Check a notifier file: every problem as file:line (exit 2), else a summary (exit 0)."
     c = actions.add_parser("check", help=text, description=text)
     c.add_argument("file", metavar="FILE")
-    c.set_defaults(handler=run_check)
+    c.set_defaults(handler=run_check, long_running=False)
 
     text = "Convert an Alertmanager configuration (route, receivers, time intervals) to a notifier file."
     v = actions.add_parser("convert", help=text, description=text)
     v.add_argument("file", metavar="ALERTMANAGER_YML")
     v.add_argument("-o", "--output", metavar="FILE", help="write the notifier file here (default: stdout)")
-    v.set_defaults(handler=run_convert)
+    v.set_defaults(handler=run_convert, long_running=False)
 
 
 def load_notifier_file(path: str | None) -> NotifierConfig:
