@@ -35,8 +35,8 @@ RUN /opt/stormwatch/bin/pip install --no-deps -c constraints.txt . \
 FROM python:3.11-slim
 
 # tini as PID 1: forwards SIGTERM (workers commit their open batch and leave the consumer group)
-# and reaps the processes the executor's `exec` action starts. jemalloc: the workers re-execute
-# themselves with it, so memory freed after a takeover goes back to the OS (stormwatch/allocator.py).
+# and reaps the processes the executor's `exec` action starts. jemalloc: the correlator re-executes
+# itself with it, so memory freed after a takeover goes back to the OS (stormwatch/allocator.py).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini libjemalloc2 \
     && rm -rf /var/lib/apt/lists/*

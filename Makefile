@@ -59,18 +59,18 @@ $(STAMP): pyproject.toml constraints.txt
 test: venv jemalloc test-tools
 	$(PY) -m pytest tests -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
-# jemalloc (Debian's libjemalloc2): the long-running processes re-execute themselves with it, so
-# that memory freed after a takeover or a catch-up goes back to the OS (stormwatch/allocator.py,
+# jemalloc (Debian's libjemalloc2): the correlator re-executes itself with it, so that memory
+# freed after a takeover or a catch-up goes back to the OS (stormwatch/allocator.py,
 # docs/performance.md "Memory after faults"). Installed when missing and apt-get can; without it
-# they run on CPython's own allocator and say so in stormwatch_memory_allocator.
+# the correlator runs on CPython's own allocator and says so in stormwatch_memory_allocator.
 jemalloc:
 	@if ! ls /usr/lib/*-linux-gnu/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 /usr/lib/libjemalloc.so.2 2>/dev/null | grep -q .; then \
 		if [[ $$(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then \
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libjemalloc2 >/dev/null \
 				|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libjemalloc2 >/dev/null; } \
-				|| echo "make: libjemalloc2 could not be installed; workers will use CPython's allocator"; \
+				|| echo "make: libjemalloc2 could not be installed; the correlator will use CPython's allocator"; \
 		else \
-			echo "make: libjemalloc.so.2 not found (apt-get install libjemalloc2); workers will use CPython's allocator"; \
+			echo "make: libjemalloc.so.2 not found (apt-get install libjemalloc2); the correlator will use CPython's allocator"; \
 		fi; \
 	fi
 

@@ -1,21 +1,24 @@
-"""The long-running processes' memory allocator: jemalloc where the system has it, else CPython's.
+"""The long-running processes' memory allocator: jemalloc for the correlator, CPython's elsewhere.
 
 CPython's own small-object allocator (pymalloc) gets memory from the OS in 1 MiB arenas and can
-give an arena back only once every object in it is gone. A correlator that takes over its
-partner's partitions, or catches up after a broker crash, fills hundreds of arenas; when the
-partitions move away again, a few long-lived objects made meanwhile (a metric child, a cached
-string) keep most of those arenas resident: the process stays at its high-water mark for good.
-jemalloc (with ``PYTHONMALLOC=malloc``) hands back free pages, 4 KiB at a time, from a background
-thread. Offline, the correlator stage fed two minutes of the chaos load, then revoked: 249 MiB
-resident with pymalloc, 197 with jemalloc (198 before the load), at the same CPU per batch
-(docs/performance.md, "Memory after faults").
+give an arena back only once every object in it is gone. A correlator's state moves: it takes over
+its partner's partitions, restores them, catches up after a broker crash, and gives them back.
+Each time it fills hundreds of arenas, and a few long-lived objects made meanwhile keep most of them
+resident: it stays at its high-water mark. jemalloc (with ``PYTHONMALLOC=malloc``) hands free pages
+back, 4 KiB at a time, from a background thread. Measured (docs/performance.md, "Memory after
+faults"): offline, the correlator stage fed two minutes of the chaos load, then revoked, kept 249
+MiB resident with pymalloc and 197 with jemalloc (198 before the load); in the hour under faults
+the correlators ended at 157 MB each against 205-218, at the same CPU at 1M active alerts. The
+other processes hold little state that moves; there jemalloc's per-thread arenas cost more than
+they return (the gateway ended 20 MB higher), so ``auto`` leaves them on pymalloc.
 
-The allocator is chosen before the interpreter starts (``LD_PRELOAD``, ``PYTHONMALLOC``), so a
-worker re-executes itself once at start-up, same pid, same arguments, and then restores the
-environment it was given: programs it starts (the executor's ``exec`` action) inherit nothing.
+The allocator is chosen before the interpreter starts (``LD_PRELOAD``, ``PYTHONMALLOC``), so the
+process re-executes itself once at start-up, same pid, same arguments, and then restores the
+environment it was given: programs it starts inherit nothing.
 
-``STORMWATCH_ALLOCATOR``: ``auto`` (default: jemalloc if ``libjemalloc.so.2`` is installed, e.g.
-Debian's ``libjemalloc2``), ``jemalloc`` (required: start-up fails without it), ``pymalloc``.
+``STORMWATCH_ALLOCATOR``: ``auto`` (default: jemalloc for ``stormwatch correlate`` if
+``libjemalloc.so.2`` is installed, e.g. Debian's ``libjemalloc2``; pymalloc for the rest),
+``jemalloc`` (every long-running command; start-up fails without the library), ``pymalloc``.
 """
 
 from __future__ import annotations
@@ -43,11 +46,11 @@ __all__ = [
 CHOICE_ENV = "STORMWATCH_ALLOCATOR"
 CHOICES = ("auto", "jemalloc", "pymalloc")
 CHOICE_HELP = (
-    "Memory allocator of the long-running commands (workers, gateway): `auto` uses jemalloc when "
-    "libjemalloc.so.2 is installed (Debian: libjemalloc2), `jemalloc` requires it, `pymalloc` is "
-    "CPython's own. jemalloc gives memory freed after a takeover or catch-up back to the OS; the "
-    "process re-executes itself once at start (same pid) to load it. Metric: "
-    "stormwatch_memory_allocator"
+    "Memory allocator of the long-running commands: `auto` runs the correlator on jemalloc when "
+    "libjemalloc.so.2 is installed (Debian: libjemalloc2) and the others on pymalloc; `jemalloc` "
+    "runs every worker and the gateway on it and requires it; `pymalloc` (CPython's own) runs none "
+    "on it. jemalloc gives the memory a takeover or catch-up needed back to the OS; a process "
+    "re-executes itself once at start (same pid) to load it. Metric: stormwatch_memory_allocator"
 )
 JEMALLOC_PATHS = (
     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
@@ -78,18 +81,22 @@ def _find_jemalloc(exists: Callable[[str], bool]) -> str | None:
 
 
 def reexec_environment(
-    environ: Mapping[str, str], exists: Callable[[str], bool] = os.path.exists
+    environ: Mapping[str, str],
+    exists: Callable[[str], bool] = os.path.exists,
+    *,
+    auto_jemalloc: bool = True,
 ) -> dict[str, str] | None:
     """The environment to re-execute with for jemalloc, or None to go on as started.
 
-    None when pymalloc is chosen, when this is already the re-executed process, when jemalloc
-    is already preloaded by whoever started us, or (``auto``) when it is not installed."""
+    ``auto_jemalloc``: what ``auto`` means for this command (True for the correlator). None when
+    pymalloc is chosen, when this is already the re-executed process, when jemalloc is already
+    preloaded by whoever started us, or (``auto``) when it is not installed."""
     choice = environ.get(CHOICE_ENV, "auto").strip().lower() or "auto"
     if choice not in CHOICES:
         raise UserError(
             f"{CHOICE_ENV}={environ[CHOICE_ENV]!r} is not an allocator; use one of {', '.join(CHOICES)}"
         )
-    if choice == "pymalloc" or _SAVED_ENV in environ:
+    if choice == "pymalloc" or (choice == "auto" and not auto_jemalloc) or _SAVED_ENV in environ:
         return None
     preloaded = environ.get("LD_PRELOAD", "")
     if "libjemalloc" in preloaded and environ.get("PYTHONMALLOC") == "malloc":
@@ -141,12 +148,15 @@ def active_allocator(pythonmalloc: str = _STARTED_WITH, maps: str | None = None)
     return "jemalloc" if "libjemalloc" in maps else "malloc"
 
 
-def use_preferred_allocator(*, reexec: bool = True, argv: Sequence[str] | None = None) -> None:
+def use_preferred_allocator(
+    *, auto_jemalloc: bool, reexec: bool = True, argv: Sequence[str] | None = None
+) -> None:
     """Re-execute this process with jemalloc when it should have it; returns only when not.
 
-    ``reexec`` False only checks the choice (a command run from inside another Python program).
-    ``argv``: the interpreter's own command line (default ``sys.orig_argv``)."""
-    env = reexec_environment(os.environ)
+    ``auto_jemalloc``: whether ``auto`` means jemalloc for this command. ``reexec`` False only
+    checks the choice (a command run from inside another Python program). ``argv``: the
+    interpreter's own command line (default ``sys.orig_argv``)."""
+    env = reexec_environment(os.environ, auto_jemalloc=auto_jemalloc)
     if env is not None and reexec:
         args = list(sys.orig_argv if argv is None else argv)
         sys.stdout.flush()

@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "long_running", False):
             # a real command line may re-execute this process with jemalloc (allocator.py); a call
             # from Python (tests, embedding) only checks the choice
-            use_preferred_allocator(reexec=argv is None)
+            use_preferred_allocator(auto_jemalloc=getattr(args, "auto_jemalloc", False), reexec=argv is None)
         overrides = {"kafka": {"bootstrap_servers": args.bootstrap_servers}} if args.bootstrap_servers else {}
         settings = load_settings(args.config, **overrides)
         configured: int = getattr(logging, settings.log_level.upper(), logging.WARNING)

@@ -44,7 +44,8 @@ def register(sub: Any) -> None:
                 "--rules", help="Correlation rules YAML (default: correlator.rules_file or built-in)"
             )
         worker_options(p)
-        p.set_defaults(handler=handler)
+        # the correlator's state moves with its partitions: jemalloc returns what a takeover needed
+        p.set_defaults(handler=handler, auto_jemalloc=name == "correlate")
 
 
 def _rules(args: argparse.Namespace, settings: Settings) -> RulesConfig:

@@ -56,6 +56,12 @@ def test_no_reexec_when_chosen_otherwise_or_done_already(environ: dict[str, str]
     assert reexec_environment(environ, installed) is None
 
 
+def test_auto_means_jemalloc_only_for_the_commands_that_ask_for_it() -> None:
+    assert reexec_environment({}, installed, auto_jemalloc=False) is None
+    forced = reexec_environment({"STORMWATCH_ALLOCATOR": "jemalloc"}, installed, auto_jemalloc=False)
+    assert forced is not None and forced["PYTHONMALLOC"] == "malloc"
+
+
 def test_auto_without_jemalloc_goes_on_with_pymalloc() -> None:
     assert reexec_environment({}, missing) is None
     assert reexec_environment({"STORMWATCH_ALLOCATOR": " AUTO "}, missing) is None
@@ -96,6 +102,8 @@ def test_only_the_long_running_commands_switch_allocator() -> None:
     one_shots = [["notify", "convert", "x.yml"], ["topics", "list"], ["demo"], ["demo-receiver"]]
     assert all(getattr(parser.parse_args(a), "long_running", False) for a in workers)
     assert not any(getattr(parser.parse_args(a), "long_running", False) for a in one_shots)
+    # auto: jemalloc for the correlator only, whose state moves with its partitions
+    assert [a for a in workers if getattr(parser.parse_args(a), "auto_jemalloc", False)] == [["correlate"]]
 
 
 def test_a_worker_with_a_bad_choice_exits_2_with_the_reason(
@@ -114,7 +122,7 @@ def test_the_process_reexecutes_itself_with_jemalloc_and_its_children_inherit_no
         "import os, subprocess, sys\n"
         "print('started', os.getpid(), flush=True)\n"
         "from stormwatch.allocator import use_preferred_allocator, active_allocator\n"
-        "use_preferred_allocator()\n"
+        "use_preferred_allocator(auto_jemalloc=True)\n"
         "child = subprocess.run(['sh', '-c', 'echo \"$LD_PRELOAD|$PYTHONMALLOC|$MALLOC_CONF\"'],"
         " capture_output=True, text=True).stdout.strip()\n"
         "print(os.getpid(), active_allocator(), child)\n"
