@@ -178,7 +178,10 @@ def test_malformed_records_all_land_in_the_dlq_and_good_alerts_still_flow(
         def caught_up() -> bool:
             run.assert_alive()
             progress[0] = _ingest_progress(run)
-            return progress[0] is not None and all(done == end for done, end in progress[0].values())
+            # a raw partition the producer happened to leave empty has no commit to wait for
+            return progress[0] is not None and all(
+                done == end or end == 0 for done, end in progress[0].values()
+            )
 
         try:
             wait_for("ingest to read the whole corpus", caught_up, CATCH_UP_S, interval_s=1.0)
