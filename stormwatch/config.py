@@ -268,7 +268,8 @@ class GatewaySettings(_Section):
         default=20_000,
         ge=100,
         description="Closed incidents the console and the read API keep (the oldest closed are let go; "
-        "about 7 KiB each; the audit log keeps every one): bounds the gateway's memory",
+        "about 7 KiB each, and the ids of five times as many let go, about 100 bytes each; the "
+        "audit log keeps every one): bounds the gateway's memory",
     )
 
     @model_validator(mode="after")

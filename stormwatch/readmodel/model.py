@@ -38,6 +38,7 @@ from stormwatch.streams.core.projection import IncidentProjection
 __all__ = [
     "DEFAULT_MAX_CLOSED_INCIDENTS",
     "DEFAULT_RESOLVE_TIMEOUT_MS",
+    "FORGOTTEN_PER_KEPT",
     "AlertQuery",
     "AlertView",
     "GroupView",
@@ -50,8 +51,10 @@ __all__ = [
 ]
 
 DEFAULT_RESOLVE_TIMEOUT_MS = 5 * 60 * 1000
-DEFAULT_MAX_CLOSED_INCIDENTS = 20_000
 """The resolve_timeout assumed for a rule the model was not told about (the rules' default)."""
+DEFAULT_MAX_CLOSED_INCIDENTS = 20_000
+FORGOTTEN_PER_KEPT = 5
+"""Ids of forgotten closed incidents remembered, per closed incident kept."""
 
 T = TypeVar("T")
 
@@ -193,9 +196,11 @@ class ReadModel:
     """Closed incidents kept, the oldest closed forgotten first: the console's history, bounded
     (an incident costs about 7 KiB here, whatever its alert count)."""
     closed_order: dict[str, None] = field(default_factory=dict, repr=False)
-    forgotten_ids: set[str] = field(default_factory=set, repr=False)
+    forgotten_ids: dict[str, None] = field(default_factory=dict, repr=False)
     """Only the ids (about 100 bytes each), so a later event of one is not taken for a new
-    incident with a gap before it."""
+    incident with a gap before it; the latest ``FORGOTTEN_PER_KEPT * max_closed_incidents``,
+    so a gateway that runs for months does not keep one per incident it ever saw. A late event
+    comes within the notifier's retry budget (minutes), long before its id is let go."""
 
     # ------------------------------------------------------------------ applying records
 
@@ -255,7 +260,9 @@ class ReadModel:
         self.incident_log.forget(incident_id)
         self.mitigations.forget(incident_id)
         self.origins.pop(incident_id, None)
-        self.forgotten_ids.add(incident_id)
+        self.forgotten_ids[incident_id] = None
+        while len(self.forgotten_ids) > FORGOTTEN_PER_KEPT * self.max_closed_incidents:
+            del self.forgotten_ids[next(iter(self.forgotten_ids))]
 
     def apply_silence(self, key: str | None, value: bytes | None, timestamp_ms: int) -> None:
         """One record of the silences topic (keyed by silence id; None deletes)."""

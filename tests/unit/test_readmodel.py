@@ -9,7 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from stormwatch.readmodel import alertmanager as am
-from stormwatch.readmodel.model import AlertQuery, IncidentQuery, ReadModel, compile_matcher, silence_state
+from stormwatch.readmodel.model import (
+    FORGOTTEN_PER_KEPT,
+    AlertQuery,
+    IncidentQuery,
+    ReadModel,
+    compile_matcher,
+    silence_state,
+)
 from stormwatch.schemas.alert import AlertStatus
 from stormwatch.schemas.common import Severity, ms_from_dt
 from stormwatch.schemas.incident import (
@@ -309,6 +316,19 @@ def test_closed_incidents_beyond_the_bound_are_let_go_oldest_closed_first() -> N
     model.apply_incident(late.to_bytes())
     assert model.incident("inc-2") is None
     assert not model.incident_log.issues()
+
+
+def test_the_ids_of_forgotten_incidents_are_bounded_too() -> None:
+    """A gateway that runs for months keeps the latest FORGOTTEN_PER_KEPT x max_closed_incidents
+    ids of forgotten incidents, not one per incident it ever saw."""
+    model = ReadModel(max_closed_incidents=2)
+    for n in range(40):
+        model.apply_incident(incident_event(f"inc-{n}", 1, IncidentState.OPEN, n, f"T{n}").to_bytes())
+        model.apply_incident(incident_event(f"inc-{n}", 2, IncidentState.CLOSED, n, f"T{n}").to_bytes())
+    assert list(model.forgotten_ids) == [f"inc-{n}" for n in range(38 - FORGOTTEN_PER_KEPT * 2, 38)]
+    late = incident_event("inc-37", 3, IncidentState.CLOSED, 37, "T37")  # still remembered
+    model.apply_incident(late.to_bytes())
+    assert model.incident("inc-37") is None and not model.incident_log.issues()
 
 
 def test_the_read_model_keeps_no_alert_list_per_incident() -> None:
