@@ -72,6 +72,8 @@ class AlertChangeKind(StrEnum):
 class AlertChange(Contract):
     """Why one alert's relation to the incident changed, and which rule decided it."""
 
+    plain_json = True
+
     fingerprint: str
     change: AlertChangeKind
     status: AlertStatus
@@ -85,6 +87,8 @@ class AlertChange(Contract):
 class RootCauseInfo(Contract):
     """The root cause of a linked incident as the linker named it: kept on the primary only."""
 
+    plain_json = True
+
     component: str = Field(description='Text id, as topology keys are written: {cluster="a"}database/orders')
     kind: str
     name: str
@@ -97,6 +101,8 @@ class RootCauseInfo(Contract):
 
 class IncidentSnapshot(Contract):
     """The incident as it stands right after the event: lets notifiers act on one record."""
+
+    plain_json = True
 
     state: IncidentState
     severity: Severity
@@ -124,6 +130,8 @@ class IncidentSnapshot(Contract):
 
 class IncidentEvent(Contract):
     """One immutable state change of one incident; the incident topic is the audit log."""
+
+    plain_json = True
 
     event_id: str
     incident_id: str

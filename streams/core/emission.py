@@ -206,7 +206,7 @@ def alert_change(
 ) -> AlertChange:
     """One alert's change as an event reports it; labels only where the alert is new to the reader."""
     full = kind in _FULL_CHANGES
-    return AlertChange(
+    return AlertChange.unchecked(  # the alert's state was validated on its way in
         fingerprint=alert.fingerprint,
         change=kind,
         status=AlertStatus.FIRING if alert.firing else AlertStatus.RESOLVED,
