@@ -3,6 +3,7 @@ what validation builds (schemas.common, issue #16)."""
 
 from __future__ import annotations
 
+import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -194,3 +195,18 @@ def _event() -> IncidentEvent:
         fingerprint="f1", change=AlertChangeKind.JOINED, status=AlertStatus.FIRING, severity="warning", at=at
     )
     return build_event("i", at=at, alerts=[change], group_labels={"a": "b"})
+
+
+def test_the_bytes_written_hold_no_spare_buffer() -> None:
+    """orjson's own result keeps its output buffer allocated, several times the JSON's size."""
+    event = _event()
+    event.alerts = event.alerts * 200
+    size = len(event.to_bytes())
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [event.to_bytes() for _ in range(10)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == 10 and held < 10 * size * 1.1
