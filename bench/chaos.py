@@ -523,9 +523,12 @@ class Run:
                 committed = env.committed(group, topic)
                 ends = env.end_offsets(topic)
             except Exception:  # a probe Kafka did not answer in time: no reading this round
-                out[stage] = -1
-                continue
-            out[stage] = group_lag(committed, ends, self.committed_seen.setdefault(stage, set()))
+                lag = -1
+            else:
+                lag = group_lag(committed, ends, self.committed_seen.setdefault(stage, set()))
+            if lag < 0:  # the next round asks with a new client (see forget_monitor)
+                env.forget_monitor(group)
+            out[stage] = lag
         return out
 
     def linker_state(self) -> dict[str, float]:
