@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
@@ -39,6 +47,13 @@ from stormwatch.schemas.yamlerrors import (
     error_loc,
 )
 from stormwatch.streams.core.canonical import NotesKeys
+
+LIBRDKAFKA_DEBUG_CONTEXTS = (
+    "generic", "broker", "topic", "metadata", "feature", "queue", "msg", "protocol", "cgrp",
+    "security", "fetch", "interceptor", "plugin", "consumer", "admin", "eos", "mock", "assignor",
+    "conf", "telemetry", "all",
+)  # fmt: skip
+"""What librdkafka's ``debug`` property takes (CONFIGURATION.md of librdkafka 2.x)."""
 
 
 class _Section(BaseModel):
@@ -69,6 +84,28 @@ class KafkaSettings(_Section):
     ssl_certificate_location: str | None = Field(default=None, description="Client certificate (PEM), mTLS")
     ssl_key_location: str | None = Field(default=None, description="Client private key (PEM), mTLS")
     client_id: str = Field(default="stormwatch", description="client.id reported to the brokers")
+    debug: str | None = Field(
+        default=None,
+        description=(
+            "librdkafka debug contexts, comma-separated (e.g. cgrp,eos,consumer): for diagnosing a "
+            "stalled consumer group or transaction; the lines go to stderr with librdkafka's own "
+            "timestamps (docs/operations.md)"
+        ),
+    )
+
+    @field_validator("debug")
+    @classmethod
+    def _known_debug_contexts(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        contexts = [c.strip() for c in value.split(",") if c.strip()]
+        unknown = [c for c in contexts if c not in LIBRDKAFKA_DEBUG_CONTEXTS]
+        if unknown or not contexts:
+            raise ValueError(
+                f"unknown librdkafka debug context(s) {', '.join(unknown) or '(none given)'}; "
+                f"use a comma-separated list of: {', '.join(LIBRDKAFKA_DEBUG_CONTEXTS)}"
+            )
+        return ",".join(contexts)
 
     def client_config(self) -> dict[str, Any]:
         """librdkafka settings common to producers, consumers and the admin client."""
@@ -86,6 +123,8 @@ class KafkaSettings(_Section):
             "ssl.key.location": self.ssl_key_location,
         }
         conf.update({k: v for k, v in optional.items() if v is not None})
+        if self.debug is not None:
+            conf["debug"] = self.debug
         return conf
 
 

@@ -97,7 +97,10 @@ def base_config(settings: Settings) -> dict[str, Any]:
 
 def _base_config(settings: Settings, errors: ErrorTracker | None = None) -> dict[str, Any]:
     conf = settings.kafka.client_config()
-    conf["logger"] = _LOGGER
+    if settings.kafka.debug is None:
+        conf["logger"] = _LOGGER
+    # else librdkafka writes its lines to stderr itself, each with the time it was made: through
+    # the logger they would wait for the client's next poll, and a stall is what is being looked at.
     conf["error_cb"] = errors if errors is not None else ErrorTracker()
     return conf
 
