@@ -272,6 +272,8 @@ def _topic_partitions(
     topic_md = metadata.topics.get(topic)
     err: KafkaError | None = topic_md.error if topic_md is not None else None
     if topic_md is None or err is not None:
+        if err is not None and is_transient(err):  # a broker restarting: its leaders are not elected yet
+            raise KafkaUnavailable(f"the metadata of topic {topic} is not available yet: {err.str()}")
         if err is None or err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
             raise UserError(
                 f"topic {topic} does not exist on Kafka at {settings.kafka.bootstrap_servers}; "
@@ -387,7 +389,11 @@ def open_tail(settings: Settings, topics: Iterable[str], *, timeout_s: float = 1
 
 def _watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float) -> tuple[int, int]:
     """Low and high offsets, waiting out transient errors (a leader election right after the topic
-    was created or a broker restarted) for up to ``timeout_s``."""
+    was created or a broker restarted) for up to ``timeout_s``, then KafkaUnavailable.
+
+    The partition was just read from the topic's metadata, so librdkafka's "unknown partition" is
+    transient here too: its cache lags a broker that restarted and answers before it has loaded
+    every partition (the chaos run's broker crashes: four workers exited on it while restoring)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -395,7 +401,8 @@ def _watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float
             return int(low), int(high)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if not is_transient(error):
+            lagging = isinstance(error, KafkaError) and error.code() == KafkaError._UNKNOWN_PARTITION
+            if not (lagging or is_transient(error)):
                 raise UserError(f"cannot read the offsets of {topic} partition {partition}: {error}") from exc
             if time.monotonic() >= deadline:
                 raise KafkaUnavailable(
