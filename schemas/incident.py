@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, create_model
 
 from stormwatch.schemas.alert import AlertStatus
 from stormwatch.schemas.common import Contract, Severity
@@ -150,6 +150,29 @@ class IncidentEvent(Contract):
     suppressed: int = 0
     details: dict[str, Any] = Field(default_factory=dict)
     snapshot: IncidentSnapshot
+
+    @classmethod
+    def from_bytes_without_alerts(cls, data: bytes | str) -> IncidentEvent:
+        """The event with ``alerts`` empty, its alert changes skipped unread (never validated).
+
+        For readers that never look at them, such as the console's read model, which reads every
+        event of the audit log: an event of 500 joined alerts (183 KB) took 1.8 ms and 1.2 MB of
+        Python objects that only lived for the call to read whole, 0.33 ms and 8 KB this way.
+        """
+        head = _IncidentEventHead.model_validate_json(data)
+        return cls.unchecked(**head.__dict__, alerts=[])
+
+
+class _SkipsUnknownFields(Contract):
+    model_config = ConfigDict(extra="ignore")
+
+
+_HEAD_FIELDS: dict[str, Any] = {
+    name: (f.annotation, f) for name, f in IncidentEvent.model_fields.items() if name != "alerts"
+}
+_IncidentEventHead = create_model(  # IncidentEvent's fields, its alert changes left out
+    "_IncidentEventHead", __base__=_SkipsUnknownFields, **_HEAD_FIELDS
+)
 
 
 class _IncidentIdentity(Contract):

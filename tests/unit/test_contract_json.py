@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from stormwatch.schemas.alert import AlertStatus
 from stormwatch.schemas.common import Contract, Severity, utc_from_ms
@@ -210,3 +211,50 @@ def test_the_bytes_written_hold_no_spare_buffer() -> None:
     finally:
         tracemalloc.stop()
     assert len(kept) == 10 and held < 10 * size * 1.1
+
+
+@PROPS
+@given(events())
+def test_an_event_read_without_alerts_is_the_event_less_its_alerts(event: IncidentEvent) -> None:
+    data = event.to_bytes()
+    expected = IncidentEvent.from_bytes(data).model_copy(update={"alerts": []})
+    read = IncidentEvent.from_bytes_without_alerts(data)
+    assert read == expected
+    assert read.to_bytes() == expected.to_bytes()
+
+
+def test_reading_without_alerts_still_checks_the_rest_and_skips_the_alerts_unread() -> None:
+    event = build_event("inc-1", at=datetime(2026, 12, 6, tzinfo=UTC))
+    good = event.to_json_dict()
+    good["alerts"] = [{"not": "an alert change"}]  # never looked at
+    assert IncidentEvent.from_bytes_without_alerts(orjson.dumps(good)).alerts == []
+    with pytest.raises(ValidationError):
+        IncidentEvent.from_bytes(orjson.dumps(good))
+    bad = {**event.to_json_dict(), "seq": 0}  # the constraints of the other fields hold
+    with pytest.raises(ValidationError, match="seq"):
+        IncidentEvent.from_bytes_without_alerts(orjson.dumps(bad))
+
+
+def test_reading_without_alerts_makes_no_objects_for_them() -> None:
+    changes = [
+        AlertChange(
+            fingerprint=f"{i:016x}",
+            change=AlertChangeKind.JOINED,
+            status=AlertStatus.FIRING,
+            severity=Severity.CRITICAL,
+            at=datetime(2026, 12, 6, tzinfo=UTC),
+            labels={f"label{k}": f"value-{i}-{k}" for k in range(8)},
+        )
+        for i in range(500)
+    ]
+    data = build_event("inc-1", at=datetime(2026, 12, 6, tzinfo=UTC), alerts=changes).to_bytes()
+
+    def peak(read: Any) -> int:
+        tracemalloc.start()
+        try:
+            read(data)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    assert peak(IncidentEvent.from_bytes_without_alerts) * 10 < peak(IncidentEvent.from_bytes)
