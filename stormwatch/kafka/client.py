@@ -393,7 +393,7 @@ def _watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float
 
     The partition was just read from the topic's metadata, so librdkafka's "unknown partition" is
     transient here too: its cache lags a broker that restarted and answers before it has loaded
-    every partition (the chaos run's broker crashes: four workers exited on it while restoring)."""
+    every partition (a chaos run's broker crash: five workers exited on it while restoring)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
