@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from stormwatch.readmodel.mitigations import MitigationLog, MitigationView
 from stormwatch.readmodel.overview import Overview, overview
+from stormwatch.readmodel.packed import PackedRecords
 from stormwatch.schemas.common import ms_from_dt
 from stormwatch.schemas.incident import Incident, IncidentEvent, IncidentState
 from stormwatch.schemas.matchers import Matcher, MatchOp
@@ -182,7 +183,9 @@ class ReadModel:
     resolve_timeouts_ms: Mapping[str, int] = field(default_factory=dict)
     default_resolve_timeout_ms: int = DEFAULT_RESOLVE_TIMEOUT_MS
     groups: dict[tuple[int, str], GroupState] = field(default_factory=dict, repr=False)
-    alert_states: dict[tuple[int, str], dict[str, AlertState]] = field(default_factory=dict, repr=False)
+    alert_states: dict[tuple[int, str], PackedRecords] = field(default_factory=dict, repr=False)
+    """Each group's alert records as the changelog has them, by fingerprint; decoded by the
+    queries that read them (stormwatch.readmodel.packed says why they are not kept decoded)."""
     incident_log: IncidentProjection = field(
         default_factory=lambda: IncidentProjection(keep_events=False, keep_fingerprints=False), repr=False
     )
@@ -218,15 +221,18 @@ class ReadModel:
                     self.groups[(partition, gkhash)] = GroupState.decode_meta(gkhash, value)
             elif key.startswith("a/"):
                 _, gkhash, fp = key.split("/", 2)
+                where = (partition, gkhash)
+                alerts = self.alert_states.get(where)
                 if value is None:
-                    alerts = self.alert_states.get((partition, gkhash))
                     if alerts is not None:
-                        alerts.pop(fp, None)
+                        alerts.pop(fp)
                         if not alerts:
-                            del self.alert_states[(partition, gkhash)]
+                            del self.alert_states[where]
                 else:
-                    alert = AlertState.decode(value)
-                    self.alert_states.setdefault((partition, gkhash), {})[alert.fingerprint] = alert
+                    AlertState.decode(value)  # refused here, counted as a problem, if it is not one
+                    if alerts is None:
+                        alerts = self.alert_states[where] = PackedRecords()
+                    alerts.put(fp, value)
             else:
                 self.problems.add(f"state partition {partition}: unknown key {key!r}")
         except (ValueError, TypeError, KeyError, IndexError) as exc:
@@ -304,12 +310,12 @@ class ReadModel:
             if query.receiver is not None and query.receiver.fullmatch(group.rule) is None:
                 continue
             incident = group.incident
-            for alert in alerts.values():
+            # The records that cannot match (their encoded labels lack a matcher's "name":"value")
+            # are left out unread.
+            for record in alerts.records(needles):
+                alert = AlertState.decode(record)
                 if not alert.firing:
                     continue
-                # its labels and annotations as the correlator keeps them: read, never decoded here
-                if needles and not _has_all(needles, alert._encoded):
-                    continue  # cannot match: not worth decoding its labels
                 labels = alert.labels
                 if tests and not _all(tests, labels):
                     continue
@@ -490,20 +496,14 @@ def _needles(matchers: Iterable[Matcher]) -> list[bytes]:
     """For each ``name="value"`` matcher with a non-empty value, the bytes ``"name":"value"`` that
     an alert's label encoding (orjson: no spaces, one escaping) must contain to match it.
 
-    A prefilter: most alerts a filtered query leaves out are left out without decoding their
-    labels. The encoding holds the annotations too, so a hit is still tested on the labels."""
+    A prefilter: most alerts a filtered query leaves out are left out without copying or decoding
+    their records. A record holds the annotations and the alert's other fields too, so a hit is
+    still tested on the labels."""
     return [
         orjson.dumps(m.name) + b":" + orjson.dumps(m.value)
         for m in matchers
         if m.op is MatchOp.EQ and m.value
     ]
-
-
-def _has_all(needles: list[bytes], encoded: bytes) -> bool:
-    for needle in needles:  # noqa: SIM110 (no generator: once per alert)
-        if needle not in encoded:
-            return False
-    return True
 
 
 def _all(tests: Sequence[LabelTest], labels: dict[str, str]) -> bool:
