@@ -84,6 +84,18 @@ class KafkaSettings(_Section):
     ssl_certificate_location: str | None = Field(default=None, description="Client certificate (PEM), mTLS")
     ssl_key_location: str | None = Field(default=None, description="Client private key (PEM), mTLS")
     client_id: str = Field(default="stormwatch", description="client.id reported to the brokers")
+    max_poll_interval_ms: int = Field(
+        default=60_000,
+        ge=10_000,
+        le=3_600_000,
+        description=(
+            "The stream stages' max.poll.interval.ms, which is also the rebalance timeout their "
+            "consumer groups announce: how long a group coordinator waits for a member to rejoin "
+            "before going on without it (after a broker restart, up to this long with no "
+            "partitions assigned: docs/operations.md). Must exceed the longest pause between two "
+            "polls of a healthy stage; at least the session timeout, 10000"
+        ),
+    )
     debug: str | None = Field(
         default=None,
         description=(

@@ -272,7 +272,10 @@ class TransactionalLoop:
             "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": 10000,
             "heartbeat.interval.ms": 2000,
-            "max.poll.interval.ms": 300000,
+            # The rebalance timeout too: bounds how long a restarted coordinator keeps a rejoin
+            # waiting for members no client speaks for any more (docs/operations.md). A rebalance
+            # callback (a restore) does not count against it; only the time between polls does.
+            "max.poll.interval.ms": settings.kafka.max_poll_interval_ms,
             "fetch.wait.max.ms": 50,
             # No static membership (group.instance.id), although it would spare a restarted replica
             # the dead member's session timeout: a static member can fence itself when the group
@@ -387,6 +390,13 @@ class TransactionalLoop:
                         eof.add((topic, partition))
                     elif err.fatal():
                         raise KafkaException(err)
+                    elif err.code() == KafkaError._MAX_POLL_EXCEEDED:
+                        log.warning(
+                            "%s: this worker left its group and rejoins; the transaction in hand is "
+                            "refused and its input read again. Raise kafka.max_poll_interval_ms if "
+                            "this happens while Kafka is healthy",
+                            err.str(),
+                        )
                     else:
                         log.warning("consumer error: %s", err)
                 if records:

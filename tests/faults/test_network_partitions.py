@@ -11,8 +11,8 @@ otherwise).
    keeps running, believes it still owns its partitions, and its requests hang) for longer than
    the workers' consumer session timeout and transaction timeout (both 10 s:
    ``session.timeout.ms`` and ``transaction.timeout.ms`` in stormwatch/kafka/txloop.py;
-   heartbeats every 2 s, ``max.poll.interval.ms`` 300 s; nothing in stormwatch/config.py
-   overrides them). The group coordinator expels ``c1`` after the session timeout and ``c2`` takes
+   heartbeats every 2 s; nothing in stormwatch/config.py overrides them; ``max.poll.interval.ms``
+   is ``kafka.max_poll_interval_ms``, 60 s). The group coordinator expels ``c1`` after the session timeout and ``c2`` takes
    its partitions over, restoring their state from the changelog; then the link heals and
    ``c1``'s held requests reach the broker late. The oracle is the crash suite's: the run's audit
    log equals, incident by incident, the one of an uninterrupted single-correlator run over the

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 
@@ -24,7 +24,7 @@ from stormwatch.kafka.txloop import BatchResult, TransactionalLoop
 from stormwatch.loaders import load_rules
 from stormwatch.metrics import pipeline_metrics
 from stormwatch.streams.ingest import IngestStage
-from tests.kit.loops import running
+from tests.kit.loops import TracksAssignment, running
 from tests.kit.waits import wait_for
 
 pytestmark = pytest.mark.kafka
@@ -34,20 +34,14 @@ POLL_S = 0.05  # the waits look at the gauge more often than the loop refreshes 
 RUN_S = 120  # no loop of these tests runs longer
 
 
-class SlowStage:
+class SlowStage(TracksAssignment):
     """Consumes and outputs nothing; sleeps 0.5 s per batch while ``slow`` is set, so a backlog stays."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.slow = threading.Event()
         self.slow.set()
         self.consumed = 0
-        self.assigned: set[tuple[str, int]] = set()
-
-    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
-
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
 
     def handle(self, messages: list[Message], eof: set[tuple[str, int]]) -> BatchResult:
         if self.slow.is_set() and messages:

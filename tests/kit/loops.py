@@ -6,6 +6,8 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
+from confluent_kafka import Consumer, TopicPartition
+
 from stormwatch.kafka.txloop import TransactionalLoop
 
 
@@ -30,3 +32,16 @@ def running(loop: TransactionalLoop, max_seconds: float = 300) -> Iterator[Trans
         thread.join(30)
     if errors:
         raise errors[0]
+
+
+class TracksAssignment:
+    """A test stage's bookkeeping of the (topic, partition)s its loop owns right now."""
+
+    def __init__(self) -> None:
+        self.assigned: set[tuple[str, int]] = set()
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        self.assigned -= {(tp.topic, tp.partition) for tp in partitions}

@@ -1,0 +1,141 @@
+"""A stage that stops polling for longer than ``kafka.max_poll_interval_ms``, against a real broker.
+
+librdkafka then makes the member leave its group (``_MAX_POLL_EXCEEDED``), its partitions go to
+the other worker, and the transaction the slow worker still has in hand carries offsets of a
+generation it no longer belongs to. The oracle: every input record reaches the output topic
+exactly once (read_committed), and both workers keep running and end up sharing the partitions.
+The interval is set to its minimum (10 s, the session timeout) so the gap stays short.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from stormwatch.config import load_settings
+from stormwatch.kafka.txloop import BatchResult, Output, TransactionalLoop
+from tests.kit.loops import TracksAssignment, running
+from tests.kit.waits import wait_for
+
+pytestmark = pytest.mark.kafka
+
+MAX_POLL_INTERVAL_MS = 10_000
+GAP_S = 14.0  # longer than the interval, and than the session timeout: the member is gone
+RUN_S = 150
+
+
+class CopyStage(TracksAssignment):
+    """Copies each input record to ``out``; the first batch after ``stall`` is set waits ``GAP_S``
+    between reading it and handing its outputs back (a stage stuck in its own work)."""
+
+    def __init__(self, out: str) -> None:
+        super().__init__()
+        self.out = out
+        self.stall = threading.Event()
+        self.stalled = threading.Event()
+
+    def handle(self, messages: list[Message], eof: set[tuple[str, int]]) -> BatchResult:
+        if messages and self.stall.is_set():
+            self.stall.clear()
+            time.sleep(GAP_S)
+            self.stalled.set()
+        return BatchResult(outputs=[Output(self.out, m.value(), m.key()) for m in messages])
+
+    def idle_work_due(self) -> bool:
+        return False
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> Iterator[tuple[str, str]]:
+    base = f"t.pollgap.{uuid.uuid4().hex[:10]}"
+    names = (f"{base}.in", f"{base}.out")
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.create_topics([NewTopic(names[0], 2, 1), NewTopic(names[1], 1, 1)]).values():
+        future.result(30)
+    wait_for("the topics", lambda: set(names) <= set(admin.list_topics(timeout=5).topics), 20)
+    yield names
+    admin.delete_topics(list(names))
+
+
+def _produce(bootstrap: str, topic: str, first: int, count: int) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for i in range(first, first + count):
+        producer.produce(topic, f"r{i}".encode(), key=str(i).encode())
+    assert producer.flush(30) == 0
+
+
+def _committed_output(bootstrap: str, topic: str, expected: int, timeout_s: float) -> Counter[bytes]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    seen: Counter[bytes] = Counter()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and sum(seen.values()) < expected:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                seen[msg.value()] += 1
+        end = time.monotonic() + 2  # anything written twice would follow soon after
+        while time.monotonic() < end:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                seen[msg.value()] += 1
+    finally:
+        consumer.close()
+    return seen
+
+
+def test_a_worker_that_stops_polling_rejoins_and_nothing_lands_twice(
+    kafka_bootstrap: str, topics: tuple[str, str]
+) -> None:
+    source, out = topics
+    settings = load_settings(
+        kafka={"bootstrap_servers": kafka_bootstrap, "max_poll_interval_ms": MAX_POLL_INTERVAL_MS}
+    )
+    stages = {name: CopyStage(out) for name in ("a", "b")}
+
+    def loop(name: str) -> TransactionalLoop:
+        return TransactionalLoop(
+            settings,
+            stage=stages[name],
+            group_id=f"pollgap-{source}",
+            topics=[source],
+            transactional_id=f"pollgap-{source}-{name}",
+            max_batch=50,
+            lag_interval_s=0,
+        )
+
+    a, b = stages["a"], stages["b"]
+    with running(loop("a"), RUN_S), running(loop("b"), RUN_S):
+        wait_for("one partition each", lambda: len(a.assigned) == 1 and len(b.assigned) == 1, 60)
+        _produce(kafka_bootstrap, source, 0, 200)
+        wait_for(
+            "the first records copied",
+            lambda: len(_committed_output(kafka_bootstrap, out, 200, 5)) >= 200,
+            60,
+        )
+        a.stall.set()
+        _produce(kafka_bootstrap, source, 200, 200)
+        # While a sits in its batch, the coordinator gives its partition to b.
+        wait_for("b to own both partitions", lambda: len(b.assigned) == 2, 60)
+        wait_for("a to come back from its gap", a.stalled.is_set, 60)
+        _produce(kafka_bootstrap, source, 400, 200)
+        wait_for("a to rejoin and get a partition back", lambda: len(a.assigned) == 1, 60)
+        _produce(kafka_bootstrap, source, 600, 200)
+        seen = _committed_output(kafka_bootstrap, out, 800, 60)
+    assert set(seen) == {f"r{i}".encode() for i in range(800)}, "records lost"
+    assert [v for v, n in seen.items() if n > 1] == [], "records written twice"
