@@ -214,6 +214,35 @@ def release_free_memory() -> None:
         _TRIM(0)
 
 
+def stage_consumer_config(
+    settings: Settings, group_id: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The consumer of a stage's transactional loop: read_committed, offsets only through the
+    transactions, incremental rebalances."""
+    return {
+        **base_config(settings),  # quiet: librdkafka logs go to the "stormwatch.kafka" logger
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 2000,
+        # The rebalance timeout too: bounds how long a restarted coordinator keeps a rejoin
+        # waiting for members no client speaks for any more (docs/operations.md). A rebalance
+        # callback (a restore) does not count against it; only the time between polls does.
+        "max.poll.interval.ms": settings.kafka.max_poll_interval_ms,
+        "fetch.wait.max.ms": 50,
+        # No static membership (group.instance.id), although it would spare a restarted replica
+        # the dead member's session timeout: a static member can fence itself when the group
+        # coordinator moves (a broker failure), and librdkafka makes that fatal for the consumer.
+        # The 3-broker fault tests hit it (docs/performance.md, "Recovery").
+        **(overrides or {}),
+    }
+
+
 class TransactionalLoop:
     def __init__(
         self,
@@ -261,28 +290,6 @@ class TransactionalLoop:
         self._lag_start: dict[tuple[str, int], int] = {}  # committed offsets of partitions not read yet
         self._status = _Status()
         base = base_config(settings)  # quiet: librdkafka logs go to the "stormwatch.kafka" logger
-        consumer_conf = {
-            **base,
-            "group.id": group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-            "partition.assignment.strategy": "cooperative-sticky",
-            "session.timeout.ms": 10000,
-            "heartbeat.interval.ms": 2000,
-            # The rebalance timeout too: bounds how long a restarted coordinator keeps a rejoin
-            # waiting for members no client speaks for any more (docs/operations.md). A rebalance
-            # callback (a restore) does not count against it; only the time between polls does.
-            "max.poll.interval.ms": settings.kafka.max_poll_interval_ms,
-            "fetch.wait.max.ms": 50,
-            # No static membership (group.instance.id), although it would spare a restarted replica
-            # the dead member's session timeout: a static member can fence itself when the group
-            # coordinator moves (a broker failure), and librdkafka makes that fatal for the consumer.
-            # The 3-broker fault tests hit it (docs/performance.md, "Recovery").
-            **(consumer_overrides or {}),
-        }
         producer_conf = {
             **base,
             "transactional.id": transactional_id,
@@ -294,7 +301,7 @@ class TransactionalLoop:
             "transaction.timeout.ms": 10000,
             **(producer_overrides or {}),
         }
-        self.consumer = Consumer(consumer_conf)
+        self.consumer = Consumer(stage_consumer_config(settings, group_id, consumer_overrides))
         self._producer_conf = producer_conf
         self.producer = Producer(producer_conf)
         self._calls = _CallThread()

@@ -8,6 +8,7 @@ import pytest
 
 from stormwatch.config import ConfigError, load_settings
 from stormwatch.configdoc import masked, render_markdown, undocumented
+from stormwatch.kafka.txloop import stage_consumer_config
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -47,3 +48,18 @@ def test_secrets_are_masked_and_not_in_repr() -> None:
     shown = masked(s)
     assert shown["kafka"]["sasl_password"] == "***" and shown["gateway"]["bearer_token"] == "***"
     assert "hunter2" not in repr(s) and "tok'" not in repr(s.gateway)
+
+
+def test_max_poll_interval_is_the_stages_rebalance_timeout() -> None:
+    """The stages announce kafka.max_poll_interval_ms (60 s by default, not librdkafka's 300 s)
+    as their rebalance timeout; an agent that runs long commands can still override it."""
+    assert stage_consumer_config(load_settings(), "g")["max.poll.interval.ms"] == 60_000
+    tuned = load_settings(kafka={"max_poll_interval_ms": 20_000})
+    assert stage_consumer_config(tuned, "g")["max.poll.interval.ms"] == 20_000
+    overridden = stage_consumer_config(tuned, "g", {"max.poll.interval.ms": 900_000})
+    assert overridden["max.poll.interval.ms"] == 900_000
+
+
+def test_max_poll_interval_below_the_session_timeout_is_refused() -> None:
+    with pytest.raises(ConfigError, match="max_poll_interval_ms"):
+        load_settings(kafka={"max_poll_interval_ms": 5_000})
