@@ -34,6 +34,8 @@ from stormwatch.kafka.topics import create_topics, delete_topics, topic_specs
 __all__ = ["BenchPipeline", "Worker", "free_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
+END_OFFSETS_MONITOR = "stormwatch-bench-monitor"
+"""The group id of the cached client that reads high watermarks (it never joins the group)."""
 
 
 def free_port() -> int:
@@ -272,11 +274,18 @@ class BenchPipeline:
         return {tp.partition: tp.offset for tp in self._monitor(group).committed(tps, timeout=10)}
 
     def end_offsets(self, topic: str) -> dict[int, int]:
-        consumer = self._monitor("stormwatch-bench-monitor")
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
-            for p in range(self.partitions)
-        }
+        """High watermarks; a failed read drops the cached client like ``forget_monitor`` (hour run
+        13: the client lost its only broker when the broker was fenced for a moment, and every lag
+        probe after it failed while new clients answered)."""
+        consumer = self._monitor(END_OFFSETS_MONITOR)
+        try:
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+                for p in range(self.partitions)
+            }
+        except Exception:
+            self.forget_monitor(END_OFFSETS_MONITOR)
+            raise
 
     def wait_committed(
         self,

@@ -72,6 +72,15 @@ coordinator request whose timeout is never checked (librdkafka issues #5456 and 
 the two-brokers fault test caught a correlator blocked in it for minutes after the brokers were
 back. The hung call keeps its thread and its producer; the loop goes on with a new producer."""
 
+CONSUMER_STUCK_AFTER_S = 120.0
+"""A rewind whose offset reads have failed this long gets a new consumer. librdkafka can lose its
+group coordinator for good when the broker is missing from one metadata answer (a broker fenced
+for a moment): the coordinator's broker handle is decommissioned and never looked up again
+(librdkafka issue #5511, open). Hour run 13 saw a correlator's consumer report "no broker available
+for coordinator query" for ten minutes while a new client in the same network namespace reached
+the broker at once. Longer than a broker restart (about 70 s in the chaos runs), so an ordinary
+outage is waited out on the same consumer."""
+
 LOG_EVERY_S = 10.0
 """At most one warning per retried call per this many seconds."""
 
@@ -301,7 +310,9 @@ class TransactionalLoop:
             "transaction.timeout.ms": 10000,
             **(producer_overrides or {}),
         }
+        self._consumer_overrides = consumer_overrides
         self.consumer = Consumer(stage_consumer_config(settings, group_id, consumer_overrides))
+        self._retired_consumers: list[Consumer] = []  # replaced, still closing (_replace_consumer)
         self._producer_conf = producer_conf
         self.producer = Producer(producer_conf)
         self._calls = _CallThread()
@@ -340,6 +351,8 @@ class TransactionalLoop:
         def wait_until_stable() -> None:
             self._stable_offsets(consumer, partitions)
 
+        if self._retired(consumer):
+            return  # replaced: what it is handed now is the new consumer's to claim
         if not self._running:
             # Stopping: the consumer's close serves a rebalance still pending. This process
             # handles nothing more, so it restores nothing; waiting on Kafka here raised out of
@@ -359,6 +372,10 @@ class TransactionalLoop:
         )
 
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._retired(consumer):  # its partitions were given up when it was replaced
+            with contextlib.suppress(KafkaException):
+                consumer.incremental_unassign(partitions)
+            return
         self.stage.on_revoke(partitions)
         consumer.incremental_unassign(partitions)
         gone = {(p.topic, p.partition) for p in partitions}
@@ -375,9 +392,7 @@ class TransactionalLoop:
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         try:
             self._init_producer()
-            self.consumer.subscribe(
-                self.topics, on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke
-            )
+            self._subscribe()
             while self._running and (deadline is None or time.monotonic() < deadline):
                 messages = self._poll()
                 if self._lag_gauge is not None and time.monotonic() >= self._lag_due:
@@ -766,9 +781,57 @@ class TransactionalLoop:
         return list(consumer.committed(partitions, timeout=REWIND_READ_TIMEOUT_S))
 
     def _rewind(self) -> None:
-        """After an abort, re-read everything after the last committed offsets (and rebuild state)."""
+        """After an abort, re-read everything after the last committed offsets (and rebuild state).
+        Offset reads that keep failing for ``CONSUMER_STUCK_AFTER_S`` get a new consumer."""
         self._status.rewinds += 1
-        self._waiting_out_outages("rewind", self._rewind_once)
+        since = time.monotonic()
+
+        def once() -> None:
+            try:
+                self._rewind_once()
+            except (KafkaException, KafkaUnavailable) as exc:
+                failing_s = time.monotonic() - since
+                if not (_transient(exc) and failing_s >= CONSUMER_STUCK_AFTER_S):
+                    raise
+                self._replace_consumer(
+                    f"the rewind's offset reads have failed for {failing_s:.0f}s ({_describe(exc)})"
+                )
+
+        self._waiting_out_outages("rewind", once)
+
+    def _subscribe(self) -> None:
+        self.consumer.subscribe(
+            self.topics, on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke
+        )
+
+    def _retired(self, consumer: Consumer) -> bool:
+        return any(consumer is old for old in self._retired_consumers)
+
+    def _replace_consumer(self, why: str) -> None:
+        """A new consumer (a new group member) in place of one that cannot reach its group
+        coordinator any more. Its partitions are given up as lost: their next owner, this worker
+        again or another, restores them from the committed offsets. The old one is closed on a
+        thread of its own, since its close may wait on the same coordinator."""
+        log.warning("%s; replacing the consumer: its partitions are given up and assigned again", why)
+        lost, self._assigned = self._assigned, []
+        if lost:
+            self.stage.on_revoke(lost)
+            self._forget_lag(lost)
+        old = self.consumer
+        self._retired_consumers.append(old)
+        self.consumer = Consumer(
+            stage_consumer_config(self.settings, self.group_id, self._consumer_overrides)
+        )
+        self._subscribe()
+
+        def close_old() -> None:
+            try:
+                old.close()
+            except Exception as exc:  # a consumer that lost its group may not close cleanly
+                log.info("the replaced consumer closed with %s", exc)
+            self._retired_consumers.remove(old)
+
+        threading.Thread(target=close_old, name="retired-consumer", daemon=True).start()
 
     def _rewind_once(self) -> None:
         assigned = list(self._assigned)

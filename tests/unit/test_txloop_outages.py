@@ -591,3 +591,90 @@ def test_a_stage_with_handle_bytes_gets_the_transaction_in_parts(
         "begin", "handle 1", "produce", "handle 2", "produce", "produce", "handle 1", "produce", "commit"
     ]  # fmt: skip
     assert sorted((tp.partition, tp.offset) for tp in sent[0]) == [(0, 12), (1, 22)]
+
+
+class _CoordinatorLostConsumer:
+    """A consumer whose group coordinator is gone for good (librdkafka #5511): every offset read
+    times out. Closing it serves the rebalance callback for what it still held, as librdkafka does."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.unassigned: list[object] = []
+        self.closed = threading.Event()
+        self.on_lost: Callable[[object, list[TopicPartition]], None] | None = None
+
+    def committed(self, partitions: object, timeout: float) -> list[object]:
+        self.reads += 1
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets"))
+
+    def incremental_unassign(self, partitions: list[object]) -> None:
+        self.unassigned.extend(partitions)
+
+    def close(self) -> None:
+        assert self.on_lost is not None
+        self.on_lost(self, [TopicPartition("t", 0)])
+        self.closed.set()
+
+
+class _FreshConsumer:
+    def __init__(self) -> None:
+        self.subscribed: list[str] = []
+
+    def subscribe(self, topics: list[str], **callbacks: object) -> None:
+        self.subscribed = topics
+
+
+class _RevokeStage(_IdleStage):
+    def __init__(self) -> None:
+        self.revoked: list[list[TopicPartition]] = []
+
+    def on_revoke(self, partitions: object) -> None:
+        self.revoked.append(list(partitions))  # type: ignore[call-overload]
+
+
+def test_a_rewind_that_cannot_reach_the_group_coordinator_gets_a_new_consumer(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hour run 13: after the broker was fenced for a moment, a correlator's consumer never found
+    its coordinator again and the rewind retried its offset reads for ten minutes. Past
+    CONSUMER_STUCK_AFTER_S the loop gives the partitions up, subscribes a new consumer (a new
+    member, assigned again by the group) and closes the old one aside."""
+    monkeypatch.setattr(txloop, "CONSUMER_STUCK_AFTER_S", 0.05)
+    fresh = _FreshConsumer()
+    monkeypatch.setattr(txloop, "Consumer", lambda conf: fresh)
+    stuck = _CoordinatorLostConsumer()
+    stuck.on_lost = loop._revoke  # type: ignore[assignment]
+    stage = _RevokeStage()
+    loop.stage = stage
+    loop.consumer = stuck  # type: ignore[assignment]
+    held = [TopicPartition("t", 0), TopicPartition("t", 1)]
+    loop._assigned = list(held)
+    loop._rewind()
+    assert stuck.reads >= 2, "an ordinary outage is waited out on the same consumer first"
+    assert loop.consumer is fresh and fresh.subscribed == ["t"]
+    assert loop._assigned == []
+    assert [[(tp.topic, tp.partition) for tp in r] for r in stage.revoked] == [[("t", 0), ("t", 1)]]
+    assert stuck.closed.wait(5)
+    # Closing the old consumer served its lost partitions: unassigned there, the stage not told again.
+    assert [(tp.topic, tp.partition) for tp in stuck.unassigned] == [("t", 0)]  # type: ignore[attr-defined]
+    assert len(stage.revoked) == 1
+    assert not loop._retired(stuck)  # type: ignore[arg-type]
+
+
+def test_a_rewind_through_a_short_outage_keeps_its_consumer(loop: TransactionalLoop) -> None:
+    consumer = _CoordinatorLostConsumer()
+    reads = [0]
+
+    def committed(partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        reads[0] += 1
+        if reads[0] < 3:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets"))
+        return [TopicPartition(tp.topic, tp.partition, 7) for tp in partitions]
+
+    consumer.committed = committed  # type: ignore[method-assign,assignment]
+    seeks: list[int] = []
+    consumer.seek = lambda tp: seeks.append(tp.offset)  # type: ignore[attr-defined]
+    loop.consumer = consumer  # type: ignore[assignment]
+    loop._assigned = [TopicPartition("t", 0)]
+    loop._rewind()
+    assert loop.consumer is consumer and reads[0] == 3 and seeks == [7]
