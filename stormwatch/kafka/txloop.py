@@ -77,8 +77,8 @@ CONSUMER_STUCK_AFTER_S = 120.0
 group coordinator for good when the broker is missing from one metadata answer (a broker fenced
 for a moment): the coordinator's broker handle is decommissioned and never looked up again
 (librdkafka issue #5511, open). Hour run 13 saw a correlator's consumer report "no broker available
-for coordinator query" for ten minutes while a new client in the same network namespace reached
-the broker at once. Longer than a broker restart (about 70 s in the chaos runs), so an ordinary
+for coordinator query" for the last 22 minutes of the run while a new client in the same network
+namespace reached the broker at once. Longer than a broker restart (about 70 s in the chaos runs), so an ordinary
 outage is waited out on the same consumer."""
 
 LOG_EVERY_S = 10.0
