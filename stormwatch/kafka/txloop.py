@@ -78,8 +78,8 @@ group coordinator for good when the broker is missing from one metadata answer (
 for a moment): the coordinator's broker handle is decommissioned and never looked up again
 (librdkafka issue #5511, open). Hour run 13 saw a correlator's consumer report "no broker available
 for coordinator query" for the last 22 minutes of the run while a new client in the same network
-namespace reached the broker at once. Longer than a broker restart (about 70 s in the chaos runs), so an ordinary
-outage is waited out on the same consumer."""
+namespace reached the broker at once. Longer than a broker restart (about 70 s in the chaos runs),
+so an ordinary outage is waited out on the same consumer."""
 
 LOG_EVERY_S = 10.0
 """At most one warning per retried call per this many seconds."""
