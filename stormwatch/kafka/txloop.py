@@ -81,6 +81,13 @@ for coordinator query" for the last 22 minutes of the run while a new client in 
 namespace reached the broker at once. Longer than a broker restart (about 70 s in the chaos runs),
 so an ordinary outage is waited out on the same consumer."""
 
+CONSUMER_PROBE_EVERY_S = 15.0
+"""While a rewind's offset reads fail, this often a new client (not a group member) reads the same
+committed offsets. If it can, the brokers and the group coordinator are there and only this
+consumer cannot reach them: it is replaced at once rather than after ``CONSUMER_STUCK_AFTER_S``.
+A broker-crash run at 52e192a saw both correlators' reads fail for 122 s with the broker back,
+and a new consumer assigned 3 s after the replacement."""
+
 LOG_EVERY_S = 10.0
 """At most one warning per retried call per this many seconds."""
 
@@ -782,22 +789,49 @@ class TransactionalLoop:
 
     def _rewind(self) -> None:
         """After an abort, re-read everything after the last committed offsets (and rebuild state).
-        Offset reads that keep failing for ``CONSUMER_STUCK_AFTER_S`` get a new consumer."""
+        Offset reads that keep failing get a new consumer: as soon as a new client reads them
+        (``CONSUMER_PROBE_EVERY_S``), or after ``CONSUMER_STUCK_AFTER_S`` regardless."""
         self._status.rewinds += 1
         since = time.monotonic()
+        probed = since
 
         def once() -> None:
+            nonlocal probed
             try:
                 self._rewind_once()
             except (KafkaException, KafkaUnavailable) as exc:
-                failing_s = time.monotonic() - since
-                if not (_transient(exc) and failing_s >= CONSUMER_STUCK_AFTER_S):
+                if not _transient(exc):
                     raise
-                self._replace_consumer(
-                    f"the rewind's offset reads have failed for {failing_s:.0f}s ({_describe(exc)})"
-                )
+                now = time.monotonic()
+                failing = f"the rewind's offset reads have failed for {now - since:.0f}s ({_describe(exc)})"
+                if now - since >= CONSUMER_STUCK_AFTER_S:
+                    self._replace_consumer(failing)
+                elif now - probed >= CONSUMER_PROBE_EVERY_S:
+                    probed = now
+                    if not self._others_read_offsets(list(self._assigned)):
+                        raise
+                    self._replace_consumer(f"{failing} while a new client read them")
+                else:
+                    raise
 
         self._waiting_out_outages("rewind", once)
+
+    def _others_read_offsets(self, partitions: list[TopicPartition]) -> bool:
+        """Whether a new client of the group's configuration (not a member) reads the committed
+        offsets of ``partitions`` now: then Kafka answers and only the loop's consumer does not."""
+        if not partitions:
+            return False
+        probe = Consumer(stage_consumer_config(self.settings, self.group_id, self._consumer_overrides))
+        try:
+            probe.committed(partitions, timeout=REWIND_READ_TIMEOUT_S)
+            return True
+        except KafkaException as exc:
+            log.info("the new client could not read the committed offsets either (%s)", _describe(exc))
+            return False
+        finally:
+            # Not a member, nothing to leave; a thread of its own all the same, as its close
+            # may wait on the same coordinator.
+            threading.Thread(target=probe.close, name="offsets-probe", daemon=True).start()
 
     def _subscribe(self) -> None:
         self.consumer.subscribe(

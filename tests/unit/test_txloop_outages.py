@@ -616,12 +616,26 @@ class _CoordinatorLostConsumer:
         self.closed.set()
 
 
-class _FreshConsumer:
-    def __init__(self) -> None:
+class _NewClient:
+    """A consumer the loop makes: an offsets probe (read, then closed) or a replacement (subscribed)."""
+
+    def __init__(self, answers: bool) -> None:
+        self.answers = answers
+        self.reads = 0
         self.subscribed: list[str] = []
+        self.closed = threading.Event()
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        self.reads += 1
+        if not self.answers:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets"))
+        return [TopicPartition(tp.topic, tp.partition, 7) for tp in partitions]
 
     def subscribe(self, topics: list[str], **callbacks: object) -> None:
         self.subscribed = topics
+
+    def close(self) -> None:
+        self.closed.set()
 
 
 class _RevokeStage(_IdleStage):
@@ -632,6 +646,39 @@ class _RevokeStage(_IdleStage):
         self.revoked.append(list(partitions))  # type: ignore[call-overload]
 
 
+def _wedged_rewind(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch, *, others_read: bool
+) -> tuple[_CoordinatorLostConsumer, _RevokeStage, list[_NewClient]]:
+    """Rewinds ``loop`` holding two partitions with a consumer whose offset reads always time out;
+    the consumers the loop makes meanwhile read the offsets if ``others_read``."""
+    made: list[_NewClient] = []
+
+    def new_consumer(conf: dict[str, object]) -> _NewClient:
+        made.append(_NewClient(others_read))
+        return made[-1]
+
+    monkeypatch.setattr(txloop, "Consumer", new_consumer)
+    stuck = _CoordinatorLostConsumer()
+    stuck.on_lost = loop._revoke  # type: ignore[assignment]
+    stage = _RevokeStage()
+    loop.stage = stage
+    loop.consumer = stuck  # type: ignore[assignment]
+    loop._assigned = [TopicPartition("t", 0), TopicPartition("t", 1)]
+    loop._rewind()
+    return stuck, stage, made
+
+
+def _assert_replaced(loop: TransactionalLoop, stuck: _CoordinatorLostConsumer, stage: _RevokeStage) -> None:
+    assert isinstance(loop.consumer, _NewClient) and loop.consumer.subscribed == ["t"]
+    assert loop._assigned == []
+    assert [[(tp.topic, tp.partition) for tp in r] for r in stage.revoked] == [[("t", 0), ("t", 1)]]
+    assert stuck.closed.wait(5)
+    # Closing the old consumer served its lost partitions: unassigned there, the stage not told again.
+    assert [(tp.topic, tp.partition) for tp in stuck.unassigned] == [("t", 0)]  # type: ignore[attr-defined]
+    assert len(stage.revoked) == 1
+    assert not loop._retired(stuck)  # type: ignore[arg-type]
+
+
 def test_a_rewind_that_cannot_reach_the_group_coordinator_gets_a_new_consumer(
     loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -640,25 +687,39 @@ def test_a_rewind_that_cannot_reach_the_group_coordinator_gets_a_new_consumer(
     CONSUMER_STUCK_AFTER_S the loop gives the partitions up, subscribes a new consumer (a new
     member, assigned again by the group) and closes the old one aside."""
     monkeypatch.setattr(txloop, "CONSUMER_STUCK_AFTER_S", 0.05)
-    fresh = _FreshConsumer()
-    monkeypatch.setattr(txloop, "Consumer", lambda conf: fresh)
-    stuck = _CoordinatorLostConsumer()
-    stuck.on_lost = loop._revoke  # type: ignore[assignment]
-    stage = _RevokeStage()
-    loop.stage = stage
-    loop.consumer = stuck  # type: ignore[assignment]
-    held = [TopicPartition("t", 0), TopicPartition("t", 1)]
-    loop._assigned = list(held)
-    loop._rewind()
+    stuck, stage, made = _wedged_rewind(loop, monkeypatch, others_read=False)
     assert stuck.reads >= 2, "an ordinary outage is waited out on the same consumer first"
-    assert loop.consumer is fresh and fresh.subscribed == ["t"]
-    assert loop._assigned == []
-    assert [[(tp.topic, tp.partition) for tp in r] for r in stage.revoked] == [[("t", 0), ("t", 1)]]
-    assert stuck.closed.wait(5)
-    # Closing the old consumer served its lost partitions: unassigned there, the stage not told again.
-    assert [(tp.topic, tp.partition) for tp in stuck.unassigned] == [("t", 0)]  # type: ignore[attr-defined]
-    assert len(stage.revoked) == 1
-    assert not loop._retired(stuck)  # type: ignore[arg-type]
+    assert len(made) == 1 and loop.consumer is made[0]  # no probe within CONSUMER_PROBE_EVERY_S
+    _assert_replaced(loop, stuck, stage)
+
+
+def test_a_consumer_that_alone_cannot_read_its_offsets_is_replaced_at_the_first_probe(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker-crash run at 52e192a: both correlators' reads failed for 122 s while the broker
+    was back. A new client that reads the same offsets shows the brokers answer: replaced then."""
+    monkeypatch.setattr(txloop, "CONSUMER_STUCK_AFTER_S", 60.0)
+    monkeypatch.setattr(txloop, "CONSUMER_PROBE_EVERY_S", 0.05)
+    started = time.monotonic()
+    stuck, stage, made = _wedged_rewind(loop, monkeypatch, others_read=True)
+    assert time.monotonic() - started < 10
+    probe, replacement = made
+    assert probe.reads == 1 and probe.closed.wait(5) and not probe.subscribed
+    assert loop.consumer is replacement
+    _assert_replaced(loop, stuck, stage)
+
+
+def test_while_no_client_reads_the_offsets_the_consumer_is_kept_until_the_bound(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real outage: the probes cannot read either, so the rewind waits on the same consumer."""
+    monkeypatch.setattr(txloop, "CONSUMER_STUCK_AFTER_S", 0.5)
+    monkeypatch.setattr(txloop, "CONSUMER_PROBE_EVERY_S", 0.1)
+    stuck, stage, made = _wedged_rewind(loop, monkeypatch, others_read=False)
+    *probes, replacement = made
+    assert 1 <= len(probes) <= 5 and all(p.reads == 1 and p.closed.wait(5) for p in probes)
+    assert loop.consumer is replacement
+    _assert_replaced(loop, stuck, stage)
 
 
 def test_a_rewind_through_a_short_outage_keeps_its_consumer(loop: TransactionalLoop) -> None:
