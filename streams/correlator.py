@@ -113,8 +113,9 @@ class CorrelatorStage:
                 self._given_up.pop(tp.partition, None)
                 self._demands.pop(tp.partition, None)
                 self._unpublished.discard(tp.partition)
-                if self.metrics is not None:
+                if self.metrics is not None:  # its new owner reports it: a stale value counts it twice
                     self.metrics.open_incidents.labels(partition=str(tp.partition)).set(0)
+                    self.metrics.active_alerts.labels(partition=str(tp.partition)).set(0)
                     self.metrics.record_oldest_open(tp.partition, None)
 
     def idle_work_due(self) -> bool:

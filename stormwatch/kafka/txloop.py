@@ -31,6 +31,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 from prometheus_client import Gauge
 
 from stormwatch.config import Settings
@@ -87,6 +88,16 @@ committed offsets. If it can, the brokers and the group coordinator are there an
 consumer cannot reach them: it is replaced at once rather than after ``CONSUMER_STUCK_AFTER_S``.
 A broker-crash run at 52e192a saw both correlators' reads fail for 122 s with the broker back,
 and a new consumer assigned 3 s after the replacement."""
+
+UNSTABLE_STUCK_AFTER_S = 60.0
+"""Committed offsets that no client reads stably this long, while a read without require_stable
+answers at once, are held by the group coordinator for a transaction that has ended: no
+transaction of the stages stays open that long (``transaction.timeout.ms`` is 10 s). Hour run 14
+(Kafka 4.1.1): after a broker restart, the commit marker of a correlator's transaction reached
+its ``__consumer_offsets`` partition 5 ms after that partition finished loading, and a second load
+that would have read it was ignored; the coordinator kept the transaction's offsets pending, and
+every read_committed consumer of the group waited on them until the coordinator loaded the
+partition again (the next broker restart). The loop cannot clear it; it says so, and what to do."""
 
 LOG_EVERY_S = 10.0
 """At most one warning per retried call per this many seconds."""
@@ -355,8 +366,15 @@ class TransactionalLoop:
         # commit: the state would lack its writes while the offsets skip its input, and the next
         # decisions would repeat sequence numbers the audit log already has (the hour-long chaos
         # run: 128 events written twice after rebalances under faults).
+        reads = _FailingReads()
+
         def wait_until_stable() -> None:
-            self._stable_offsets(consumer, partitions)
+            try:
+                self._stable_offsets(consumer, partitions)
+            except KafkaException as exc:
+                if _transient(exc) and reads.probe_due():
+                    self._explain_unstable(partitions, reads)
+                raise
 
         if self._retired(consumer):
             return  # replaced: what it is handed now is the new consumer's to claim
@@ -792,23 +810,23 @@ class TransactionalLoop:
         Offset reads that keep failing get a new consumer: as soon as a new client reads them
         (``CONSUMER_PROBE_EVERY_S``), or after ``CONSUMER_STUCK_AFTER_S`` regardless."""
         self._status.rewinds += 1
-        since = time.monotonic()
-        probed = since
+        reads = _FailingReads()
 
         def once() -> None:
-            nonlocal probed
             try:
                 self._rewind_once()
             except (KafkaException, KafkaUnavailable) as exc:
                 if not _transient(exc):
                     raise
-                now = time.monotonic()
-                failing = f"the rewind's offset reads have failed for {now - since:.0f}s ({_describe(exc)})"
-                if now - since >= CONSUMER_STUCK_AFTER_S:
+                assigned = list(self._assigned)
+                failing = (
+                    f"the rewind's offset reads have failed for {reads.failing_s():.0f}s ({_describe(exc)})"
+                )
+                if reads.failing_s() >= CONSUMER_STUCK_AFTER_S:
                     self._replace_consumer(failing)
-                elif now - probed >= CONSUMER_PROBE_EVERY_S:
-                    probed = now
-                    if not self._others_read_offsets(list(self._assigned)):
+                elif reads.probe_due():
+                    if not self._others_read_offsets(assigned):
+                        self._explain_unstable(assigned, reads, others_failed=True)
                         raise
                     self._replace_consumer(f"{failing} while a new client read them")
                 else:
@@ -816,12 +834,16 @@ class TransactionalLoop:
 
         self._waiting_out_outages("rewind", once)
 
-    def _others_read_offsets(self, partitions: list[TopicPartition]) -> bool:
+    def _others_read_offsets(self, partitions: list[TopicPartition], *, stable: bool = True) -> bool:
         """Whether a new client of the group's configuration (not a member) reads the committed
-        offsets of ``partitions`` now: then Kafka answers and only the loop's consumer does not."""
+        offsets of ``partitions`` now: then Kafka answers and only the loop's consumer does not.
+        ``stable=False``: read without require_stable, whatever transaction holds them."""
         if not partitions:
             return False
-        probe = Consumer(stage_consumer_config(self.settings, self.group_id, self._consumer_overrides))
+        overrides = {**(self._consumer_overrides or {})}
+        if not stable:
+            overrides["isolation.level"] = "read_uncommitted"
+        probe = Consumer(stage_consumer_config(self.settings, self.group_id, overrides))
         try:
             probe.committed(partitions, timeout=REWIND_READ_TIMEOUT_S)
             return True
@@ -832,6 +854,51 @@ class TransactionalLoop:
             # Not a member, nothing to leave; a thread of its own all the same, as its close
             # may wait on the same coordinator.
             threading.Thread(target=probe.close, name="offsets-probe", daemon=True).start()
+
+    def _explain_unstable(
+        self, partitions: list[TopicPartition], reads: _FailingReads, *, others_failed: bool = False
+    ) -> None:
+        """Past ``UNSTABLE_STUCK_AFTER_S``, at most once a minute, an error that says what holds the
+        offset reads: this consumer alone (a new client reads them: librdkafka #5511), or the
+        group coordinator (no new client reads them stably, but they read at once without
+        require_stable: the Kafka fault of hour run 14), with the remedy for each. Nothing when
+        Kafka does not answer at all (an outage, waited out). ``others_failed``: the caller's
+        new client has just failed to read them stably."""
+        if reads.failing_s() < UNSTABLE_STUCK_AFTER_S or not reads.explain_due():
+            return
+        if not others_failed and self._others_read_offsets(partitions):
+            log.error(
+                "this worker's consumer has not read the committed offsets of %s for %.0fs while a "
+                "new client reads them at once: it lost its group coordinator (librdkafka issue "
+                "#5511; docs/operations.md). Restart this worker if it does not recover by itself",
+                ", ".join(_names(partitions)),
+                reads.failing_s(),
+            )
+            return
+        if not self._others_read_offsets(partitions, stable=False):
+            return
+        log.error(
+            "the committed offsets of %s have been unstable for %.0fs although no transaction stays "
+            "open that long and they read at once without require_stable: the group coordinator "
+            "holds the offsets of a transaction that has ended (a Kafka broker fault after a "
+            'restart; docs/operations.md, "Offsets that stay unstable"). Nothing reads this '
+            "group's offsets until its coordinator loads them again: restart %s, the coordinator "
+            "of group %s",
+            ", ".join(_names(partitions)),
+            reads.failing_s(),
+            self._coordinator(),
+            self.group_id,
+        )
+
+    def _coordinator(self) -> str:
+        """The broker that coordinates the loop's group, as the operator restarts it."""
+        admin = AdminClient(base_config(self.settings))
+        try:
+            group = admin.describe_consumer_groups([self.group_id], request_timeout=5)[self.group_id].result()
+        except KafkaException as exc:
+            return f"the broker that coordinates it (not found: {_describe(exc)})"
+        node = group.coordinator
+        return f"broker {node.id} ({node.host}:{node.port})"
 
     def _subscribe(self) -> None:
         self.consumer.subscribe(
@@ -879,6 +946,33 @@ class TransactionalLoop:
                 low, _ = self.consumer.get_watermark_offsets(tp, timeout=REWIND_READ_TIMEOUT_S)
                 tp.offset = low
             self.consumer.seek(tp)
+
+
+class _FailingReads:
+    """How long a step's offset reads have failed, and when a new client last looked at them."""
+
+    def __init__(self) -> None:
+        self.since = self._probed = time.monotonic()
+        self._explained = -UNSTABLE_STUCK_AFTER_S
+
+    def failing_s(self) -> float:
+        return time.monotonic() - self.since
+
+    def probe_due(self) -> bool:
+        """Every ``CONSUMER_PROBE_EVERY_S``."""
+        now = time.monotonic()
+        if now - self._probed < CONSUMER_PROBE_EVERY_S:
+            return False
+        self._probed = now
+        return True
+
+    def explain_due(self) -> bool:
+        """At most once per ``UNSTABLE_STUCK_AFTER_S``."""
+        now = time.monotonic()
+        if now - self._explained < UNSTABLE_STUCK_AFTER_S:
+            return False
+        self._explained = now
+        return True
 
 
 @dataclass(slots=True)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import pytest
 from confluent_kafka import TopicPartition
+from prometheus_client import REGISTRY
 
 import stormwatch.kafka.client as client
 import stormwatch.streams.correlator as correlator
 from stormwatch.config import Settings
+from stormwatch.metrics import pipeline_metrics
 from stormwatch.schemas.incident import AlertChangeKind
 from stormwatch.streams.core import groups, wire
 from stormwatch.streams.core.engine import PartitionEngine
@@ -101,3 +103,17 @@ def test_a_rebuilt_partition_drops_its_old_engine_before_reading(monkeypatch: py
     stage.on_assign(_Consumer(3), [TopicPartition(stage.topics.correlator_input, 0)])  # type: ignore[arg-type]
     assert seen == [False]
     assert stage.engines[0] is not old and stage.engines[0].processed == 2
+
+
+def test_a_revoked_partition_is_no_longer_counted_in_the_state_gauges(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its new owner reports it: left at their last values here, sums over the workers (the alerts
+    held, the open incidents) counted a partition that moved twice."""
+    stage = _assign(monkeypatch, [_changelog(3)], committed=3)
+    stage.metrics = metrics = pipeline_metrics()
+    metrics.active_alerts.labels(partition="0").set(7)
+    metrics.open_incidents.labels(partition="0").set(2)
+    stage.on_revoke([TopicPartition(stage.topics.correlator_input, 0)])
+    for gauge in ("stormwatch_active_alerts", "stormwatch_open_incidents"):
+        assert REGISTRY.get_sample_value(gauge, {"partition": "0"}) == 0

@@ -6,6 +6,7 @@ input reaches a stage that takes it in parts (``handle_bytes``)."""
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 import weakref
@@ -619,8 +620,9 @@ class _CoordinatorLostConsumer:
 class _NewClient:
     """A consumer the loop makes: an offsets probe (read, then closed) or a replacement (subscribed)."""
 
-    def __init__(self, answers: bool) -> None:
+    def __init__(self, answers: bool, conf: dict[str, object] | None = None) -> None:
         self.answers = answers
+        self.stable = (conf or {}).get("isolation.level") == "read_committed"
         self.reads = 0
         self.subscribed: list[str] = []
         self.closed = threading.Event()
@@ -654,7 +656,7 @@ def _wedged_rewind(
     made: list[_NewClient] = []
 
     def new_consumer(conf: dict[str, object]) -> _NewClient:
-        made.append(_NewClient(others_read))
+        made.append(_NewClient(others_read, conf))
         return made[-1]
 
     monkeypatch.setattr(txloop, "Consumer", new_consumer)
@@ -739,3 +741,101 @@ def test_a_rewind_through_a_short_outage_keeps_its_consumer(loop: TransactionalL
     loop._assigned = [TopicPartition("t", 0)]
     loop._rewind()
     assert loop.consumer is consumer and reads[0] == 3 and seeks == [7]
+
+
+def _unstable_for_everyone(conf: dict[str, object]) -> _NewClient:
+    """A new client that reads the offsets only without require_stable (read_uncommitted)."""
+    client = _NewClient(False, conf)
+    client.answers = not client.stable
+    return client
+
+
+def test_offsets_unstable_for_every_client_are_explained_as_a_kafka_fault(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hour run 14: after a broker restart the group coordinator kept an ended transaction's offsets
+    pending, and no read_committed client read the group's offsets for half an hour. A new consumer
+    would not help; the loop waits on and says what holds it and which broker to restart."""
+    monkeypatch.setattr(txloop, "CONSUMER_STUCK_AFTER_S", 0.6)
+    monkeypatch.setattr(txloop, "CONSUMER_PROBE_EVERY_S", 0.05)
+    monkeypatch.setattr(txloop, "UNSTABLE_STUCK_AFTER_S", 0.2)
+    made: list[_NewClient] = []
+    monkeypatch.setattr(
+        txloop, "Consumer", lambda conf: made.append(_unstable_for_everyone(conf)) or made[-1]
+    )
+    monkeypatch.setattr(loop, "_coordinator", lambda: "broker 1 (127.0.0.1:9092)")
+    loop.consumer = _CoordinatorLostConsumer()  # type: ignore[assignment]
+    loop._assigned = [TopicPartition("t", 0)]
+    with caplog.at_level(logging.ERROR, logger="stormwatch.txloop"):
+        loop._rewind()
+    explained = [r.getMessage() for r in caplog.records if "unstable" in r.getMessage()]
+    assert 1 <= len(explained) <= 3, "at most once per UNSTABLE_STUCK_AFTER_S"
+    assert (
+        "t[0]" in explained[0]
+        and "restart broker 1 (127.0.0.1:9092), the coordinator of group g" in explained[0]
+    )
+    assert any(not c.stable for c in made) and any(c.stable for c in made)
+
+
+def test_an_assignment_waiting_on_unstable_offsets_says_why(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(txloop, "CONSUMER_PROBE_EVERY_S", 0.0)
+    monkeypatch.setattr(txloop, "UNSTABLE_STUCK_AFTER_S", 0.0)
+    monkeypatch.setattr(txloop, "Consumer", _unstable_for_everyone)
+    monkeypatch.setattr(loop, "_coordinator", lambda: "broker 1 (127.0.0.1:9092)")
+    calls: list[str] = []
+    consumer = _OrderConsumer(calls)
+    reads = [0]
+
+    def committed(partitions: list[object], timeout: float) -> list[object]:
+        reads[0] += 1
+        if reads[0] < 3:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets"))
+        return partitions
+
+    consumer.committed = committed  # type: ignore[method-assign]
+    loop.stage = _RecordingStage(calls)
+    with caplog.at_level(logging.ERROR, logger="stormwatch.txloop"):
+        loop._assign(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
+    assert calls == ["restore", "assign"]
+    assert any("unstable for" in r.getMessage() for r in caplog.records)
+
+
+def test_offsets_no_client_reads_at_all_are_an_outage_not_explained(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(txloop, "CONSUMER_STUCK_AFTER_S", 0.3)
+    monkeypatch.setattr(txloop, "CONSUMER_PROBE_EVERY_S", 0.05)
+    monkeypatch.setattr(txloop, "UNSTABLE_STUCK_AFTER_S", 0.1)
+    with caplog.at_level(logging.ERROR, logger="stormwatch.txloop"):
+        _wedged_rewind(loop, monkeypatch, others_read=False)
+    assert not any("unstable" in r.getMessage() for r in caplog.records)
+
+
+def test_an_assignment_whose_consumer_alone_cannot_read_the_offsets_says_so(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hour run 14, after the second broker crash: a correlator's assignment waited on offsets a
+    new client read at once (librdkafka #5511 in the assignment, where the consumer cannot be
+    replaced): the error says which it is, not that the coordinator holds them."""
+    monkeypatch.setattr(txloop, "CONSUMER_PROBE_EVERY_S", 0.0)
+    monkeypatch.setattr(txloop, "UNSTABLE_STUCK_AFTER_S", 0.0)
+    monkeypatch.setattr(txloop, "Consumer", lambda conf: _NewClient(True, conf))
+    calls: list[str] = []
+    consumer = _OrderConsumer(calls)
+    reads = [0]
+
+    def committed(partitions: list[object], timeout: float) -> list[object]:
+        reads[0] += 1
+        if reads[0] < 2:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets"))
+        return partitions
+
+    consumer.committed = committed  # type: ignore[method-assign]
+    loop.stage = _RecordingStage(calls)
+    with caplog.at_level(logging.ERROR, logger="stormwatch.txloop"):
+        loop._assign(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("librdkafka issue #5511" in m and "t[0]" in m for m in messages)
+    assert not any("group coordinator holds" in m for m in messages)
