@@ -635,7 +635,11 @@ class TransactionalLoop:
         error = exc.args[0] if exc.args else None
         if not isinstance(error, KafkaError):
             raise exc
-        if error.fatal():
+        # produce() reports a producer that is already in a fatal state as code _FATAL without
+        # the fatal flag: hour run 14's correlators exited on it, once the transaction coordinator
+        # had rolled back a catch-up transaction that outlived transaction.timeout.ms and bumped
+        # the producer's epoch ("fenced by a newer instance"); restarted, they did it again.
+        if error.fatal() or error.code() == KafkaError._FATAL:
             # e.g. the coordinator aborted our transaction during a long broker outage
             self._start_over(f"transactional producer failed ({error}); replacing it and rewinding")
             return

@@ -217,6 +217,29 @@ def test_a_produce_refused_for_an_erroneous_transaction_state_aborts_and_rewinds
     assert loop.producer is (fresh if abort_fails else old)
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True),
+        KafkaError(KafkaError._FATAL, "Unable to produce message: Local: Fatal error"),  # no flag
+    ],
+    ids=["flagged-fatal", "produce-fatal-code"],
+)
+def test_a_fatal_producer_error_gets_a_new_producer_and_a_rewind(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch, error: KafkaError
+) -> None:
+    """Hour run 14: produce() on a producer the coordinator had fenced (a catch-up transaction
+    rolled back for timeout) raised code _FATAL without the fatal flag, and the correlators exited
+    on it, four times in a row for c2. Either way the loop starts over with a new producer."""
+    old, fresh = _TxnProducer(), _TxnProducer()
+    monkeypatch.setattr(txloop, "Producer", lambda conf: fresh)
+    rewinds: list[int] = []
+    monkeypatch.setattr(loop, "_rewind", lambda: rewinds.append(1))
+    loop.producer = old  # type: ignore[assignment]
+    loop._recover(KafkaException(error))
+    assert loop.producer is fresh and fresh.calls == ["init"] and rewinds == [1]
+
+
 class _OrderConsumer:
     """Records what the loop asks of its consumer on an assignment."""
 
