@@ -99,6 +99,17 @@ that would have read it was ignored; the coordinator kept the transaction's offs
 every read_committed consumer of the group waited on them until the coordinator loaded the
 partition again (the next broker restart). The loop cannot clear it; it says so, and what to do."""
 
+TRANSACTION_TIMEOUT_MS = 10_000
+"""``transaction.timeout.ms`` of the stages' producers: a worker that dies mid-transaction holds
+the read_committed readers of its outputs (and the stable offsets of its inputs) this long."""
+
+TRANSACTION_BUDGET_S = TRANSACTION_TIMEOUT_MS / 2000
+"""A transaction handles no further part of its input once this much time has passed since it
+began: it commits what it handled and reads the rest again. The transaction coordinator rolls back
+a transaction older than ``TRANSACTION_TIMEOUT_MS`` and fences its producer; in hour run 14, 32
+minutes of backlog made the correlators' catch-up transactions outlive it, and each one ended in
+a new producer and the same transaction again."""
+
 LOG_EVERY_S = 10.0
 """At most one warning per retried call per this many seconds."""
 
@@ -325,7 +336,7 @@ class TransactionalLoop:
             "linger.ms": 5,
             "compression.type": "lz4",
             "message.max.bytes": settings.topics.max_message_bytes + 65536,
-            "transaction.timeout.ms": 10000,
+            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             **(producer_overrides or {}),
         }
         self._consumer_overrides = consumer_overrides
@@ -457,9 +468,15 @@ class TransactionalLoop:
                 if not records and not eof and not self.stage.idle_work_due():
                     continue
                 self._worked_since_trim = True
+                start = 0
                 for chunk, last in self._chunks(records):
-                    if not self._transact(chunk, eof if last else set()):
+                    taken = self._transact(chunk, eof if last else set())
+                    if taken is None:
                         break  # rewound: the rest of this poll is read again from the committed offsets
+                    if taken < len(chunk):  # out of time (TRANSACTION_BUDGET_S)
+                        self._read_again(records[start + taken :])
+                        break
+                    start += taken
         except _StoppedWhileWaiting as stopped:
             # The open transaction is never committed: the next owner redoes its input.
             self.stopped_while_waiting = f"stopped while waiting for Kafka ({stopped})"
@@ -583,35 +600,43 @@ class TransactionalLoop:
             with contextlib.suppress(KeyError):
                 self._lag_gauge.remove(tp.topic, str(tp.partition))
 
-    def _transact(self, records: list[Message], eof: set[tuple[str, int]]) -> bool:
-        """One transaction over ``records``; False when it failed and the loop rewound."""
+    def _transact(self, records: list[Message], eof: set[tuple[str, int]]) -> int | None:
+        """One transaction over ``records`` (or their first parts: ``_run_transaction``); how many
+        it took, or None when it failed and the loop rewound."""
         started = time.monotonic()
         try:
             try:
-                self._run_transaction(records, eof)
+                taken = self._run_transaction(records, eof)
             except KafkaException as exc:
                 self._recover(exc)
-                return False
+                return None
         except _ProducerHung as hung:  # in the transaction, or in the abort after it
             self._start_over(f"{hung}; replacing the producer and rewinding", hung=hung)
-            return False
-        self._status.committed(len(records))
+            return None
+        self._status.committed(taken)
         self._survivors.committed()
         if self.on_commit is not None:
-            self.on_commit(len(records), time.monotonic() - started)
-        return True
+            self.on_commit(taken, time.monotonic() - started)
+        return taken
 
-    def _run_transaction(self, records: list[Message], eof: set[tuple[str, int]]) -> None:
+    def _run_transaction(self, records: list[Message], eof: set[tuple[str, int]]) -> int:
+        """One transaction over ``records``, or over the first parts of them handled within
+        ``TRANSACTION_BUDGET_S``; returns how many records it took."""
         self.producer.begin_transaction()
+        began = time.monotonic()
         next_offsets: dict[tuple[str, int], int] = {}
+        handled = 0
         # Each part's outputs go to the producer (which copies them) before the next part is
         # handled: a catch-up's 8 MiB transaction then never holds all of its outputs as objects
         # at once, whose arenas CPython would keep (docs/performance.md, "Memory after faults").
         for part, last in split_by_bytes(records, getattr(self.stage, "handle_bytes", None)):
+            if handled and time.monotonic() - began >= TRANSACTION_BUDGET_S:
+                break  # the caller reads the rest again
             result = self.stage.handle(part, eof if last else set())
             for out in result.outputs:
                 self._produce(out)
             next_offsets.update(self._next_offsets(part, result))
+            handled += len(part)
             del result
         offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
         if offsets:
@@ -628,6 +653,21 @@ class TransactionalLoop:
             call_timeout_s=COMMIT_TIMEOUT_S,
             give_up_after_s=STUCK_AFTER_S,
         )
+        return handled
+
+    def _read_again(self, records: list[Message]) -> None:
+        """Seek each partition of ``records`` (the rest of a poll, in order) back to its first
+        one: the next poll returns them again."""
+        first: dict[tuple[str, int], int] = {}
+        for msg in records:
+            topic, partition, offset = coordinates(msg)
+            first.setdefault((topic, partition), offset)
+        try:
+            for (topic, partition), offset in first.items():
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+        except KafkaException as exc:  # the committed offsets are where the rest starts too
+            log.warning("seeking back to the records a transaction left failed (%s); rewinding", exc)
+            self._rewind()
 
     def _recover(self, exc: KafkaException) -> None:
         """After a failed transaction: abort or replace the producer, then rewind; re-raise what no

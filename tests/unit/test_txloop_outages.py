@@ -498,6 +498,9 @@ class _Record:
     def offset(self) -> int:
         return self._offset
 
+    def error(self) -> None:
+        return None
+
 
 def test_a_poll_larger_than_the_byte_budget_is_committed_in_several_transactions(
     loop: TransactionalLoop,
@@ -862,3 +865,66 @@ def test_an_assignment_whose_consumer_alone_cannot_read_the_offsets_says_so(
     messages = [r.getMessage() for r in caplog.records]
     assert any("librdkafka issue #5511" in m and "t[0]" in m for m in messages)
     assert not any("group coordinator holds" in m for m in messages)
+
+
+class _SlowPartsStage(_PartsStage):
+    def handle(self, messages: object, eof: object) -> BatchResult:
+        time.sleep(0.06)
+        return super().handle(messages, eof)
+
+
+def test_a_transaction_out_of_time_commits_the_parts_it_handled(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hour run 14: catch-up transactions outlived transaction.timeout.ms and were rolled back by
+    the coordinator, again and again. Past TRANSACTION_BUDGET_S no further part is handled: the
+    transaction commits the parts it has, with their offsets only, and says how many it took."""
+    monkeypatch.setattr(txloop, "TRANSACTION_BUDGET_S", 0.05)
+    producer = _TxnProducer()
+    stage = _SlowPartsStage(producer)
+    loop.stage, loop.producer = stage, producer  # type: ignore[assignment]
+    sent: list[list[TopicPartition]] = []
+    monkeypatch.setattr(producer, "send_offsets_to_transaction", lambda offsets, *_: sent.append(offsets))
+    records = [_Record(60, 0, 10), _Record(60, 1, 20), _Record(30, 0, 11), _Record(150, 1, 21)]
+    assert loop._transact(records, {("t", 0)}) == 1  # type: ignore[arg-type]
+    assert producer.calls == ["begin", "handle 1", "produce", "commit"]
+    assert [(tp.partition, tp.offset) for tp in sent[0]] == [(0, 11)]
+
+
+class _SeekingConsumer(_StubConsumer):
+    def __init__(self) -> None:
+        self.seeks: list[tuple[int, int]] = []
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.partition, tp.offset))
+
+
+def test_what_a_transaction_did_not_take_is_read_again_with_the_rest_of_the_poll(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rest of the poll, the later transactions' records included, goes back to the consumer:
+    each partition is sought to its first record not taken, and nothing after it is handled."""
+    records = [_Record(60, 0, 10), _Record(60, 1, 20), _Record(60, 0, 11), _Record(60, 2, 30)]
+    polls: list[list[object]] = [list(records)]
+    taken: list[int] = []
+
+    def poll() -> list[object]:
+        if not polls:
+            loop._running = False
+            return []
+        return polls.pop(0)
+
+    def transact(chunk: list[object], eof: object) -> int:
+        taken.append(len(chunk))
+        return 1  # of the first chunk, only its first record
+
+    consumer = _SeekingConsumer()
+    loop.max_batch_bytes = 130  # chunks: 2 records, then 2 records
+    monkeypatch.setattr(loop, "_init_producer", lambda: None)
+    monkeypatch.setattr(loop, "consumer", consumer)
+    monkeypatch.setattr(loop, "producer", type("P", (), {"flush": lambda self, t: 0})())
+    monkeypatch.setattr(loop, "_transact", transact)
+    monkeypatch.setattr(loop, "_poll", poll)
+    loop.run()
+    assert taken == [2], "the second chunk waits for the next poll"
+    assert consumer.seeks == [(1, 20), (0, 11), (2, 30)]
