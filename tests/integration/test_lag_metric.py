@@ -24,7 +24,7 @@ from stormwatch.kafka.txloop import BatchResult, TransactionalLoop
 from stormwatch.loaders import load_rules
 from stormwatch.metrics import pipeline_metrics
 from stormwatch.streams.ingest import IngestStage
-from tests.kit.loops import TracksAssignment, running
+from tests.kit.loops import TracksAssignment, group_loop, running
 from tests.kit.waits import wait_for
 
 pytestmark = pytest.mark.kafka
@@ -76,12 +76,12 @@ def _produce(bootstrap: str, topic: str, count: int) -> None:
 def _loop(
     settings: Settings, stage: SlowStage, topic: str, instance: str, **kwargs: Any
 ) -> TransactionalLoop:
-    return TransactionalLoop(
+    return group_loop(
         settings,
-        stage=stage,
-        group_id=f"lag-test-{topic}",
-        topics=[topic],
-        transactional_id=f"lag-test-{topic}-{instance}",
+        stage,
+        f"lag-test-{topic}",
+        topic,
+        instance,
         max_batch=100,
         lag_interval_s=LAG_INTERVAL_S,
         **kwargs,

@@ -12,16 +12,21 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka import Message
 
 from stormwatch.config import load_settings
 from stormwatch.kafka.txloop import BatchResult, Output, TransactionalLoop
-from tests.kit.loops import TracksAssignment, running
+from tests.kit.loops import (
+    TracksAssignment,
+    committed_output,
+    copy_topics,
+    group_loop,
+    produce_numbered,
+    running,
+)
 from tests.kit.waits import wait_for
 
 pytestmark = pytest.mark.kafka
@@ -54,49 +59,8 @@ class CopyStage(TracksAssignment):
 
 @pytest.fixture
 def topics(kafka_bootstrap: str) -> Iterator[tuple[str, str]]:
-    base = f"t.pollgap.{uuid.uuid4().hex[:10]}"
-    names = (f"{base}.in", f"{base}.out")
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    for future in admin.create_topics([NewTopic(names[0], 2, 1), NewTopic(names[1], 1, 1)]).values():
-        future.result(30)
-    wait_for("the topics", lambda: set(names) <= set(admin.list_topics(timeout=5).topics), 20)
-    yield names
-    admin.delete_topics(list(names))
-
-
-def _produce(bootstrap: str, topic: str, first: int, count: int) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    for i in range(first, first + count):
-        producer.produce(topic, f"r{i}".encode(), key=str(i).encode())
-    assert producer.flush(30) == 0
-
-
-def _committed_output(bootstrap: str, topic: str, expected: int, timeout_s: float) -> Counter[bytes]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    seen: Counter[bytes] = Counter()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline and sum(seen.values()) < expected:
-            msg = consumer.poll(0.5)
-            if msg is not None and msg.error() is None:
-                seen[msg.value()] += 1
-        end = time.monotonic() + 2  # anything written twice would follow soon after
-        while time.monotonic() < end:
-            msg = consumer.poll(0.2)
-            if msg is not None and msg.error() is None:
-                seen[msg.value()] += 1
-    finally:
-        consumer.close()
-    return seen
+    with copy_topics(kafka_bootstrap, f"t.pollgap.{uuid.uuid4().hex[:10]}", 2) as names:
+        yield names
 
 
 def test_a_worker_that_stops_polling_rejoins_and_nothing_lands_twice(
@@ -109,33 +73,25 @@ def test_a_worker_that_stops_polling_rejoins_and_nothing_lands_twice(
     stages = {name: CopyStage(out) for name in ("a", "b")}
 
     def loop(name: str) -> TransactionalLoop:
-        return TransactionalLoop(
-            settings,
-            stage=stages[name],
-            group_id=f"pollgap-{source}",
-            topics=[source],
-            transactional_id=f"pollgap-{source}-{name}",
-            max_batch=50,
-            lag_interval_s=0,
-        )
+        return group_loop(settings, stages[name], f"pollgap-{source}", source, name, max_batch=50)
 
     a, b = stages["a"], stages["b"]
     with running(loop("a"), RUN_S), running(loop("b"), RUN_S):
         wait_for("one partition each", lambda: len(a.assigned) == 1 and len(b.assigned) == 1, 60)
-        _produce(kafka_bootstrap, source, 0, 200)
+        produce_numbered(kafka_bootstrap, source, 0, 200)
         wait_for(
             "the first records copied",
-            lambda: len(_committed_output(kafka_bootstrap, out, 200, 5)) >= 200,
+            lambda: len(committed_output(kafka_bootstrap, out, 200, 5)) >= 200,
             60,
         )
         a.stall.set()
-        _produce(kafka_bootstrap, source, 200, 200)
+        produce_numbered(kafka_bootstrap, source, 200, 200)
         # While a sits in its batch, the coordinator gives its partition to b.
         wait_for("b to own both partitions", lambda: len(b.assigned) == 2, 60)
         wait_for("a to come back from its gap", a.stalled.is_set, 60)
-        _produce(kafka_bootstrap, source, 400, 200)
+        produce_numbered(kafka_bootstrap, source, 400, 200)
         wait_for("a to rejoin and get a partition back", lambda: len(a.assigned) == 1, 60)
-        _produce(kafka_bootstrap, source, 600, 200)
-        seen = _committed_output(kafka_bootstrap, out, 800, 60)
+        produce_numbered(kafka_bootstrap, source, 600, 200)
+        seen = committed_output(kafka_bootstrap, out, 800, 60)
     assert set(seen) == {f"r{i}".encode() for i in range(800)}, "records lost"
     assert [v for v, n in seen.items() if n > 1] == [], "records written twice"
