@@ -996,26 +996,25 @@ class _FailingReads:
     """How long a step's offset reads have failed, and when a new client last looked at them."""
 
     def __init__(self) -> None:
-        self.since = self._probed = time.monotonic()
-        self._explained = -UNSTABLE_STUCK_AFTER_S
+        self.since = time.monotonic()
+        self._last = {"probe": self.since, "explain": -float("inf")}
 
     def failing_s(self) -> float:
         return time.monotonic() - self.since
 
     def probe_due(self) -> bool:
         """Every ``CONSUMER_PROBE_EVERY_S``."""
-        now = time.monotonic()
-        if now - self._probed < CONSUMER_PROBE_EVERY_S:
-            return False
-        self._probed = now
-        return True
+        return self._due("probe", CONSUMER_PROBE_EVERY_S)
 
     def explain_due(self) -> bool:
         """At most once per ``UNSTABLE_STUCK_AFTER_S``."""
+        return self._due("explain", UNSTABLE_STUCK_AFTER_S)
+
+    def _due(self, what: str, every_s: float) -> bool:
         now = time.monotonic()
-        if now - self._explained < UNSTABLE_STUCK_AFTER_S:
+        if now - self._last[what] < every_s:
             return False
-        self._explained = now
+        self._last[what] = now
         return True
 
 

@@ -803,20 +803,18 @@ def test_offsets_unstable_for_every_client_are_explained_as_a_kafka_fault(
     assert any(not c.stable for c in made) and any(c.stable for c in made)
 
 
-def test_an_assignment_waiting_on_unstable_offsets_says_why(
-    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(txloop, "CONSUMER_PROBE_EVERY_S", 0.0)
-    monkeypatch.setattr(txloop, "UNSTABLE_STUCK_AFTER_S", 0.0)
-    monkeypatch.setattr(txloop, "Consumer", _unstable_for_everyone)
-    monkeypatch.setattr(loop, "_coordinator", lambda: "broker 1 (127.0.0.1:9092)")
+def _assign_after_failed_reads(
+    loop: TransactionalLoop, failures: int, caplog: pytest.LogCaptureFixture
+) -> tuple[list[str], list[str]]:
+    """Assigns t[0] with a consumer whose first ``failures`` offset reads time out; the calls the
+    stage and consumer saw, and the errors logged."""
     calls: list[str] = []
     consumer = _OrderConsumer(calls)
     reads = [0]
 
     def committed(partitions: list[object], timeout: float) -> list[object]:
         reads[0] += 1
-        if reads[0] < 3:
+        if reads[0] <= failures:
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets"))
         return partitions
 
@@ -824,8 +822,19 @@ def test_an_assignment_waiting_on_unstable_offsets_says_why(
     loop.stage = _RecordingStage(calls)
     with caplog.at_level(logging.ERROR, logger="stormwatch.txloop"):
         loop._assign(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
+    return calls, [r.getMessage() for r in caplog.records]
+
+
+def test_an_assignment_waiting_on_unstable_offsets_says_why(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(txloop, "CONSUMER_PROBE_EVERY_S", 0.0)
+    monkeypatch.setattr(txloop, "UNSTABLE_STUCK_AFTER_S", 0.0)
+    monkeypatch.setattr(txloop, "Consumer", _unstable_for_everyone)
+    monkeypatch.setattr(loop, "_coordinator", lambda: "broker 1 (127.0.0.1:9092)")
+    calls, messages = _assign_after_failed_reads(loop, 2, caplog)
     assert calls == ["restore", "assign"]
-    assert any("unstable for" in r.getMessage() for r in caplog.records)
+    assert any("unstable for" in m for m in messages)
 
 
 def test_offsets_no_client_reads_at_all_are_an_outage_not_explained(
@@ -848,21 +857,7 @@ def test_an_assignment_whose_consumer_alone_cannot_read_the_offsets_says_so(
     monkeypatch.setattr(txloop, "CONSUMER_PROBE_EVERY_S", 0.0)
     monkeypatch.setattr(txloop, "UNSTABLE_STUCK_AFTER_S", 0.0)
     monkeypatch.setattr(txloop, "Consumer", lambda conf: _NewClient(True, conf))
-    calls: list[str] = []
-    consumer = _OrderConsumer(calls)
-    reads = [0]
-
-    def committed(partitions: list[object], timeout: float) -> list[object]:
-        reads[0] += 1
-        if reads[0] < 2:
-            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets"))
-        return partitions
-
-    consumer.committed = committed  # type: ignore[method-assign]
-    loop.stage = _RecordingStage(calls)
-    with caplog.at_level(logging.ERROR, logger="stormwatch.txloop"):
-        loop._assign(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
-    messages = [r.getMessage() for r in caplog.records]
+    _, messages = _assign_after_failed_reads(loop, 1, caplog)
     assert any("librdkafka issue #5511" in m and "t[0]" in m for m in messages)
     assert not any("group coordinator holds" in m for m in messages)
 
