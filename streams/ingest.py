@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from stormwatch.config import Settings
 from stormwatch.kafka.client import make_consumer
-from stormwatch.kafka.txloop import HANDLE_BYTES, BatchResult, Output, coordinates
+from stormwatch.kafka.txloop import BatchResult, Output, coordinates
 from stormwatch.metrics import PipelineMetrics
 from stormwatch.schemas.adapters import ParseLimits
 from stormwatch.schemas.commands import CommandResult, OperatorAction, OperatorCommand
@@ -35,11 +35,18 @@ log = logging.getLogger("stormwatch.ingest")
 DEMAND_POLL_S = 0.05
 """The loop waits at most this long for input, so clock demands are read this promptly."""
 
+INGEST_HANDLE_BYTES = 512 * 1024
+"""Ingest's part of a transaction's input per ``handle`` call: a quarter of the loop's
+``HANDLE_BYTES``. The pymalloc arenas a catch-up leaves ingest follow the part size (offline, a
+60 s backlog kept +10 arenas with 2 MiB parts and +5 with 1 MiB at the same CPU), and an hour
+under faults still stepped +8 MiB at each broker crash with 2 MiB (docs/performance.md, "Memory
+after faults"). Ingest's steady transactions are far smaller, so only a catch-up is cut finer."""
+
 
 class IngestStage:
     """Turns raw records into correlator input; one instance per worker process."""
 
-    handle_bytes = HANDLE_BYTES  # a catch-up's batches in parts (stormwatch.kafka.txloop)
+    handle_bytes = INGEST_HANDLE_BYTES  # a catch-up's batches in parts (stormwatch.kafka.txloop)
 
     def __init__(
         self,

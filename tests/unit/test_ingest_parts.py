@@ -14,7 +14,7 @@ from stormwatch.config import Settings
 from stormwatch.kafka.txloop import HANDLE_BYTES, split_by_bytes
 from stormwatch.streams.core import wire
 from stormwatch.streams.core.rules import parse_rules
-from stormwatch.streams.ingest import IngestStage
+from stormwatch.streams.ingest import INGEST_HANDLE_BYTES, IngestStage
 from tests.kit.messages import FakeMessage
 
 NOW = 1_800_000_000_000
@@ -62,7 +62,8 @@ def _by_group(records: list[tuple[str, list[str]]]) -> dict[str, list[str]]:
 def test_ingest_and_the_correlator_handle_in_parts() -> None:
     from stormwatch.streams.correlator import CorrelatorStage
 
-    assert IngestStage.handle_bytes == CorrelatorStage.handle_bytes == HANDLE_BYTES
+    assert CorrelatorStage.handle_bytes == HANDLE_BYTES
+    assert IngestStage.handle_bytes == INGEST_HANDLE_BYTES < HANDLE_BYTES
 
 
 def test_one_record_per_group_and_part() -> None:
