@@ -94,6 +94,7 @@ LIGHT_BROKER_MODULES = frozenset(
         "test_topics",
         "test_topology_topic",
         "test_txloop_budget",
+        "test_txloop_cutoff",
         "test_txloop_poll_gap",
     )
 ) | {"tests/faults/test_skewed_senders.py"}  # the session broker, one small pipeline, bounds of 60 s

@@ -83,9 +83,10 @@ namespace reached the broker at once. Longer than a broker restart (about 70 s i
 so an ordinary outage is waited out on the same consumer."""
 
 CONSUMER_PROBE_EVERY_S = 15.0
-"""While a rewind's offset reads fail, this often a new client (not a group member) reads the same
-committed offsets. If it can, the brokers and the group coordinator are there and only this
-consumer cannot reach them: it is replaced at once rather than after ``CONSUMER_STUCK_AFTER_S``.
+"""While a rewind's or an assignment's offset reads fail, this often a new client (not a group
+member) reads the same committed offsets. If it can, the brokers and the group coordinator are
+there and only this consumer cannot reach them: it is replaced at once (a rewind's rather than
+after ``CONSUMER_STUCK_AFTER_S``; an assignment's otherwise waits as long as the reads fail).
 A broker-crash run at 52e192a saw both correlators' reads fail for 122 s with the broker back,
 and a new consumer assigned 3 s after the replacement."""
 
@@ -204,8 +205,8 @@ transaction, and the next stage works on it while this one reads the next (docs/
 _FIRST_BATCH = 100  # records asked for before any record size is known
 
 HANDLE_BYTES = 2 * 1024 * 1024
-"""Input bytes per ``handle`` call for the stages that set ``handle_bytes`` to it (ingest and the
-correlator), within transactions of up to ``DEFAULT_MAX_BATCH_BYTES``. A catch-up's transactions
+"""Input bytes per ``handle`` call for the stages that set ``handle_bytes`` to it (the correlator;
+ingest sets a quarter of it), within transactions of up to ``DEFAULT_MAX_BATCH_BYTES``. A catch-up's transactions
 are full, and holding a whole one's decoded input and outputs at once needs new memory arenas that
 the few long-lived objects made meanwhile keep afterwards: offline, ingest kept 41 arenas after a
 60 s backlog with 8 MiB parts and 10 with 2 MiB ones, at the same CPU (docs/performance.md,
@@ -327,6 +328,7 @@ class TransactionalLoop:
         self._lag_due = 0.0
         self._lag_start: dict[tuple[str, int], int] = {}  # committed offsets of partitions not read yet
         self._status = _Status()
+        self._slow_parts = _SlowParts()
         base = base_config(settings)  # quiet: librdkafka logs go to the "stormwatch.kafka" logger
         producer_conf = {
             **base,
@@ -377,14 +379,24 @@ class TransactionalLoop:
         # commit: the state would lack its writes while the offsets skip its input, and the next
         # decisions would repeat sequence numbers the audit log already has (the hour-long chaos
         # run: 128 events written twice after rebalances under faults).
+        # Offset reads that fail while a new client reads the same offsets: this consumer lost its
+        # coordinator (librdkafka #5511, hour run 14's restarted correlator). It cannot be replaced
+        # inside its own callback, so _ConsumerCutOff leaves the callback (confluent-kafka then
+        # assigns the partitions itself, unread) and poll() hands it to the run loop.
         reads = _FailingReads()
 
         def wait_until_stable() -> None:
             try:
                 self._stable_offsets(consumer, partitions)
             except KafkaException as exc:
-                if _transient(exc) and reads.probe_due():
-                    self._explain_unstable(partitions, reads)
+                if not (_transient(exc) and reads.probe_due()):
+                    raise
+                if self._others_read_offsets(partitions):
+                    raise _ConsumerCutOff(
+                        f"the assignment's offset reads have failed for {reads.failing_s():.0f}s "
+                        f"({_describe(exc)}) while a new client read them"
+                    ) from exc
+                self._explain_unstable(partitions, reads)
                 raise
 
         if self._retired(consumer):
@@ -430,7 +442,11 @@ class TransactionalLoop:
             self._init_producer()
             self._subscribe()
             while self._running and (deadline is None or time.monotonic() < deadline):
-                messages = self._poll()
+                try:
+                    messages = self._poll()
+                except _ConsumerCutOff as cut:  # raised in _assign, out of the rebalance callback
+                    self._replace_consumer(str(cut))
+                    continue
                 if self._lag_gauge is not None and time.monotonic() >= self._lag_due:
                     self.report_lag()
                 if time.monotonic() >= self._status.due:
@@ -630,11 +646,13 @@ class TransactionalLoop:
         # handled: a catch-up's 8 MiB transaction then never holds all of its outputs as objects
         # at once, whose arenas CPython would keep (docs/performance.md, "Memory after faults").
         for part, last in split_by_bytes(records, getattr(self.stage, "handle_bytes", None)):
-            if handled and time.monotonic() - began >= TRANSACTION_BUDGET_S:
+            part_began = time.monotonic()
+            if handled and part_began - began >= TRANSACTION_BUDGET_S:
                 break  # the caller reads the rest again
             result = self.stage.handle(part, eof if last else set())
             for out in result.outputs:
                 self._produce(out)
+            self._slow_parts.check(len(part), time.monotonic() - part_began)
             next_offsets.update(self._next_offsets(part, result))
             handled += len(part)
             del result
@@ -870,7 +888,7 @@ class TransactionalLoop:
                     self._replace_consumer(failing)
                 elif reads.probe_due():
                     if not self._others_read_offsets(assigned):
-                        self._explain_unstable(assigned, reads, others_failed=True)
+                        self._explain_unstable(assigned, reads)
                         raise
                     self._replace_consumer(f"{failing} while a new client read them")
                 else:
@@ -899,25 +917,12 @@ class TransactionalLoop:
             # may wait on the same coordinator.
             threading.Thread(target=probe.close, name="offsets-probe", daemon=True).start()
 
-    def _explain_unstable(
-        self, partitions: list[TopicPartition], reads: _FailingReads, *, others_failed: bool = False
-    ) -> None:
-        """Past ``UNSTABLE_STUCK_AFTER_S``, at most once a minute, an error that says what holds the
-        offset reads: this consumer alone (a new client reads them: librdkafka #5511), or the
-        group coordinator (no new client reads them stably, but they read at once without
-        require_stable: the Kafka fault of hour run 14), with the remedy for each. Nothing when
-        Kafka does not answer at all (an outage, waited out). ``others_failed``: the caller's
-        new client has just failed to read them stably."""
+    def _explain_unstable(self, partitions: list[TopicPartition], reads: _FailingReads) -> None:
+        """Past ``UNSTABLE_STUCK_AFTER_S``, at most once a minute, when a new client has just failed
+        to read the offsets of ``partitions`` stably too but reads them at once without
+        require_stable: an error that the group coordinator holds them (the Kafka fault of hour run
+        14), with the remedy. Nothing when Kafka does not answer at all (an outage, waited out)."""
         if reads.failing_s() < UNSTABLE_STUCK_AFTER_S or not reads.explain_due():
-            return
-        if not others_failed and self._others_read_offsets(partitions):
-            log.error(
-                "this worker's consumer has not read the committed offsets of %s for %.0fs while a "
-                "new client reads them at once: it lost its group coordinator (librdkafka issue "
-                "#5511; docs/operations.md). Restart this worker if it does not recover by itself",
-                ", ".join(_names(partitions)),
-                reads.failing_s(),
-            )
             return
         if not self._others_read_offsets(partitions, stable=False):
             return
@@ -1016,6 +1021,30 @@ class _FailingReads:
             return False
         self._last[what] = now
         return True
+
+
+class _SlowParts:
+    """Warns of a part of a transaction's input that alone took ``TRANSACTION_BUDGET_S``: the
+    budget cannot cut a part short, and one that takes ``TRANSACTION_TIMEOUT_MS`` is rolled back
+    by the coordinator every time it is tried (at most one warning per ``LOG_EVERY_S``)."""
+
+    def __init__(self) -> None:
+        self._logged_at = -LOG_EVERY_S
+
+    def check(self, records: int, took_s: float) -> None:
+        now = time.monotonic()
+        if took_s < TRANSACTION_BUDGET_S or now - self._logged_at < LOG_EVERY_S:
+            return
+        self._logged_at = now
+        log.warning(
+            "a part of the input (%d records) took %.1fs to handle and produce, more than a transaction's "
+            "budget (%.0fs); a part that takes transaction.timeout.ms (%.0fs) is rolled back by "
+            "Kafka each time it is tried. Is the machine overloaded?",
+            records,
+            took_s,
+            TRANSACTION_BUDGET_S,
+            TRANSACTION_TIMEOUT_MS / 1000,
+        )
 
 
 @dataclass(slots=True)
@@ -1138,6 +1167,11 @@ class _CallThread:
 
 class _Interrupted(Exception):
     """A stop request came while a transactional call was still running."""
+
+
+class _ConsumerCutOff(Exception):
+    """The consumer cannot read its group's offsets while a new client can (librdkafka #5511):
+    raised in the assignment callback, replaced by the run loop."""
 
 
 class _StoppedWhileWaiting(Exception):

@@ -18,9 +18,9 @@ import pytest
 from confluent_kafka import Message
 
 from stormwatch.config import load_settings
-from stormwatch.kafka.txloop import BatchResult, Output, TransactionalLoop
+from stormwatch.kafka.txloop import BatchResult, TransactionalLoop
 from tests.kit.loops import (
-    TracksAssignment,
+    CopyStage,
     committed_output,
     copy_topics,
     group_loop,
@@ -36,13 +36,12 @@ GAP_S = 14.0  # longer than the interval, and than the session timeout: the memb
 RUN_S = 150
 
 
-class CopyStage(TracksAssignment):
-    """Copies each input record to ``out``; the first batch after ``stall`` is set waits ``GAP_S``
-    between reading it and handing its outputs back (a stage stuck in its own work)."""
+class StallingCopyStage(CopyStage):
+    """A copy whose first batch after ``stall`` is set waits ``GAP_S`` between reading it and
+    handing its outputs back (a stage stuck in its own work)."""
 
     def __init__(self, out: str) -> None:
-        super().__init__()
-        self.out = out
+        super().__init__(out)
         self.stall = threading.Event()
         self.stalled = threading.Event()
 
@@ -51,10 +50,7 @@ class CopyStage(TracksAssignment):
             self.stall.clear()
             time.sleep(GAP_S)
             self.stalled.set()
-        return BatchResult(outputs=[Output(self.out, m.value(), m.key()) for m in messages])
-
-    def idle_work_due(self) -> bool:
-        return False
+        return super().handle(messages, eof)
 
 
 @pytest.fixture
@@ -70,7 +66,7 @@ def test_a_worker_that_stops_polling_rejoins_and_nothing_lands_twice(
     settings = load_settings(
         kafka={"bootstrap_servers": kafka_bootstrap, "max_poll_interval_ms": MAX_POLL_INTERVAL_MS}
     )
-    stages = {name: CopyStage(out) for name in ("a", "b")}
+    stages = {name: StallingCopyStage(out) for name in ("a", "b")}
 
     def loop(name: str) -> TransactionalLoop:
         return group_loop(settings, stages[name], f"pollgap-{source}", source, name, max_batch=50)

@@ -11,11 +11,11 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from stormwatch.config import Settings
-from stormwatch.kafka.txloop import Stage, TransactionalLoop
+from stormwatch.kafka.txloop import BatchResult, Output, Stage, TransactionalLoop
 from tests.kit.waits import wait_for
 
 
@@ -67,6 +67,20 @@ class TracksAssignment:
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
         self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+
+
+class CopyStage(TracksAssignment):
+    """Copies each input record to ``out`` with its key; no idle work."""
+
+    def __init__(self, out: str) -> None:
+        super().__init__()
+        self.out = out
+
+    def handle(self, messages: list[Message], eof: set[tuple[str, int]]) -> BatchResult:
+        return BatchResult(outputs=[Output(self.out, m.value(), m.key()) for m in messages])
+
+    def idle_work_due(self) -> bool:
+        return False
 
 
 def produce_numbered(bootstrap: str, topic: str, first: int, count: int) -> None:

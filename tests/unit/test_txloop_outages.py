@@ -848,18 +848,90 @@ def test_offsets_no_client_reads_at_all_are_an_outage_not_explained(
     assert not any("unstable" in r.getMessage() for r in caplog.records)
 
 
-def test_an_assignment_whose_consumer_alone_cannot_read_the_offsets_says_so(
+class _CutOffConsumer:
+    """A consumer that lost its group coordinator: its offset reads time out. Its poll() serves an
+    assignment as confluent-kafka does: when the callback raises, it assigns the partitions itself
+    and poll() raises the callback's exception."""
+
+    def __init__(self) -> None:
+        self.callbacks: dict[str, Callable[..., None]] = {}
+        self.assigned: list[TopicPartition] = []
+        self.closed = threading.Event()
+
+    def subscribe(self, topics: list[str], **callbacks: Callable[..., None]) -> None:
+        self.callbacks = callbacks
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets"))
+
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned.extend(partitions)
+
+    def incremental_unassign(self, partitions: list[TopicPartition]) -> None: ...
+
+    def poll(self, timeout: float) -> None:
+        partitions = [TopicPartition("t", 0)]
+        try:
+            self.callbacks["on_assign"](self, partitions)
+        finally:
+            if not self.assigned:
+                self.incremental_assign(partitions)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_an_assignment_whose_consumer_alone_cannot_read_the_offsets_gets_a_new_consumer(
     loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Hour run 14, after the second broker crash: a correlator's assignment waited on offsets a
-    new client read at once (librdkafka #5511 in the assignment, where the consumer cannot be
-    replaced): the error says which it is, not that the coordinator holds them."""
+    """Hour run 14, after the second broker crash: a restarted correlator's assignment waited on
+    offsets a new client read at once (librdkafka #5511 in the assignment). The assignment gives
+    up without restoring, the exception leaves the rebalance callback through poll(), and the run
+    loop replaces the consumer, as a rewind does."""
     monkeypatch.setattr(txloop, "CONSUMER_PROBE_EVERY_S", 0.0)
-    monkeypatch.setattr(txloop, "UNSTABLE_STUCK_AFTER_S", 0.0)
-    monkeypatch.setattr(txloop, "Consumer", lambda conf: _NewClient(True, conf))
-    _, messages = _assign_after_failed_reads(loop, 1, caplog)
-    assert any("librdkafka issue #5511" in m and "t[0]" in m for m in messages)
-    assert not any("group coordinator holds" in m for m in messages)
+
+    class _Replacement(_NewClient):
+        def poll(self, timeout: float) -> None:
+            loop._running = False
+
+    made: list[_NewClient] = []
+
+    def new_consumer(conf: dict[str, object]) -> _NewClient:
+        made.append(_Replacement(True, conf))
+        return made[-1]
+
+    monkeypatch.setattr(txloop, "Consumer", new_consumer)
+    calls: list[str] = []
+    loop.stage = _RecordingStage(calls)
+    stuck = _CutOffConsumer()
+    monkeypatch.setattr(loop, "consumer", stuck)
+    monkeypatch.setattr(loop, "_init_producer", lambda: None)
+    monkeypatch.setattr(loop, "producer", type("P", (), {"flush": lambda self, t: 0})())
+    monkeypatch.setattr(loop._status, "due", float("inf"))
+    with caplog.at_level(logging.WARNING, logger="stormwatch.txloop"):
+        loop.run()
+    assert calls == [], "nothing restored on the consumer that could not read the offsets"
+    probe, replacement = made
+    assert probe.reads == 1 and probe.subscribed == [] and probe.closed.wait(5)
+    assert replacement.subscribed == ["t"] and replacement.closed.is_set()
+    assert stuck.closed.wait(5) and [(tp.topic, tp.partition) for tp in stuck.assigned] == [("t", 0)]
+    assert loop._assigned == []
+    assert any(
+        "while a new client read them; replacing the consumer" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_an_assignment_no_client_can_read_for_keeps_waiting(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """During an outage (no new client reads the offsets either) the assignment waits on the same
+    consumer: there is nothing a new one would do better."""
+    monkeypatch.setattr(txloop, "CONSUMER_PROBE_EVERY_S", 0.0)
+    made: list[_NewClient] = []
+    monkeypatch.setattr(txloop, "Consumer", lambda conf: made.append(_NewClient(False, conf)) or made[-1])
+    calls, _ = _assign_after_failed_reads(loop, 3, caplog)
+    assert calls == ["restore", "assign"]
+    assert len(made) == 3 and all(client.subscribed == [] for client in made)
 
 
 class _SlowPartsStage(_PartsStage):
@@ -884,6 +956,29 @@ def test_a_transaction_out_of_time_commits_the_parts_it_handled(
     assert loop._transact(records, {("t", 0)}) == 1  # type: ignore[arg-type]
     assert producer.calls == ["begin", "handle 1", "produce", "commit"]
     assert [(tp.partition, tp.offset) for tp in sent[0]] == [(0, 11)]
+
+
+def test_a_part_that_alone_outlasts_the_budget_is_warned_of(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The budget cannot cut a part short: a part slow enough would be rolled back by Kafka each
+    time. Such a part is named (once per LOG_EVERY_S), a fast one is not."""
+    monkeypatch.setattr(txloop, "TRANSACTION_BUDGET_S", 0.05)
+    producer = _TxnProducer()
+    loop.stage, loop.producer = _SlowPartsStage(producer), producer  # type: ignore[assignment]
+    monkeypatch.setattr(producer, "send_offsets_to_transaction", lambda *_: None)
+    with caplog.at_level(logging.WARNING, logger="stormwatch.txloop"):
+        loop._transact([_Record(60, 0, 10)], set())  # type: ignore[list-item]
+        loop._transact([_Record(60, 0, 11)], set())  # type: ignore[list-item]
+    warnings = [
+        r.getMessage() for r in caplog.records if "more than a transaction's budget" in r.getMessage()
+    ]
+    assert len(warnings) == 1 and warnings[0].startswith("a part of the input (1 records) took 0.")
+    caplog.clear()
+    monkeypatch.setattr(txloop, "TRANSACTION_BUDGET_S", 5.0)
+    loop._slow_parts = txloop._SlowParts()
+    loop._transact([_Record(60, 0, 12)], set())  # type: ignore[list-item]
+    assert not caplog.records
 
 
 class _SeekingConsumer(_StubConsumer):
