@@ -38,9 +38,10 @@ DEMAND_POLL_S = 0.05
 INGEST_HANDLE_BYTES = 512 * 1024
 """Ingest's part of a transaction's input per ``handle`` call: a quarter of the loop's
 ``HANDLE_BYTES``. The pymalloc arenas a catch-up leaves ingest follow the part size (offline, a
-60 s backlog kept +10 arenas with 2 MiB parts and +5 with 1 MiB at the same CPU), and an hour
-under faults still stepped +8 MiB at each broker crash with 2 MiB (docs/performance.md, "Memory
-after faults"). Ingest's steady transactions are far smaller, so only a catch-up is cut finer."""
+60 s backlog kept +10 arenas with 2 MiB parts and +5 with 1 MiB at the same CPU). Under faults
+for an hour its arenas went 37 -> 45 at a broker crash with 2 MiB parts (run 14) and 38 -> 38
+with 512 KiB (run 15; docs/performance.md, "Memory after faults"). Ingest's steady transactions
+are far smaller, so only a catch-up is cut finer."""
 
 
 class IngestStage:

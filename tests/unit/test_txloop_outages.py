@@ -533,21 +533,35 @@ class _StubConsumer:
     def close(self) -> None: ...
 
 
+def _offline(loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch, consumer: object) -> None:
+    """``loop`` ready to run() with ``consumer`` and no producer work (init, flush, status lines)."""
+    monkeypatch.setattr(loop, "_init_producer", lambda: None)
+    monkeypatch.setattr(loop, "consumer", consumer)
+    monkeypatch.setattr(loop, "producer", type("P", (), {"flush": lambda self, t: 0})())
+    monkeypatch.setattr(loop._status, "due", float("inf"))
+
+
+def _polls(loop: TransactionalLoop, batches: list[list[object]]) -> Callable[[], list[object]]:
+    """A stand-in for ``loop._poll`` that returns ``batches`` in turn, then stops the loop."""
+
+    def poll() -> list[object]:
+        if not batches:
+            loop._running = False
+            return []
+        return batches.pop(0)
+
+    return poll
+
+
 def test_an_idle_loop_still_hands_back_what_its_last_burst_freed(
     loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Since ticks come on demand an idle worker reads nothing; the release of freed heap memory
     must not wait for the next record (a correlator kept 1.35 GB after a 1M-alert burst instead
     of settling at its state's size)."""
-    polls = [[_Consumed()], [], [], [], [], []]
+    poll = _polls(loop, [[_Consumed()], [], [], [], [], []])
     trims: list[int] = []
     transactions: list[int] = []
-
-    def poll() -> list[object]:
-        if not polls:
-            loop._running = False
-            return []
-        return polls.pop(0)
 
     def transact(records: list[object], eof: object) -> bool:
         transactions.append(len(records))
@@ -556,12 +570,9 @@ def test_an_idle_loop_still_hands_back_what_its_last_burst_freed(
     now = [0.0]
     monkeypatch.setattr(txloop.time, "monotonic", lambda: now[0])
     monkeypatch.setattr(txloop, "release_free_memory", lambda: trims.append(int(now[0])))
-    monkeypatch.setattr(loop, "_init_producer", lambda: None)
-    monkeypatch.setattr(loop, "consumer", _StubConsumer())
-    monkeypatch.setattr(loop, "producer", type("P", (), {"flush": lambda self, t: 0})())
+    _offline(loop, monkeypatch, _StubConsumer())
     monkeypatch.setattr(loop, "_transact", transact)
     monkeypatch.setattr(loop, "_trim_due", 5.0)  # a release happened just before the burst
-    monkeypatch.setattr(loop._status, "due", float("inf"))
 
     def tick_poll() -> list[object]:
         now[0] += 2.0  # every poll takes 2 s of (fake) time
@@ -904,10 +915,7 @@ def test_an_assignment_whose_consumer_alone_cannot_read_the_offsets_gets_a_new_c
     calls: list[str] = []
     loop.stage = _RecordingStage(calls)
     stuck = _CutOffConsumer()
-    monkeypatch.setattr(loop, "consumer", stuck)
-    monkeypatch.setattr(loop, "_init_producer", lambda: None)
-    monkeypatch.setattr(loop, "producer", type("P", (), {"flush": lambda self, t: 0})())
-    monkeypatch.setattr(loop._status, "due", float("inf"))
+    _offline(loop, monkeypatch, stuck)
     with caplog.at_level(logging.WARNING, logger="stormwatch.txloop"):
         loop.run()
     assert calls == [], "nothing restored on the consumer that could not read the offsets"
@@ -995,14 +1003,7 @@ def test_what_a_transaction_did_not_take_is_read_again_with_the_rest_of_the_poll
     """The rest of the poll, the later transactions' records included, goes back to the consumer:
     each partition is sought to its first record not taken, and nothing after it is handled."""
     records = [_Record(60, 0, 10), _Record(60, 1, 20), _Record(60, 0, 11), _Record(60, 2, 30)]
-    polls: list[list[object]] = [list(records)]
     taken: list[int] = []
-
-    def poll() -> list[object]:
-        if not polls:
-            loop._running = False
-            return []
-        return polls.pop(0)
 
     def transact(chunk: list[object], eof: object) -> int:
         taken.append(len(chunk))
@@ -1010,11 +1011,9 @@ def test_what_a_transaction_did_not_take_is_read_again_with_the_rest_of_the_poll
 
     consumer = _SeekingConsumer()
     loop.max_batch_bytes = 130  # chunks: 2 records, then 2 records
-    monkeypatch.setattr(loop, "_init_producer", lambda: None)
-    monkeypatch.setattr(loop, "consumer", consumer)
-    monkeypatch.setattr(loop, "producer", type("P", (), {"flush": lambda self, t: 0})())
+    _offline(loop, monkeypatch, consumer)
     monkeypatch.setattr(loop, "_transact", transact)
-    monkeypatch.setattr(loop, "_poll", poll)
+    monkeypatch.setattr(loop, "_poll", _polls(loop, [list(records)]))
     loop.run()
     assert taken == [2], "the second chunk waits for the next poll"
     assert consumer.seeks == [(1, 20), (0, 11), (2, 30)]
