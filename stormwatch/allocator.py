@@ -19,10 +19,16 @@ environment it was given: programs it starts inherit nothing.
 ``STORMWATCH_ALLOCATOR``: ``auto`` (default: jemalloc for ``stormwatch correlate`` if
 ``libjemalloc.so.2`` is installed, e.g. Debian's ``libjemalloc2``; pymalloc for the rest),
 ``jemalloc`` (every long-running command; start-up fails without the library), ``pymalloc``.
+
+The processes on glibc's malloc (the C side of every process on pymalloc: librdkafka, bytes
+objects over 512 bytes) get two settings at start (``tune_malloc``) and hand free pages back
+from time to time (``release_free_memory``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import sys
@@ -35,11 +41,15 @@ from stormwatch.errors import UserError
 __all__ = [
     "CHOICE_ENV",
     "CHOICE_HELP",
+    "GLIBC_ARENAS",
     "JEMALLOC_CONF",
     "JEMALLOC_PATHS",
+    "MMAP_THRESHOLD_BYTES",
     "active_allocator",
     "reexec_environment",
+    "release_free_memory",
     "restore_environment",
+    "tune_malloc",
     "use_preferred_allocator",
 ]
 
@@ -164,3 +174,65 @@ def use_preferred_allocator(
         os.execve(sys.executable, [sys.executable, *args[1:]], env)
     restore_environment(os.environ)
     ALLOCATOR.labels(active_allocator()).set(1)
+    tune_malloc()  # before any Kafka client starts its threads
+
+
+# ------------------------------------------------------------------------------- glibc's malloc
+
+
+def _libc_function(name: str) -> Callable[..., int] | None:
+    library = ctypes.util.find_library("c")
+    if library is None:
+        return None
+    function: Callable[..., int] | None = getattr(ctypes.CDLL(library), name, None)
+    return function
+
+
+_TRIM = _libc_function("malloc_trim")
+_MALLOPT = _libc_function("mallopt")
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+_M_ARENA_MAX = -8
+
+MMAP_THRESHOLD_BYTES = 256 * 1024
+"""Allocations from this size get their own mapping, returned to the OS as soon as they are freed.
+
+glibc's default threshold starts at 128 KiB but rises (up to 32 MiB) each time such a block is
+freed, after which the fetch buffers of librdkafka's threads (around 1 MiB) come from per-thread
+heaps that ``malloc_trim`` does not shrink: at 1M alerts they kept 127 MB resident and all of it
+free, and the correlator peaked at 1,518 MiB instead of 1,286 (docs/performance.md, "Memory")."""
+
+GLIBC_ARENAS = 2
+"""Heaps ("arenas") the process's threads share, instead of glibc's default of up to eight per core.
+
+Every librdkafka instance a worker starts after a broker failure (a producer replacing a hung one,
+a client probing the group coordinator) brings threads, and each new thread got a heap of its own
+while the limit allowed: what one freed, the others could not reuse. In three broker crashes in
+a row (docs/reliability.md, "Memory at broker crashes") the agent's, notifier's and linker's glibc
+heaps grew 19 -> 29, 20 -> 42 and 19 -> 50 MB with 17-20 MB in use; with two arenas 17 -> 22,
+19 -> 30 and 17 -> 33, and their resident memory rose 1.2, 2.7 and 4.0 MB instead of 4.0, 6.2 and
+5.6."""
+
+
+def _arenas_set_by_operator(environ: Mapping[str, str]) -> bool:
+    return "MALLOC_ARENA_MAX" in environ or "glibc.malloc.arena_max" in environ.get("GLIBC_TUNABLES", "")
+
+
+def tune_malloc(environ: Mapping[str, str] = os.environ) -> None:
+    """A fixed mmap threshold (``MMAP_THRESHOLD_BYTES``) and ``GLIBC_ARENAS`` heaps for this process
+    (glibc's own ``MALLOC_ARENA_MAX`` or ``GLIBC_TUNABLES`` win if set); glibc only, and harmless
+    under jemalloc. Effective for threads started after it: call it before the Kafka clients start
+    theirs (``use_preferred_allocator`` does, for the long-running commands)."""
+    if _MALLOPT is not None:
+        _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        if not _arenas_set_by_operator(environ):
+            _MALLOPT(_M_ARENA_MAX, GLIBC_ARENAS)
+
+
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the OS (glibc's ``malloc_trim``; elsewhere nothing).
+
+    A state restore or a burst of large batches frees hundreds of MB that glibc would otherwise
+    keep resident: with it the correlator's RSS follows its state (docs/performance.md, "Memory").
+    """
+    if _TRIM is not None:
+        _TRIM(0)

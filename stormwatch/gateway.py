@@ -37,12 +37,13 @@ import xxhash
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
+from stormwatch.allocator import release_free_memory, tune_malloc
 from stormwatch.amapi import AlertmanagerApi, Handler, rule_timeouts
 from stormwatch.config import GatewaySettings, Settings
 from stormwatch.connguard import RETRY_AFTER_S, ConnectionGuard, GuardedSite, check_exposure, is_loopback
 from stormwatch.console.web import Console
 from stormwatch.errors import UserError
-from stormwatch.kafka.txloop import TRIM_INTERVAL_S, release_free_memory, tune_malloc
+from stormwatch.kafka.txloop import TRIM_INTERVAL_S
 from stormwatch.kafkasink import DeliveryError, KafkaSink, RecordTooLarge, kafka_ready_gauge
 from stormwatch.metrics import process_wide
 from stormwatch.readmodel.follower import ReadModelFollower

@@ -9,8 +9,6 @@ generation (KIP-447), so each process may use its own transactional id.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import logging
 import os
@@ -34,6 +32,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from prometheus_client import Gauge
 
+from stormwatch.allocator import release_free_memory, tune_malloc
 from stormwatch.config import Settings
 from stormwatch.errors import KafkaUnavailable
 from stormwatch.gctune import SurvivorFreeze, tune_gc
@@ -49,8 +48,6 @@ __all__ = [
     "TransactionalLoop",
     "coordinates",
     "instance_id",
-    "release_free_memory",
-    "tune_malloc",
 ]
 
 log = logging.getLogger("stormwatch.txloop")
@@ -214,43 +211,6 @@ the few long-lived objects made meanwhile keep afterwards: offline, ingest kept 
 
 TRIM_INTERVAL_S = 10.0
 """How often a busy loop hands freed heap memory back to the OS (see ``release_free_memory``)."""
-
-
-def _libc_function(name: str) -> Callable[..., int] | None:
-    library = ctypes.util.find_library("c")
-    if library is None:
-        return None
-    function: Callable[..., int] | None = getattr(ctypes.CDLL(library), name, None)
-    return function
-
-
-_TRIM = _libc_function("malloc_trim")
-_MALLOPT = _libc_function("mallopt")
-_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
-
-MMAP_THRESHOLD_BYTES = 256 * 1024
-"""Allocations from this size get their own mapping, returned to the OS as soon as they are freed.
-
-glibc's default threshold starts at 128 KiB but rises (up to 32 MiB) each time such a block is
-freed, after which the fetch buffers of librdkafka's threads (around 1 MiB) come from per-thread
-heaps that ``malloc_trim`` does not shrink: at 1M alerts they kept 127 MB resident and all of it
-free, and the correlator peaked at 1,518 MiB instead of 1,286 (docs/performance.md, "Memory")."""
-
-
-def tune_malloc() -> None:
-    """A fixed mmap threshold (``MMAP_THRESHOLD_BYTES``) for this process; glibc only."""
-    if _MALLOPT is not None:
-        _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-
-
-def release_free_memory() -> None:
-    """Return the C heap's free pages to the OS (glibc's ``malloc_trim``; elsewhere nothing).
-
-    A state restore or a burst of large batches frees hundreds of MB that glibc would otherwise
-    keep resident: with it the correlator's RSS follows its state (docs/performance.md, "Memory").
-    """
-    if _TRIM is not None:
-        _TRIM(0)
 
 
 def stage_consumer_config(

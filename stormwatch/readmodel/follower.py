@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from stormwatch.allocator import release_free_memory
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
 from stormwatch.kafka.client import is_transient, make_consumer, unreachable_error
-from stormwatch.kafka.txloop import release_free_memory
 from stormwatch.readmodel.model import ReadModel
 
 __all__ = ["ReadModelFollower"]

@@ -10,9 +10,12 @@ import sys
 
 import pytest
 
+import stormwatch.allocator as allocator
 from stormwatch.allocator import (
+    GLIBC_ARENAS,
     JEMALLOC_CONF,
     JEMALLOC_PATHS,
+    MMAP_THRESHOLD_BYTES,
     active_allocator,
     reexec_environment,
     restore_environment,
@@ -136,3 +139,62 @@ def test_the_process_reexecutes_itself_with_jemalloc_and_its_children_inherit_no
     assert started == [f"started {pid}"] * 2, "one re-exec, same pid"
     assert active == "jemalloc"
     assert child == "||", "the starter's environment was not given back"
+
+
+def test_glibc_gets_a_fixed_mmap_threshold_and_few_arenas(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(allocator, "_MALLOPT", lambda option, value: calls.append((option, value)) or 1)
+    allocator.tune_malloc({})
+    # M_MMAP_THRESHOLD: no dynamic rise; M_ARENA_MAX: threads share heaps
+    assert calls == [(-3, MMAP_THRESHOLD_BYTES), (-8, GLIBC_ARENAS)]
+    calls.clear()
+    allocator.tune_malloc({"MALLOC_ARENA_MAX": "8"})  # glibc's own setting wins
+    allocator.tune_malloc({"GLIBC_TUNABLES": "glibc.malloc.arena_max=8"})
+    assert calls == [(-3, MMAP_THRESHOLD_BYTES)] * 2
+    monkeypatch.setattr(allocator, "_MALLOPT", None)
+    allocator.tune_malloc({})  # no glibc: nothing to tune, and no error
+    assert len(calls) == 2
+
+
+THREADS_ALLOCATE = """
+import ctypes, ctypes.util, os, sys, threading
+from stormwatch.allocator import use_preferred_allocator
+if sys.argv[1] == "tuned":
+    use_preferred_allocator(auto_jemalloc=False)
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+hold = threading.Barrier(7)
+def allocate():
+    libc.malloc(4096)  # this thread's first malloc: glibc picks (or makes) its arena
+    hold.wait()
+threads = [threading.Thread(target=allocate) for _ in range(6)]
+for t in threads:
+    t.start()
+hold.wait()
+libc.malloc_stats()  # "Arena N:" per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_stats: Linux only")
+def test_threads_started_after_the_tuning_share_two_heaps() -> None:
+    """Six threads alive at once: glibc gives them heaps of their own by default, two in all once tuned."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LD_PRELOAD", "PYTHONMALLOC", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+    }
+    env["STORMWATCH_ALLOCATOR"] = "pymalloc"
+
+    def arenas(mode: str) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", THREADS_ALLOCATE, mode],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stderr
+        return sum(line.startswith("Arena ") for line in run.stderr.splitlines())
+
+    assert arenas("default") > GLIBC_ARENAS
+    assert arenas("tuned") == GLIBC_ARENAS

@@ -15,7 +15,8 @@ import orjson
 import pytest
 
 from stormwatch import simulate
-from stormwatch.kafka.txloop import TransactionalLoop, release_free_memory
+from stormwatch.allocator import release_free_memory
+from stormwatch.kafka.txloop import TransactionalLoop
 from stormwatch.schemas.adapters import parse_record, parse_record_checked
 from stormwatch.schemas.common import Severity, ms_from_dt, utc_from_ms
 from stormwatch.schemas.incident import AlertChangeKind

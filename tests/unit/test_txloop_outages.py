@@ -584,18 +584,6 @@ def test_an_idle_loop_still_hands_back_what_its_last_burst_freed(
     assert trims == [6]  # once, when due, although no record came after the burst
 
 
-def test_the_malloc_threshold_is_fixed_so_large_buffers_go_back_when_freed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    calls: list[tuple[int, int]] = []
-    monkeypatch.setattr(txloop, "_MALLOPT", lambda option, value: calls.append((option, value)) or 1)
-    txloop.tune_malloc()
-    assert calls == [(-3, txloop.MMAP_THRESHOLD_BYTES)]  # M_MMAP_THRESHOLD: no dynamic rise
-    monkeypatch.setattr(txloop, "_MALLOPT", None)
-    txloop.tune_malloc()  # no glibc: nothing to tune, and no error
-    assert len(calls) == 1
-
-
 class _PartsStage(_IdleStage):
     handle_bytes = 100
 
