@@ -39,11 +39,11 @@ from selenium.common.exceptions import (  # noqa: E402
     NoSuchElementException,
     StaleElementReferenceException,
     TimeoutException,
+    WebDriverException,
 )
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = [
@@ -219,6 +219,25 @@ def click(driver: WebDriver, css: str) -> None:
     )
 
 
+def gone(element: Any) -> Any:
+    """A wait condition: ``element``'s page was replaced. Chromedriver reports a node of a page
+    being replaced either as stale or as not belonging to the document (seen in CI), where
+    selenium's ``staleness_of`` takes only the first."""
+
+    def check(_driver: WebDriver) -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return check
+
+
 def text_of(driver: WebDriver, css: str) -> str:
     found: str = WebDriverWait(driver, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: d.find_element(By.CSS_SELECTOR, css).text
@@ -328,7 +347,7 @@ def test_approve_a_pending_step_and_see_the_overview(
     click(browser, f'{row} form[data-decision="approve"] button')
     # The form's answer (a redirect back here once the read model has the decision) is a page
     # load of its own: leaving before it lands would see it take the browser back (seen in CI).
-    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
+    WebDriverWait(browser, 30).until(gone(page))
 
     # The answer is the agent's `approved`, recorded with the operator's name on the incident's steps.
     incident_page = f"{stack.url}/console/incidents/{incident_id}"
