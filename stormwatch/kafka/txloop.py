@@ -305,7 +305,7 @@ class TransactionalLoop:
         self.consumer = Consumer(stage_consumer_config(settings, group_id, consumer_overrides))
         self._retired_consumers: list[Consumer] = []  # replaced, still closing (_replace_consumer)
         self._producer_conf = producer_conf
-        self.producer = Producer(producer_conf)
+        self.producer = self._new_producer()
         self._calls = _CallThread()
         self.hung_producers = _HungProducers()  # producers still inside a call that never returned
 
@@ -598,6 +598,7 @@ class TransactionalLoop:
     def _run_transaction(self, records: list[Message], eof: set[tuple[str, int]]) -> int:
         """One transaction over ``records``, or over the first parts of them handled within
         ``TRANSACTION_BUDGET_S``; returns how many records it took."""
+        self._renew_after_outage()
         self.producer.begin_transaction()
         began = time.monotonic()
         next_offsets: dict[tuple[str, int], int] = {}
@@ -714,8 +715,38 @@ class TransactionalLoop:
         else:
             with contextlib.suppress(Exception):
                 self.producer.flush(0)
-        self.producer = Producer(self._producer_conf)
+        self.producer = self._new_producer()
         self._init_producer()
+
+    def _new_producer(self) -> Producer:
+        """A producer whose error callback sets ``_outage_seen`` when it loses every broker (its own
+        event: a replaced producer still in a hung call cannot set the new one's)."""
+        seen = self._outage_seen = threading.Event()
+        tracker = self._producer_conf.get("error_cb")
+
+        def on_error(err: KafkaError) -> None:
+            if err.code() == KafkaError._ALL_BROKERS_DOWN:
+                seen.set()
+            if tracker is not None:
+                tracker(err)
+
+        return Producer({**self._producer_conf, "error_cb": on_error})
+
+    def _renew_after_outage(self) -> None:
+        """Before a transaction: a producer that lost every broker since the last one is replaced.
+
+        After a broker crash, each stage's first send_offsets_to_transaction on a producer that
+        lived through it hung (librdkafka #5456): in three crashes in a row every stage but ingest,
+        whose producer had been replaced during the outage, had one such call, which cost 20 s
+        (``HANG_GRACE_S`` past its timeout), a rewind, and a librdkafka instance held until the
+        call returned (docs/reliability.md). A new producer costs an init_transactions."""
+        self.producer.poll(0)  # serves its error events: nothing else polls it between transactions
+        if self._outage_seen.is_set():
+            log.warning(
+                "the producer lost every broker since its last transaction; replacing it before the "
+                "next one (a producer that lived through an outage can hang in send_offsets, librdkafka #5456)"
+            )
+            self._replace_producer()
 
     def _init_producer(self) -> None:
         """init_transactions, on a fresh producer each time the call hangs."""

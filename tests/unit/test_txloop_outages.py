@@ -184,6 +184,9 @@ class _TxnProducer:
     def flush(self, timeout: float) -> int:
         return 0
 
+    def poll(self, timeout: float) -> int:
+        return 0
+
 
 class _AbortingProducer(_TxnProducer):
     """A producer whose transaction is in an abortable error: ``abort_raises`` makes the abort fail too."""
@@ -340,6 +343,51 @@ def test_a_hung_transactional_call_gets_a_new_producer_and_a_rewind(
     gone = weakref.ref(hung)
     del hung
     _released(gone, loop)
+
+
+class _OutageProducer(_TxnProducer):
+    """A producer double that hands ``pending`` errors to the error callback it was built with
+    when polled, as librdkafka serves its error events."""
+
+    def __init__(self, conf: dict[str, object]) -> None:
+        super().__init__()
+        self.error_cb: Callable[[KafkaError], None] = conf["error_cb"]  # type: ignore[assignment]
+        self.pending: list[KafkaError] = []
+
+    def poll(self, timeout: float) -> int:
+        for err in self.pending:
+            self.error_cb(err)
+        self.pending.clear()
+        return 0
+
+
+def test_a_producer_that_lost_every_broker_is_replaced_before_its_next_transaction(
+    loop: TransactionalLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a broker crash each stage's first send_offsets on a producer that lived through it hung
+    for 20 s (librdkafka #5456): such a producer is replaced before its next transaction instead."""
+    made: list[_OutageProducer] = []
+    monkeypatch.setattr(txloop, "Producer", lambda conf: made.append(_OutageProducer(conf)) or made[-1])
+    loop.producer = loop._new_producer()
+    first = made[0]
+    loop.stage = _OffsetsStage()
+    loop._transact([], set())
+    first.pending.append(KafkaError(KafkaError._TRANSPORT, "disconnected"))  # one connection: kept
+    loop._transact([], set())
+    assert loop.producer is first and first.calls == ["begin", "send_offsets", "commit"] * 2
+
+    first.pending.append(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    loop._transact([], set())
+    second = made[1]
+    assert loop.producer is second
+    assert first.calls == ["begin", "send_offsets", "commit"] * 2  # nothing more on the old one
+    assert second.calls == ["init", "begin", "send_offsets", "commit"]
+    assert loop._producer_conf["error_cb"].last.code() == KafkaError._TRANSPORT  # told, as before
+
+    first.pending.append(KafkaError(KafkaError._ALL_BROKERS_DOWN, "late, from the old one"))
+    first.poll(0)
+    loop._transact([], set())
+    assert loop.producer is second and len(made) == 2
 
 
 def _released(gone: weakref.ref[_TxnProducer], loop: TransactionalLoop) -> None:

@@ -52,6 +52,7 @@ class AbortingProducer:
     def begin_transaction(self): pass
     def abort_transaction(self, timeout): pass
     def flush(self, timeout): return 0
+    def poll(self, timeout): return 0
     def commit_transaction(self, timeout):
         raise KafkaException(KafkaError(KafkaError.INVALID_TXN_STATE, "test", txn_requires_abort=True))
 
