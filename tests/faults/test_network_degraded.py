@@ -45,7 +45,7 @@ root namespace. Needs root and network namespaces (skipped with the reason other
    is back in sync and later writes land too. Kafka alone, no pipeline: the switch under Kafka.
 
 The oracle of 1 and 2 is the crash suite's: the faulted run's audit log equals, incident by incident,
-the one of an uninterrupted run over the same raw topic (``canonical``: nothing lost, nothing
+the one of an uninterrupted run over the same raw topic (``assert_same_audit``: nothing lost, nothing
 twice, nothing decided differently), each passes ``check_audit_integrity``, no alert came late
 (``stormwatch_alerts_late_total``, read in the correlator's host), and every worker is still alive
 at the end and stops cleanly (exit status 0).
@@ -73,7 +73,7 @@ from stormwatch.schemas.incident import IncidentEvent
 from tests.kit.kafka import ScriptKafka, wait_for_brokers, wait_fully_replicated
 from tests.kit.netfaults import NetSwitch, kafka_in_hosts, skip_reason
 from tests.kit.paths import ROOT
-from tests.kit.pipeline import PipelineRun, canonical, check_audit_integrity
+from tests.kit.pipeline import PipelineRun, assert_same_audit
 from tests.kit.ports import worker_dir, worker_port
 from tests.kit.records import PacedProducer, leading_clock, storm_records
 from tests.kit.waits import wait_for
@@ -315,24 +315,6 @@ def _link_faults(net: NetSwitch, a: str, hosts: Sequence[str]) -> dict[str, int]
     return {k: sum(int(r.get(k, 0)) for r in rows) for k in keys}
 
 
-def _check_oracle(events: list[IncidentEvent], reference: list[IncidentEvent]) -> None:
-    """The crash suite's oracle: both logs sound, and equal incident by incident."""
-    check_audit_integrity(events)
-    check_audit_integrity(reference)
-    expected = canonical(reference)
-    assert len(expected) == GROUPS, f"the reference run has {len(expected)} incidents, not {GROUPS}"
-    got = canonical(events)
-    if got == expected:
-        return
-    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
-    differing = sorted(i for i in set(got) & set(expected) if got[i] != expected[i])
-    lengths = [(i, len(got[i]), len(expected[i])) for i in differing]
-    raise AssertionError(
-        f"the faulted run's audit log differs from the reference's: incidents missing {missing}, "
-        f"extra {extra}, differing (incident, events faulted, events reference) {lengths}"
-    )
-
-
 # --- 1. slow, lossy, flapping -------------------------------------------------------------------
 
 
@@ -457,7 +439,7 @@ def test_a_slow_lossy_then_flapping_network_mid_storm_changes_nothing(
     )
     assert slow["wi"]["chunks_retransmitted"] > 0 and flapped["connections_reset"] > 0, (slow, flapped)
     assert late == (0.0, 0.0), f"late alerts (faulted, reference): {late}"
-    _check_oracle(events, ref_events)
+    assert_same_audit(events, ref_events, incidents=GROUPS)
     assert set(statuses.values()) == {0}, statuses
 
 
@@ -819,7 +801,7 @@ def test_a_leader_cut_from_the_other_brokers_loses_no_acknowledged_write(
         assert b"probe" in probes, "the probe the new leader acknowledged is gone"
     assert set(statuses.values()) == {0}, statuses
     assert (late, ref_late) == (0.0, 0.0), f"late alerts (faulted, reference): {(late, ref_late)}"
-    _check_oracle(events, ref_events)
+    assert_same_audit(events, ref_events, incidents=GROUPS)
 
 
 # --- 3. an isolated leader ---------------------------------------------------------------------

@@ -172,6 +172,44 @@ def canonical(events: list[IncidentEvent]) -> dict[str, list[bytes]]:
     return {iid: [e.to_bytes() for e in evs] for iid, evs in sorted(incidents_by_id(events).items())}
 
 
+def assert_same_audit(events: list[IncidentEvent], reference: list[IncidentEvent], *, incidents: int) -> None:
+    """The crash suite's oracle: both logs sound, ``incidents`` of them in the reference, and equal
+    incident by incident. A failure names the incidents that differ and, for each, the first event
+    that differs and its differing fields (a whole-log diff is too long to read in CI's output)."""
+    check_audit_integrity(events)
+    check_audit_integrity(reference)
+    got, expected = incidents_by_id(events), incidents_by_id(reference)
+    assert len(expected) == incidents, f"the reference run has {len(expected)} incidents, not {incidents}"
+    if canonical(events) == canonical(reference):
+        return
+    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    lines = [f"incidents missing {missing}, extra {extra}"]
+    for iid in sorted(set(got) & set(expected)):
+        mine, theirs = got[iid], expected[iid]
+        if [e.to_bytes() for e in mine] == [e.to_bytes() for e in theirs]:
+            continue
+        lines.append(f"{iid}: {len(mine)} events in the faulted run, {len(theirs)} in the reference")
+        for a, b in zip(mine, theirs, strict=False):
+            if a.to_bytes() != b.to_bytes():
+                lines.append(f"  first difference at seq {a.seq} ({a.type.value} / {b.type.value}):")
+                lines.extend(
+                    f"    {line}"
+                    for line in _field_differences(orjson.loads(a.to_bytes()), orjson.loads(b.to_bytes()))
+                )
+                break
+    raise AssertionError("the faulted run's audit log differs from the reference's:\n" + "\n".join(lines))
+
+
+def _field_differences(a: object, b: object, path: str = "") -> list[str]:
+    """``path: faulted != reference`` for each leaf that differs (nested objects walked)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b)):
+            out.extend(_field_differences(a.get(key), b.get(key), f"{path}.{key}" if path else str(key)))
+        return out
+    return [] if a == b else [f"{path}: {a!r:.200} != {b!r:.200}"]
+
+
 def check_audit_integrity(events: list[IncidentEvent]) -> None:
     """No incident event twice, and every incident's seqs run 1, 2, 3 ... without a gap."""
     seen: set[tuple[str, int]] = set()
