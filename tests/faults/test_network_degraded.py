@@ -641,8 +641,6 @@ def test_a_leader_cut_from_the_other_brokers_loses_no_acknowledged_write(
     probe_topic = f"t.probe.{run.suffix}"
     _probe_topic(bootstrap, probe_topic)
     _start_workers(run, net, METRICS_PORT)
-    records = _storm(seed=29, span_s=45, lead_s=MINORITY_LEAD_S)
-    producer = PacedProducer(bootstrap, raw, records, MINORITY_LEAD_S)
     offsets = Offsets(run)
     wait_fully_replicated(bootstrap, 60)
 
@@ -661,6 +659,8 @@ def test_a_leader_cut_from_the_other_brokers_loses_no_acknowledged_write(
     controller = _active_controller(kafka)
     log_sizes = {n: (kafka.data_dir / f"node-{n}" / "logs" / "server.log").stat().st_size for n in (1, 2, 3)}
     log_since = log_sizes[victim]
+    records = _storm(seed=29, span_s=45, lead_s=MINORITY_LEAD_S)  # stamped from now (PacedProducer)
+    producer = PacedProducer(bootstrap, raw, records, MINORITY_LEAD_S)
 
     try:
         producer.start()

@@ -171,12 +171,6 @@ def test_a_partitioned_zombie_correlator_is_fenced(
     run = PipelineRun(bootstrap, tmp_path / "faulted", config_overrides=leading_clock(LEAD_S))
     runs_to_stop.append(run)
     raw = run.settings.topics.raw
-    t0 = int(time.time() * 1000) + int(LEAD_S * 1000) + 4000
-    records = storm_records(
-        seed=17, t0_ms=t0, groups=GROUPS, alerts_per_group=500, rounds=6, per_record=100, span_s=24
-    )
-    producer = PacedProducer(bootstrap, raw, records, LEAD_S)
-
     run.start("ingest", "i1")
     zombie = run.start("correlate", "c1", prefix=net.prefix("z"))
     zombie_log = run.workers.logs["correlate:c1"]
@@ -185,6 +179,12 @@ def test_a_partitioned_zombie_correlator_is_fenced(
     c2_log = run.workers.logs["correlate:c2"]
     wait_for("c2 to own partitions", lambda: owned_partitions(c2_log), 60)
     wait_for("c1 to keep some after c2 joined", lambda: owned_partitions(zombie_log), 30)
+    # Stamped from now, once the workers run (PacedProducer: their start took 14 s in CI).
+    t0 = int(time.time() * 1000) + int(LEAD_S * 1000) + 2000
+    records = storm_records(
+        seed=17, t0_ms=t0, groups=GROUPS, alerts_per_group=500, rounds=6, per_record=100, span_s=24
+    )
+    producer = PacedProducer(bootstrap, raw, records, LEAD_S)
     producer.start()
     wait_for("the first incident events", run.events, 60, alive=run.assert_alive)
     time.sleep(2.0)  # both correlators busy with the storm
@@ -277,7 +277,7 @@ def test_a_partitioned_zombie_correlator_is_fenced(
         ("after the heal", zombie_after),
     ):
         print(f"zombie log, {name}:\n  " + "\n  ".join(lines[-30:]))
-    assert producer.errors == [] and producer.delivered == len(records)
+    assert producer.errors == [] and producer.delivered == len(records) and producer.late_ms == 0
     # c2 got the partitions because the zombie's session expired (it never left the group):
     # its last heartbeat was at most one heartbeat interval before the cut.
     assert takeover >= SESSION_TIMEOUT_S - HEARTBEAT_INTERVAL_S - 0.5, f"takeover after {takeover:.1f}s"

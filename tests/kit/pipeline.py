@@ -201,13 +201,21 @@ def assert_same_audit(events: list[IncidentEvent], reference: list[IncidentEvent
 
 
 def _field_differences(a: object, b: object, path: str = "") -> list[str]:
-    """``path: faulted != reference`` for each leaf that differs (nested objects walked)."""
+    """``path: faulted != reference`` for each leaf that differs (objects and lists walked; of a
+    list, its lengths and first differing item)."""
+    out: list[str] = []
     if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
         for key in sorted(set(a) | set(b)):
             out.extend(_field_differences(a.get(key), b.get(key), f"{path}.{key}" if path else str(key)))
-        return out
-    return [] if a == b else [f"{path}: {a!r:.200} != {b!r:.200}"]
+    elif isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            out.append(f"{path}: {len(a)} items != {len(b)} items")
+        first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
+        if first is not None:
+            out.extend(_field_differences(a[first], b[first], f"{path}[{first}]"))
+    elif a != b:
+        out.append(f"{path}: {a!r:.200} != {b!r:.200}")
+    return out
 
 
 def check_audit_integrity(events: list[IncidentEvent]) -> None:

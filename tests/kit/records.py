@@ -89,6 +89,13 @@ class PacedProducer(threading.Thread):
     same audit log. Runs that read these records take ``leading_clock(lead_s)`` as config, so that
     the records lead their clock too (ingest.max_future_ms) and the storm takes no longer than it
     did before that bound existed.
+
+    So the records must be made just before ``start()``, once the workers run: a storm stamped
+    before slow worker starts is produced late, its first records behind the wall clock, and the
+    ingest clock at a partition's end (the wall clock then) runs ahead of them; the audit log is
+    then no longer a function of the raw log alone (in CI the zombie test's workers took 14 s to
+    start, and all six opened events listed other alerts than a replay's). ``late_ms`` says how
+    late the first record was due when the thread started.
     """
 
     def __init__(self, bootstrap: str, topic: str, records: list[tuple[int, bytes]], lead_s: float) -> None:
@@ -99,6 +106,7 @@ class PacedProducer(threading.Thread):
         self.errors: list[KafkaError] = []
         self.delivered = 0
         self.undelivered = -1
+        self.late_ms = 0
         self.producer = Producer(
             {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
         )
@@ -110,6 +118,8 @@ class PacedProducer(threading.Thread):
             self.errors.append(err)
 
     def run(self) -> None:
+        if self.records:
+            self.late_ms = max(0, int(time.time() * 1000) + self.lead_ms - self.records[0][0])
         for ts, value in self.records:
             while (wait_ms := ts - self.lead_ms - time.time() * 1000) > 0:
                 self.producer.poll(min(wait_ms / 1000, 0.2))
