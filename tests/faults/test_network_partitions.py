@@ -277,7 +277,9 @@ def test_a_partitioned_zombie_correlator_is_fenced(
         ("after the heal", zombie_after),
     ):
         print(f"zombie log, {name}:\n  " + "\n  ".join(lines[-30:]))
-    assert producer.errors == [] and producer.delivered == len(records) and producer.late_ms == 0
+    assert producer.errors == [] and producer.delivered == len(records)
+    # Its first records led the wall clock by most of LEAD_S (PacedProducer: a late start breaks the oracle).
+    assert producer.late_ms <= LEAD_S * 500, f"the storm started {producer.late_ms} ms late"
     # c2 got the partitions because the zombie's session expired (it never left the group):
     # its last heartbeat was at most one heartbeat interval before the cut.
     assert takeover >= SESSION_TIMEOUT_S - HEARTBEAT_INTERVAL_S - 0.5, f"takeover after {takeover:.1f}s"
