@@ -56,6 +56,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from stormwatch.config import Settings, load_settings
+from stormwatch.kafka.client import delivery_failure
 from stormwatch.kafka.topics import create_topics, delete_topics
 
 RULES = """
@@ -195,12 +196,12 @@ class KafkaSink:
                 self.producer.poll(0.05)
         self.producer.poll(0)
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if (failure := delivery_failure(err, msg)) is None:
             self.stats.delivered += 1
         else:
             self.stats.delivery_errors += 1
-            self.stats.last_error = err.str()
+            self.stats.last_error = failure
 
     def close(self, timeout_s: float) -> int:
         return int(self.producer.flush(timeout_s))

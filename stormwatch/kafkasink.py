@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Gauge
 
 from stormwatch.config import Settings
-from stormwatch.kafka.client import make_producer, unreachable_error
+from stormwatch.kafka.client import delivery_failure, make_producer, unreachable_error
 from stormwatch.metrics import process_wide
 
 log = logging.getLogger("stormwatch.gateway")  # the gateway's logger, as before the split
@@ -253,7 +253,7 @@ class KafkaSink:
         if not self._ready:
             raise KafkaUnavailable(self._reason)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[KafkaError | None] = loop.create_future()
+        future: asyncio.Future[KafkaError | str | None] = loop.create_future()
         on_delivery = functools.partial(_delivered, loop, future)
         with self._producer_lock:
             producer = self._producer
@@ -283,6 +283,10 @@ class KafkaSink:
             ) from None
         if err is None:
             return
+        if isinstance(err, str):
+            # Possibly written, possibly not: the sender retries, and a duplicate is deduplicated.
+            log.warning("answering 503 for a record Kafka did not confirm: %s", err)
+            raise KafkaUnavailable(err)
         if err.code() in _TOO_LARGE_CODES:
             raise RecordTooLarge(err.str())
         if err.code() in _OUTAGE_CODES:
@@ -292,15 +296,19 @@ class KafkaSink:
 
 def _delivered(
     loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future[KafkaError | None],
+    future: asyncio.Future[KafkaError | str | None],
     err: KafkaError | None,
     msg: Message,
 ) -> None:
-    """Runs on the poll thread: hand the outcome to the event loop."""
+    """Runs on the poll thread: hand the outcome to the event loop (the error, the reason a
+    "delivered" record is not proven written, or None once it is at its offset)."""
+    outcome: KafkaError | str | None = err
+    if err is None:
+        outcome = delivery_failure(err, msg)
     with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for this answer any more
-        loop.call_soon_threadsafe(_settle, future, err)
+        loop.call_soon_threadsafe(_settle, future, outcome)
 
 
-def _settle(future: asyncio.Future[KafkaError | None], err: KafkaError | None) -> None:
+def _settle(future: asyncio.Future[KafkaError | str | None], err: KafkaError | str | None) -> None:
     if not future.done():  # the request may have timed out meanwhile
         future.set_result(err)

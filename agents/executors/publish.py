@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from stormwatch.agents.core.templating import is_template
 from stormwatch.agents.executors.base import ExecutorPolicy, Outcome, ParamProblems, refused, unknown_keys
+from stormwatch.kafka.client import delivery_failure
 from stormwatch.schemas.commands import MitigationCommand
 
 __all__ = ["KafkaExecutor"]
@@ -92,8 +93,8 @@ class KafkaExecutor:
         if not done:
             return Outcome(ok=False, reason=f"not acknowledged by Kafka within {timeout_s:g}s")
         err, msg = done[0]
-        if err is not None:
-            return Outcome(ok=False, reason=f"Kafka refused the message: {err.str()}")
+        if (failure := delivery_failure(err, msg)) is not None:
+            return Outcome(ok=False, reason=f"Kafka refused the message: {failure}")
         return Outcome(
             ok=True, output=f"published to {topic} partition {msg.partition()} offset {msg.offset()}"
         )

@@ -26,7 +26,7 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaExceptio
 from stormwatch.commands.args import positive_int
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka.client import make_producer, require_topic
+from stormwatch.kafka.client import delivery_failure, make_producer, require_topic
 from stormwatch.loaders import load_rules
 from stormwatch.output import ProgressLine, clean, dump_json, human_duration, rfc3339
 from stormwatch.schemas.adapters.detect import FORMAT_HEADER
@@ -347,10 +347,10 @@ class _Publisher:
         report = self.report
 
         def done(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
+            if (failure := delivery_failure(err, msg)) is not None:
                 report.failed += 1
                 if report.error is None:
-                    report.error = _hint(err, timestamp_ms)
+                    report.error = failure if err is None else _hint(err, timestamp_ms)
                     report.error_record = position
                 return
             report.delivered += 1

@@ -31,7 +31,7 @@ from stormwatch.commands.args import positive_int
 from stormwatch.commands.checking import check_files
 from stormwatch.config import Settings
 from stormwatch.errors import UserError
-from stormwatch.kafka.client import make_producer, read_topic, require_topic
+from stormwatch.kafka.client import delivery_failure, make_producer, read_topic, require_topic
 from stormwatch.loaders import load_topology, read_config_text
 from stormwatch.output import ProgressLine, dump_json, warn
 from stormwatch.schemas.common import ms_from_dt
@@ -518,9 +518,9 @@ def publish_updates(settings: Settings, updates: Sequence[TopologyUpdate]) -> li
     failed: list[str] = []
 
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
+        if (failure := delivery_failure(err, msg)) is not None:
             key = msg.key()
-            failed.append(f"{key.decode() if key else '?'}: {err.str()}")
+            failed.append(f"{key.decode() if key else '?'}: {failure}")
         else:
             delivered.append(msg)
 

@@ -39,6 +39,31 @@ DOWN_S = 8.0
 UP_AFTER_S = 6.0
 RECOVERY_BOUND_S = 15.0
 """The gateway must answer 2xx again within this long after the broker answers again."""
+WARM_UP_ALERTS = 12
+"""Alerts posted at once per warm-up round: all three partitions get one with odds of 98 %."""
+
+
+async def _warm_up(session: aiohttp.ClientSession, url: str, timeout_s: float = 60) -> None:
+    """Post rounds of alerts until two rounds in a row are all 2xx, so that the probes meet a warm
+    producer: on a busy CI machine a cold one's first records took longer than the 2 s delivery
+    timeout (503 before the outage), and its first record to a partition is the one librdkafka may
+    acknowledge without an offset (also 503 now). The outage, not the start-up, is under test."""
+    deadline = time.monotonic() + timeout_s
+    clean = 0
+    n = 0
+    while clean < 2:
+        assert time.monotonic() < deadline, f"the gateway did not accept {WARM_UP_ALERTS} alerts in a row"
+
+        async def post(i: int) -> int:
+            body = {"stormwatch": 1, "alerts": [{"labels": {"alertname": "OutageWarmUp", "n": str(i)}}]}
+            async with session.post(url, json=body) as r:
+                return r.status
+
+        statuses = await asyncio.gather(*(post(n + i) for i in range(WARM_UP_ALERTS)))
+        n += WARM_UP_ALERTS
+        clean = clean + 1 if all(200 <= st < 300 for st in statuses) else 0
+        if clean < 2:
+            await asyncio.sleep(0.2)
 
 
 @pytest.fixture
@@ -63,6 +88,7 @@ async def _scenario(settings: Settings, kafka: ScriptKafka) -> tuple[list[Answer
         assert await asyncio.to_thread(server.sink.wait_ready, 30), server.sink.reason
         url = f"{server.url}/api/v1/alerts"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            await _warm_up(session, url)
             senders = [
                 asyncio.create_task(probe_sender(session, url, "OutageProbe", i, SENDERS, stop, answers))
                 for i in range(SENDERS)
@@ -98,7 +124,7 @@ def test_gateway_answers_503_during_an_outage_and_recovers(
     # Nothing acknowledged is lost: every 2xx alert is in the raw topic.
     written = set()
     for msg in read_topic(outage_settings, outage_settings.topics.raw, timeout_s=30):
-        written.update(int(note.labels["seq"]) for note in reparse(msg).alerts)
+        written.update(int(note.labels["seq"]) for note in reparse(msg).alerts if "seq" in note.labels)
     missing = sorted({a.seq for a in ok} - written)
     assert missing == [], f"{len(missing)} alerts answered 2xx are not in the raw topic: {missing[:20]}"
 

@@ -15,7 +15,7 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from stormwatch.config import Settings
-from stormwatch.kafka.client import make_producer
+from stormwatch.kafka.client import UNCONFIRMED_DELIVERY, delivery_failure, make_producer
 from stormwatch.schemas.adapters import ParseLimits
 from stormwatch.streams.core.batching import AlertBatcher, RawRecord
 from stormwatch.streams.core.rules import RulesConfig
@@ -111,11 +111,11 @@ class PacedProducer(threading.Thread):
             {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
         )
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
-        if err is None:
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if delivery_failure(err, msg) is None:
             self.delivered += 1
         else:
-            self.errors.append(err)
+            self.errors.append(err or KafkaError(KafkaError._FAIL, UNCONFIRMED_DELIVERY))
 
     def run(self) -> None:
         if self.records:

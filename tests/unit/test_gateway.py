@@ -17,6 +17,7 @@ import orjson
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
+from confluent_kafka import KafkaError, Message
 from prometheus_client import REGISTRY
 
 from stormwatch.config import Settings
@@ -28,7 +29,8 @@ from stormwatch.gateway import (
     dedup_key_for,
     record_key,
 )
-from stormwatch.kafkasink import KafkaSink
+from stormwatch.kafka.client import UNCONFIRMED_DELIVERY, delivery_failure
+from stormwatch.kafkasink import KafkaSink, KafkaUnavailable
 from stormwatch.schemas.adapters import FORMAT_HEADER
 from stormwatch.schemas.adapters.base import DEFAULT_LIMITS
 from stormwatch.schemas.adapters.record import parse_record, parse_record_checked
@@ -465,3 +467,46 @@ def test_record_key_is_the_fingerprint_of_a_single_alert() -> None:
     one = parse([PROM_ALERT, PROM_ALERT])
     assert record_key(one) == one.alerts[0]["fingerprint"].encode()
     assert record_key(parse([PROM_ALERT, {"labels": {"other": "x"}}])) is None
+
+
+# ---------------------------------------------------------------------------- delivery reports
+
+
+def test_a_delivery_report_proves_a_write_only_with_an_offset() -> None:
+    assert delivery_failure(None, Message(topic="t", partition=1, offset=42)) is None
+    # librdkafka's implicit acknowledgement: no error, no offset (-1001 reads as None).
+    assert delivery_failure(None, Message(topic="t", partition=1, offset=-1001)) == UNCONFIRMED_DELIVERY
+    assert delivery_failure(None, Message(topic="t", partition=1)) == UNCONFIRMED_DELIVERY
+    err = KafkaError(KafkaError._MSG_TIMED_OUT, "Local: Message timed out")
+    assert delivery_failure(err, Message(topic="t", partition=1, offset=42)) == "Local: Message timed out"
+
+
+class _ReportingProducer:
+    """Stands in for librdkafka: reports each record at once with the given offset, no error."""
+
+    def __init__(self, offset: int | None) -> None:
+        self.offset = offset
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        if self.offset is None:
+            kwargs["on_delivery"](None, Message(topic=topic, partition=0))
+        else:
+            kwargs["on_delivery"](None, Message(topic=topic, partition=0, offset=self.offset))
+
+
+@pytest.mark.parametrize("offset", [-1001, None])
+def test_the_gateway_answers_503_for_a_record_kafka_reported_without_an_offset(offset: int | None) -> None:
+    """A 2xx promises the alert is in the raw topic; an implicit acknowledgement promises nothing
+    (CI once saw such an alert missing), so its sender gets 503 and sends it again."""
+    sink = KafkaSink(make_settings())
+    try:
+        sink._set_ready(True, "")
+        real, sink._producer = sink._producer, _ReportingProducer(offset)  # type: ignore[assignment]
+        with pytest.raises(KafkaUnavailable, match="without an offset"):
+            asyncio.run(sink.send(b"{}", key=None, headers=[], timestamp_ms=0))
+        assert sink.ready  # one unconfirmed record says nothing about Kafka's health
+        sink._producer = _ReportingProducer(7)  # type: ignore[assignment]
+        assert asyncio.run(sink.send(b"{}", key=None, headers=[], timestamp_ms=0)) is None
+    finally:
+        sink._producer = real
+        sink.close(0)
