@@ -57,7 +57,9 @@ def fill(follower: HandFollower) -> None:
     event = build_event(INC, at=opened, title=f"ApiDown {EVIL}", group_labels={"job": "api"})
     model.apply_incident(event.to_bytes())
     step = {"workflow": "restart", "step": "restart", "action": "exec", "target": f"api {EVIL}"}
-    expires = datetime.fromtimestamp((NOW_MS + 600_000) / 1000, UTC).isoformat()
+    # From the wall clock now, not NOW_MS: under xdist this module is imported at collection, and a
+    # CI run reached this test 9.5 minutes later ("expires in 23s").
+    expires = datetime.fromtimestamp(time.time() + 600, UTC).isoformat()
     for seq, (cid, status, extra) in enumerate(
         [
             (DONE, "requested", {}),
