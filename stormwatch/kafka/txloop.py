@@ -299,6 +299,13 @@ class TransactionalLoop:
             "compression.type": "lz4",
             "message.max.bytes": settings.topics.max_message_bytes + 65536,
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            # One produce request in flight per broker: with more, a later batch can succeed while
+            # an earlier one to the same partition waits for a retry, and librdkafka then reports
+            # the earlier records delivered without writing them (its implicit acknowledgement; a
+            # broker with no state for the producer on that partition accepts the gap, KAFKA-15591),
+            # and the transaction would commit without them (docs/reliability.md, "Gateway during
+            # a Kafka outage"). A transaction's records still go out in batches per partition.
+            "max.in.flight.requests.per.connection": 1,
             **(producer_overrides or {}),
         }
         self._consumer_overrides = consumer_overrides

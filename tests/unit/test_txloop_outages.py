@@ -1053,3 +1053,12 @@ def test_what_a_transaction_did_not_take_is_read_again_with_the_rest_of_the_poll
     loop.run()
     assert taken == [2], "the second chunk waits for the next poll"
     assert consumer.seeks == [(1, 20), (0, 11), (2, 30)]
+
+
+def test_a_stage_producer_keeps_one_request_in_flight_so_nothing_is_acknowledged_implicitly(
+    loop: TransactionalLoop,
+) -> None:
+    """With a second request in flight, librdkafka may report records of a failed first one as
+    delivered without their being written, and the transaction would commit without them."""
+    assert loop._producer_conf["max.in.flight.requests.per.connection"] == 1
+    assert loop._producer_conf["enable.idempotence"] is True
