@@ -302,9 +302,7 @@ def _delivered(
 ) -> None:
     """Runs on the poll thread: hand the outcome to the event loop (the error, the reason a
     "delivered" record is not proven written, or None once it is at its offset)."""
-    outcome: KafkaError | str | None = err
-    if err is None:
-        outcome = delivery_failure(err, msg)
+    outcome = err if err is not None else delivery_failure(None, msg)
     with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for this answer any more
         loop.call_soon_threadsafe(_settle, future, outcome)
 

@@ -303,8 +303,8 @@ class TransactionalLoop:
             # an earlier one to the same partition waits for a retry, and librdkafka then reports
             # the earlier records delivered without writing them (its implicit acknowledgement; a
             # broker with no state for the producer on that partition accepts the gap, KAFKA-15591),
-            # and the transaction would commit without them (docs/reliability.md, "Gateway during
-            # a Kafka outage"). A transaction's records still go out in batches per partition.
+            # and the transaction would commit without them (docs/architecture.md,
+            # "Exactly once"). A transaction's records still go out in batches per partition.
             "max.in.flight.requests.per.connection": 1,
             **(producer_overrides or {}),
         }
